@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The VM runner: boot the zcopy guest and run one command in it.
+#
+#   qemu/run.sh [--timeout SECS] [--interactive] [--no-rxe] [--] CMD...
+#
+# The guest: the pinned kernel of the toolbox, booted by virtme-ng with the
+# toolbox as its root and this project shared read-write at the same path,
+# 2 vCPUs, guest RAM in a shared memfd (vhost-user needs it), no network
+# device (-net none), Soft-RoCE up on a veth pair (unless --no-rxe), the card
+# attached and its driver loaded once they are built.
+#
+# Exit code: the guest command's, or 69 for an infrastructure failure
+# (toolbox, QEMU, side daemon, boot or run timeout), or 1 when the command
+# passed but the guest kernel log shows a WARN/BUG/Oops (printed).
+# Logs: target/qemu/ (console.log, kernel.log, guest-setup.log, daemons).
+#
+# Environment: ZCOPY_ACCEL=auto|kvm|tcg, ZCOPY_VM_MEM (2G), ZCOPY_VM_CPUS (2),
+# ZCOPY_APPEND (extra kernel parameters, e.g. swiotlb=force), ZC_MTU (9000).
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+timeout=1800 interactive=0
+export ZC_RXE=1
+while [ $# -gt 0 ]; do
+	case $1 in
+	--timeout) timeout=$2; shift 2 ;;
+	--interactive) interactive=1; shift ;;
+	--no-rxe) ZC_RXE=0; shift ;;
+	--) shift; break ;;
+	-*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || set -- bash -l
+case $timeout in '' | *[!0-9]*) echo "run.sh: --timeout takes seconds" >&2; exit 2 ;; esac
+
+tb() { "$here/toolbox/toolbox.sh" "$@"; }
+toolbox=$(tb path) || exit "$ZC_EXIT_INFRA"
+
+# accel: KVM when it really boots a standard guest, TCG otherwise. /dev/kvm
+# can exist and still fail (nested virtualisation that cannot run this
+# kernel hangs or stops with "KVM internal error"), so the first run on a
+# machine makes a bounded trial boot and caches the verdict per host kernel,
+# QEMU and guest kernel.
+accel() {
+	case ${ZCOPY_ACCEL:-auto} in
+	kvm | tcg) echo "$ZCOPY_ACCEL"; return ;;
+	auto) ;;
+	*) zc_infra "ZCOPY_ACCEL must be auto, kvm or tcg" ;;
+	esac
+	if [ ! -w /dev/kvm ]; then echo tcg; return; fi
+	local f
+	f="$(zc_cache_dir)/kvm-probe-$(uname -r)-$(basename "$toolbox")"
+	if [ ! -f "$f" ]; then
+		zc_log "probing KVM with a trial boot (once per machine, at most 30 s)"
+		local out
+		out=$(timeout -k 5 30 "$here/toolbox/toolbox.sh" enter \
+			vng --run "/boot/vmlinuz-$(tb_kernel)" --user root --memory 512M \
+			--exec 'echo zcopy-kvm-ok' </dev/null 2>&1)
+		if grep -q zcopy-kvm-ok <<<"$out"; then echo kvm >"$f"; else echo tcg >"$f"; fi
+	fi
+	cat "$f"
+}
+tb_kernel() { sed -n 's/^ZC_KERNEL_ABI=//p' "$here/toolbox/recipe.sh"; }
+
+acc=$(accel)
+run=$ZC_ROOT/target/qemu
+mkdir -p "$run"
+rm -f "$run"/{console,kernel,guest-setup}.log "$run"/guest-exit "$run"/guest-infra
+zc_log "booting the guest ($acc, kernel $(tb_kernel)); logs in target/qemu/"
+
+if [ "$interactive" = 1 ]; then
+	"$here/toolbox/toolbox.sh" enter "$here/vm.sh" "$run" "$acc" 1 -- "$@"
+	exit $?
+fi
+
+start=$(date +%s.%N)
+timeout -k 10 "$timeout" "$here/toolbox/toolbox.sh" enter "$here/vm.sh" "$run" "$acc" 0 -- "$@"
+rc=$?
+awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", e - s }' >"$run/seconds"
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+	tail -n 50 "$run/console.log" >&2 2>/dev/null
+	zc_infra "the guest run exceeded ${timeout} s and was stopped; console: target/qemu/console.log"
+fi
+[ "$rc" = "$ZC_EXIT_INFRA" ] && exit "$rc"
+
+# Every guest run fails on a kernel log that shows the kernel in trouble.
+bad='WARNING:|BUG:|Oops|general protection|refcount_t:|list_del corruption|hung task|blocked for more than|Kernel panic|UBSAN:|KASAN:'
+if [ -f "$run/kernel.log" ] && grep -E -q "$bad" "$run/kernel.log"; then
+	zc_warn "the guest kernel log shows trouble (target/qemu/kernel.log):"
+	grep -E -B2 -A20 "$bad" "$run/kernel.log" | head -n 80 >&2
+	[ "$rc" = 0 ] && rc=1
+fi
+exit "$rc"

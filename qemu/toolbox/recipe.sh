@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# The toolbox recipe: a Debian trixie root that holds QEMU (>= 10.2, from
+# trixie-backports), the pinned guest kernel with its headers, virtme-ng,
+# the module build tools and rdma-core/perftest.
+#
+# The cache key of a toolbox is the hash of this file: change anything here
+# and the next run builds a new toolbox. Sourced by qemu/toolbox/toolbox.sh.
+
+# The guest kernel. Its headers build driver/zcard.ko; both must match.
+ZC_KERNEL_ABI=6.12.107+deb13-amd64
+
+ZC_SUITE=trixie
+ZC_MIRROR=${ZC_MIRROR:-http://deb.debian.org/debian}
+
+# Packages taken from trixie-backports (with the dependencies that need it).
+# QEMU 10.2 is the first with the user-creatable vhost-user-test-device-pci;
+# backports' QEMU pulls libelf from backports, so libdw1t64 must follow or apt
+# refuses linux-headers.
+ZC_BACKPORTS=(
+	qemu-system-x86
+	qemu-system-common
+	qemu-system-data
+	seabios
+	libdw1t64
+	libelf1t64
+)
+
+ZC_PACKAGES=(
+	"linux-image-$ZC_KERNEL_ABI"
+	"linux-headers-$ZC_KERNEL_ABI"
+	linux-source-6.12
+	virtme-ng
+	busybox-static
+	kmod
+	udev
+	gcc
+	make
+	sparse
+	python3
+	rdma-core
+	ibverbs-utils
+	ibverbs-providers
+	perftest
+	iproute2
+	iputils-ping
+	pciutils
+	procps
+	psmisc
+	file
+	ca-certificates
+)
+
+# zc_recipe_build DIR MODE: build the root into DIR (must not exist) with
+# mmdebstrap in MODE (root or unshare).
+zc_recipe_build() {
+	local dir=$1 mode=$2 p
+	local include=("${ZC_PACKAGES[@]}")
+	for p in "${ZC_BACKPORTS[@]}"; do include+=("$p/$ZC_SUITE-backports"); done
+	mmdebstrap --mode="$mode" --variant=apt --components=main \
+		--aptopt='APT::Install-Recommends "false"' \
+		--aptopt='Acquire::Retries "3"' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' \
+		--dpkgopt='path-exclude=/usr/share/man/*' \
+		--dpkgopt='path-exclude=/usr/share/locale/*' \
+		--include="$(IFS=,; echo "${include[*]}")" \
+		--customize-hook='chroot "$1" sh -c "tar -C /usr/src -xf /usr/src/linux-source-6.12.tar.xz --wildcards \"*/scripts/checkpatch.pl\" \"*/scripts/spelling.txt\" \"*/scripts/const_structs.checkpatch\" && mv /usr/src/linux-source-6.12 /usr/src/checkpatch && rm -f /usr/src/linux-source-6.12.tar.xz"' \
+		--customize-hook='chroot "$1" sh -c "qemu-system-x86_64 -device help | grep -q vhost-user-test-device-pci" || { echo "toolbox: this QEMU lacks vhost-user-test-device-pci (need >= 10.2)" >&2; exit 1; }' \
+		--customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages*' \
+		"$ZC_SUITE" "$dir" \
+		"deb $ZC_MIRROR $ZC_SUITE main" \
+		"deb $ZC_MIRROR $ZC_SUITE-backports main"
+}

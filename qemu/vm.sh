@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Inside the toolbox (called by qemu/run.sh): start the side processes the
+# guest needs, boot the pinned kernel with virtme-ng and run one command in
+# it. Runs in the toolbox's own PID namespace, so everything started here dies
+# with it; the trap below also stops things in order on a normal exit.
+#
+#   vm.sh RUN_DIR ACCEL INTERACTIVE -- CMD...
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+run=$1 accel=$2 interactive=$3
+shift 4
+
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# side NAME SOCKET CMD...: start a side process (its log in $run/NAME.log)
+# and wait until it listens on SOCKET; an early exit or no socket within 10 s
+# is an infrastructure failure.
+side() {
+	local name=$1 sock=$2 i
+	shift 2
+	rm -f "$sock"
+	"$@" >"$run/$name.log" 2>&1 &
+	pids+=($!)
+	for i in $(seq 100); do
+		[ -S "$sock" ] && return 0
+		kill -0 "${pids[-1]}" 2>/dev/null || { cat "$run/$name.log" >&2; zc_infra "$name exited before listening on $sock"; }
+		sleep 0.1
+	done
+	zc_infra "$name did not listen on $sock within 10 s (log: $run/$name.log)"
+}
+
+qemu_opts=()
+# The card hook: when the device model is built, it attaches here as a
+# DMA-capable virtio PCI card (virtio-id 38).
+card=${ZC_CARD_BIN:-$ZC_ROOT/target/debug/zcard-vhost}
+if [ -x "$card" ]; then
+	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock"
+	qemu_opts+=(-chardev "socket,id=zcard,path=$run/zcard.sock"
+		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZC_CARD_QUEUES:-2},config_size=${ZC_CARD_CONFIG:-64}")
+fi
+
+vng_args=(
+	--run "/boot/vmlinuz-$ZC_KERNEL_ABI"
+	--cpus "${ZCOPY_VM_CPUS:-2}"
+	--memory "${ZCOPY_VM_MEM:-2G}" --numa "${ZCOPY_VM_MEM:-2G}"
+	--rwdir "$ZC_ROOT=$ZC_ROOT"
+	--cwd "$ZC_ROOT"
+	--user root
+	--name zcopy-guest
+)
+[ "$accel" = tcg ] && vng_args+=(--disable-kvm)
+[ -n "${ZCOPY_APPEND:-}" ] && vng_args+=(--append "$ZCOPY_APPEND")
+[ ${#qemu_opts[@]} -gt 0 ] && vng_args+=(--qemu-opts "${qemu_opts[*]}")
+
+# Settings reach the guest as environment on the command line.
+guest_cmd="env ZC_RUN=$(printf %q "$run") ZC_RXE=${ZC_RXE:-1} ZC_MTU=${ZC_MTU:-9000}"
+guest_cmd+=" $(printf %q "$here/guest/init.sh")"
+guest_cmd+=" $(printf '%q ' "$@")"
+
+if [ "$interactive" = 1 ]; then
+	vng "${vng_args[@]}" --exec "$guest_cmd"
+else
+	vng "${vng_args[@]}" --exec "$guest_cmd" </dev/null 2>&1 | tee "$run/console.log"
+fi
+vng_rc=${PIPESTATUS[0]}
+
+if [ -f "$run/guest-infra" ]; then
+	zc_infra "$(cat "$run/guest-infra") (log: $run/guest-setup.log)"
+fi
+if [ ! -f "$run/guest-exit" ]; then
+	tail -n 50 "$run/console.log" >&2 2>/dev/null
+	zc_infra "the guest did not report an exit code (vng/QEMU exit $vng_rc); console: $run/console.log"
+fi
+exit "$(cat "$run/guest-exit")"

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# perftest between the guest's two Soft-RoCE devices (zrxe0 on zcv0,
+# 169.254.77.1; zrxe1 on zcv1, 169.254.77.2): RDMA WRITE bandwidth and SEND
+# latency with GID exchange over TCP, WRITE bandwidth again with rdma_cm (-R),
+# and ibv_rc_pingpong with receive-buffer validation (-c). Each run must
+# complete, report a figure, and really cross the veth (the two ends show
+# different GIDs).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+A=169.254.77.1 B=169.254.77.2
+
+# pair NAME SERVER-ARGS -- CLIENT-ARGS: run a server on zrxe0 and a client on
+# zrxe1, both bounded in time; the output of both is kept and printed.
+pair() {
+	local name=$1 srv=() cli=()
+	shift
+	while [ "$1" != -- ]; do srv+=("$1"); shift; done
+	shift
+	cli=("$@")
+	timeout 120 "${srv[@]}" >"$T/$name.server" 2>&1 &
+	local spid=$!
+	sleep 1
+	local rc=0
+	timeout 120 "${cli[@]}" >"$T/$name.client" 2>&1 || rc=$?
+	wait "$spid" || rc=$((rc ? rc : $?))
+	echo "== $name server"; cat "$T/$name.server"
+	echo "== $name client"; cat "$T/$name.client"
+	[ "$rc" = 0 ] || fail "$name exited with $rc"
+}
+
+# sent DEV: packets DEV has put on the wire so far.
+sent() { cat "/sys/class/infiniband/$1/ports/1/hw_counters/sent_pkts"; }
+
+# crosses NAME BEFORE0 BEFORE1: both devices sent packets during NAME (the
+# traffic went from one device to the other over the veth; it did not loop
+# back inside one device).
+crosses() {
+	[ "$(sent zrxe0)" -gt "$2" ] || fail "$1: zrxe0 sent nothing"
+	[ "$(sent zrxe1)" -gt "$3" ] || fail "$1: zrxe1 sent nothing (the client did not use it)"
+}
+
+# figure NAME COLUMN: the number under perftest's result header, > 0.
+figure() {
+	local v
+	v=$(awk -v c="$2" '/^ *#bytes/ {getline; print $c; exit}' "$T/$1.client")
+	awk -v v="$v" 'BEGIN { exit !(v + 0 > 0) }' || fail "$1 reported no figure (column $2: '$v')"
+	echo "$1: $v"
+}
+
+s0=$(sent zrxe0) s1=$(sent zrxe1)
+pair write_bw ib_write_bw -d zrxe0 -x 1 -s 65536 -n 500 -F -- \
+	ib_write_bw -d zrxe1 -x 1 -s 65536 -n 500 -F "$A"
+crosses write_bw "$s0" "$s1"
+figure write_bw 4
+
+s0=$(sent zrxe0) s1=$(sent zrxe1)
+pair send_lat ib_send_lat -d zrxe0 -x 1 -s 64 -n 500 -F -- \
+	ib_send_lat -d zrxe1 -x 1 -s 64 -n 500 -F "$A"
+crosses send_lat "$s0" "$s1"
+figure send_lat 5
+
+s0=$(sent zrxe0) s1=$(sent zrxe1)
+pair write_bw_cm ib_write_bw -d zrxe0 -R -s 65536 -n 500 -F -- \
+	ib_write_bw -d zrxe1 -R --bind_source_ip "$B" -s 65536 -n 500 -F "$A"
+crosses write_bw_cm "$s0" "$s1"
+figure write_bw_cm 4
+
+# -c: the receiver checks every buffer's contents.
+s0=$(sent zrxe0) s1=$(sent zrxe1)
+pair pingpong ibv_rc_pingpong -d zrxe0 -g 1 -c -n 200 -s 4096 -- \
+	ibv_rc_pingpong -d zrxe1 -g 1 -c -n 200 -s 4096 "$A"
+crosses pingpong "$s0" "$s1"
+grep -q "::ffff:$B" "$T/pingpong.client" || fail "pingpong client did not use zrxe1's IPv4 GID"
+grep -q '200 iters' "$T/pingpong.client" || fail "pingpong did not complete 200 validated iterations"
+echo ok
