@@ -27,3 +27,17 @@ zc_cache_dir() {
 		echo "${XDG_CACHE_HOME:-$HOME/.cache}/zcopy"
 	fi
 }
+
+# Lines in a guest kernel log that mean the kernel is in trouble; every guest
+# run fails on any of them.
+ZC_KERNEL_BAD='WARNING:|BUG:|Oops|general protection|refcount_t:|list_del corruption|hung task|blocked for more than|Kernel panic|UBSAN:|KASAN:'
+
+# zc_kernel_log_ok FILE: true when FILE exists and shows no trouble; prints
+# the offending lines otherwise.
+zc_kernel_log_ok() {
+	[ -f "$1" ] || { zc_warn "no guest kernel log at $1"; return 1; }
+	grep -E -q "$ZC_KERNEL_BAD" "$1" || return 0
+	zc_warn "the guest kernel log shows trouble ($1):"
+	grep -E -B2 -A20 "$ZC_KERNEL_BAD" "$1" | head -n 80 >&2
+	return 1
+}

@@ -87,10 +87,5 @@ fi
 [ "$rc" = "$ZC_EXIT_INFRA" ] && exit "$rc"
 
 # Every guest run fails on a kernel log that shows the kernel in trouble.
-bad='WARNING:|BUG:|Oops|general protection|refcount_t:|list_del corruption|hung task|blocked for more than|Kernel panic|UBSAN:|KASAN:'
-if [ -f "$run/kernel.log" ] && grep -E -q "$bad" "$run/kernel.log"; then
-	zc_warn "the guest kernel log shows trouble (target/qemu/kernel.log):"
-	grep -E -B2 -A20 "$bad" "$run/kernel.log" | head -n 80 >&2
-	[ "$rc" = 0 ] && rc=1
-fi
+if ! zc_kernel_log_ok "$run/kernel.log" && [ "$rc" = 0 ]; then rc=1; fi
 exit "$rc"

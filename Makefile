@@ -1,0 +1,53 @@
+# zcopy: zero-copy data movement on Linux, and the emulated-hardware platform
+# that tests it. `make help` lists the targets.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR := $(CURDIR)/target
+
+CMD ?= uname -r
+
+.PHONY: help demo qemu-test test lint bootstrap toolbox qemu-exec qemu-shell \
+	bench bench-platform clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+demo: ## the main job: boot the platform, show the rxe devices and perftest figures
+	@ci/bootstrap.sh
+	@ci/demo.sh
+
+qemu-test: ## the whole suite: host tests, then the guest suite; JUnit in target/qemu-test/
+	@ci/qemu-test.sh
+
+test: ## host-side tests only (cargo test --workspace)
+	@ci/bootstrap.sh
+	cargo test --workspace
+
+lint: ## cargo fmt --check, clippy -D warnings, actionlint on the workflow, shellcheck
+	@ci/bootstrap.sh
+	@ci/lint.sh
+
+bootstrap: ## install what the host needs (apt, only what is missing)
+	@ci/bootstrap.sh
+
+toolbox: ## rebuild the toolbox (Debian trixie root with QEMU, kernel, rdma-core)
+	@ci/bootstrap.sh
+	@qemu/toolbox/toolbox.sh build
+
+qemu-exec: ## run CMD='...' in a guest set up as the tests see it; exits with its code
+	@ci/bootstrap.sh
+	@qemu/run.sh -- sh -c '$(subst ','\'',$(CMD))'
+
+qemu-shell: ## an interactive shell in the guest
+	@ci/bootstrap.sh
+	@qemu/run.sh --interactive -- bash -l
+
+bench: ## benchmarks (tables, JSON, plots), never timed tests
+	@ci/bootstrap.sh
+	@ci/bench-platform.sh
+
+bench-platform: ## toolbox build (cold), boot-to-first-command, qemu-test warm/cold
+	@ci/bootstrap.sh
+	@ci/bench-platform.sh
+
+clean: ## remove build output (the cached toolbox stays: make toolbox rebuilds it)
+	rm -rf target

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# make qemu-test: the whole suite. Host tests (cargo test --workspace), then
+# the guest suite in a fresh boot (qemu/guest/test-entry.sh), then one report:
+# target/qemu-test/junit.xml, logs under target/qemu-test/logs/, and a last
+# line "N passed, N failed, N skipped".
+#
+# Exit code: 0 all passed, 1 a test failed, 69 infrastructure failure.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../qemu/lib.sh
+. "$here/../qemu/lib.sh"
+cd "$ZC_ROOT"
+
+out=target/qemu-test
+rm -rf "$out"
+mkdir -p "$out/logs"
+results=$out/results.tsv
+: >"$results"
+start=$(date +%s)
+
+"$here/bootstrap.sh" || exit "$ZC_EXIT_INFRA"
+
+zc_log "host tests: cargo test --workspace"
+cargo test --workspace --color never >"$out/logs/host-cargo.log" 2>&1
+host_rc=$?
+python3 "$here/report.py" libtest host "$out/logs/host-cargo.log" >>"$results"
+if [ "$host_rc" != 0 ] && ! grep -q $'\tfail\t' "$results"; then
+	tail -n 40 "$out/logs/host-cargo.log"
+	printf 'host\tcargo test (exit %s)\tfail\t0\t%s\n' "$host_rc" "$out/logs/host-cargo.log" >>"$results"
+fi
+
+zc_log "building the guest test binaries"
+cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
+	python3 "$here/report.py" guest-bins >"$out/guest-bins.txt" ||
+	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building the guest test binaries failed"; }
+
+zc_log "guest tests"
+"$ZC_ROOT/qemu/run.sh" --timeout "${ZC_GUEST_TIMEOUT:-2400}" -- \
+	env ZC_RESULTS="$ZC_ROOT/$results" qemu/guest/test-entry.sh
+guest_rc=$?
+if [ "$guest_rc" = "$ZC_EXIT_INFRA" ]; then
+	zc_infra "the guest suite could not run (see above and target/qemu/)"
+fi
+if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*\t[^\t]*\tfail\t' "$results"; then
+	printf 'guest\tguest suite (exit %s)\tfail\t0\t%s\n' "$guest_rc" target/qemu/console.log >>"$results"
+fi
+if zc_kernel_log_ok target/qemu/kernel.log; then st=pass; else st=fail; fi
+printf 'guest\tkernel log clean\t%s\t0\t%s\n' "$st" target/qemu/kernel.log >>"$results"
+
+echo "$(($(date +%s) - start))" >"$out/seconds"
+python3 "$here/report.py" junit "$results" "$out/junit.xml"

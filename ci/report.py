@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Test result plumbing for ci/qemu-test.sh.
+
+    report.py libtest SUITE LOG        cargo test output -> result lines
+    report.py guest-bins               cargo --message-format=json (stdin) ->
+                                       "suite<TAB>executable" of guest test binaries
+    report.py junit RESULTS XML        result lines -> JUnit XML and the summary;
+                                       exits 1 when a case failed
+
+A result line is tab separated: suite, name, pass|fail|skip, seconds, log.
+"""
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+CASE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)(?:, .*)?$")
+RUNNING = re.compile(r"^\s*Running (?:unittests )?(\S+) \((.+)\)$")
+GUEST_PACKAGES = {"zcopy-vm-tests"}
+
+
+def libtest(suite, log):
+    binary = "?"
+    for line in open(log, encoding="utf-8", errors="replace"):
+        line = line.rstrip("\n")
+        m = RUNNING.match(line)
+        if m:
+            binary = m.group(2).rsplit("/", 1)[-1].rsplit("-", 1)[0]
+            continue
+        m = CASE.match(line)
+        if m:
+            status = {"ok": "pass", "FAILED": "fail", "ignored": "skip"}[m.group(2)]
+            print(f"{suite}-{binary}\t{m.group(1)}\t{status}\t0\t{log}")
+
+
+def guest_bins():
+    for line in sys.stdin:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+            continue
+        target = msg["target"]
+        # package_id: "path+file:///.../tests#zcopy-vm-tests@0.1.0"
+        package = msg["package_id"].rsplit("#", 1)[-1].split("@", 1)[0]
+        if "test" in target["kind"] and package in GUEST_PACKAGES:
+            print(f"{target['name']}\t{msg['executable']}")
+
+
+def junit(results, xml_path):
+    cases = []
+    for line in open(results, encoding="utf-8"):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) == 5:
+            cases.append(parts)
+    suites = {}
+    for suite, name, status, secs, log in cases:
+        suites.setdefault(suite, []).append((name, status, secs, log))
+    root = ET.Element("testsuites", name="zcopy qemu-test")
+    for suite, items in suites.items():
+        s = ET.SubElement(root, "testsuite", name=suite, tests=str(len(items)),
+                          failures=str(sum(1 for i in items if i[1] == "fail")),
+                          skipped=str(sum(1 for i in items if i[1] == "skip")))
+        for name, status, secs, log in items:
+            c = ET.SubElement(s, "testcase", classname=suite, name=name, time=secs)
+            if status == "fail":
+                ET.SubElement(c, "failure", message=f"failed; log: {log}")
+            elif status == "skip":
+                ET.SubElement(c, "skipped")
+    ET.ElementTree(root).write(xml_path, encoding="utf-8", xml_declaration=True)
+    counts = {k: sum(1 for c in cases if c[2] == k) for k in ("pass", "fail", "skip")}
+    print()
+    for suite, items in suites.items():
+        n = {k: sum(1 for i in items if i[1] == k) for k in ("pass", "fail", "skip")}
+        print(f"  {suite:<28} {n['pass']:>4} passed {n['fail']:>3} failed {n['skip']:>3} skipped")
+    for suite, name, status, _, log in cases:
+        if status == "fail":
+            print(f"  FAILED {suite}/{name}  (log: {log})")
+    print(f"JUnit: {xml_path}")
+    print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    return 1 if counts["fail"] or not cases else 0
+
+
+def main(argv):
+    if len(argv) == 4 and argv[1] == "libtest":
+        libtest(argv[2], argv[3])
+    elif len(argv) == 2 and argv[1] == "guest-bins":
+        guest_bins()
+    elif len(argv) == 4 and argv[1] == "junit":
+        return junit(argv[2], argv[3])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
