@@ -7,7 +7,7 @@
 # access to the distribution's package mirror.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../qemu/lib.sh
+# shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
 
 # Debian package -> a file it installs (cheap presence test, no dpkg query).

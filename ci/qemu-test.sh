@@ -7,9 +7,9 @@
 # Exit code: 0 all passed, 1 a test failed, 69 infrastructure failure.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../qemu/lib.sh
+# shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
-cd "$ZC_ROOT"
+cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
 
 out=target/qemu-test
 rm -rf "$out"

@@ -5,6 +5,7 @@
 # timeout), distinct from a failing test. Same value as vmtest's.
 ZC_EXIT_INFRA=69
 
+# shellcheck disable=SC2034 # used by the scripts that source this
 ZC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 zc_log() { printf '\033[1m[zcopy]\033[0m %s\n' "$*" >&2; }

@@ -18,7 +18,7 @@
 # ZCOPY_APPEND (extra kernel parameters, e.g. swiotlb=force), ZC_MTU (9000).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source=qemu/lib.sh
 . "$here/lib.sh"
 
 timeout=1800 interactive=0
@@ -76,9 +76,19 @@ if [ "$interactive" = 1 ]; then
 	exit $?
 fi
 
+# The guest runs in the toolbox's PID namespace (bubblewrap) under timeout.
+# Stopping bubblewrap tears the namespace down, QEMU and daemons included;
+# it is stopped here on Ctrl-C, TERM and HUP, and through the parent-death
+# signal even when this script is killed outright (timeout runs in its own
+# process group, so a terminal's Ctrl-C does not reach it by itself).
 start=$(date +%s.%N)
-timeout -k 10 "$timeout" "$here/toolbox/toolbox.sh" enter "$here/vm.sh" "$run" "$acc" 0 -- "$@"
+setpriv --pdeathsig TERM -- timeout -k 10 "$timeout" \
+	"$here/toolbox/toolbox.sh" enter "$here/vm.sh" "$run" "$acc" 0 -- "$@" &
+guest=$!
+trap 'kill -TERM "$guest" 2>/dev/null; wait "$guest"; zc_infra "interrupted; the guest was stopped"' INT TERM HUP
+wait "$guest"
 rc=$?
+trap - INT TERM HUP
 awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", e - s }' >"$run/seconds"
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 	tail -n 50 "$run/console.log" >&2 2>/dev/null

@@ -7,13 +7,14 @@
 #   vm.sh RUN_DIR ACCEL INTERACTIVE -- CMD...
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source=qemu/lib.sh
 . "$here/lib.sh"
 
 run=$1 accel=$2 interactive=$3
 shift 4
 
 pids=()
+# shellcheck disable=SC2329 # invoked by the EXIT trap
 cleanup() {
 	local p
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
@@ -27,12 +28,12 @@ trap 'exit 143' TERM
 # and wait until it listens on SOCKET; an early exit or no socket within 10 s
 # is an infrastructure failure.
 side() {
-	local name=$1 sock=$2 i
+	local name=$1 sock=$2
 	shift 2
 	rm -f "$sock"
 	"$@" >"$run/$name.log" 2>&1 &
 	pids+=($!)
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		[ -S "$sock" ] && return 0
 		kill -0 "${pids[-1]}" 2>/dev/null || { cat "$run/$name.log" >&2; zc_infra "$name exited before listening on $sock"; }
 		sleep 0.1

@@ -21,7 +21,7 @@
 set -uo pipefail
 
 state_dir=/run/zcopy-rxe
-action=setup netdev= name= verify=1
+action=setup netdev="" name="" verify=1
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die() { local rc=$1; shift; echo "rxe-setup: $*" >&2; exit "$rc"; }

@@ -54,7 +54,11 @@ fn soft_roce_pair_is_up_on_the_veth() {
         .iter()
         .filter(|p| matches!(p.netdev.as_deref(), Some("zcv0" | "zcv1")))
         .collect();
-    assert_eq!(on_veth.len(), 2, "expected rxe devices on zcv0 and zcv1: {ports:#?}");
+    assert_eq!(
+        on_veth.len(),
+        2,
+        "expected rxe devices on zcv0 and zcv1: {ports:#?}"
+    );
     for port in on_veth {
         let netdev = port.netdev.as_deref().unwrap();
         assert_eq!(port.state, "4: ACTIVE", "{}", port.device);
@@ -88,7 +92,10 @@ fn kernel_is_not_tainted_by_a_warning() {
     // Bits allowed: 12 (O, out-of-tree module) and 13 (E, unsigned module),
     // which loading zcard.ko sets. Anything else (W = 9 for a WARN, D = 7
     // for an oops, ...) means the kernel is in trouble.
-    let taint: u64 = read_attr("/proc/sys/kernel/tainted").unwrap().parse().unwrap();
+    let taint: u64 = read_attr("/proc/sys/kernel/tainted")
+        .unwrap()
+        .parse()
+        .unwrap();
     let allowed = (1 << 12) | (1 << 13);
     assert_eq!(taint & !allowed, 0, "kernel taint flags {taint:#x}");
 }

@@ -49,8 +49,7 @@ up() {
 	rdma link add "$RXEA" type rxe netdev "$A"
 	rdma link add "$RXEB" type rxe netdev "$B"
 	# The ports come up asynchronously; wait (bounded) for both.
-	local i
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		if grep -q ACTIVE "/sys/class/infiniband/$RXEA/ports/1/state" 2>/dev/null &&
 			grep -q ACTIVE "/sys/class/infiniband/$RXEB/ports/1/state" 2>/dev/null; then
 			return 0

@@ -11,9 +11,9 @@
 # every mount and kills every process started inside. Nothing is left behind.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../lib.sh
+# shellcheck source=qemu/lib.sh
 . "$here/../lib.sh"
-# shellcheck source=recipe.sh
+# shellcheck source=qemu/toolbox/recipe.sh
 . "$here/recipe.sh"
 
 cache=$(zc_cache_dir)

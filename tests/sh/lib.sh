@@ -3,6 +3,7 @@
 # is skipped with exit 77, and fails otherwise; fail() says why.
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+# shellcheck disable=SC2034 # used by the tests that source this
 ZC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 fail() { echo "FAIL: $*" >&2; exit 1; }

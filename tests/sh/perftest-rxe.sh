@@ -6,6 +6,7 @@
 # complete, report a figure, and really cross the veth (the two ends show
 # different GIDs).
 set -euo pipefail
+# shellcheck source=tests/sh/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 A=169.254.77.1 B=169.254.77.2

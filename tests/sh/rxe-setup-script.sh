@@ -3,6 +3,7 @@
 # setup with verification, an idempotent re-run, --status, --teardown, and
 # the errors a person can act on.
 set -euo pipefail
+# shellcheck source=tests/sh/lib.sh
 . "$(dirname "$0")/lib.sh"
 S=$ZC_ROOT/scripts/rxe-setup.sh
 

