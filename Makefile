@@ -39,7 +39,7 @@ qemu-exec: ## run CMD='...' in a guest set up as the tests see it; exits with it
 
 qemu-shell: ## an interactive shell in the guest
 	@ci/bootstrap.sh
-	@qemu/run.sh --interactive -- bash -l
+	@qemu/run.sh --interactive -- bash -i
 
 bench: ## benchmarks (tables, JSON, plots), never timed tests
 	@ci/bootstrap.sh
