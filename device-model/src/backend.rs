@@ -1,0 +1,286 @@
+//! Command line, its validation into a [`Config`], and the daemon's serve loop.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use log::{info, warn};
+use thiserror::Error;
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::GuestMemoryAtomic;
+use vmm_sys_util::epoll::EventSet;
+
+use crate::faults::{FaultError, FaultSpec};
+use crate::storage::{Storage, StorageError};
+use crate::vhu_zcard::ZcardBackend;
+use crate::virtio_zcard::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_SEGMENTS, DEFAULT_QUEUES};
+use crate::zcard::{Card, GuestMem, Limits};
+use crate::DEFAULT_STORAGE_BYTES;
+
+/// zcard-vhost: the zcard DMA card, served to QEMU over vhost-user.
+///
+/// Attach it with
+///   -chardev socket,id=zcard,path=SOCKET
+///   -device vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=QUEUES,config_size=64
+/// and guest RAM shared (memory-backend-memfd,share=on).
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+pub struct Args {
+    /// vhost-user socket to listen on (replaced if it exists).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Control socket (JSON lines) [default: SOCKET.ctl].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Storage backing file, created if missing [default: a sparse temporary file].
+    #[arg(long, value_name = "PATH")]
+    pub storage: Option<PathBuf>,
+    /// Storage capacity, a multiple of 512 (suffixes K, M, G) [default: 64M, or the file's size].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub storage_size: Option<u64>,
+    /// Request queues; must equal QEMU's num_vqs (1..=64).
+    #[arg(long, default_value_t = DEFAULT_QUEUES)]
+    pub queues: u16,
+    /// Segments per direction per request (1..=256).
+    #[arg(long, default_value_t = DEFAULT_MAX_SEGMENTS)]
+    pub max_segments: u16,
+    /// Largest payload of one request (suffixes K, M, G; at most 1G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = u64::from(DEFAULT_MAX_REQUEST_BYTES))]
+    pub max_request_bytes: u64,
+    /// Seed of every probabilistic fault and flipped bit.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fault rule kind[:key=value,...], e.g. fail:op=copy,status=io_error,nth=3 (repeatable).
+    #[arg(long = "fault", value_name = "RULE", value_parser = parse_fault)]
+    pub faults: Vec<FaultSpec>,
+    /// Serve one connection, then exit (default: serve connections forever).
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 4096, 64M, 1G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_fault(text: &str) -> Result<FaultSpec, String> {
+    FaultSpec::parse_cli(text).map_err(|e| e.to_string())
+}
+
+/// Errors that stop the daemon before or while serving.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// An option is out of range.
+    #[error("{0}")]
+    BadOption(String),
+    /// A --fault rule does not make sense.
+    #[error("--fault: {0}")]
+    Fault(#[from] FaultError),
+    /// The storage could not be set up.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A socket could not be created.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(PathBuf, String),
+    /// vhost-user failed outside a single connection.
+    #[error("vhost-user: {0}")]
+    Daemon(String),
+}
+
+/// Validated configuration of one daemon.
+#[derive(Debug)]
+pub struct Config {
+    /// vhost-user socket.
+    pub socket: PathBuf,
+    /// Control socket.
+    pub control: PathBuf,
+    /// Storage file (None: temporary).
+    pub storage: Option<PathBuf>,
+    /// Storage size (None: the file's own).
+    pub storage_size: Option<u64>,
+    /// Card limits.
+    pub limits: Limits,
+    /// Fault seed.
+    pub seed: u64,
+    /// Initial fault rules.
+    pub faults: Vec<FaultSpec>,
+    /// Serve a single connection.
+    pub once: bool,
+}
+
+impl TryFrom<Args> for Config {
+    type Error = Error;
+
+    fn try_from(args: Args) -> Result<Config, Error> {
+        let bad = |m: String| Err(Error::BadOption(m));
+        if !(1..=64).contains(&args.queues) {
+            return bad(format!("--queues {} is outside 1..=64", args.queues));
+        }
+        if !(1..=256).contains(&args.max_segments) {
+            return bad(format!(
+                "--max-segments {} is outside 1..=256",
+                args.max_segments
+            ));
+        }
+        if !(1..=1 << 30).contains(&args.max_request_bytes) {
+            return bad(format!(
+                "--max-request-bytes {} is outside 1..=1G",
+                args.max_request_bytes
+            ));
+        }
+        for rule in &args.faults {
+            rule.validate(args.queues)?;
+        }
+        let control = args.control.unwrap_or_else(|| {
+            let mut p = args.socket.clone().into_os_string();
+            p.push(".ctl");
+            p.into()
+        });
+        Ok(Config {
+            socket: args.socket,
+            control,
+            storage: args.storage,
+            storage_size: args.storage_size,
+            limits: Limits {
+                num_queues: args.queues,
+                max_segments: args.max_segments,
+                max_request_bytes: args.max_request_bytes as u32,
+            },
+            seed: args.seed,
+            faults: args.faults,
+            once: args.once,
+        })
+    }
+}
+
+/// Builds the card a config describes.
+pub fn build_card(config: &Config) -> Result<Card, Error> {
+    let storage = match &config.storage {
+        Some(path) => Storage::open(path, config.storage_size)?,
+        None => Storage::temporary(config.storage_size.unwrap_or(DEFAULT_STORAGE_BYTES))?,
+    };
+    let card = Card::new(config.limits, storage, config.seed)
+        .map_err(|e| Error::Daemon(format!("cannot create the card's eventfds: {e}")))?;
+    for rule in &config.faults {
+        card.faults().add(rule.clone());
+    }
+    Ok(card)
+}
+
+/// Serves `backend` on `listener`: one connection at a time, each with fresh
+/// worker threads, the card (and its storage) kept across them.
+pub fn serve(backend: Arc<ZcardBackend>, listener: &mut Listener, once: bool) -> Result<(), Error> {
+    loop {
+        let mut daemon = VhostUserDaemon::new(
+            "zcard-vhost".into(),
+            backend.clone(),
+            GuestMemoryAtomic::new(GuestMem::new()),
+        )
+        .map_err(|e| Error::Daemon(e.to_string()))?;
+        daemon
+            .start(listener)
+            .map_err(|e| Error::Daemon(format!("accepting a connection: {e}")))?;
+        let card = backend.card();
+        card.stats().connection();
+        card.reset();
+        info!("front end connected");
+        for (thread, handler) in daemon.get_epoll_handlers().iter().enumerate() {
+            let Some(fd) = card.wake_fd(thread as u16) else {
+                continue;
+            };
+            if let Err(e) = handler.register_listener(
+                fd.as_raw_fd(),
+                EventSet::IN,
+                backend.wake_event_id(thread),
+            ) {
+                warn!("queue {thread}: release wake-ups unavailable: {e}");
+            }
+        }
+        match daemon.wait() {
+            Ok(()) => info!("front end disconnected"),
+            Err(e) => warn!("connection ended: {e}"),
+        }
+        // Dropping the daemon stops and joins its worker threads.
+        drop(daemon);
+        if once {
+            return Ok(());
+        }
+    }
+}
+
+/// The whole daemon: validate, build, listen, serve.
+pub fn run(args: Args) -> Result<(), Error> {
+    let config = Config::try_from(args)?;
+    let card = build_card(&config)?;
+    info!(
+        "zcard: {} queues, storage {} bytes ({}), seed {}",
+        config.limits.num_queues,
+        card.storage().capacity(),
+        card.storage()
+            .path()
+            .map_or("temporary".into(), |p| p.display().to_string()),
+        config.seed
+    );
+    let backend = Arc::new(ZcardBackend::new(Arc::new(card)));
+    crate::control::spawn(backend.clone(), &config.control)
+        .map_err(|e| Error::Listen(config.control.clone(), e.to_string()))?;
+    let mut listener = Listener::new(&config.socket, true)
+        .map_err(|e| Error::Listen(config.socket.clone(), e.to_string()))?;
+    serve(backend, &mut listener, config.once)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["zcard-vhost", "--socket", "/tmp/z.sock"];
+        argv.extend_from_slice(extra);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::try_from(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_sizes() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.control, PathBuf::from("/tmp/z.sock.ctl"));
+        assert_eq!(c.limits, Limits::default());
+        let c = args(&["--storage-size", "8M", "--max-request-bytes", "1G"]).unwrap();
+        assert_eq!(c.storage_size, Some(8 << 20));
+        assert_eq!(c.limits.max_request_bytes, 1 << 30);
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn bad_options_say_what_is_wrong() {
+        assert!(args(&["--queues", "0"]).unwrap_err().contains("--queues 0"));
+        assert!(args(&["--max-segments", "300"])
+            .unwrap_err()
+            .contains("1..=256"));
+        assert!(args(&["--max-request-bytes", "2G"])
+            .unwrap_err()
+            .contains("1..=1G"));
+        assert!(args(&["--fault", "fail:op=copy"])
+            .unwrap_err()
+            .contains("status"));
+        assert!(args(&["--queues", "1", "--fault", "stall:queue=1"])
+            .unwrap_err()
+            .contains("queue 1 does not exist"));
+        let c = args(&["--fault", "delay:delay_us=100", "--fault", "crash:nth=5"]).unwrap();
+        assert_eq!(c.faults.len(), 2);
+    }
+}

@@ -1,0 +1,192 @@
+//! The control socket: JSON lines over a unix socket (docs/zcard-spec.md, "Control socket").
+//!
+//! One request object per line, one reply object per line. Every reply has
+//! `"ok"`; a failed command has `"ok": false` and an `"error"` a person can act on.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use log::{debug, info, warn};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::faults::FaultSpec;
+use crate::vhu_zcard::ZcardBackend;
+
+/// Longest request line accepted.
+pub const MAX_LINE: u64 = 64 << 10;
+/// Most control connections served at once.
+pub const MAX_CLIENTS: usize = 16;
+
+/// One control request.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Liveness and identity.
+    Ping,
+    /// Counters and injected faults.
+    Stats,
+    /// The config space, decoded.
+    Config,
+    /// Add a fault rule.
+    Fault {
+        /// The rule.
+        rule: FaultSpec,
+    },
+    /// List the fault rules.
+    Faults,
+    /// Remove rule `id`, or every rule.
+    Clear {
+        /// Rule id; all rules if absent.
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    /// Stall a queue now.
+    Stall {
+        /// Queue index.
+        queue: u16,
+    },
+    /// Release a stalled queue.
+    Release {
+        /// Queue index.
+        queue: u16,
+    },
+    /// Set NEEDS_RESET now.
+    NeedsReset,
+}
+
+/// Executes one command line against the card and returns the reply object.
+pub fn handle_line(backend: &ZcardBackend, line: &str) -> Value {
+    let card = backend.card();
+    let cmd: Command = match serde_json::from_str(line) {
+        Ok(cmd) => cmd,
+        Err(e) => return json!({"ok": false, "error": format!("bad request: {e}")}),
+    };
+    let no_queue = |q: u16| {
+        json!({"ok": false, "error": format!("queue {q} does not exist (the card has {})",
+            card.limits().num_queues)})
+    };
+    match cmd {
+        Command::Ping => {
+            json!({"ok": true, "device": "zcard", "version": env!("CARGO_PKG_VERSION")})
+        }
+        Command::Stats => json!({
+            "ok": true,
+            "stats": card.stats().snapshot(),
+            "faults_injected": card.faults().injected(),
+            "needs_reset": card.needs_reset(),
+            "stalled": (0..card.limits().num_queues).filter(|q| card.is_stalled(*q)).collect::<Vec<_>>(),
+        }),
+        Command::Config => {
+            let c = card.config_space();
+            json!({"ok": true, "config": {
+                "magic": c.magic, "version": c.version, "num_queues": c.num_queues,
+                "max_segments": c.max_segments, "max_request_bytes": c.max_request_bytes,
+                "storage_capacity": c.storage_capacity, "block_size": c.block_size,
+                "supported_ops": c.supported_ops, "device_state": c.device_state,
+                "max_queue_size": c.max_queue_size,
+            }, "seed": card.faults().seed()})
+        }
+        Command::Fault { rule } => match rule.validate(card.limits().num_queues) {
+            Ok(()) => {
+                info!("fault rule added: {rule:?}");
+                json!({"ok": true, "id": card.faults().add(rule)})
+            }
+            Err(e) => json!({"ok": false, "error": e.to_string()}),
+        },
+        Command::Faults => json!({"ok": true, "rules": card.faults().list()}),
+        Command::Clear { id } => json!({"ok": true, "removed": card.faults().clear(id)}),
+        Command::Stall { queue } => {
+            if card.stall(queue) {
+                json!({"ok": true})
+            } else {
+                no_queue(queue)
+            }
+        }
+        Command::Release { queue } => {
+            if card.release(queue) {
+                json!({"ok": true})
+            } else {
+                no_queue(queue)
+            }
+        }
+        Command::NeedsReset => {
+            card.set_needs_reset();
+            backend.notify_config_change();
+            json!({"ok": true})
+        }
+    }
+}
+
+fn serve_client(backend: &ZcardBackend, stream: UnixStream) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        let n = (&mut reader).take(MAX_LINE).read_line(&mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let reply = if !line.ends_with('\n') && n as u64 == MAX_LINE {
+            let reply =
+                json!({"ok": false, "error": format!("request longer than {MAX_LINE} bytes")});
+            writeln!(out, "{reply}")?;
+            return Ok(());
+        } else if line.trim().is_empty() {
+            continue;
+        } else {
+            handle_line(backend, line.trim())
+        };
+        writeln!(out, "{reply}")?;
+    }
+}
+
+/// Binds `path` (replacing a stale socket) and serves it on a background thread.
+pub fn spawn(backend: Arc<ZcardBackend>, path: &Path) -> std::io::Result<thread::JoinHandle<()>> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    let clients = Arc::new(AtomicUsize::new(0));
+    thread::Builder::new()
+        .name("zcard-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!("control socket: {e}");
+                        continue;
+                    }
+                };
+                if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                    clients.fetch_sub(1, Ordering::AcqRel);
+                    let mut s = stream;
+                    let _ = writeln!(
+                        s,
+                        "{}",
+                        json!({"ok": false, "error": "too many control clients"})
+                    );
+                    continue;
+                }
+                let backend = backend.clone();
+                let done = clients.clone();
+                let spawned = thread::Builder::new()
+                    .name("zcard-control-client".into())
+                    .spawn(move || {
+                        if let Err(e) = serve_client(&backend, stream) {
+                            debug!("control client: {e}");
+                        }
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if let Err(e) = spawned {
+                    clients.fetch_sub(1, Ordering::AcqRel);
+                    warn!("control socket: cannot start a client thread: {e}");
+                }
+            }
+        })
+}

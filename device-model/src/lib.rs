@@ -1,0 +1,28 @@
+//! The zcard: an emulated DMA card served to QEMU as a vhost-user device.
+//!
+//! The card is specified in docs/zcard-spec.md. The layout follows
+//! rust-vmm's vhost-device crates:
+//!
+//! - [`virtio_zcard`]: the wire format (config space, request header and status, codes);
+//! - [`zcard`]: the card itself — validation and the copy engine — with no vhost-user;
+//! - [`storage`], [`faults`], [`stats`]: its storage, fault injection and counters;
+//! - [`vhu_zcard`]: the vhost-user backend (worker threads, event-idx);
+//! - [`control`]: the JSON-lines control socket;
+//! - [`backend`]: command line, configuration and the serve loop of `zcard-vhost`.
+
+#![deny(missing_docs)]
+
+#[cfg(target_endian = "big")]
+compile_error!("the zcard wire format is little-endian and the card maps it natively");
+
+pub mod backend;
+pub mod control;
+pub mod faults;
+pub mod stats;
+pub mod storage;
+pub mod vhu_zcard;
+pub mod virtio_zcard;
+pub mod zcard;
+
+/// Storage capacity when neither --storage-size nor an existing file says otherwise.
+pub const DEFAULT_STORAGE_BYTES: u64 = 64 << 20;

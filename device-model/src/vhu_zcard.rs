@@ -1,0 +1,266 @@
+//! vhost-user plumbing: the card served through `vhost-user-backend`.
+//!
+//! One worker thread per request queue. Each kick drains its queue through
+//! [`Card::process`], completing in order, and notifies the driver through the
+//! call eventfd, suppressed by event-idx where negotiated. Nothing returned
+//! from `handle_event` is ever an `Err` for something the guest did: an `Err`
+//! would silently end the worker thread.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use log::{debug, error, info, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::virtio_zcard::MAX_QUEUE_SIZE;
+use crate::zcard::{Card, GuestMem, Outcome};
+
+/// The vhost-user backend of one card.
+pub struct ZcardBackend {
+    card: Arc<Card>,
+    event_idx: AtomicBool,
+    mem: RwLock<Option<GuestMemoryAtomic<GuestMem>>>,
+    frontend: Mutex<Option<Backend>>,
+}
+
+impl ZcardBackend {
+    /// A backend serving `card`.
+    pub fn new(card: Arc<Card>) -> ZcardBackend {
+        ZcardBackend {
+            card,
+            event_idx: AtomicBool::new(false),
+            mem: RwLock::new(None),
+            frontend: Mutex::new(None),
+        }
+    }
+
+    /// The card.
+    pub fn card(&self) -> &Arc<Card> {
+        &self.card
+    }
+
+    /// Event id (above the reserved range) of the wake eventfd of worker `thread`.
+    pub fn wake_event_id(&self, thread: usize) -> u64 {
+        u64::from(self.card.limits().num_queues) + 1 + thread as u64
+    }
+
+    /// Tells the front end that the config space changed (after NEEDS_RESET), if it listens.
+    pub fn notify_config_change(&self) {
+        if let Some(frontend) = self
+            .frontend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if let Err(e) = frontend.handle_config_change() {
+                debug!("config-change message not delivered: {e}");
+            }
+        }
+    }
+
+    /// Drains one queue. Errors are logged, never returned (see the module docs).
+    fn serve_queue(&self, vring: &VringRwLock, queue: u16) {
+        let Some(atomic) = self.mem.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            warn!("queue {queue} kicked before the memory table arrived");
+            return;
+        };
+        let mem = atomic.memory();
+        let event_idx = self.event_idx.load(Ordering::Acquire);
+        let was_reset = self.card.needs_reset();
+        loop {
+            if event_idx {
+                if let Err(e) = vring.disable_notification() {
+                    error!("queue {queue}: {e}");
+                    return;
+                }
+            }
+            while !self.card.is_stalled(queue) {
+                let chain = {
+                    let mut state = vring.get_mut();
+                    match state.get_queue_mut().iter(&*mem) {
+                        Ok(mut avail) => avail.next(),
+                        Err(e) => {
+                            // The driver broke the avail ring (index too far ahead, ring
+                            // outside memory): only a reset can recover.
+                            warn!("queue {queue}: {e}; card needs reset");
+                            self.card.set_needs_reset();
+                            None
+                        }
+                    }
+                };
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                match self.card.process(&mem, chain, queue) {
+                    Outcome::Stall => {
+                        let mut state = vring.get_mut();
+                        let q = state.get_queue_mut();
+                        q.set_next_avail(q.next_avail().wrapping_sub(1));
+                        break;
+                    }
+                    Outcome::Complete { used_len, notify } => {
+                        if let Err(e) = vring.add_used(head, used_len) {
+                            error!("queue {queue}: add_used: {e}");
+                            return;
+                        }
+                        self.signal(vring, queue, notify);
+                    }
+                }
+            }
+            if !event_idx || self.card.is_stalled(queue) {
+                break;
+            }
+            match vring.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    error!("queue {queue}: {e}");
+                    return;
+                }
+            }
+        }
+        if !was_reset && self.card.needs_reset() {
+            self.notify_config_change();
+        }
+    }
+
+    fn signal(&self, vring: &VringRwLock, queue: u16, notify: bool) {
+        let stats = self.card.stats();
+        if !notify {
+            stats.notification(queue, false);
+            return;
+        }
+        match vring.needs_notification() {
+            Ok(true) => {
+                if let Err(e) = vring.signal_used_queue() {
+                    warn!("queue {queue}: cannot signal: {e}");
+                }
+                stats.notification(queue, true);
+            }
+            Ok(false) => stats.notification(queue, false),
+            Err(e) => error!("queue {queue}: {e}"),
+        }
+    }
+}
+
+impl VhostUserBackend for ZcardBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        usize::from(self.card.limits().num_queues)
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(MAX_QUEUE_SIZE)
+    }
+
+    fn features(&self) -> u64 {
+        1 << VIRTIO_F_VERSION_1
+            | 1 << VIRTIO_RING_F_EVENT_IDX
+            | 1 << VIRTIO_RING_F_INDIRECT_DESC
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn acked_features(&self, features: u64) {
+        // The driver (re)starts the device after a reset by negotiating again.
+        debug!("features acked: {features:#x}");
+        if self.card.needs_reset() {
+            info!("device restarted: NEEDS_RESET cleared");
+        }
+        self.card.reset();
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    fn reset_device(&self) {
+        info!("device reset");
+        self.card.reset();
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Release);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        self.card.read_config(offset, size)
+    }
+
+    fn set_config(&self, offset: u32, _buf: &[u8]) -> io::Result<()> {
+        debug!("driver wrote config at {offset}: ignored (read-only)");
+        Err(io::Error::from(io::ErrorKind::PermissionDenied))
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
+        *self.mem.write().unwrap_or_else(|e| e.into_inner()) = Some(mem);
+        Ok(())
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        *self.frontend.lock().unwrap_or_else(|e| e.into_inner()) = Some(backend);
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.card.limits().num_queues)
+            .map(|q| 1u64 << q)
+            .collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK)
+            .map_err(|e| error!("cannot create exit event: {e}"))
+            .ok()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            warn!("unexpected event set {evset:?}");
+            return Ok(());
+        }
+        let Some(vring) = vrings.first() else {
+            return Ok(());
+        };
+        let queue = thread_id as u16;
+        if u64::from(device_event) == self.wake_event_id(thread_id) {
+            if let Some(fd) = self.card.wake_fd(queue) {
+                let _ = fd.read();
+            }
+            let ready = {
+                let state = vring.get_ref();
+                state.get_queue().ready() && state.is_enabled()
+            };
+            if !ready {
+                return Ok(());
+            }
+        } else if device_event != 0 {
+            warn!("unknown event {device_event} on worker {thread_id}");
+            return Ok(());
+        }
+        self.serve_queue(vring, queue);
+        Ok(())
+    }
+}

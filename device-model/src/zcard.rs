@@ -1,0 +1,581 @@
+//! The card itself: request validation and the copy engine, with no vhost-user.
+//!
+//! [`Card::process`] takes one descriptor chain and returns what to put in the
+//! used ring. It distrusts every byte the guest wrote: all lengths, counts and
+//! addresses are checked before any payload is touched, a malformed request
+//! becomes a status (docs/zcard-spec.md, "Malformed requests"), and nothing the
+//! guest sends can panic the process or make it allocate without bound.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use log::{debug, warn};
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::faults::{Actions, Faults};
+use crate::stats::Stats;
+use crate::storage::Storage;
+use crate::virtio_zcard::*;
+
+/// Guest memory as the card sees it.
+pub type GuestMem = GuestMemoryMmap<()>;
+
+/// Exit code of the daemon when a `crash` fault fires.
+pub const CRASH_EXIT_CODE: i32 = 75;
+
+/// Chunk size for CRC32C (the engine reads guest memory through a bounce buffer).
+const CRC_CHUNK: usize = 64 << 10;
+
+/// Limits a card is created with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Number of request queues (1..=64).
+    pub num_queues: u16,
+    /// Segments per direction per request (1..=256).
+    pub max_segments: u16,
+    /// Largest payload of one request (1..=1 GiB).
+    pub max_request_bytes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            num_queues: DEFAULT_QUEUES,
+            max_segments: DEFAULT_MAX_SEGMENTS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+/// What to put in the used ring for one chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Return the chain with this used length, notifying the driver or not.
+    Complete {
+        /// Bytes written into device-writable buffers.
+        used_len: u32,
+        /// False when a lost-interrupt fault fired.
+        notify: bool,
+    },
+    /// A stall fault fired: leave the chain in the avail ring and stop serving the queue.
+    Stall,
+}
+
+/// A guest memory range named by one descriptor.
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    addr: GuestAddress,
+    len: u32,
+}
+
+/// A request that passed every check.
+#[derive(Debug)]
+struct Request {
+    op: Op,
+    header: ReqHeader,
+    src: Vec<Seg>,
+    dst: Vec<Seg>,
+}
+
+/// The emulated card: limits, storage, faults, counters and device state.
+pub struct Card {
+    limits: Limits,
+    storage: Storage,
+    faults: Faults,
+    stats: Stats,
+    device_state: AtomicU32,
+    stalled: Vec<AtomicBool>,
+    wake: Vec<EventFd>,
+    crash: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Card {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Card")
+            .field("limits", &self.limits)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Card {
+    /// A card with these limits over `storage`; `seed` drives fault injection.
+    pub fn new(limits: Limits, storage: Storage, seed: u64) -> std::io::Result<Card> {
+        let n = usize::from(limits.num_queues);
+        Ok(Card {
+            limits,
+            storage,
+            faults: Faults::new(seed),
+            stats: Stats::new(limits.num_queues),
+            device_state: AtomicU32::new(0),
+            stalled: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            wake: (0..n)
+                .map(|_| EventFd::new(EFD_NONBLOCK))
+                .collect::<std::io::Result<_>>()?,
+            crash: Box::new(|| {
+                // SAFETY: _exit takes no pointers and never returns; skipping
+                // destructors and atexit handlers is the point of this fault.
+                unsafe { libc::_exit(CRASH_EXIT_CODE) }
+            }),
+        })
+    }
+
+    /// Replaces what a `crash` fault does (tests observe it instead of dying).
+    pub fn set_crash_action(&mut self, action: Box<dyn Fn() + Send + Sync>) {
+        self.crash = action;
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The fault rules.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The config space as the driver reads it now.
+    pub fn config_space(&self) -> ConfigSpace {
+        ConfigSpace {
+            magic: ZCARD_MAGIC,
+            version: ZCARD_VERSION,
+            num_queues: self.limits.num_queues,
+            max_segments: self.limits.max_segments,
+            max_request_bytes: self.limits.max_request_bytes,
+            storage_capacity: self.storage.capacity(),
+            block_size: BLOCK_SIZE,
+            supported_ops: SUPPORTED_OPS,
+            device_state: self.device_state.load(Ordering::Acquire),
+            max_queue_size: u32::from(MAX_QUEUE_SIZE),
+            reserved: [0; 6],
+        }
+    }
+
+    /// Exactly `size` bytes of config space from `offset`; bytes past the end read as zero.
+    pub fn read_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        self.stats.config_read();
+        let cfg = self.config_space();
+        let bytes = vm_memory::ByteValued::as_slice(&cfg);
+        let size = (size as usize).min(4096);
+        let mut out = vec![0u8; size];
+        if let Some(avail) = bytes.get(offset as usize..) {
+            let n = avail.len().min(size);
+            out[..n].copy_from_slice(&avail[..n]);
+        }
+        out
+    }
+
+    /// Whether NEEDS_RESET is set.
+    pub fn needs_reset(&self) -> bool {
+        self.device_state.load(Ordering::Acquire) & STATE_NEEDS_RESET != 0
+    }
+
+    /// Sets NEEDS_RESET: every request completes with `needs_reset` until [`Card::reset`].
+    pub fn set_needs_reset(&self) {
+        // Release pairs with the Acquire in needs_reset/config_space.
+        self.device_state
+            .fetch_or(STATE_NEEDS_RESET, Ordering::Release);
+        warn!("card needs reset");
+    }
+
+    /// A device reset by the driver (or a new connection): clears the device
+    /// state and every stall. Storage, rules and counters stay.
+    pub fn reset(&self) {
+        self.device_state.store(0, Ordering::Release);
+        for s in &self.stalled {
+            s.store(false, Ordering::Release);
+        }
+        self.stats.reset();
+    }
+
+    /// Whether `queue` is stalled.
+    pub fn is_stalled(&self, queue: u16) -> bool {
+        self.stalled
+            .get(usize::from(queue))
+            .is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Stalls `queue` now (false if there is no such queue).
+    pub fn stall(&self, queue: u16) -> bool {
+        self.stalled
+            .get(usize::from(queue))
+            .map(|s| s.store(true, Ordering::Release))
+            .is_some()
+    }
+
+    /// Releases a stalled `queue` and wakes its worker (false if there is no such queue).
+    pub fn release(&self, queue: u16) -> bool {
+        let Some(s) = self.stalled.get(usize::from(queue)) else {
+            return false;
+        };
+        // Release pairs with the Acquire in is_stalled: the worker woken below
+        // sees the queue released.
+        s.store(false, Ordering::Release);
+        if let Err(e) = self.wake[usize::from(queue)].write(1) {
+            warn!("cannot wake queue {queue}: {e}");
+        }
+        true
+    }
+
+    /// The eventfd that wakes the worker of `queue` (registered with its epoll loop).
+    pub fn wake_fd(&self, queue: u16) -> Option<&EventFd> {
+        self.wake.get(usize::from(queue))
+    }
+
+    /// Serves one descriptor chain taken from `queue`.
+    pub fn process<I>(&self, mem: &GuestMem, chain: I, queue: u16) -> Outcome
+    where
+        I: Iterator<Item = Descriptor>,
+    {
+        // Walk the whole chain (the iterator bounds it by the queue or
+        // indirect table size), storing only as many descriptors as a valid
+        // request can have, plus one to notice too many.
+        let keep = 2 * usize::from(self.limits.max_segments) + 3;
+        let mut descs: Vec<Descriptor> = Vec::with_capacity(keep.min(8));
+        let mut count = 0usize;
+        let mut last = None;
+        for d in chain {
+            count += 1;
+            if descs.len() < keep {
+                descs.push(d);
+            }
+            last = Some(d);
+        }
+        // A chain that ends on a descriptor still flagged NEXT was cut short
+        // (loop, bad next index, unreadable table): nothing in it is trusted.
+        let status_desc = match last {
+            Some(d) if !d.has_next() && d.is_write_only() && d.len() >= REQ_STATUS_SIZE => d,
+            _ => {
+                debug!("queue {queue}: chain without a usable status descriptor dropped");
+                self.stats.dropped_chain();
+                return Outcome::Complete {
+                    used_len: 0,
+                    notify: true,
+                };
+            }
+        };
+
+        let header = read_header(mem, &descs, count);
+        let op = header.as_ref().ok().and_then(|h| Op::from_opcode(h.opcode));
+        let tag = header.as_ref().map_or(0, |h| h.tag);
+        let length = header.as_ref().map_or(0, |h| h.length);
+
+        let actions = self.faults.evaluate(op, queue);
+        if actions.crash {
+            warn!("fault: crash on queue {queue} mid-request");
+            (self.crash)();
+        }
+        if actions.stall {
+            warn!("fault: queue {queue} stalled");
+            self.stall(queue);
+            return Outcome::Stall;
+        }
+        if actions.needs_reset {
+            self.set_needs_reset();
+        }
+
+        let (status, result, written) = if self.needs_reset() {
+            (Status::NeedsReset, 0, 0)
+        } else {
+            match header
+                .and_then(|h| self.validate(mem, h, &descs[1..descs.len() - 1], count))
+                .and_then(|req| match actions.fail {
+                    Some(status) => Err(status),
+                    None => Ok(req),
+                }) {
+                Ok(req) => self.execute(mem, &req, &actions),
+                Err(status) => (status, 0, 0),
+            }
+        };
+        if let Some(delay) = actions.delay {
+            std::thread::sleep(delay);
+        }
+
+        let reply = ReqStatus {
+            status: status as u8,
+            reserved: [0; 3],
+            result,
+            tag,
+        };
+        let bytes = if status == Status::Ok { length } else { 0 };
+        self.stats.request(queue, op, status, bytes);
+        if mem.write_obj(reply, status_desc.addr()).is_err() {
+            // The status descriptor lies outside guest memory.
+            self.stats.dropped_chain();
+            return Outcome::Complete {
+                used_len: 0,
+                notify: true,
+            };
+        }
+        Outcome::Complete {
+            used_len: written + REQ_STATUS_SIZE,
+            notify: !actions.lost_interrupt,
+        }
+    }
+
+    /// Checks a request whose header was read; `middle` are the descriptors
+    /// between header and status (all of them unless `count` says more exist).
+    fn validate(
+        &self,
+        mem: &GuestMem,
+        header: ReqHeader,
+        middle: &[Descriptor],
+        count: usize,
+    ) -> Result<Request, Status> {
+        let op = Op::from_opcode(header.opcode).ok_or(Status::Unsupported)?;
+        if header.flags != 0
+            || header.reserved0 != 0
+            || header.reserved1 != 0
+            || header.reserved2 != 0
+        {
+            return Err(Status::BadHeader);
+        }
+        let pattern_ok = match op {
+            Op::Fill => true,
+            Op::Crc32c => header.pattern >> 32 == 0,
+            _ => header.pattern == 0,
+        };
+        let storage_op = matches!(op, Op::StorageRead | Op::StorageWrite);
+        if !pattern_ok || (!storage_op && header.storage_offset != 0) {
+            return Err(Status::BadHeader);
+        }
+
+        // Readable segments first, then writable ones, none empty.
+        let split = middle
+            .iter()
+            .position(|d| d.is_write_only())
+            .unwrap_or(middle.len());
+        let (src, dst) = middle.split_at(split);
+        if dst.iter().any(|d| !d.is_write_only()) || middle.iter().any(|d| d.len() == 0) {
+            return Err(Status::BadDescriptor);
+        }
+        let max = usize::from(self.limits.max_segments);
+        if count > middle.len() + 2 || src.len() > max || dst.len() > max {
+            return Err(Status::TooManySegments);
+        }
+        if (!src.is_empty() && !op.has_sources()) || (!dst.is_empty() && !op.has_destinations()) {
+            return Err(Status::BadDescriptor);
+        }
+
+        let total = |segs: &[Descriptor]| segs.iter().map(|d| u64::from(d.len())).sum::<u64>();
+        let length_ok = header.length <= u64::from(self.limits.max_request_bytes)
+            && (!op.has_sources() || total(src) == header.length)
+            && (!op.has_destinations() || total(dst) == header.length)
+            && (op.has_sources() || op.has_destinations() || header.length == 0);
+        if !length_ok {
+            return Err(Status::BadLength);
+        }
+        if storage_op {
+            let block = u64::from(BLOCK_SIZE);
+            if header.storage_offset % block != 0
+                || header.length % block != 0
+                || !self.storage.contains(header.storage_offset, header.length)
+            {
+                return Err(Status::OutOfRange);
+            }
+        }
+
+        let to_segs = |segs: &[Descriptor]| -> Result<Vec<Seg>, Status> {
+            segs.iter()
+                .map(|d| {
+                    let seg = Seg {
+                        addr: d.addr(),
+                        len: d.len(),
+                    };
+                    if mem.check_range(seg.addr, seg.len as usize) {
+                        Ok(seg)
+                    } else {
+                        Err(Status::BadAddress)
+                    }
+                })
+                .collect()
+        };
+        Ok(Request {
+            op,
+            header,
+            src: to_segs(src)?,
+            dst: to_segs(dst)?,
+        })
+    }
+
+    /// Runs a valid request; returns (status, result, bytes written to the guest).
+    fn execute(&self, mem: &GuestMem, req: &Request, actions: &Actions) -> (Status, u32, u32) {
+        let moved = u32::try_from(req.header.length).unwrap_or(u32::MAX);
+        let res = match req.op {
+            Op::Nop => Ok(0),
+            Op::Copy => copy(mem, &req.src, &req.dst).map(|()| 0),
+            Op::Fill => fill(mem, &req.dst, req.header.pattern).map(|()| 0),
+            Op::Crc32c => crc32c(mem, &req.src, req.header.pattern as u32),
+            Op::StorageRead => {
+                let mut at = req.header.storage_offset;
+                for_each_slice(mem, &req.dst, |s| {
+                    self.storage.read_into(at, &s);
+                    at += s.len() as u64;
+                })
+                .map(|()| 0)
+            }
+            Op::StorageWrite => {
+                let mut at = req.header.storage_offset;
+                for_each_slice(mem, &req.src, |s| {
+                    self.storage.write_from(at, &s);
+                    at += s.len() as u64;
+                })
+                .map(|()| 0)
+            }
+            Op::Flush => self.storage.flush().map(|()| 0).map_err(|e| {
+                warn!("flush: {e}");
+                Status::IoError
+            }),
+        };
+        let result = match res {
+            Ok(r) => r,
+            Err(status) => return (status, 0, 0),
+        };
+        if let (Some(bit), Op::Copy) = (actions.flip_bit, req.op) {
+            flip_bit(mem, &req.dst, bit % (req.header.length * 8));
+        }
+        let written = if req.op.has_destinations() { moved } else { 0 };
+        (Status::Ok, result, written)
+    }
+}
+
+/// Reads the header from the first descriptor, or says why not.
+fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<ReqHeader, Status> {
+    let first = descs[0];
+    if count < 2 {
+        return Err(Status::BadHeader);
+    }
+    if first.is_write_only() {
+        return Err(Status::BadDescriptor);
+    }
+    if first.len() < REQ_HEADER_SIZE {
+        return Err(Status::BadHeader);
+    }
+    mem.read_obj::<ReqHeader>(first.addr())
+        .map_err(|_| Status::BadAddress)
+}
+
+/// Calls `f` on every host slice of `segs`, in order.
+fn for_each_slice<F>(mem: &GuestMem, segs: &[Seg], mut f: F) -> Result<(), Status>
+where
+    F: FnMut(VolatileSlice<'_, ()>),
+{
+    for seg in segs {
+        for slice in mem.get_slices(seg.addr, seg.len as usize) {
+            f(slice.map_err(|_| Status::BadAddress)?);
+        }
+    }
+    Ok(())
+}
+
+/// Host slices of `segs`, in order.
+fn slices<'m>(mem: &'m GuestMem, segs: &[Seg]) -> Result<Vec<VolatileSlice<'m, ()>>, Status> {
+    let mut out = Vec::with_capacity(segs.len());
+    for seg in segs {
+        for slice in mem.get_slices(seg.addr, seg.len as usize) {
+            out.push(slice.map_err(|_| Status::BadAddress)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Gathers `src` and scatters it over `dst` (equal totals, checked by the caller).
+fn copy(mem: &GuestMem, src: &[Seg], dst: &[Seg]) -> Result<(), Status> {
+    let src = slices(mem, src)?;
+    let dst = slices(mem, dst)?;
+    let (mut si, mut so, mut di, mut doff) = (0, 0, 0, 0);
+    while si < src.len() && di < dst.len() {
+        let n = (src[si].len() - so).min(dst[di].len() - doff);
+        let from = src[si].subslice(so, n).map_err(|_| Status::BadAddress)?;
+        let to = dst[di].subslice(doff, n).map_err(|_| Status::BadAddress)?;
+        // memmove semantics: overlapping guest ranges give defined host behaviour.
+        from.copy_to_volatile_slice(to);
+        so += n;
+        doff += n;
+        if so == src[si].len() {
+            si += 1;
+            so = 0;
+        }
+        if doff == dst[di].len() {
+            di += 1;
+            doff = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the little-endian `pattern` over `dst`, continuing across segments.
+fn fill(mem: &GuestMem, dst: &[Seg], pattern: u64) -> Result<(), Status> {
+    const CHUNK: usize = 4096;
+    let total: usize = dst.iter().map(|s| s.len as usize).sum();
+    let mut buf = [0u8; CHUNK + 8];
+    let bytes = pattern.to_le_bytes();
+    // Room for any phase (0..8) plus the longest write, whole patterns only.
+    let needed = (total.min(CHUNK) + 15) & !7;
+    for chunk in buf[..needed].chunks_exact_mut(8) {
+        chunk.copy_from_slice(&bytes);
+    }
+    let mut pos = 0usize;
+    for_each_slice(mem, dst, |s| {
+        let mut off = 0;
+        while off < s.len() {
+            let n = (s.len() - off).min(CHUNK);
+            let phase = pos % 8;
+            if let Ok(part) = s.subslice(off, n) {
+                part.copy_from(&buf[phase..phase + n]);
+            }
+            off += n;
+            pos += n;
+        }
+    })
+}
+
+/// CRC32C of `src`, continuing from `init`.
+fn crc32c(mem: &GuestMem, src: &[Seg], init: u32) -> Result<u32, Status> {
+    let total: usize = src.iter().map(|s| s.len as usize).sum();
+    let mut bounce = vec![0u8; total.min(CRC_CHUNK)];
+    let mut crc = init;
+    for_each_slice(mem, src, |s| {
+        let mut off = 0;
+        while off < s.len() {
+            let n = (s.len() - off).min(bounce.len());
+            if let Ok(part) = s.subslice(off, n) {
+                part.copy_to(&mut bounce[..n]);
+                crc = crc32c::crc32c_append(crc, &bounce[..n]);
+            }
+            off += n;
+        }
+    })?;
+    Ok(crc)
+}
+
+/// Flips bit `bit` of the destination byte stream.
+fn flip_bit(mem: &GuestMem, dst: &[Seg], bit: u64) {
+    let mut byte = bit / 8;
+    for seg in dst {
+        if byte < u64::from(seg.len) {
+            let addr = GuestAddress(seg.addr.0 + byte);
+            if let Ok(v) = mem.read_obj::<u8>(addr) {
+                let _ = mem.write_obj(v ^ (1 << (bit % 8)), addr);
+            }
+            return;
+        }
+        byte -= u64::from(seg.len);
+    }
+}
+
+/// A card shared by the vhost-user backend, its workers and the control socket.
+pub type SharedCard = Arc<Card>;
