@@ -27,18 +27,18 @@ pub const MAX_CLIENTS: usize = 16;
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Liveness and identity.
-    Ping,
+    Ping {},
     /// Counters and injected faults.
-    Stats,
+    Stats {},
     /// The config space, decoded.
-    Config,
+    Config {},
     /// Add a fault rule.
     Fault {
         /// The rule.
         rule: FaultSpec,
     },
     /// List the fault rules.
-    Faults,
+    Faults {},
     /// Remove rule `id`, or every rule.
     Clear {
         /// Rule id; all rules if absent.
@@ -56,7 +56,7 @@ pub enum Command {
         queue: u16,
     },
     /// Set NEEDS_RESET now.
-    NeedsReset,
+    NeedsReset {},
 }
 
 /// Executes one command line against the card and returns the reply object.
@@ -71,17 +71,17 @@ pub fn handle_line(backend: &ZcardBackend, line: &str) -> Value {
             card.limits().num_queues)})
     };
     match cmd {
-        Command::Ping => {
+        Command::Ping {} => {
             json!({"ok": true, "device": "zcard", "version": env!("CARGO_PKG_VERSION")})
         }
-        Command::Stats => json!({
+        Command::Stats {} => json!({
             "ok": true,
             "stats": card.stats().snapshot(),
             "faults_injected": card.faults().injected(),
             "needs_reset": card.needs_reset(),
             "stalled": (0..card.limits().num_queues).filter(|q| card.is_stalled(*q)).collect::<Vec<_>>(),
         }),
-        Command::Config => {
+        Command::Config {} => {
             let c = card.config_space();
             json!({"ok": true, "config": {
                 "magic": c.magic, "version": c.version, "num_queues": c.num_queues,
@@ -98,7 +98,7 @@ pub fn handle_line(backend: &ZcardBackend, line: &str) -> Value {
             }
             Err(e) => json!({"ok": false, "error": e.to_string()}),
         },
-        Command::Faults => json!({"ok": true, "rules": card.faults().list()}),
+        Command::Faults {} => json!({"ok": true, "rules": card.faults().list()}),
         Command::Clear { id } => json!({"ok": true, "removed": card.faults().clear(id)}),
         Command::Stall { queue } => {
             if card.stall(queue) {
@@ -114,7 +114,7 @@ pub fn handle_line(backend: &ZcardBackend, line: &str) -> Value {
                 no_queue(queue)
             }
         }
-        Command::NeedsReset => {
+        Command::NeedsReset {} => {
             card.set_needs_reset();
             backend.notify_config_change();
             json!({"ok": true})

@@ -310,8 +310,6 @@ impl Card {
             result,
             tag,
         };
-        let bytes = if status == Status::Ok { length } else { 0 };
-        self.stats.request(queue, op, status, bytes);
         if mem.write_obj(reply, status_desc.addr()).is_err() {
             // The status descriptor lies outside guest memory.
             self.stats.dropped_chain();
@@ -320,6 +318,8 @@ impl Card {
                 notify: true,
             };
         }
+        let bytes = if status == Status::Ok { length } else { 0 };
+        self.stats.request(queue, op, status, bytes);
         Outcome::Complete {
             used_len: written + REQ_STATUS_SIZE,
             notify: !actions.lost_interrupt,
