@@ -29,7 +29,9 @@ if [ "$host_rc" != 0 ] && ! grep -q $'\tfail\t' "$results"; then
 	printf 'host\tcargo test (exit %s)\tfail\t0\t%s\n' "$host_rc" "$out/logs/host-cargo.log" >>"$results"
 fi
 
-zc_log "building the guest test binaries"
+zc_log "building the guest test binaries and the card (zcard-vhost)"
+cargo build -p zcard-device --bins --color never >>"$out/logs/build-guest.log" 2>&1 ||
+	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building zcard-vhost failed"; }
 cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
 	python3 "$here/report.py" guest-bins >"$out/guest-bins.txt" ||
 	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building the guest test binaries failed"; }

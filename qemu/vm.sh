@@ -45,10 +45,21 @@ qemu_opts=()
 # The card hook: when the device model is built, it attaches here as a
 # DMA-capable virtio PCI card (virtio-id 38).
 card=${ZC_CARD_BIN:-$ZC_ROOT/target/debug/zcard-vhost}
+# Its control socket reaches the guest as the virtio-serial port
+# org.zcopy.zcard.ctl (JSON lines, docs/zcard-spec.md), so guest tests can
+# inject faults and read counters; after the run its counters are saved in
+# $run/zcard-stats.json.
+card_ctl=
 if [ -x "$card" ]; then
-	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock"
+	card_ctl=$run/zcard.ctl
+	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock" \
+		--control "$card_ctl" --queues "${ZC_CARD_QUEUES:-2}" \
+		--storage-size "${ZC_CARD_STORAGE:-64M}" ${ZC_CARD_ARGS:-}
 	qemu_opts+=(-chardev "socket,id=zcard,path=$run/zcard.sock"
-		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZC_CARD_QUEUES:-2},config_size=${ZC_CARD_CONFIG:-64}")
+		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZC_CARD_QUEUES:-2},config_size=${ZC_CARD_CONFIG:-64}"
+		-device virtio-serial-pci,id=zcser
+		-chardev "socket,id=zcctl,path=$card_ctl"
+		-device "virtserialport,bus=zcser.0,chardev=zcctl,name=org.zcopy.zcard.ctl")
 fi
 
 vng_args=(
@@ -75,6 +86,17 @@ else
 	vng "${vng_args[@]}" --exec "$guest_cmd" </dev/null 2>&1 | tee "$run/console.log"
 fi
 vng_rc=${PIPESTATUS[0]}
+
+if [ -n "$card_ctl" ] && [ -S "$card_ctl" ]; then
+	python3 - "$card_ctl" >"$run/zcard-stats.json" 2>>"$run/zcard-vhost.log" <<'PY' || true
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(b'{"cmd":"stats"}\n')
+print(json.dumps(json.loads(s.makefile().readline()), indent=1))
+PY
+fi
 
 if [ -f "$run/guest-infra" ]; then
 	zc_infra "$(cat "$run/guest-infra") (log: $run/guest-setup.log)"

@@ -19,6 +19,10 @@ setup() {
 	if [ "${ZC_RXE:-1}" = 1 ]; then
 		"$here/rxe-veth.sh" up --mtu "${ZC_MTU:-9000}" || return 1
 	fi
+	# The card's control port (virtio-serial) when the card is attached.
+	if [ -d /sys/bus/pci/drivers/virtio-pci ]; then
+		modprobe virtio_console 2>/dev/null || true
+	fi
 	# The card hook: once driver/zcard.ko is built, load it here.
 	if [ -f "$ZC_ROOT_DIR/driver/zcard.ko" ]; then
 		insmod "$ZC_ROOT_DIR/driver/zcard.ko" || return 1
