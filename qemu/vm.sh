@@ -73,7 +73,8 @@ vng_args=(
 )
 [ "$accel" = tcg ] && vng_args+=(--disable-kvm)
 [ -n "${ZCOPY_APPEND:-}" ] && vng_args+=(--append "$ZCOPY_APPEND")
-[ ${#qemu_opts[@]} -gt 0 ] && vng_args+=(--qemu-opts "${qemu_opts[*]}")
+# "=" form: the value starts with a dash, which argparse would take for an option.
+[ ${#qemu_opts[@]} -gt 0 ] && vng_args+=("--qemu-opts=${qemu_opts[*]}")
 
 # Settings reach the guest as environment on the command line.
 guest_cmd="env ZC_RUN=$(printf %q "$run") ZC_RXE=${ZC_RXE:-1} ZC_MTU=${ZC_MTU:-9000}"

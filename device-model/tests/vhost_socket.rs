@@ -1,0 +1,381 @@
+//! Socket-level tests: an in-process vhost-user front end (the `vhost`
+//! crate's) drives the daemon over a unix socket with memfd-backed memory,
+//! as QEMU would; and the real `zcard-vhost` binary crashes on a fault and
+//! comes back with its storage intact.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures,
+};
+use vhost::vhost_user::{Frontend, Listener, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use zcard_device::backend::serve;
+use zcard_device::storage::Storage;
+use zcard_device::vhu_zcard::ZcardBackend;
+use zcard_device::virtio_zcard::*;
+use zcard_device::zcard::{Card, Limits};
+
+const MEM: u64 = 4 << 20;
+const QSIZE: u16 = 64;
+const DESC: u64 = 0x1000;
+const AVAIL: u64 = 0x2000;
+const USED: u64 = 0x3000;
+const HDR: u64 = 0x10000;
+const STATUS: u64 = 0x11000;
+const DATA: u64 = 0x20000;
+
+/// The front end's side of one connection: memory, queue 0, its eventfds.
+struct Session {
+    fe: Frontend,
+    mem: GuestMemoryMmap<()>,
+    kick: EventFd,
+    call: EventFd,
+    next: u16,
+}
+
+impl Session {
+    fn connect(sock: &Path) -> Session {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut fe = loop {
+            match Frontend::connect(sock, 2) {
+                Ok(fe) => break fe,
+                Err(e) if Instant::now() > deadline => panic!("connect {}: {e}", sock.display()),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        fe.set_owner().unwrap();
+        let features = fe.get_features().unwrap();
+        for bit in [32, 29, 28, 30] {
+            assert_ne!(features & (1 << bit), 0, "feature bit {bit} offered");
+        }
+        let proto = fe.get_protocol_features().unwrap();
+        assert!(proto.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ));
+        fe.set_features(features).unwrap();
+        fe.set_protocol_features(proto).unwrap();
+        assert_eq!(fe.get_queue_num().unwrap(), 2);
+
+        let memfd = nix::sys::memfd::memfd_create("zcard-test", nix::sys::memfd::MFdFlags::empty())
+            .unwrap();
+        let file = File::from(memfd);
+        file.set_len(MEM).unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(&[(
+            GuestAddress(0),
+            MEM as usize,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .unwrap();
+        let host = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
+        let region = mem.find_region(GuestAddress(0)).unwrap();
+        let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
+        fe.set_mem_table(&[info]).unwrap();
+
+        fe.set_vring_num(0, QSIZE).unwrap();
+        fe.set_vring_addr(
+            0,
+            &VringConfigData {
+                queue_max_size: QSIZE,
+                queue_size: QSIZE,
+                flags: 0,
+                desc_table_addr: host + DESC,
+                used_ring_addr: host + USED,
+                avail_ring_addr: host + AVAIL,
+                log_addr: None,
+            },
+        )
+        .unwrap();
+        fe.set_vring_base(0, 0).unwrap();
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        let call = EventFd::new(EFD_NONBLOCK).unwrap();
+        fe.set_vring_kick(0, &kick).unwrap();
+        fe.set_vring_call(0, &call).unwrap();
+        fe.set_vring_enable(0, true).unwrap();
+        Session {
+            fe,
+            mem,
+            kick,
+            call,
+            next: 0,
+        }
+    }
+
+    fn config(&mut self) -> Vec<u8> {
+        let (_, data) = self
+            .fe
+            .get_config(
+                0,
+                CONFIG_SIZE as u32,
+                VhostUserConfigFlags::WRITABLE,
+                &[0; CONFIG_SIZE],
+            )
+            .unwrap();
+        data
+    }
+
+    /// Submits header + segments + status on queue 0 and waits for the call eventfd.
+    fn request(&mut self, h: ReqHeader, segs: &[(u64, u32, bool)]) -> ReqStatus {
+        self.mem.write_obj(h, GuestAddress(HDR)).unwrap();
+        let mut all = vec![(HDR, REQ_HEADER_SIZE, false)];
+        all.extend_from_slice(segs);
+        all.push((STATUS, REQ_STATUS_SIZE, true));
+        for (i, &(addr, len, write)) in all.iter().enumerate() {
+            let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+            if i + 1 < all.len() {
+                flags |= VRING_DESC_F_NEXT as u16;
+            }
+            let d = Descriptor::new(addr, len, flags, i as u16 + 1);
+            self.mem
+                .write_obj(d, GuestAddress(DESC + 16 * i as u64))
+                .unwrap();
+        }
+        self.mem
+            .write_obj(
+                0u16,
+                GuestAddress(AVAIL + 4 + 2 * u64::from(self.next % QSIZE)),
+            )
+            .unwrap();
+        self.next = self.next.wrapping_add(1);
+        self.mem
+            .write_obj(self.next, GuestAddress(AVAIL + 2))
+            .unwrap();
+        self.kick.write(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let used: u16 = self.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+            if used == self.next {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no completion within 10 s");
+            let _ = self.call.read();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.mem.read_obj(GuestAddress(STATUS)).unwrap()
+    }
+}
+
+fn start_in_process(dir: &Path) -> (Arc<ZcardBackend>, std::path::PathBuf) {
+    let sock = dir.join("zcard.sock");
+    let storage = Storage::open(&dir.join("card.img"), Some(1 << 20)).unwrap();
+    let card = Card::new(Limits::default(), storage, 0).unwrap();
+    let backend = Arc::new(ZcardBackend::new(Arc::new(card)));
+    let mut listener = Listener::new(&sock, true).unwrap();
+    let b = backend.clone();
+    std::thread::spawn(move || serve(b, &mut listener, false));
+    (backend, sock)
+}
+
+#[test]
+fn negotiation_config_round_trip_and_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, sock) = start_in_process(dir.path());
+
+    let mut s = Session::connect(&sock);
+    let cfg = s.config();
+    assert_eq!(&cfg[0..4], b"ZCRD");
+    assert_eq!(u16::from_le_bytes([cfg[8], cfg[9]]), 2);
+    assert_eq!(u64::from_le_bytes(cfg[16..24].try_into().unwrap()), 1 << 20);
+    assert!(backend.card().stats().config_reads() >= 1);
+
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    s.mem.write_slice(&data, GuestAddress(DATA)).unwrap();
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Copy as u8,
+            length: 4096,
+            tag: 9,
+            ..Default::default()
+        },
+        &[(DATA, 4096, false), (DATA + 0x10000, 4096, true)],
+    );
+    assert_eq!((st.status, st.tag), (Status::Ok as u8, 9));
+    let mut out = vec![0; 4096];
+    s.mem
+        .read_slice(&mut out, GuestAddress(DATA + 0x10000))
+        .unwrap();
+    assert_eq!(out, data);
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::StorageWrite as u8,
+            length: 4096,
+            storage_offset: 8192,
+            ..Default::default()
+        },
+        &[(DATA, 4096, false)],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+
+    // The front end goes away (QEMU quits or restarts); the daemon takes the next one.
+    drop(s);
+    let mut s = Session::connect(&sock);
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::StorageRead as u8,
+            length: 4096,
+            storage_offset: 8192,
+            ..Default::default()
+        },
+        &[(DATA + 0x30000, 4096, true)],
+    );
+    assert_eq!(
+        st.status,
+        Status::Ok as u8,
+        "storage survives the reconnect"
+    );
+    s.mem
+        .read_slice(&mut out, GuestAddress(DATA + 0x30000))
+        .unwrap();
+    assert_eq!(out, data);
+    assert!(
+        backend.card().stats().snapshot()["connections"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+
+    // A device reset clears NEEDS_RESET.
+    backend.card().set_needs_reset();
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Nop as u8,
+            ..Default::default()
+        },
+        &[],
+    );
+    assert_eq!(st.status, Status::NeedsReset as u8);
+    s.fe.reset_device().unwrap();
+    assert!(!backend.card().needs_reset());
+}
+
+fn spawn_daemon(dir: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_zcard-vhost"))
+        .arg("--socket")
+        .arg(dir.join("zcard.sock"))
+        .arg("--storage")
+        .arg(dir.join("card.img"))
+        .args(["--storage-size", "1M"])
+        .args(extra)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("zcard-vhost did not exit within {within:?}");
+}
+
+#[test]
+fn crash_fault_exits_mid_request_and_a_restart_keeps_flushed_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = spawn_daemon(dir.path(), &["--fault", "crash:op=nop"]);
+    let sock = dir.path().join("zcard.sock");
+    let mut s = Session::connect(&sock);
+    let data = vec![0x5au8; 512];
+    s.mem.write_slice(&data, GuestAddress(DATA)).unwrap();
+    let w = ReqHeader {
+        opcode: Op::StorageWrite as u8,
+        length: 512,
+        storage_offset: 1024,
+        ..Default::default()
+    };
+    assert_eq!(s.request(w, &[(DATA, 512, false)]).status, 0);
+    assert_eq!(
+        s.request(
+            ReqHeader {
+                opcode: Op::Flush as u8,
+                ..Default::default()
+            },
+            &[]
+        )
+        .status,
+        0
+    );
+    // The NOP takes the crash: the daemon exits with 75 and never completes it.
+    s.mem
+        .write_obj(
+            ReqHeader {
+                opcode: Op::Nop as u8,
+                ..Default::default()
+            },
+            GuestAddress(HDR),
+        )
+        .unwrap();
+    let d = Descriptor::new(HDR, REQ_HEADER_SIZE, VRING_DESC_F_NEXT as u16, 1);
+    s.mem.write_obj(d, GuestAddress(DESC)).unwrap();
+    let d = Descriptor::new(STATUS, REQ_STATUS_SIZE, VRING_DESC_F_WRITE as u16, 0);
+    s.mem.write_obj(d, GuestAddress(DESC + 16)).unwrap();
+    s.mem
+        .write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * u64::from(s.next)))
+        .unwrap();
+    s.mem
+        .write_obj(s.next + 1, GuestAddress(AVAIL + 2))
+        .unwrap();
+    s.kick.write(1).unwrap();
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(10)), Some(75));
+    let used: u16 = s.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+    assert_eq!(used, s.next, "the crashing request was not completed");
+    drop(s);
+
+    let mut daemon = spawn_daemon(dir.path(), &[]);
+    let mut s = Session::connect(&sock);
+    let r = ReqHeader {
+        opcode: Op::StorageRead as u8,
+        length: 512,
+        storage_offset: 1024,
+        ..Default::default()
+    };
+    assert_eq!(s.request(r, &[(DATA + 0x8000, 512, true)]).status, 0);
+    let mut back = vec![0; 512];
+    s.mem
+        .read_slice(&mut back, GuestAddress(DATA + 0x8000))
+        .unwrap();
+    assert_eq!(back, data);
+
+    // The control socket answers next to the vhost-user one.
+    let mut ctl = UnixStream::connect(dir.path().join("zcard.sock.ctl")).unwrap();
+    writeln!(ctl, r#"{{"cmd":"stats"}}"#).unwrap();
+    let mut line = String::new();
+    BufReader::new(&ctl).read_line(&mut line).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(stats["stats"]["ops"]["storage_read"]["requests"], 1);
+    drop(s);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
+
+#[test]
+fn bad_options_exit_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zcard-vhost"))
+        .args(["--socket", "/nonexistent-dir/zcard.sock", "--queues", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--queues 0 is outside 1..=64"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_zcard-vhost"))
+        .args(["--socket", "/nonexistent-dir/zcard.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot listen on"),
+        "{out:?}"
+    );
+}
