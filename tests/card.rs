@@ -47,9 +47,44 @@ fn device_cfg_window(pci: &Path) -> (u8, u64, u32) {
     panic!("no virtio device-config capability on {}", pci.display());
 }
 
+/// Unbinds a PCI function from its driver and binds it back when dropped.
+///
+/// The guest kernel refuses user mappings of a BAR a driver has claimed
+/// (strict devmem), so the window is read while virtio-pci lets go of it.
+struct Unbound {
+    pci: PathBuf,
+    driver: Option<PathBuf>,
+}
+
+impl Unbound {
+    fn new(pci: &Path) -> Unbound {
+        let driver = fs::canonicalize(pci.join("driver")).ok();
+        let name = pci.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(d) = &driver {
+            fs::write(d.join("unbind"), &name).unwrap();
+        }
+        Unbound {
+            pci: pci.to_owned(),
+            driver,
+        }
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        if let Some(d) = &self.driver {
+            let name = self.pci.file_name().unwrap().to_string_lossy().into_owned();
+            if let Err(e) = fs::write(d.join("bind"), &name) {
+                eprintln!("rebinding {name} to {}: {e}", d.display());
+            }
+        }
+    }
+}
+
 /// Reads the 64-byte config space from the BAR with 32-bit loads.
 fn read_config(pci: &Path) -> Vec<u8> {
     let (bar, offset, len) = device_cfg_window(pci);
+    let _unbound = Unbound::new(pci);
     assert!(len >= 64, "config window of {len} bytes");
     let file = fs::OpenOptions::new()
         .read(true)

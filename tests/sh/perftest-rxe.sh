@@ -11,6 +11,18 @@ set -euo pipefail
 
 A=169.254.77.1 B=169.254.77.2
 
+# wait_server PID: until the perftest server listens on its port (a TCP
+# listener, or an rdma_cm listener) — under TCG it can take seconds — or
+# exits, for at most 30 s.
+wait_server() {
+	for _ in $(seq 300); do
+		ss -ltnH 'sport = :18515' | grep -q . && return 0
+		rdma resource show cm_id 2>/dev/null | grep -q 'state LISTEN' && return 0
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+}
+
 # pair NAME SERVER-ARGS -- CLIENT-ARGS: run a server on zrxe0 and a client on
 # zrxe1, both bounded in time; the output of both is kept and printed.
 pair() {
@@ -21,7 +33,7 @@ pair() {
 	cli=("$@")
 	timeout 120 "${srv[@]}" >"$T/$name.server" 2>&1 &
 	local spid=$!
-	sleep 1
+	wait_server "$spid"
 	local rc=0
 	timeout 120 "${cli[@]}" >"$T/$name.client" 2>&1 || rc=$?
 	wait "$spid" || rc=$((rc ? rc : $?))
