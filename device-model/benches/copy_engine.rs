@@ -86,7 +86,8 @@ fn main() {
     );
     // The baseline copies between the same guest-memory pages the card uses,
     // so both see the same page backing and cache state.
-    mem.write_slice(&vec![1u8; 4 << 20], GuestAddress(SRC)).unwrap();
+    mem.write_slice(&vec![1u8; 4 << 20], GuestAddress(SRC))
+        .unwrap();
     let src_p = mem.get_host_address(GuestAddress(SRC)).unwrap() as *const u8;
     let dst_p = mem.get_host_address(GuestAddress(DST)).unwrap();
     for shift in [12, 14, 16, 18, 20, 22] {

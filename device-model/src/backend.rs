@@ -26,7 +26,7 @@ use crate::DEFAULT_STORAGE_BYTES;
 ///   -device vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=QUEUES,config_size=64
 /// and guest RAM shared (memory-backend-memfd,share=on).
 #[derive(Debug, Parser)]
-#[command(version, verbatim_doc_comment)]
+#[command(name = "zcard-vhost", version, verbatim_doc_comment)]
 pub struct Args {
     /// vhost-user socket to listen on (replaced if it exists).
     #[arg(long, value_name = "PATH")]

@@ -147,8 +147,17 @@ fn serve_client(backend: &ZcardBackend, stream: UnixStream) -> std::io::Result<(
 
 /// Binds `path` (replacing a stale socket) and serves it on a background thread.
 pub fn spawn(backend: Arc<ZcardBackend>, path: &Path) -> std::io::Result<thread::JoinHandle<()>> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        // A socket left by an earlier run is replaced; anything else is not ours.
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            ))
+        }
+        Err(_) => {}
     }
     let listener = UnixListener::bind(path)?;
     let clients = Arc::new(AtomicUsize::new(0));

@@ -124,8 +124,8 @@ pub enum FaultError {
     /// More than one of nth, every and probability.
     #[error("give at most one of nth, every, probability")]
     Triggers,
-    /// nth or every of zero, or a probability outside 0..=1.
-    #[error("nth and every start at 1; probability is between 0 and 1")]
+    /// nth, every or count of zero, or a probability outside 0..=1.
+    #[error("nth, every and count start at 1; probability is between 0 and 1")]
     TriggerRange,
     /// A field that the kind does not use.
     #[error("{0} does not apply to a {1} rule")]
@@ -171,6 +171,7 @@ impl FaultSpec {
         }
         if self.nth == Some(0)
             || self.every == Some(0)
+            || self.count == Some(0)
             || self.probability.is_some_and(|p| !(0.0..=1.0).contains(&p))
         {
             return Err(FaultError::TriggerRange);
@@ -425,6 +426,10 @@ mod tests {
         assert_eq!(bad("flip_bit:op=fill"), Err(FaultError::FlipNeedsCopy));
         assert_eq!(bad("crash:nth=1,every=2"), Err(FaultError::Triggers));
         assert_eq!(bad("crash:every=0"), Err(FaultError::TriggerRange));
+        assert_eq!(
+            bad("fail:status=io_error,count=0"),
+            Err(FaultError::TriggerRange)
+        );
         assert_eq!(bad("crash:probability=1.5"), Err(FaultError::TriggerRange));
         assert_eq!(bad("stall:queue=2"), Err(FaultError::NoQueue(2, 2)));
         assert_eq!(

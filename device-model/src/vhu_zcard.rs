@@ -80,6 +80,8 @@ impl ZcardBackend {
         let mem = atomic.memory();
         let event_idx = self.event_idx.load(Ordering::Acquire);
         let was_reset = self.card.needs_reset();
+        // Set when the driver broke the ring: stop until the device is reset.
+        let mut broken = false;
         loop {
             if event_idx {
                 if let Err(e) = vring.disable_notification() {
@@ -87,7 +89,7 @@ impl ZcardBackend {
                     return;
                 }
             }
-            while !self.card.is_stalled(queue) {
+            while !broken && !self.card.is_stalled(queue) {
                 let chain = {
                     let mut state = vring.get_mut();
                     match state.get_queue_mut().iter(&*mem) {
@@ -97,6 +99,7 @@ impl ZcardBackend {
                             // outside memory): only a reset can recover.
                             warn!("queue {queue}: {e}; card needs reset");
                             self.card.set_needs_reset();
+                            broken = true;
                             None
                         }
                     }
@@ -112,14 +115,17 @@ impl ZcardBackend {
                     }
                     Outcome::Complete { used_len, notify } => {
                         if let Err(e) = vring.add_used(head, used_len) {
-                            error!("queue {queue}: add_used: {e}");
-                            return;
+                            // A head index outside the queue: the driver broke the ring.
+                            warn!("queue {queue}: add_used: {e}; card needs reset");
+                            self.card.set_needs_reset();
+                            broken = true;
+                            continue;
                         }
                         self.signal(vring, queue, notify);
                     }
                 }
             }
-            if !event_idx || self.card.is_stalled(queue) {
+            if !event_idx || broken || self.card.is_stalled(queue) {
                 break;
             }
             match vring.enable_notification() {

@@ -3,7 +3,7 @@
 //! [`Card::process`] takes one descriptor chain and returns what to put in the
 //! used ring. It distrusts every byte the guest wrote: all lengths, counts and
 //! addresses are checked before any payload is touched, a malformed request
-//! becomes a status (docs/zcard-spec.md, "Malformed requests"), and nothing the
+//! becomes a status (docs/zcard-spec.md, "Validation order"), and nothing the
 //! guest sends can panic the process or make it allocate without bound.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -257,7 +257,14 @@ impl Card {
         // A chain that ends on a descriptor still flagged NEXT was cut short
         // (loop, bad next index, unreadable table): nothing in it is trusted.
         let status_desc = match last {
-            Some(d) if !d.has_next() && d.is_write_only() && d.len() >= REQ_STATUS_SIZE => d,
+            Some(d)
+                if !d.has_next()
+                    && d.is_write_only()
+                    && d.len() >= REQ_STATUS_SIZE
+                    && mem.check_range(d.addr(), REQ_STATUS_SIZE as usize) =>
+            {
+                d
+            }
             _ => {
                 debug!("queue {queue}: chain without a usable status descriptor dropped");
                 self.stats.dropped_chain();
@@ -278,13 +285,13 @@ impl Card {
             warn!("fault: crash on queue {queue} mid-request");
             (self.crash)();
         }
+        if actions.needs_reset {
+            self.set_needs_reset();
+        }
         if actions.stall {
             warn!("fault: queue {queue} stalled");
             self.stall(queue);
             return Outcome::Stall;
-        }
-        if actions.needs_reset {
-            self.set_needs_reset();
         }
 
         let (status, result, written) = if self.needs_reset() {
@@ -444,7 +451,7 @@ impl Card {
             Ok(r) => r,
             Err(status) => return (status, 0, 0),
         };
-        if let (Some(bit), Op::Copy) = (actions.flip_bit, req.op) {
+        if let (Some(bit), Op::Copy, 1..) = (actions.flip_bit, req.op, req.header.length) {
             flip_bit(mem, &req.dst, bit % (req.header.length * 8));
         }
         let written = if req.op.has_destinations() { moved } else { 0 };

@@ -176,6 +176,29 @@ fn flipped_bit_is_the_same_for_the_same_seed() {
 }
 
 #[test]
+fn flip_bit_on_an_empty_copy_is_harmless() {
+    let mut r = rig_with(&["flip_bit"]);
+    assert_eq!(r.run(hdr(Op::Copy, 0), &[], &[]).0.status, 0);
+    assert_eq!(
+        r.run(hdr(Op::Nop, 0), &[], &[]).0.status,
+        0,
+        "queue still served"
+    );
+}
+
+#[test]
+fn stall_and_needs_reset_on_one_request_do_both() {
+    let r = rig_with(&["stall:nth=1", "needs_reset:nth=1"]);
+    let mut r = r;
+    let (ha, sa) = r.header(hdr(Op::Nop, 0));
+    let seg = |addr, len, write| Seg { addr, len, write };
+    r.push(0, &[seg(ha, 48, false), seg(sa, 16, true)]);
+    r.kick(0);
+    assert!(r.card().is_stalled(0));
+    assert!(r.card().needs_reset());
+}
+
+#[test]
 fn needs_reset_fails_everything_until_reset() {
     let mut r = rig_with(&["needs_reset:op=fill"]);
     assert_eq!(r.run(hdr(Op::Nop, 0), &[], &[]).0.status, 0);

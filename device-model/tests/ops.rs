@@ -395,10 +395,14 @@ fn chains_without_a_usable_status_are_returned_empty() {
         assert_eq!(used, 0, "{segs:?}");
         assert_eq!(st, 0xee, "nothing written");
     }
-    // A status outside guest memory cannot be written either.
-    let head = r.push(0, &[rd(ha, 48), wr(END, 16)]);
+    // A status outside guest memory cannot be written either: the request
+    // is dropped before anything runs.
+    let (ha, _) = r.header(hdr(Op::Fill, 64));
+    r.write(B, &[7; 64]);
+    let head = r.push(0, &[rd(ha, 48), wr(B, 64), wr(END, 16)]);
     r.kick(0);
     assert_eq!(r.used(0), [(head, 0)]);
+    assert_eq!(r.read(B, 64), vec![7; 64], "nothing executed");
     assert_eq!(r.card().stats().snapshot()["dropped_chains"], 4);
 }
 
@@ -461,6 +465,27 @@ fn a_broken_avail_ring_sets_needs_reset_until_reset() {
     );
     r.card().reset();
     assert!(!r.card().needs_reset());
+}
+
+#[test]
+fn a_broken_ring_never_spins_the_worker_even_with_event_idx() {
+    // Avail index far ahead of the queue.
+    let r = rig();
+    r.set_event_idx(true);
+    r.mem
+        .write_obj(QSIZE + 5, r.rings[0].1.unchecked_add(2))
+        .unwrap();
+    r.kick(0);
+    assert!(r.card().needs_reset());
+
+    // A head index outside the descriptor table.
+    let r = rig();
+    r.set_event_idx(true);
+    let avail = r.rings[0].1;
+    r.mem.write_obj(QSIZE + 3, avail.unchecked_add(4)).unwrap();
+    r.mem.write_obj(1u16, avail.unchecked_add(2)).unwrap();
+    r.kick(0);
+    assert!(r.card().needs_reset());
 }
 
 #[test]
