@@ -52,12 +52,14 @@ card=${ZC_CARD_BIN:-$ZC_ROOT/target/debug/zcard-vhost}
 card_ctl=
 if [ -x "$card" ]; then
 	card_ctl=$run/zcard.ctl
+	# ZC_CARD_ARGS: extra options, split on spaces (e.g. "--fault stall:queue=0").
+	read -ra card_args <<<"${ZC_CARD_ARGS:-}"
 	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock" \
 		--control "$card_ctl" --queues "${ZC_CARD_QUEUES:-2}" \
-		--storage-size "${ZC_CARD_STORAGE:-64M}" ${ZC_CARD_ARGS:-}
+		--storage-size "${ZC_CARD_STORAGE:-64M}" "${card_args[@]}"
 	qemu_opts+=(-chardev "socket,id=zcard,path=$run/zcard.sock"
 		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZC_CARD_QUEUES:-2},config_size=${ZC_CARD_CONFIG:-64}"
-		-device virtio-serial-pci,id=zcser
+		-device "virtio-serial-pci,id=zcser"
 		-chardev "socket,id=zcctl,path=$card_ctl"
 		-device "virtserialport,bus=zcser.0,chardev=zcctl,name=org.zcopy.zcard.ctl")
 fi
