@@ -476,9 +476,9 @@ fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<Req
 }
 
 /// Calls `f` on every host slice of `segs`, in order.
-fn for_each_slice<F>(mem: &GuestMem, segs: &[Seg], mut f: F) -> Result<(), Status>
+fn for_each_slice<'m, F>(mem: &'m GuestMem, segs: &[Seg], mut f: F) -> Result<(), Status>
 where
-    F: FnMut(VolatileSlice<'_, ()>),
+    F: FnMut(VolatileSlice<'m, ()>),
 {
     for seg in segs {
         for slice in mem.get_slices(seg.addr, seg.len as usize) {
@@ -491,11 +491,7 @@ where
 /// Host slices of `segs`, in order.
 fn slices<'m>(mem: &'m GuestMem, segs: &[Seg]) -> Result<Vec<VolatileSlice<'m, ()>>, Status> {
     let mut out = Vec::with_capacity(segs.len());
-    for seg in segs {
-        for slice in mem.get_slices(seg.addr, seg.len as usize) {
-            out.push(slice.map_err(|_| Status::BadAddress)?);
-        }
-    }
+    for_each_slice(mem, segs, |s| out.push(s))?;
     Ok(out)
 }
 
