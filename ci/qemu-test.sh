@@ -30,8 +30,8 @@ if [ "$host_rc" != 0 ] && ! grep -q $'\tfail\t' "$results"; then
 fi
 
 zc_log "building the guest test binaries and the card (zcard-vhost)"
-cargo build -p zcard-device --bins --color never >>"$out/logs/build-guest.log" 2>&1 ||
-	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building zcard-vhost failed"; }
+cargo build -p zcard-device --bins --color never >"$out/logs/build-card.log" 2>&1 ||
+	{ tail -n 40 "$out/logs/build-card.log"; zc_infra "building zcard-vhost failed"; }
 cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
 	python3 "$here/report.py" guest-bins >"$out/guest-bins.txt" ||
 	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building the guest test binaries failed"; }
