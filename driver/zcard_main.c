@@ -36,7 +36,6 @@ static void zcard_free(struct kref *ref)
 	/* A completion seen during removal may have queued a reset. */
 	cancel_work_sync(&card->reset_work);
 	cancel_delayed_work_sync(&card->watchdog);
-	ida_free(&zcard_ida, card->instance);
 	kfree(card->queues);
 	kfree(card);
 }
@@ -162,7 +161,7 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 {
 	struct zcard_queue *q = ctx->queue;
 	struct zcard *card = q->card;
-	struct scatterlist *sgs[3];
+	struct scatterlist *sgs[4];	/* header, sources, destinations, status */
 	unsigned int nsrc = 0, ndst = 0, out = 0, in = 0, max;
 	struct zcard_slot *s;
 	struct zcard_wire *w;
@@ -646,6 +645,7 @@ err_vqs:
 	vdev->config->del_vqs(vdev);
 	zcard_free_queues(card);
 err_put:
+	ida_free(&zcard_ida, card->instance);
 	zcard_put(card);
 	return err;
 }
@@ -674,6 +674,8 @@ static void zcard_remove(struct virtio_device *vdev)
 	card->dma_dev = NULL;
 	card->vdev = NULL;
 	dev_info(&vdev->dev, "%s removed\n", card->name);
+	/* The name is free again: a card probed next may be zcardN too. */
+	ida_free(&zcard_ida, card->instance);
 	zcard_put(card);
 }
 

@@ -31,7 +31,7 @@ zc_cache_dir() {
 
 # Lines in a guest kernel log that mean the kernel is in trouble; every guest
 # run fails on any of them.
-ZC_KERNEL_BAD='WARNING:|BUG:|Oops|general protection|refcount_t:|list_del corruption|hung task|blocked for more than|Kernel panic|UBSAN:|KASAN:'
+ZC_KERNEL_BAD='WARNING:|BUG:|Oops|general protection|refcount_t:|list_del corruption|hung task|blocked for more than|Kernel panic|UBSAN:|KASAN:|is not a head|unexpected used|DMA-API:'
 
 # zc_kernel_log_ok FILE: true when FILE exists and shows no trouble; prints
 # the offending lines otherwise.

@@ -75,6 +75,8 @@ vng_args=(
 )
 [ "$accel" = tcg ] && vng_args+=(--disable-kvm)
 [ -n "${ZCOPY_APPEND:-}" ] && vng_args+=(--append "$ZCOPY_APPEND")
+# ZCOPY_VERBOSE=1: the kernel's console messages (a panic, say) in the output.
+[ "${ZCOPY_VERBOSE:-0}" = 1 ] && vng_args+=(--verbose)
 # "=" form: the value starts with a dash, which argparse would take for an option.
 [ ${#qemu_opts[@]} -gt 0 ] && vng_args+=("--qemu-opts=${qemu_opts[*]}")
 
@@ -106,6 +108,6 @@ if [ -f "$run/guest-infra" ]; then
 fi
 if [ ! -f "$run/guest-exit" ]; then
 	tail -n 50 "$run/console.log" >&2 2>/dev/null
-	zc_infra "the guest did not report an exit code (vng/QEMU exit $vng_rc); console: $run/console.log"
+	zc_infra "the guest did not report an exit code (vng/QEMU exit $vng_rc); console: $run/console.log (ZCOPY_VERBOSE=1 shows the kernel console, e.g. a panic)"
 fi
 exit "$(cat "$run/guest-exit")"

@@ -4,7 +4,6 @@
 //! see them. No driver is needed: the config window is read from the BAR.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -106,27 +105,8 @@ fn read_config(pci: &Path) -> Vec<u8> {
         .collect()
 }
 
-/// Sends one command over the card's control port and returns the reply.
 fn control(cmd: &str) -> Value {
-    let mut port = None;
-    for entry in fs::read_dir("/sys/class/virtio-ports")
-        .expect("virtio-serial ports (virtio_console loaded)")
-    {
-        let p = entry.unwrap().path();
-        if read_attr(p.join("name")).unwrap_or_default() == "org.zcopy.zcard.ctl" {
-            port = Some(Path::new("/dev").join(p.file_name().unwrap()));
-        }
-    }
-    let port = port.expect("control port org.zcopy.zcard.ctl");
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&port)
-        .unwrap();
-    writeln!(f, "{cmd}").unwrap();
-    let mut line = String::new();
-    BufReader::new(f).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+    zcopy_vm_tests::zcard_control(cmd)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringState, VringT};
 use virtio_bindings::bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
@@ -90,38 +90,39 @@ impl ZcardBackend {
                 }
             }
             while !broken && !self.card.is_stalled(queue) {
-                let chain = {
-                    let mut state = vring.get_mut();
-                    match state.get_queue_mut().iter(&*mem) {
-                        Ok(mut avail) => avail.next(),
-                        Err(e) => {
-                            // The driver broke the avail ring (index too far ahead, ring
-                            // outside memory): only a reset can recover.
-                            warn!("queue {queue}: {e}; card needs reset");
-                            self.card.set_needs_reset();
-                            broken = true;
-                            None
-                        }
+                // The vring stays locked from taking a chain to completing it:
+                // a front end that stops the ring (GET_VRING_BASE, on a device
+                // reset) waits for the request in progress, and no completion
+                // can land in a ring the driver has already reset.
+                let mut state = vring.get_mut();
+                let chain = match state.get_queue_mut().iter(&*mem) {
+                    Ok(mut avail) => avail.next(),
+                    Err(e) => {
+                        // The driver broke the avail ring (index too far ahead, ring
+                        // outside memory): only a reset can recover.
+                        warn!("queue {queue}: {e}; card needs reset");
+                        self.card.set_needs_reset();
+                        broken = true;
+                        None
                     }
                 };
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
                 match self.card.process(&mem, chain, queue) {
                     Outcome::Stall => {
-                        let mut state = vring.get_mut();
                         let q = state.get_queue_mut();
                         q.set_next_avail(q.next_avail().wrapping_sub(1));
                         break;
                     }
                     Outcome::Complete { used_len, notify } => {
-                        if let Err(e) = vring.add_used(head, used_len) {
+                        if let Err(e) = state.add_used(head, used_len) {
                             // A head index outside the queue: the driver broke the ring.
                             warn!("queue {queue}: add_used: {e}; card needs reset");
                             self.card.set_needs_reset();
                             broken = true;
                             continue;
                         }
-                        self.signal(vring, queue, notify);
+                        self.signal(&mut state, queue, notify);
                     }
                 }
             }
@@ -142,15 +143,15 @@ impl ZcardBackend {
         }
     }
 
-    fn signal(&self, vring: &VringRwLock, queue: u16, notify: bool) {
+    fn signal(&self, state: &mut VringState, queue: u16, notify: bool) {
         let stats = self.card.stats();
         if !notify {
             stats.notification(queue, false);
             return;
         }
-        match vring.needs_notification() {
+        match state.needs_notification() {
             Ok(true) => {
-                if let Err(e) = vring.signal_used_queue() {
+                if let Err(e) = state.signal_used_queue() {
                     warn!("queue {queue}: cannot signal: {e}");
                 }
                 stats.notification(queue, true);

@@ -8,6 +8,10 @@
 #                         the host), run with --include-ignored; one case per
 #                         #[test], read from libtest's "test X ... ok" lines
 #
+# Environment: ZC_ONLY (space-separated Rust suite names, e.g. "driver": run
+# only those, no shell tests), ZC_TAG (added to suite names in the results,
+# e.g. "swiotlb" for the bounce-buffer run).
+#
 # Exit code: 0 when nothing failed.
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -17,8 +21,12 @@ logs=$out/logs
 mkdir -p "$logs"
 failed=0
 
+tag=${ZC_TAG:+-$ZC_TAG}
 record() { # record SUITE NAME STATUS SECONDS LOG
-	printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"
+	local suite=$1$tag
+	shift
+	printf '%s\t%s\t%s\t%s\t%s\n' "$suite" "$@" >>"$results"
+	set -- "$suite" "$@"
 	printf '  %-5s %s/%s (%ss)\n' "$3" "$1" "$2" "$4"
 	[ "$3" = fail ] && failed=$((failed + 1))
 	return 0
@@ -27,8 +35,11 @@ record() { # record SUITE NAME STATUS SECONDS LOG
 now() { date +%s.%N; }
 since() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }'; }
 
+selected() { [ -z "${ZC_ONLY:-}" ] || [[ " $ZC_ONLY " == *" $1 "* ]]; }
+
 # Shell tests, each bounded in time.
 for t in "$root"/tests/sh/*.sh; do
+	[ -z "${ZC_ONLY:-}" ] || break
 	name=$(basename "$t" .sh)
 	[ "$name" = lib ] && continue
 	log=$logs/sh-$name.log
@@ -47,7 +58,8 @@ done
 if [ -f "$out/guest-bins.txt" ]; then
 	while IFS=$'\t' read -r suite bin; do
 		[ -n "$bin" ] || continue
-		log=$logs/rust-$suite.log
+		selected "$suite" || continue
+		log=$logs/rust-$suite$tag.log
 		start=$(now)
 		(cd "$root" && timeout -k 5 "${ZC_CASE_TIMEOUT:-300}" "$bin" --include-ignored --test-threads=1) >"$log" 2>&1
 		rc=$?

@@ -161,3 +161,73 @@ mod tests {
         assert!(k.starts_with("6.12.") && k.ends_with("-amd64"), "{k}");
     }
 }
+
+/// Sends one JSON command line to the card's control port (the virtio-serial
+/// port `org.zcopy.zcard.ctl`) and returns the reply.
+pub fn zcard_control(cmd: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut port = None;
+    for entry in fs::read_dir("/sys/class/virtio-ports")
+        .expect("virtio-serial ports (virtio_console loaded)")
+    {
+        let p = entry.expect("readable sysfs").path();
+        if read_attr(p.join("name")).unwrap_or_default() == "org.zcopy.zcard.ctl" {
+            port = Some(Path::new("/dev").join(p.file_name().expect("a port name")));
+        }
+    }
+    let port = port.expect("control port org.zcopy.zcard.ctl");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&port)
+        .unwrap_or_else(|e| panic!("{}: {e}", port.display()));
+    writeln!(f, "{cmd}").expect("control port writable");
+    let mut line = String::new();
+    BufReader::new(f)
+        .read_line(&mut line)
+        .expect("control port readable");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+}
+
+/// Proptest settings: `cases` unless ZC_PROPTEST_CASES says otherwise (nightly
+/// runs raise it), a seed from ZC_PROPTEST_SEED or the clock, printed so a
+/// failure can be replayed.
+pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let seed = std::env::var("ZC_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let cases = std::env::var("ZC_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(cases);
+    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZC_PROPTEST_SEED={seed})");
+    Config {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+/// CRC-32C (Castagnoli) in software, bit by bit: the reference the card's
+/// CRC32C op is checked against. `seed` is the CRC of the bytes before.
+pub fn crc32c_reference(seed: u32, data: &[u8]) -> u32 {
+    let mut crc = !seed;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
