@@ -44,6 +44,7 @@ qemu-shell: ## an interactive shell in the guest
 bench: ## benchmarks (tables, JSON, plots), never timed tests
 	@ci/bootstrap.sh
 	cargo bench -p zcard-device --bench copy_engine
+	@ci/bench-driver.sh
 	@ci/bench-platform.sh
 
 bench-platform: ## toolbox build (cold), boot-to-first-command, qemu-test warm/cold

@@ -27,7 +27,13 @@ static void zcard_pool_unmap(struct zcard_pool *pool)
 	for (i = 0; i < pool->nchunks; i++) {
 		u64 len = min_t(u64, ZCARD_CHUNK, pool->size - (u64)i * ZCARD_CHUNK);
 
-		dma_unmap_page(dev, pool->chunk_dma[i], len, DMA_BIDIRECTIONAL);
+		/*
+		 * The CPU owns the pages here (no request is in flight and each
+		 * one synced its destination back): a sync now would copy stale
+		 * bounce-buffer contents over what user space wrote since.
+		 */
+		dma_unmap_page_attrs(dev, pool->chunk_dma[i], len, DMA_BIDIRECTIONAL,
+				     DMA_ATTR_SKIP_CPU_SYNC);
 	}
 	pool->mapped = false;
 }

@@ -141,27 +141,6 @@ pub fn ipv4_addrs(netdev: &str) -> io::Result<Vec<Ipv4Addr>> {
         .collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv4_mapped_gid_parses() {
-        assert_eq!(
-            ipv4_of_gid("0000:0000:0000:0000:0000:ffff:a9fe:4d01"),
-            Some(Ipv4Addr::new(169, 254, 77, 1))
-        );
-        assert_eq!(ipv4_of_gid("fe80:0000:0000:0000:0000:00ff:fe00:0001"), None);
-        assert_eq!(ipv4_of_gid("not a gid"), None);
-    }
-
-    #[test]
-    fn pinned_kernel_is_a_debian_abi() {
-        let k = pinned_kernel().unwrap();
-        assert!(k.starts_with("6.12.") && k.ends_with("-amd64"), "{k}");
-    }
-}
-
 /// Sends one JSON command line to the card's control port (the virtio-serial
 /// port `org.zcopy.zcard.ctl`) and returns the reply.
 pub fn zcard_control(cmd: &str) -> serde_json::Value {
@@ -230,4 +209,25 @@ pub fn crc32c_reference(seed: u32, data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_mapped_gid_parses() {
+        assert_eq!(
+            ipv4_of_gid("0000:0000:0000:0000:0000:ffff:a9fe:4d01"),
+            Some(Ipv4Addr::new(169, 254, 77, 1))
+        );
+        assert_eq!(ipv4_of_gid("fe80:0000:0000:0000:0000:00ff:fe00:0001"), None);
+        assert_eq!(ipv4_of_gid("not a gid"), None);
+    }
+
+    #[test]
+    fn pinned_kernel_is_a_debian_abi() {
+        let k = pinned_kernel().unwrap();
+        assert!(k.starts_with("6.12.") && k.ends_with("-amd64"), "{k}");
+    }
 }
