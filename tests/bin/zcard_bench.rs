@@ -16,7 +16,13 @@ struct Run {
     secs: f64,
 }
 
-fn run(rings: &mut Rings, src: &zcopy::card::Pool, dst: &zcopy::card::Pool, depth: u32, time: Duration) -> Run {
+fn run(
+    rings: &mut Rings,
+    src: &zcopy::card::Pool,
+    dst: &zcopy::card::Pool,
+    depth: u32,
+    time: Duration,
+) -> Run {
     let (mut ops, mut ioctls) = (0u64, 0u64);
     let start = Instant::now();
     let mut i = 0u64;
@@ -29,22 +35,35 @@ fn run(rings: &mut Rings, src: &zcopy::card::Pool, dst: &zcopy::card::Pool, dept
             i += 1;
         }
         // One ENTER submits the batch and waits for all of it.
-        rings.submit_and_wait(depth, Some(Duration::from_secs(30))).expect("ENTER");
+        rings
+            .submit_and_wait(depth, Some(Duration::from_secs(30)))
+            .expect("ENTER");
         ioctls += 1;
         while let Some(c) = rings.pop() {
             assert_eq!(c.result, OP as i32, "COPY failed: {c:?}");
             ops += 1;
         }
     }
-    Run { depth, ops, ioctls, secs: start.elapsed().as_secs_f64() }
+    Run {
+        depth,
+        ops,
+        ioctls,
+        secs: start.elapsed().as_secs_f64(),
+    }
 }
 
 fn main() {
-    let secs: u64 = std::env::var("ZC_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let secs: u64 = std::env::var("ZC_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let card = Card::open_index(0).expect("/dev/zcard0");
     let src = card.create_pool(1 << 20).expect("pool");
     let dst = card.create_pool(1 << 20).expect("pool");
-    src.map().expect("map").write(0, &vec![0x5a; 1 << 20]).expect("write");
+    src.map()
+        .expect("map")
+        .write(0, &vec![0x5a; 1 << 20])
+        .expect("write");
     let mut rings = card.setup_rings(32).expect("rings");
     run(&mut rings, &src, &dst, 1, Duration::from_millis(300)); // warm-up
     let runs = [1, 32].map(|d| run(&mut rings, &src, &dst, d, Duration::from_secs(secs)));
@@ -55,7 +74,13 @@ fn main() {
     for r in &runs {
         let rate = r.ops as f64 / r.secs;
         let per = r.ioctls as f64 / r.ops as f64;
-        println!("| {} | {:.0} | {:.3} | {:.2}x |", r.depth, rate, per, rate / qd1);
+        println!(
+            "| {} | {:.0} | {:.3} | {:.2}x |",
+            r.depth,
+            rate,
+            per,
+            rate / qd1
+        );
         json.push(format!(
             r#"{{"op":"copy","bytes":{OP},"depth":{},"ops":{},"seconds":{:.3},"ops_per_sec":{:.1},"ioctls_per_op":{:.4},"speedup_vs_qd1":{:.3}}}"#,
             r.depth, r.ops, r.secs, rate, per, rate / qd1
