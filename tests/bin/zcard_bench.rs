@@ -86,6 +86,14 @@ fn main() {
             r.depth, r.ops, r.secs, rate, per, rate / qd1
         ));
     }
+    // A text plot: ops/s as bars, scaled to the fastest run.
+    let top = runs.iter().map(|r| r.ops as f64 / r.secs).fold(1.0, f64::max);
+    println!();
+    for r in &runs {
+        let rate = r.ops as f64 / r.secs;
+        let bar = "#".repeat(((rate / top) * 50.0).round().max(1.0) as usize);
+        println!("QD{:<3} {bar:<50} {rate:.0} ops/s", r.depth);
+    }
     let text = format!("[{}]\n", json.join(","));
     if let Some(path) = std::env::args().nth(1) {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
