@@ -30,6 +30,9 @@ static void zcard_ctx_free_work(struct work_struct *work)
 {
 	struct zcard_ctx *ctx = container_of(work, struct zcard_ctx, free_work);
 
+	mutex_lock(&ctx->card->lock);
+	list_del(&ctx->node);
+	mutex_unlock(&ctx->card->lock);
 	vfree(ctx->ring);
 	zcard_put(ctx->card);
 	kfree(ctx);
@@ -40,7 +43,7 @@ static void zcard_ctx_release(struct kref *ref)
 	struct zcard_ctx *ctx = container_of(ref, struct zcard_ctx, ref);
 
 	/* The last reference may go in the completion interrupt. */
-	schedule_work(&ctx->free_work);
+	queue_work(zcard_wq, &ctx->free_work);
 }
 
 /**
@@ -84,11 +87,13 @@ static u32 zcard_cq_pending(struct zcard_ctx *ctx)
  * @user_data: the SQE's user_data.
  * @result: bytes or a negative errno.
  * @value: CRC32C value or 0.
+ * @was_inflight: the request was on the card: ctx->inflight drops, after
+ *	the CQE is visible and before waiters are woken.
  *
  * Context: any; takes ctx->cq_lock.
  */
 void zcard_post_cqe(struct zcard_ctx *ctx, u64 user_data, s32 result,
-		    u64 value)
+		    u64 value, bool was_inflight)
 {
 	struct zcard *card = ctx->card;
 	u32 *tail = ctx->ring + ctx->off.cq_tail;
@@ -120,6 +125,12 @@ void zcard_post_cqe(struct zcard_ctx *ctx, u64 user_data, s32 result,
 	atomic64_inc(&card->stats.completed);
 	if (result < 0)
 		atomic64_inc(&card->stats.errors);
+	if (was_inflight) {
+		/* A waiter that sees inflight drop sees the CQE too. */
+		smp_mb__before_atomic();
+		atomic_dec(&ctx->inflight);
+		atomic64_dec(&card->stats.inflight);
+	}
 
 	wake_up_all(&ctx->wait);
 	rcu_read_lock();
@@ -150,6 +161,9 @@ static int zcard_open(struct inode *inode, struct file *file)
 	spin_lock_init(&ctx->cq_lock);
 	init_waitqueue_head(&ctx->wait);
 	INIT_WORK(&ctx->free_work, zcard_ctx_free_work);
+	mutex_lock(&card->lock);
+	list_add(&ctx->node, &card->ctxs);
+	mutex_unlock(&card->lock);
 	file->private_data = ctx;
 	return stream_open(inode, file);
 }
@@ -515,7 +529,7 @@ static int zcard_submit_sqes(struct zcard_ctx *ctx, u32 to_submit, u32 *done)
 		err = zcard_check_sqe(ctx, &sqe, &src, &dst);
 		if (err) {
 			mutex_unlock(&ctx->lock);
-			zcard_post_cqe(ctx, sqe.user_data, err, 0);
+			zcard_post_cqe(ctx, sqe.user_data, err, 0, false);
 			err = 0;
 		} else {
 			/* The request takes its own pool references. */
@@ -558,7 +572,7 @@ static long zcard_ioc_enter(struct zcard_ctx *ctx, void __user *arg)
 
 	if (copy_from_user(&en, arg, sizeof(en)))
 		return -EFAULT;
-	if (en.flags || en.submitted || !zcard_zero(en.reserved, ARRAY_SIZE(en.reserved)))
+	if (en.flags || !zcard_zero(en.reserved, ARRAY_SIZE(en.reserved)))
 		return -EINVAL;
 	if (!zcard_ring(ctx))
 		return -ENXIO;
@@ -571,7 +585,10 @@ static long zcard_ioc_enter(struct zcard_ctx *ctx, void __user *arg)
 		mutex_unlock(&ctx->submit_lock);
 	}
 	if (!ret && en.min_complete) {
-		ktime_t limit = en.timeout_ns ? ns_to_ktime(en.timeout_ns) : KTIME_MAX;
+		ktime_t limit = KTIME_MAX;
+
+		if (en.timeout_ns && en.timeout_ns < (u64)KTIME_MAX)
+			limit = ns_to_ktime(en.timeout_ns);
 
 		ret = wait_event_interruptible_hrtimeout(ctx->wait,
 							 zcard_enter_done(ctx, en.min_complete),
@@ -623,6 +640,8 @@ static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 	struct zcard_pool *pool;
 	int err;
 
+	if (READ_ONCE(ctx->card->removed))
+		return -ENODEV;
 	if (off == ZCARD_OFF_RINGS) {
 		void *ring = zcard_ring(ctx);
 
@@ -639,10 +658,19 @@ static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 	}
 	if (off & GENMASK_ULL(31, 0))
 		return -EINVAL;
-	mutex_lock(&ctx->lock);
-	pool = zcard_ctx_pool(ctx, off >> 32);
-	err = pool ? zcard_pool_mmap(pool, vma) : -EINVAL;
-	mutex_unlock(&ctx->lock);
+	/*
+	 * mmap_lock is held here, and the ioctls fault while holding
+	 * ctx->lock: look the pool up under the xarray's own lock instead.
+	 */
+	xa_lock(&ctx->pools);
+	pool = xa_load(&ctx->pools, off >> 32);
+	if (pool)
+		kref_get(&pool->ref);
+	xa_unlock(&ctx->pools);
+	if (!pool)
+		return -EINVAL;
+	err = zcard_pool_mmap(pool, vma);
+	zcard_pool_put(pool);
 	return err;
 }
 

@@ -256,6 +256,11 @@ struct zcard_stats {
  * @lock: protects @pools and the pools' mapped state.
  * @pools: every pool of this card.
  * @removed: the card is gone; every operation fails with -ENODEV.
+ * @stopped: the queues are down (during a reset or suspend; under
+ *	reset_sem): nothing may be submitted, no further reset is scheduled.
+ * @resetting: reset_work is running virtio_device_freeze()/restore(), so
+ *	the freeze/restore callbacks already hold reset_sem.
+ * @ctxs: open files, to wake their waiters on removal (under @lock).
  * @watchdog: looks for lost completions and timed-out requests.
  * @reset_work: resets the card.
  * @next_ctx: spreads files over the queues.
@@ -274,6 +279,9 @@ struct zcard {
 	struct mutex lock;	/* pools, pool->mapped, removed */
 	struct list_head pools;
 	bool removed;
+	bool stopped;
+	bool resetting;
+	struct list_head ctxs;
 	struct delayed_work watchdog;
 	struct work_struct reset_work;
 	atomic_t next_ctx;
@@ -302,6 +310,7 @@ struct zcard {
  * @wait: woken when CQEs are posted or the card goes away.
  * @eventfd: signalled when CQEs are posted (RCU-protected).
  * @free_work: frees the context outside atomic context.
+ * @node: entry in card->ctxs.
  */
 struct zcard_ctx {
 	struct kref ref;
@@ -324,9 +333,11 @@ struct zcard_ctx {
 	wait_queue_head_t wait;
 	struct eventfd_ctx __rcu *eventfd;
 	struct work_struct free_work;
+	struct list_head node;
 };
 
 /* zcard_main.c */
+extern struct workqueue_struct *zcard_wq;
 void zcard_put(struct zcard *card);
 int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 		 struct zcard_pool *src, struct zcard_pool *dst);
@@ -348,6 +359,6 @@ extern const struct file_operations zcard_fops;
 void zcard_ctx_get(struct zcard_ctx *ctx);
 void zcard_ctx_put(struct zcard_ctx *ctx);
 void zcard_post_cqe(struct zcard_ctx *ctx, u64 user_data, s32 result,
-		    u64 value);
+		    u64 value, bool was_inflight);
 
 #endif /* ZCARD_INTERNAL_H */

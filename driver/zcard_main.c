@@ -16,6 +16,7 @@
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
 
 #include "zcard_internal.h"
 
@@ -28,6 +29,9 @@ module_param(pinned_limit_mb, uint, 0444);
 MODULE_PARM_DESC(pinned_limit_mb, "MiB all pools of one card may pin together (default 256)");
 
 static DEFINE_IDA(zcard_ida);
+
+/* Frees contexts and pools; drained before the module goes away. */
+struct workqueue_struct *zcard_wq;
 
 static void zcard_free(struct kref *ref)
 {
@@ -91,7 +95,8 @@ static void zcard_finish(struct zcard_queue *q, struct zcard_slot *s, int err)
 			dev_warn_ratelimited(&q->card->vdev->dev,
 					     "queue %u: status %u for opcode %u\n",
 					     q->index, w->status, s->opcode);
-		if (w->status == ZCARD_ST_NEEDS_RESET)
+		/* A reset in progress (or a stop) already handles it. */
+		if (w->status == ZCARD_ST_NEEDS_RESET && !READ_ONCE(q->card->stopped))
 			schedule_work(&q->card->reset_work);
 	}
 	if (s->dst && s->length && s->dst->mapped)
@@ -105,10 +110,7 @@ static void zcard_finish(struct zcard_queue *q, struct zcard_slot *s, int err)
 		result = err;
 	}
 	list_del(&s->node);
-	zcard_post_cqe(ctx, s->user_data, result, value);
-	/* After the CQE: a waiter that sees inflight == 0 sees the CQE too. */
-	atomic_dec(&ctx->inflight);
-	atomic64_dec(&q->card->stats.inflight);
+	zcard_post_cqe(ctx, s->user_data, result, value, true);
 	if (s->src)
 		zcard_pool_put(s->src);
 	if (s->dst)
@@ -169,6 +171,8 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 	int err;
 
 	max = card->info.max_segments;
+	if (card->stopped)	/* a reset failed half-way; removal follows */
+		return -EBUSY;
 	spin_lock_irqsave(&q->lock, flags);
 	s = list_first_entry_or_null(&q->free, struct zcard_slot, node);
 	if (!s) {
@@ -247,7 +251,8 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 	atomic64_inc(&card->stats.inflight);
 	atomic64_inc(&card->stats.submitted);
 	spin_unlock_irqrestore(&q->lock, flags);
-	mod_delayed_work(system_wq, &card->watchdog, zcard_timeout() / 4 + 1);
+	/* Not pushed back by later submissions: the oldest request counts. */
+	schedule_delayed_work(&card->watchdog, zcard_timeout() / 4 + 1);
 	return 0;
 
 err_unlock:
@@ -268,6 +273,8 @@ void zcard_kick(struct zcard_queue *q)
 	unsigned long flags;
 	bool notify;
 
+	if (q->card->stopped)
+		return;
 	spin_lock_irqsave(&q->lock, flags);
 	notify = virtqueue_kick_prepare(q->vq);
 	spin_unlock_irqrestore(&q->lock, flags);
@@ -291,7 +298,7 @@ static void zcard_watchdog(struct work_struct *work)
 		/* A reset or removal is running; it fails whatever is left. */
 		return;
 	}
-	if (READ_ONCE(card->removed))
+	if (READ_ONCE(card->removed) || card->stopped)
 		goto out;
 	for (i = 0; i < card->info.num_queues; i++) {
 		struct zcard_queue *q = &card->queues[i];
@@ -330,16 +337,20 @@ static void zcard_stop(struct zcard *card, int err)
 {
 	unsigned int i;
 
+	WRITE_ONCE(card->stopped, true);
 	virtio_reset_device(card->vdev);
 	for (i = 0; i < card->info.num_queues; i++) {
 		struct zcard_queue *q = &card->queues[i];
 		struct zcard_slot *s;
 		unsigned long flags;
 
+		if (!q->vq)	/* already stopped (a reset that failed) */
+			continue;
 		spin_lock_irqsave(&q->lock, flags);
 		zcard_reap(q);	/* completed before the reset: keep the results */
 		while ((s = virtqueue_detach_unused_buf(q->vq)))
 			zcard_finish(q, s, s->timed_out ? -ETIMEDOUT : err);
+		q->vq = NULL;
 		spin_unlock_irqrestore(&q->lock, flags);
 	}
 	card->vdev->config->del_vqs(card->vdev);
@@ -375,8 +386,10 @@ static int zcard_find_vqs(struct zcard *card)
 			card->vdev->config->del_vqs(card->vdev);
 			goto out;
 		}
-		card->queues[i].vq = vqs[i];
 	}
+	for (i = 0; i < n; i++)
+		card->queues[i].vq = vqs[i];
+	WRITE_ONCE(card->stopped, false);
 out:
 	kfree(names);
 	kfree(vqs);
@@ -393,9 +406,11 @@ static void zcard_reset_work(struct work_struct *work)
 	if (card->removed)
 		goto out;
 	atomic64_inc(&card->stats.resets);
+	card->resetting = true;
 	err = virtio_device_freeze(card->vdev);
 	if (!err)
 		err = virtio_device_restore(card->vdev);
+	card->resetting = false;
 	if (err) {
 		dev_err(&card->vdev->dev, "reset failed (%d): the card is unusable\n", err);
 		WRITE_ONCE(card->removed, true);
@@ -406,24 +421,40 @@ out:
 	up_write(&card->reset_sem);
 }
 
-/* virtio_device_freeze() calls this for a reset (and on suspend). */
+/*
+ * virtio_device_freeze() calls this for a reset (reset_work holds reset_sem)
+ * and on suspend (then the watchdog and reset work are stopped and the
+ * queues stopped under reset_sem here).
+ */
 static int zcard_freeze(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
 
+	if (card->resetting) {
+		zcard_stop(card, -ECANCELED);
+		return 0;
+	}
+	cancel_work_sync(&card->reset_work);
+	cancel_delayed_work_sync(&card->watchdog);
+	down_write(&card->reset_sem);
 	zcard_stop(card, -ECANCELED);
+	up_write(&card->reset_sem);
 	return 0;
 }
 
-/* virtio_device_restore() calls this after a reset (and on resume). */
+/* virtio_device_restore() calls this after a reset and on resume. */
 static int zcard_restore(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
 	int err;
 
+	if (!card->resetting)
+		down_write(&card->reset_sem);
 	err = zcard_find_vqs(card);
 	if (!err)
 		virtio_device_ready(vdev);
+	if (!card->resetting)
+		up_write(&card->reset_sem);
 	return err;
 }
 
@@ -592,6 +623,7 @@ static int zcard_probe(struct virtio_device *vdev)
 	init_rwsem(&card->reset_sem);
 	mutex_init(&card->lock);
 	INIT_LIST_HEAD(&card->pools);
+	INIT_LIST_HEAD(&card->ctxs);
 	INIT_DELAYED_WORK(&card->watchdog, zcard_watchdog);
 	INIT_WORK(&card->reset_work, zcard_reset_work);
 	snprintf(card->name, sizeof(card->name), "zcard%d", card->instance);
@@ -615,6 +647,12 @@ static int zcard_probe(struct virtio_device *vdev)
 		spin_lock_init(&q->lock);
 		INIT_LIST_HEAD(&q->free);
 		INIT_LIST_HEAD(&q->inflight);
+	}
+	/* A request needs up to 2 * max_segments + 2 descriptors: one indirect. */
+	if (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC)) {
+		dev_err(&vdev->dev, "the card must offer VIRTIO_RING_F_INDIRECT_DESC\n");
+		err = -EINVAL;
+		goto err_put;
 	}
 	err = zcard_find_vqs(card);
 	if (err)
@@ -653,7 +691,7 @@ err_put:
 static void zcard_remove(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
-	unsigned int i;
+	struct zcard_ctx *ctx;
 
 	misc_deregister(&card->misc);
 	mutex_lock(&card->lock);
@@ -667,8 +705,11 @@ static void zcard_remove(struct virtio_device *vdev)
 	up_write(&card->reset_sem);
 	cancel_delayed_work_sync(&card->watchdog);
 
-	for (i = 0; i < card->info.num_queues; i++)
-		card->queues[i].vq = NULL;
+	/* Waiters and pollers with nothing in flight learn of it here. */
+	mutex_lock(&card->lock);
+	list_for_each_entry(ctx, &card->ctxs, node)
+		wake_up_all(&ctx->wait);
+	mutex_unlock(&card->lock);
 	zcard_pools_unmap(card);
 	zcard_free_queues(card);
 	card->dma_dev = NULL;
@@ -694,7 +735,28 @@ static struct virtio_driver zcard_driver = {
 	.freeze = pm_sleep_ptr(zcard_freeze),
 	.restore = pm_sleep_ptr(zcard_restore),
 };
-module_virtio_driver(zcard_driver);
+
+static int __init zcard_init(void)
+{
+	int err;
+
+	zcard_wq = alloc_workqueue("zcard", 0, 0);
+	if (!zcard_wq)
+		return -ENOMEM;
+	err = register_virtio_driver(&zcard_driver);
+	if (err)
+		destroy_workqueue(zcard_wq);
+	return err;
+}
+module_init(zcard_init);
+
+static void __exit zcard_exit(void)
+{
+	unregister_virtio_driver(&zcard_driver);
+	/* Frees of contexts and pools closed last run to completion first. */
+	destroy_workqueue(zcard_wq);
+}
+module_exit(zcard_exit);
 
 MODULE_DESCRIPTION("zcard DMA card: page-backed DMA pools and user rings");
 MODULE_LICENSE("GPL");

@@ -71,7 +71,7 @@ static void zcard_pool_release(struct kref *ref)
 	struct zcard_pool *pool = container_of(ref, struct zcard_pool, ref);
 
 	/* The last reference may go in the completion interrupt. */
-	schedule_work(&pool->free_work);
+	queue_work(zcard_wq, &pool->free_work);
 }
 
 /**

@@ -937,6 +937,17 @@ fn unbind_and_rebind_with_live_mappings_and_requests() {
     assert_eq!(&got, b"after unbind!");
     drop(map);
     settle();
+
+    // With every file closed the module unloads and loads again cleanly.
+    let ko = zcopy_vm_tests::repo_root().join("driver/zcard.ko");
+    let run = |cmd: &mut Command| assert!(cmd.status().expect("kmod tools").success(), "{cmd:?}");
+    run(Command::new("rmmod").arg("zcard"));
+    assert!(!std::path::Path::new("/sys/module/zcard").exists());
+    run(Command::new("insmod").arg(&ko));
+    let again = Card::open_index(0).expect("zcard0 after insmod");
+    assert_eq!(again.info().num_queues, 2);
+    drop(again);
+    settle();
 }
 
 // ---- the reference model ----

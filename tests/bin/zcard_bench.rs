@@ -87,7 +87,10 @@ fn main() {
         ));
     }
     // A text plot: ops/s as bars, scaled to the fastest run.
-    let top = runs.iter().map(|r| r.ops as f64 / r.secs).fold(1.0, f64::max);
+    let top = runs
+        .iter()
+        .map(|r| r.ops as f64 / r.secs)
+        .fold(1.0, f64::max);
     println!();
     for r in &runs {
         let rate = r.ops as f64 / r.secs;
