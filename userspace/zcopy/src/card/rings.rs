@@ -336,8 +336,7 @@ impl Rings {
             while next < sqes.len() && self.push(sqes[next]).is_ok() {
                 next += 1;
             }
-            let want = (sqes.len() - out.len()).min(self.cq_entries as usize) as u32;
-            match self.submit_and_wait(want.min(1), Some(timeout)) {
+            match self.submit_and_wait(1, Some(timeout)) {
                 Ok(_) => {}
                 // The CQ is full of our own completions: reap below.
                 Err(e) if e.errno() == Some(Errno::EBUSY) => {}
