@@ -193,15 +193,32 @@ static struct zcard_pool *zcard_ctx_pool(struct zcard_ctx *ctx, u32 id)
 	return id ? xa_load(&ctx->pools, id) : NULL;
 }
 
-static int zcard_ctx_add_pool(struct zcard_ctx *ctx, struct zcard_pool *pool,
-			      u32 *id)
+/*
+ * Puts @pool (whose reference the caller hands over) in ctx's table, fills
+ * in its id and mmap offset in @out (*@id_out, *@offset_out point into it)
+ * and copies @out to user space. On failure the pool is dropped again.
+ */
+static int zcard_ctx_install_pool(struct zcard_ctx *ctx, struct zcard_pool *pool,
+				  void __user *arg, void *out, size_t len,
+				  u32 *id_out, u64 *offset_out)
 {
-	return xa_alloc(&ctx->pools, id, pool, XA_LIMIT(1, INT_MAX), GFP_KERNEL);
-}
+	u32 id;
+	int err;
 
-static u64 zcard_pool_offset(u32 id)
-{
-	return (u64)id << 32;
+	mutex_lock(&ctx->lock);
+	err = xa_alloc(&ctx->pools, &id, pool, XA_LIMIT(1, INT_MAX), GFP_KERNEL);
+	if (!err) {
+		*id_out = id;
+		*offset_out = (u64)id << 32;
+		if (copy_to_user(arg, out, len)) {
+			xa_erase(&ctx->pools, id);
+			err = -EFAULT;
+		}
+	}
+	mutex_unlock(&ctx->lock);
+	if (err)
+		zcard_pool_put(pool);
+	return err;
 }
 
 static bool zcard_zero(const u64 *words, size_t n)
@@ -225,8 +242,6 @@ static long zcard_ioc_pool_create(struct zcard_ctx *ctx, void __user *arg)
 	struct zcard *card = ctx->card;
 	struct zcard_pool_create pc;
 	struct zcard_pool *pool;
-	u32 id;
-	int err;
 
 	if (copy_from_user(&pc, arg, sizeof(pc)))
 		return -EFAULT;
@@ -237,20 +252,8 @@ static long zcard_ioc_pool_create(struct zcard_ctx *ctx, void __user *arg)
 	pool = zcard_pool_alloc(card, pc.size);
 	if (IS_ERR(pool))
 		return PTR_ERR(pool);
-	mutex_lock(&ctx->lock);
-	err = zcard_ctx_add_pool(ctx, pool, &id);
-	if (!err) {
-		pc.pool_id = id;
-		pc.mmap_offset = zcard_pool_offset(id);
-		if (copy_to_user(arg, &pc, sizeof(pc))) {
-			xa_erase(&ctx->pools, id);
-			err = -EFAULT;
-		}
-	}
-	mutex_unlock(&ctx->lock);
-	if (err)
-		zcard_pool_put(pool);
-	return err;
+	return zcard_ctx_install_pool(ctx, pool, arg, &pc, sizeof(pc), &pc.pool_id,
+				      &pc.mmap_offset);
 }
 
 static long zcard_ioc_pool_destroy(struct zcard_ctx *ctx, void __user *arg)
@@ -299,8 +302,6 @@ static long zcard_ioc_pool_import(struct zcard_ctx *ctx, void __user *arg)
 {
 	struct zcard_pool_import pi;
 	struct zcard_pool *pool;
-	u32 id;
-	int err;
 
 	if (copy_from_user(&pi, arg, sizeof(pi)))
 		return -EFAULT;
@@ -313,21 +314,9 @@ static long zcard_ioc_pool_import(struct zcard_ctx *ctx, void __user *arg)
 		zcard_pool_put(pool);
 		return -EXDEV;
 	}
-	mutex_lock(&ctx->lock);
-	err = zcard_ctx_add_pool(ctx, pool, &id);
-	if (!err) {
-		pi.pool_id = id;
-		pi.size = pool->size;
-		pi.mmap_offset = zcard_pool_offset(id);
-		if (copy_to_user(arg, &pi, sizeof(pi))) {
-			xa_erase(&ctx->pools, id);
-			err = -EFAULT;
-		}
-	}
-	mutex_unlock(&ctx->lock);
-	if (err)
-		zcard_pool_put(pool);
-	return err;
+	pi.size = pool->size;
+	return zcard_ctx_install_pool(ctx, pool, arg, &pi, sizeof(pi), &pi.pool_id,
+				      &pi.mmap_offset);
 }
 
 static long zcard_ioc_ring_setup(struct zcard_ctx *ctx, void __user *arg)

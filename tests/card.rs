@@ -6,8 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-use zcopy_vm_tests::read_attr;
+use zcopy_vm_tests::{read_attr, zcard_control};
 
 /// The card's PCI function, found by vendor and device id.
 fn card_pci() -> PathBuf {
@@ -105,10 +104,6 @@ fn read_config(pci: &Path) -> Vec<u8> {
         .collect()
 }
 
-fn control(cmd: &str) -> Value {
-    zcopy_vm_tests::zcard_control(cmd)
-}
-
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn card_enumerates_as_virtio_device_38() {
@@ -132,7 +127,7 @@ fn card_enumerates_as_virtio_device_38() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn config_reads_reach_the_backend() {
     let pci = card_pci();
-    let before = control(r#"{"cmd":"stats"}"#);
+    let before = zcard_control(r#"{"cmd":"stats"}"#);
     assert_eq!(before["ok"], true, "{before}");
     let reads_before = before["stats"]["config_reads"].as_u64().unwrap();
 
@@ -151,7 +146,7 @@ fn config_reads_reach_the_backend() {
     assert_eq!(u32_at(0x1c), 0x7f, "all seven ops");
 
     // The same values, as the backend itself reports them.
-    let backend = control(r#"{"cmd":"config"}"#);
+    let backend = zcard_control(r#"{"cmd":"config"}"#);
     assert_eq!(
         backend["config"]["storage_capacity"].as_u64().unwrap(),
         u64_at(0x10)
@@ -161,7 +156,7 @@ fn config_reads_reach_the_backend() {
         u64::from(u32_at(0))
     );
 
-    let after = control(r#"{"cmd":"stats"}"#);
+    let after = zcard_control(r#"{"cmd":"stats"}"#);
     let reads_after = after["stats"]["config_reads"].as_u64().unwrap();
     assert!(
         reads_after >= reads_before + 16,
@@ -172,8 +167,8 @@ fn config_reads_reach_the_backend() {
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn control_port_refuses_bad_commands_and_keeps_serving() {
-    let reply = control(r#"{"cmd":"teleport"}"#);
+    let reply = zcard_control(r#"{"cmd":"teleport"}"#);
     assert_eq!(reply["ok"], false);
     assert!(reply["error"].as_str().unwrap().contains("bad request"));
-    assert_eq!(control(r#"{"cmd":"ping"}"#)["device"], "zcard");
+    assert_eq!(zcard_control(r#"{"cmd":"ping"}"#)["device"], "zcard");
 }
