@@ -1,9 +1,23 @@
 //! zcopy: zero-copy data movement on Linux.
 //!
-//! [`card`] is the safe binding of the zcard driver (`/dev/zcardN`): page-backed
-//! DMA buffer pools mapped into the process, shared with other processes by
-//! file descriptor, and io_uring-style rings through which the card moves data
-//! between pools and its own storage without the CPU copying the payload.
+//! - [`channel`]: zero-copy channels between processes. A sender loans a
+//!   slot, writes its message in place and sends it; the receiver reads the
+//!   same bytes in place; the slot goes back when the receiver drops it.
+//!   Slots live in shared memory ([`channel::Shm`]) or in a zcard pool the
+//!   card can DMA into ([`channel::CardSlots`]).
+//! - [`card`] is the safe binding of the zcard driver (`/dev/zcardN`): page-backed
+//!   DMA buffer pools mapped into the process, shared with other processes by
+//!   file descriptor, and io_uring-style rings through which the card moves data
+//!   between pools and its own storage without the CPU copying the payload.
+//! - [`ring`]: the lock-free single-producer/single-consumer index rings the
+//!   channels are built on.
 #![deny(missing_docs)]
+// The loom build compiles only the ring and its tests.
+#![cfg_attr(loom, allow(dead_code))]
 
+#[cfg(not(loom))]
 pub mod card;
+#[cfg(not(loom))]
+pub mod channel;
+pub mod ring;
+mod sync;
