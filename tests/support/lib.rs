@@ -6,6 +6,9 @@
 //! `--include-ignored`. Everything here reads the guest's real state (sysfs,
 //! procfs): nothing is mocked.
 
+pub mod channel;
+pub mod conformance;
+
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;

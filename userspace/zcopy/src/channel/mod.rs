@@ -383,9 +383,14 @@ impl<T: Transport> Sender<T> {
         self.spin.set(rounds);
     }
 
-    /// Slots sent and not yet given back.
+    /// Slots sent and not yet given back (after taking in what the
+    /// receiver has returned so far).
     pub fn in_flight(&self) -> u32 {
-        self.state.borrow().in_flight
+        let mut st = self.state.borrow_mut();
+        // A corrupt return ring surfaces on the next loan; here it only
+        // means the count is as of the last good entry.
+        let _ = self.collect(&mut st);
+        st.in_flight
     }
 
     /// Sends the channel (segment and transport descriptors) over a Unix

@@ -395,6 +395,9 @@ impl Segment {
         // the fields read here are plain integers (any bit pattern is valid)
         // and `ready` is read through its atomic.
         let h = unsafe { &*head.as_ptr().cast::<SegmentHeader>() };
+        if h.magic != MAGIC {
+            return Err(Error::NotAChannel);
+        }
         // READY (acquire): pairs with init's release store.
         if h.ready.load(Ordering::Acquire) != 1 {
             return Err(Error::NotReady);
@@ -416,18 +419,13 @@ impl Segment {
     /// Opens `/dev/shm/zcopy.<name>`.
     pub(crate) fn open_named(name: &str) -> Result<Segment> {
         let path = path_of(name)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::NotFound(name.to_string())
-                } else {
-                    Error::io("opening the segment")(e)
-                }
-            })?;
+        let file = open_rw(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(name.to_string())
+            } else {
+                Error::io("opening the segment")(e)
+            }
+        })?;
         Segment::open(OwnedFd::from(file), false, None)
     }
 
@@ -507,6 +505,14 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+fn open_rw(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Checks a channel name and gives its path.
 pub(crate) fn path_of(name: &str) -> Result<PathBuf> {
     let ok = !name.is_empty()
@@ -528,7 +534,7 @@ fn probe(path: &Path) -> Option<Error> {
         .to_str()?
         .strip_prefix(NAME_PREFIX)?
         .to_string();
-    let file = File::open(path).ok()?;
+    let file = open_rw(path).ok()?;
     match Segment::open(OwnedFd::from(file), false, None) {
         Ok(seg) => {
             let (pid, start) = seg.sender();
@@ -598,7 +604,7 @@ fn info(name: &str, path: &Path) -> ChannelInfo {
         geometry: None,
         problem: None,
     };
-    let opened = File::open(path)
+    let opened = open_rw(path)
         .map_err(Error::io("opening"))
         .and_then(|f| Segment::open(OwnedFd::from(f), false, None));
     match opened {

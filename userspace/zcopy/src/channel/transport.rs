@@ -18,7 +18,7 @@ mod sealed {
 
 /// A transport: the memory slots live in and what a peer needs to reach it.
 /// Sealed: the crate provides the transports.
-pub trait Transport: sealed::Sealed + Sized {
+pub trait Transport: sealed::Sealed + Sized + Send + std::fmt::Debug {
     /// What creating or opening one needs (the card for [`CardSlots`]).
     type Context;
     /// Recorded in the segment; an opener of another kind is refused.

@@ -1,0 +1,126 @@
+//! The other process of the channel tests: takes or gives a channel over
+//! the Unix socket on descriptor 3 and sends or receives the test pattern.
+//!
+//! ```text
+//! channel-peer <shm|card> recv <n>           receive n messages, check order and bytes
+//! channel-peer <shm|card> hold <k>           receive k, keep them, print "held", sleep
+//! channel-peer <shm|card> recv-forever       receive and check until killed
+//! channel-peer <shm|card> send <n> <size>    create (8 slots of size), share, send n
+//! channel-peer <shm|card> send-forever <size>  create, share, send until killed
+//! channel-peer named <name>                  create /dev/shm/zcopy.<name>, print "created", sleep
+//! channel-peer named-recv <name> <n>         open it by name, receive n
+//! ```
+//! Prints one line ("ok <n>", "held", "shared") on stdout; exit 1 with a
+//! message on stderr on any failure.
+
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use zcopy::channel::{Builder, Receiver, Sender, Transport};
+use zcopy_vm_tests::channel::{check_message, send_message, Harness};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // SAFETY: the parent put the socket on descriptor 3 for us (spawn_with_fd3).
+    let sock = unsafe { UnixStream::from_raw_fd(3) };
+    let r = match args.first().map(String::as_str) {
+        Some("shm") => run::<zcopy::channel::Shm>(&sock, &args[1..]),
+        Some("card") => run::<zcopy::channel::CardSlots>(&sock, &args[1..]),
+        Some("named") => named(&args[1..]),
+        Some("named-recv") => Receiver::open_named(&args[1])
+            .map_err(|e| e.to_string())
+            .and_then(|rx| receive(&rx, Some(num(&args[1..], 1)?))),
+        _ => Err("usage: channel-peer <shm|card> <mode> ...".into()),
+    };
+    match r {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("channel-peer: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn named(args: &[String]) -> Result<String, String> {
+    let name = args.first().ok_or("a name")?;
+    let _tx = Builder::new()
+        .create_named(name)
+        .map_err(|e| e.to_string())?;
+    println!("created");
+    loop {
+        std::thread::park();
+    }
+}
+
+fn num(args: &[String], i: usize) -> Result<u64, String> {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("argument {i}: a number"))
+}
+
+fn run<T: Harness>(sock: &UnixStream, args: &[String]) -> Result<String, String> {
+    let ctx = T::context();
+    match args.first().map(String::as_str) {
+        Some("recv") => {
+            let rx = Receiver::<T>::from_socket(&ctx, sock).map_err(|e| e.to_string())?;
+            receive(&rx, Some(num(args, 1)?))
+        }
+        Some("recv-forever") => {
+            let rx = Receiver::<T>::from_socket(&ctx, sock).map_err(|e| e.to_string())?;
+            receive(&rx, None)
+        }
+        Some("hold") => {
+            let rx = Receiver::<T>::from_socket(&ctx, sock).map_err(|e| e.to_string())?;
+            let mut held = Vec::new();
+            for _ in 0..num(args, 1)? {
+                held.push(rx.recv().map_err(|e| e.to_string())?);
+            }
+            println!("held");
+            loop {
+                std::thread::park();
+            }
+        }
+        Some("send") => {
+            let tx = create::<T>(&ctx, sock, num(args, 2)?)?;
+            for seq in 0..num(args, 1)? {
+                send_message(&tx, seq).map_err(|e| format!("message {seq}: {e}"))?;
+            }
+            Ok(format!("ok {}", num(args, 1)?))
+        }
+        Some("send-forever") => {
+            let tx = create::<T>(&ctx, sock, num(args, 1)?)?;
+            println!("shared");
+            for seq in 0.. {
+                send_message(&tx, seq).map_err(|e| format!("message {seq}: {e}"))?;
+            }
+            unreachable!()
+        }
+        _ => Err(format!("unknown mode {args:?}")),
+    }
+}
+
+fn create<T: Harness>(ctx: &T::Context, sock: &UnixStream, size: u64) -> Result<Sender<T>, String> {
+    let tx = Builder::new()
+        .slot_size(size as u32)
+        .slot_count(8)
+        .create_with::<T>(ctx)
+        .map_err(|e| e.to_string())?;
+    tx.share(sock).map_err(|e| e.to_string())?;
+    Ok(tx)
+}
+
+fn receive<T: Transport>(rx: &Receiver<T>, n: Option<u64>) -> Result<String, String> {
+    let slot = rx.geometry().slot_size as usize;
+    let mut next = 0u64;
+    while n.is_none_or(|n| next < n) {
+        let sample = rx
+            .recv()
+            .map_err(|e| format!("after {next} messages: {e}"))?;
+        let seq = check_message(&sample, slot)?;
+        if seq != next {
+            return Err(format!("message {seq} arrived where {next} was due"));
+        }
+        next += 1;
+    }
+    Ok(format!("ok {next}"))
+}

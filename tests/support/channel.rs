@@ -1,0 +1,161 @@
+//! The channel conformance suite: written once, generic over the transport,
+//! and run for every transport (tests/channel_shm.rs on the host and in the
+//! guest, tests/channel_card.rs in the guest), plus the message pattern the
+//! multi-process tests and the `channel-peer` binary share.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zcopy::card::Card;
+use zcopy::channel::{Builder, CardSlots, Error, Receiver, Sender, Shm, Transport, Wait};
+
+/// A transport the suite can run against.
+pub trait Harness: Transport {
+    /// Its name on the peer binary's command line.
+    const NAME: &'static str;
+    /// A fresh context (the card for the card transport).
+    fn context() -> Self::Context;
+}
+
+impl Harness for Shm {
+    const NAME: &'static str = "shm";
+    fn context() {}
+}
+
+impl Harness for CardSlots {
+    const NAME: &'static str = "card";
+    fn context() -> Card {
+        Card::open_index(0).expect("/dev/zcard0 (the guest loads zcard.ko with the card attached)")
+    }
+}
+
+/// True inside the test guest (TCG is slow: the suite scales down there).
+pub fn in_guest() -> bool {
+    std::env::var_os("ZC_RUN").is_some()
+}
+
+/// `host` on the host, `guest` in the guest.
+pub fn scaled(host: u64, guest: u64) -> u64 {
+    if in_guest() {
+        guest
+    } else {
+        host
+    }
+}
+
+/// Length of message `seq` in slots of `slot_size` bytes (at least 8).
+pub fn message_len(seq: u64, slot_size: usize) -> usize {
+    8 + (seq.wrapping_mul(7919) as usize) % (slot_size - 8 + 1)
+}
+
+/// Writes message `seq` into `buf` (its first `message_len` bytes) and
+/// returns its length: the sequence number, then bytes derived from it.
+pub fn fill_message(buf: &mut [u8], seq: u64) -> usize {
+    let len = message_len(seq, buf.len());
+    buf[..8].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in buf[8..len].iter_mut().enumerate() {
+        *b = (seq as usize).wrapping_add(i) as u8;
+    }
+    len
+}
+
+/// Checks a received message and returns its sequence number.
+pub fn check_message(bytes: &[u8], slot_size: usize) -> Result<u64, String> {
+    if bytes.len() < 8 {
+        return Err(format!("message of {} bytes", bytes.len()));
+    }
+    let seq = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    if bytes.len() != message_len(seq, slot_size) {
+        return Err(format!(
+            "message {seq}: {} bytes, expected {}",
+            bytes.len(),
+            message_len(seq, slot_size)
+        ));
+    }
+    for (i, &b) in bytes[8..].iter().enumerate() {
+        if b != (seq as usize).wrapping_add(i) as u8 {
+            return Err(format!("message {seq}: byte {} is {b}", i + 8));
+        }
+    }
+    Ok(seq)
+}
+
+/// Sends message `seq` through a loaned slot (written in place).
+pub fn send_message<T: Transport>(tx: &Sender<T>, seq: u64) -> Result<(), Error> {
+    let mut loan = tx.loan()?;
+    let len = fill_message(loan.as_mut_slice(), seq);
+    loan.set_len(len)?;
+    loan.send()
+}
+
+/// Starts `exe` with `sock` as its descriptor 3.
+pub fn spawn_with_fd3(exe: &str, args: &[&str], sock: &UnixStream) -> Child {
+    let fd = sock.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+    let hook = move || {
+        // SAFETY: dup2 of a descriptor this process holds open onto 3; no
+        // Rust object owns descriptor 3 in the child.
+        if unsafe { libc::dup2(fd, 3) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs only dup2, which is async-signal-safe, between
+    // fork and exec.
+    unsafe { cmd.pre_exec(hook) };
+    cmd.spawn().unwrap_or_else(|e| panic!("{exe}: {e}"))
+}
+
+/// Reads one line the child printed (bounded wait).
+pub fn read_line(child: &mut Child) -> String {
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("a line from the peer within 120 s")
+        .trim()
+        .to_string()
+}
+
+/// Waits for the child, at most `limit`; its exit status code.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("waitpid") {
+            return st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("peer pid {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A channel of `count` slots of `size` bytes, both ends in this process
+/// (shared over a socket pair as two processes would).
+pub fn pair<T: Harness>(ctx: &T::Context, size: u32, count: u32) -> (Sender<T>, Receiver<T>) {
+    let tx = Builder::new()
+        .slot_size(size)
+        .slot_count(count)
+        .create_with::<T>(ctx)
+        .expect("create");
+    let (a, b) = UnixStream::pair().unwrap();
+    tx.share(&a).expect("share");
+    let rx = Receiver::<T>::from_socket(ctx, &b).expect("open");
+    (tx, rx)
+}
+
+/// Waits as a blocking call must: `Forever`, but a test never hangs.
+pub const SOON: Wait = Wait::Timeout(Duration::from_secs(30));

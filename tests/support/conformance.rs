@@ -1,0 +1,649 @@
+//! Tests every transport must pass, generic over it; [`conformance_suite!`]
+//! turns them into `#[test]`s for one transport.
+
+use std::collections::VecDeque;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::unistd::Pid;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use zcopy::channel::{Builder, Error, Receiver, Sender, Wait};
+
+use crate::channel::*;
+
+/// The peer binary (built beside the test binaries: target/<profile>/).
+pub fn peer_exe() -> String {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps/");
+    dir.join("channel-peer").to_string_lossy().into_owned()
+}
+
+/// Generates the conformance tests for one transport.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($t:ty $(, #[$m:meta])*) => {
+        $crate::conformance_suite!(@tests $t [$(#[$m])*]
+            round_trip_in_place fifo_wraps_many_times backpressure_fails_times_out_and_blocks
+            unsent_loan_returns_its_slot pod_payloads bad_lengths_and_types recv_on_empty
+            close_drains_then_reports_closed one_receiver_at_a_time_and_handover
+            garbage_in_shared_indices_is_contained sequences_match_the_model
+            two_processes_many_messages peer_process_sends kill_holding_receiver_reclaims_its_slots
+            kill_receiver_at_random_points kill_sender_at_random_points);
+    };
+    (@tests $t:ty [$($attrs:tt)*] $name:ident $($rest:ident)*) => {
+        #[test]
+        $($attrs)*
+        fn $name() {
+            $crate::conformance::$name::<$t>();
+        }
+        $crate::conformance_suite!(@tests $t [$($attrs)*] $($rest)*);
+    };
+    (@tests $t:ty [$($attrs:tt)*]) => {};
+}
+
+/// Messages sent one by one arrive with their bytes, in the slot the
+/// sender wrote (same offset in the shared memory: no copy).
+pub fn round_trip_in_place<T: Harness>() {
+    let ctx = T::context();
+    let (tx, rx) = pair::<T>(&ctx, 256, 4);
+    for seq in 0..64u64 {
+        let mut loan = tx.loan().unwrap();
+        let offset = loan.offset();
+        let len = fill_message(loan.as_mut_slice(), seq);
+        loan.set_len(len).unwrap();
+        loan.send().unwrap();
+        let s = rx.try_recv().unwrap().expect("sent before");
+        assert_eq!(
+            s.offset(),
+            offset,
+            "the receiver reads the slot the sender wrote"
+        );
+        assert_eq!(check_message(&s, 256), Ok(seq));
+    }
+    // Empty and full-slot messages.
+    let mut loan = tx.loan().unwrap();
+    loan.as_mut_slice().fill(0xa5);
+    loan.set_len(256).unwrap();
+    loan.send().unwrap();
+    assert!(rx.recv().unwrap().iter().all(|&b| b == 0xa5));
+    tx.loan().unwrap().send().unwrap();
+    assert!(rx.recv().unwrap().is_empty());
+    assert_eq!(tx.in_flight(), 0);
+}
+
+/// Order is kept and nothing is lost or repeated through many wraps of
+/// the rings, with the receiver holding several slots at once.
+pub fn fifo_wraps_many_times<T: Harness>() {
+    let ctx = T::context();
+    let (tx, rx) = pair::<T>(&ctx, 64, 8);
+    let mut held = VecDeque::new();
+    let mut next = 0u64;
+    for seq in 0..scaled(50_000, 5_000) {
+        send_message(&tx, seq).unwrap();
+        if seq % 3 == 0 {
+            // Drain a few, holding up to 5 slots.
+            while let Some(s) = rx.try_recv().unwrap() {
+                assert_eq!(check_message(&s, 64), Ok(next));
+                next += 1;
+                held.push_back(s);
+                if held.len() > 5 {
+                    held.pop_front();
+                }
+            }
+        }
+        if held.len() + tx.in_flight() as usize >= 8 {
+            held.clear();
+        }
+    }
+    drop(held);
+    while let Some(s) = rx.try_recv().unwrap() {
+        assert_eq!(check_message(&s, 64), Ok(next));
+        next += 1;
+    }
+    assert_eq!(next, scaled(50_000, 5_000));
+}
+
+/// With every slot taken: Never fails at once, Timeout times out, and a
+/// blocked loan goes through when the receiver drops a slot.
+pub fn backpressure_fails_times_out_and_blocks<T: Harness>() {
+    let ctx = T::context();
+    let (tx, rx) = pair::<T>(&ctx, 64, 4);
+    for seq in 0..4 {
+        send_message(&tx, seq).unwrap();
+    }
+    assert!(matches!(tx.try_loan(), Err(Error::Full)));
+    let t = Instant::now();
+    assert!(matches!(
+        tx.loan_with(Wait::Timeout(Duration::from_millis(60))),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(60));
+    std::thread::scope(|s| {
+        let (a, b) = std::sync::mpsc::channel();
+        // The receiver end moves to another thread (it is Send, not Sync).
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let first = rx.recv().unwrap();
+            assert_eq!(check_message(&first, 64), Ok(0));
+            drop(first);
+            a.send(rx).unwrap();
+        });
+        let loan = tx
+            .loan_with(SOON)
+            .expect("a slot once the receiver drops one");
+        drop(loan);
+        let rx = b.recv().unwrap();
+        for seq in 1..4 {
+            assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(seq));
+        }
+    });
+}
+
+/// A loan dropped without sending gives its slot back; loans can be held
+/// several at once and sent in any order.
+pub fn unsent_loan_returns_its_slot<T: Harness>() {
+    let ctx = T::context();
+    let (tx, rx) = pair::<T>(&ctx, 64, 3);
+    for _ in 0..10 {
+        let loans: Vec<_> = (0..3).map(|_| tx.try_loan().unwrap()).collect();
+        assert!(matches!(tx.try_loan(), Err(Error::Full)));
+        drop(loans);
+    }
+    let mut a = tx.try_loan().unwrap();
+    let mut b = tx.try_loan().unwrap();
+    let len = fill_message(b.as_mut_slice(), 1);
+    b.set_len(len).unwrap();
+    b.send().unwrap();
+    let len = fill_message(a.as_mut_slice(), 2);
+    a.set_len(len).unwrap();
+    a.send().unwrap();
+    assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(1));
+    assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(2));
+    assert_eq!(tx.in_flight(), 0);
+}
+
+/// A Pod value test messages carry.
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct Reading {
+    /// Sequence.
+    pub seq: u64,
+    /// Values.
+    pub values: [f32; 6],
+}
+
+/// Typed payloads are written and read in place.
+pub fn pod_payloads<T: Harness>() {
+    let ctx = T::context();
+    let (tx, rx) = pair::<T>(&ctx, std::mem::size_of::<Reading>() as u32, 2);
+    for seq in 0..10u64 {
+        let mut loan = tx.loan_pod::<Reading>().unwrap();
+        loan.seq = seq;
+        loan.values = [seq as f32; 6];
+        loan.send().unwrap();
+        let s = rx.recv().unwrap();
+        assert_eq!(
+            *s.as_pod::<Reading>().unwrap(),
+            Reading {
+                seq,
+                values: [seq as f32; 6]
+            }
+        );
+        assert!(
+            matches!(s.as_pod::<u64>(), Err(Error::Type { .. })),
+            "wrong size is refused"
+        );
+    }
+    assert!(matches!(
+        tx.loan_pod::<[u8; 4096]>(),
+        Err(Error::Type { .. })
+    ));
+}
+
+/// Lengths past the slot are refused; the slot stays usable.
+pub fn bad_lengths_and_types<T: Harness>() {
+    let ctx = T::context();
+    let (tx, rx) = pair::<T>(&ctx, 100, 2);
+    let mut loan = tx.loan().unwrap();
+    assert_eq!(loan.capacity(), 100);
+    assert!(matches!(
+        loan.set_len(101),
+        Err(Error::TooLarge {
+            len: 101,
+            capacity: 100
+        })
+    ));
+    loan.set_len(100).unwrap();
+    loan.send().unwrap();
+    assert_eq!(rx.recv().unwrap().len(), 100);
+    for (size, count) in [(0, 4), (64, 0), (u32::MAX, 1)] {
+        assert!(matches!(
+            Builder::new()
+                .slot_size(size)
+                .slot_count(count)
+                .create_with::<T>(&ctx),
+            Err(Error::Config(_))
+        ));
+    }
+}
+
+/// Nothing sent: try_recv gives None, recv_timeout times out in time.
+pub fn recv_on_empty<T: Harness>() {
+    let ctx = T::context();
+    let (_tx, rx) = pair::<T>(&ctx, 64, 2);
+    assert!(rx.try_recv().unwrap().is_none());
+    let t = Instant::now();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    let e = t.elapsed();
+    assert!(
+        e >= Duration::from_millis(50) && e < Duration::from_secs(5),
+        "{e:?}"
+    );
+}
+
+/// Messages sent before the sender closes are all received, then Closed;
+/// a receiver blocked at the time wakes up.
+pub fn close_drains_then_reports_closed<T: Harness>() {
+    let ctx = T::context();
+    let (tx, rx) = pair::<T>(&ctx, 64, 4);
+    for seq in 0..3 {
+        send_message(&tx, seq).unwrap();
+    }
+    drop(tx);
+    for seq in 0..3 {
+        assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(seq));
+    }
+    assert!(matches!(rx.recv(), Err(Error::Closed)));
+
+    let (tx, rx) = pair::<T>(&ctx, 64, 4);
+    std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let t = Instant::now();
+            let r = rx.recv_timeout(Duration::from_secs(30)).map(|_| ());
+            (r, t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(tx);
+        let (r, waited) = h.join().unwrap();
+        assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+        assert!(waited < Duration::from_secs(2), "noticed after {waited:?}");
+    });
+}
+
+/// Only one receiver at a time; when it drops, the next one carries on
+/// with what is queued.
+pub fn one_receiver_at_a_time_and_handover<T: Harness>() {
+    let ctx = T::context();
+    let tx = Builder::new()
+        .slot_size(64)
+        .slot_count(4)
+        .create_with::<T>(&ctx)
+        .unwrap();
+    let open = || {
+        let (a, b) = UnixStream::pair().unwrap();
+        tx.share(&a).unwrap();
+        Receiver::<T>::from_socket(&ctx, &b)
+    };
+    let rx = open().unwrap();
+    match open() {
+        Err(Error::ReceiverAttached { pid, alive: true }) => assert_eq!(pid, std::process::id()),
+        other => panic!("a second receiver: {other:?}"),
+    }
+    for seq in 0..4 {
+        send_message(&tx, seq).unwrap();
+    }
+    assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(0));
+    drop(rx);
+    let rx = open().unwrap();
+    for seq in 1..4 {
+        assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(seq));
+    }
+    assert_eq!(tx.in_flight(), 0);
+}
+
+/// The segment's descriptor, fished out of a share, mapped for scribbling.
+pub fn raw_segment<T: Harness>(tx: &Sender<T>) -> MmapRaw {
+    let (a, b) = UnixStream::pair().unwrap();
+    tx.share(&a).unwrap();
+    let mut buf = [0u8; 64];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(b.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS just installed these descriptors; we own them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    MmapOptions::new()
+        .len(tx.geometry().segment_bytes as usize)
+        .map_raw(&fds[0])
+        .unwrap()
+}
+
+/// A peer writing garbage into the header's indices and the ring entries
+/// gets a Corrupt error (or harmless results) out of the other side, never
+/// a crash or an access outside the segment: every message handed out
+/// names a real slot and fits it.
+pub fn garbage_in_shared_indices_is_contained<T: Harness>() {
+    let ctx = T::context();
+    let config = crate::proptest_config("garbage_in_shared_indices", scaled(64, 8) as u32);
+    let mut runner = TestRunner::new(config);
+    let writes = prop::collection::vec((0u64..4096, any::<u32>()), 1..8);
+    runner
+        .run(&(writes, 0u64..6), |(writes, sent)| {
+            let (tx, rx) = pair::<T>(&ctx, 64, 4);
+            for seq in 0..sent.min(4) {
+                send_message(&tx, seq).unwrap();
+            }
+            let g = *tx.geometry();
+            let map = raw_segment(&tx);
+            let rings = g.submit_ring;
+            let rings_end = g.return_ring + (g.return_ring - g.submit_ring);
+            for (off, val) in writes {
+                // Anywhere in the two rings (indices, flags, entries).
+                let off = rings + (off * 4) % (rings_end - rings);
+                // SAFETY: off + 4 ≤ the rings' end < segment_bytes (the
+                // mapping's length), 4-aligned; the peer's atomics race with
+                // this store, which is the point of the test and harmless to
+                // memory safety (a u32 store).
+                unsafe { (map.as_mut_ptr().add(off as usize) as *mut u32).write_volatile(val) };
+            }
+            for _ in 0..8 {
+                match rx.recv_with(Wait::Never) {
+                    Ok(Some(s)) => {
+                        prop_assert!(s.index() < 4 && s.len() <= 64);
+                        prop_assert!(s.offset() + s.len() as u64 <= g.slots_bytes);
+                    }
+                    Ok(None) | Err(Error::Corrupt(_)) => {}
+                    Err(e) => prop_assert!(false, "receiver: {e}"),
+                }
+                match tx.loan_with(Wait::Never) {
+                    Ok(l) => {
+                        prop_assert!(l.offset() < g.slots_bytes);
+                        match l.send() {
+                            Ok(()) | Err(Error::Corrupt(_)) => {}
+                            Err(e) => prop_assert!(false, "send: {e}"),
+                        }
+                    }
+                    Err(Error::Full) | Err(Error::Corrupt(_)) => {}
+                    Err(e) => prop_assert!(false, "sender: {e}"),
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Loan,
+    Send(usize),
+    DropLoan(usize),
+    Recv,
+    DropSample(usize),
+}
+
+/// Random sequences of loan / send / drop loan / receive / drop sample
+/// against a reference model: FIFO delivery of exact bytes, Full exactly
+/// when the model has no free slot, nothing received that was not sent.
+pub fn sequences_match_the_model<T: Harness>() {
+    let ctx = T::context();
+    let config = crate::proptest_config("channel_sequences", scaled(128, 16) as u32);
+    let mut runner = TestRunner::new(config);
+    let op = prop_oneof![
+        3 => Just(Op::Loan),
+        3 => (0usize..8).prop_map(Op::Send),
+        1 => (0usize..8).prop_map(Op::DropLoan),
+        3 => Just(Op::Recv),
+        2 => (0usize..8).prop_map(Op::DropSample),
+    ];
+    runner
+        .run(
+            &(1u32..6, prop::collection::vec(op, 1..200)),
+            |(count, ops)| {
+                let (tx, rx) = pair::<T>(&ctx, 48, count);
+                let mut loans = Vec::new();
+                let mut samples = Vec::new();
+                let mut queued = VecDeque::new(); // model: sent, not received
+                let mut seq = 0u64;
+                for op in ops {
+                    // Model: slots in use = loans + queued + held samples.
+                    let used = loans.len() + queued.len() + samples.len();
+                    match op {
+                        Op::Loan => match tx.try_loan() {
+                            Ok(l) => {
+                                prop_assert!(used < count as usize, "loan past the slot count");
+                                loans.push(l);
+                            }
+                            Err(Error::Full) => prop_assert_eq!(used, count as usize),
+                            Err(e) => prop_assert!(false, "loan: {e}"),
+                        },
+                        Op::Send(i) if !loans.is_empty() => {
+                            let mut l = loans.swap_remove(i % loans.len());
+                            let len = fill_message(l.as_mut_slice(), seq);
+                            l.set_len(len).unwrap();
+                            l.send().unwrap();
+                            queued.push_back(seq);
+                            seq += 1;
+                        }
+                        Op::DropLoan(i) if !loans.is_empty() => {
+                            drop(loans.swap_remove(i % loans.len()))
+                        }
+                        Op::Recv => match rx.try_recv().unwrap() {
+                            Some(s) => {
+                                prop_assert_eq!(
+                                    Some(check_message(&s, 48).unwrap()),
+                                    queued.pop_front()
+                                );
+                                samples.push(s);
+                            }
+                            None => prop_assert!(queued.is_empty()),
+                        },
+                        Op::DropSample(i) if !samples.is_empty() => {
+                            drop(samples.swap_remove(i % samples.len()))
+                        }
+                        _ => {}
+                    }
+                    prop_assert_eq!(tx.in_flight() as usize, queued.len() + samples.len());
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+/// A receiving process checks every message's order and bytes.
+pub fn two_processes_many_messages<T: Harness>() {
+    let ctx = T::context();
+    let n = scaled(2_000_000, 100_000);
+    let tx = Builder::new()
+        .slot_size(64)
+        .slot_count(64)
+        .create_with::<T>(&ctx)
+        .unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut child = spawn_with_fd3(&peer_exe(), &[T::NAME, "recv", &n.to_string()], &b);
+    tx.share(&a).unwrap();
+    for seq in 0..n {
+        send_message(&tx, seq).unwrap();
+    }
+    assert_eq!(read_line(&mut child), format!("ok {n}"));
+    assert_eq!(wait_child(&mut child, Duration::from_secs(60)), Some(0));
+}
+
+/// The sender is the other process; the channel closes when it exits.
+pub fn peer_process_sends<T: Harness>() {
+    let ctx = T::context();
+    let n = scaled(200_000, 20_000);
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut child = spawn_with_fd3(&peer_exe(), &[T::NAME, "send", &n.to_string(), "300"], &b);
+    let rx = Receiver::<T>::from_socket(&ctx, &a).unwrap();
+    for seq in 0..n {
+        let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(check_message(&s, 300), Ok(seq));
+    }
+    assert_eq!(wait_child(&mut child, Duration::from_secs(60)), Some(0));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(Error::Closed)
+    ));
+}
+
+/// kill -9 of a receiver holding slots: the blocked sender learns within a
+/// bounded time, gets the held slots back, and a new receiver gets what
+/// was still queued.
+pub fn kill_holding_receiver_reclaims_its_slots<T: Harness>() {
+    let ctx = T::context();
+    let tx = Builder::new()
+        .slot_size(64)
+        .slot_count(8)
+        .create_with::<T>(&ctx)
+        .unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut child = spawn_with_fd3(&peer_exe(), &[T::NAME, "hold", "5"], &b);
+    tx.share(&a).unwrap();
+    for seq in 0..8 {
+        send_message(&tx, seq).unwrap();
+    }
+    assert_eq!(read_line(&mut child), "held");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let t = Instant::now();
+    // Every slot is taken: the loan waits, and the wait notices the death.
+    match tx.loan_with(SOON) {
+        Err(Error::PeerDied { pid, reclaimed: 5 }) => assert_eq!(pid, child.id()),
+        other => panic!(
+            "expected PeerDied with 5 slots reclaimed: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "noticed after {:?}",
+        t.elapsed()
+    );
+    child.wait().unwrap();
+    assert_eq!(tx.in_flight(), 3, "the 3 unread messages stay queued");
+    let loans: Vec<_> = (0..5).map(|_| tx.try_loan().unwrap()).collect();
+    drop(loans);
+    let (a, b) = UnixStream::pair().unwrap();
+    tx.share(&a).unwrap();
+    let rx = Receiver::<T>::from_socket(&ctx, &b).unwrap();
+    for seq in 5..8 {
+        assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(seq));
+    }
+}
+
+fn random_delays(name: &str, n: usize, max_ms: u64) -> Vec<u64> {
+    let config = crate::proptest_config(name, 1);
+    let mut runner = TestRunner::new(config);
+    let tree = prop::collection::vec(0..max_ms, n)
+        .new_tree(&mut runner)
+        .unwrap();
+    tree.current()
+}
+
+/// kill -9 of a busy receiver at random moments: the sender always ends
+/// with PeerDied (not a hang), every slot accounted for, and a new
+/// receiver continues the sequence without gaps after what it gets.
+pub fn kill_receiver_at_random_points<T: Harness>() {
+    let ctx = T::context();
+    for delay in random_delays("kill_receiver_at_random_points", 4, 150) {
+        let tx = Builder::new()
+            .slot_size(64)
+            .slot_count(8)
+            .create_with::<T>(&ctx)
+            .unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut child = spawn_with_fd3(&peer_exe(), &[T::NAME, "recv-forever"], &b);
+        tx.share(&a).unwrap();
+        let pid = child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(delay));
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        });
+        let mut seq = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let reclaimed = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the sender never noticed the kill"
+            );
+            match send_message(&tx, seq) {
+                Ok(()) => seq += 1,
+                Err(Error::PeerDied { pid: p, reclaimed }) => {
+                    assert_eq!(p, pid);
+                    break reclaimed;
+                }
+                Err(e) => panic!("send {seq}: {e}"),
+            }
+        };
+        killer.join().unwrap();
+        child.wait().unwrap();
+        assert!(reclaimed <= 8);
+        let queued = tx.in_flight();
+        assert!(queued <= 8);
+        let (a, b) = UnixStream::pair().unwrap();
+        tx.share(&a).unwrap();
+        let rx = Receiver::<T>::from_socket(&ctx, &b).unwrap();
+        // What is queued is the tail of the sequence, in order.
+        for want in seq - u64::from(queued)..seq {
+            assert_eq!(
+                check_message(&rx.try_recv().unwrap().expect("queued"), 64),
+                Ok(want)
+            );
+        }
+        assert!(rx.try_recv().unwrap().is_none());
+    }
+}
+
+/// kill -9 of a busy sender at random moments: the receiver gets every
+/// message sent before, in order, then PeerDied, not a hang.
+pub fn kill_sender_at_random_points<T: Harness>() {
+    let ctx = T::context();
+    for delay in random_delays("kill_sender_at_random_points", 4, 150) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut child = spawn_with_fd3(&peer_exe(), &[T::NAME, "send-forever", "128"], &b);
+        let rx = Receiver::<T>::from_socket(&ctx, &a).unwrap();
+        assert_eq!(read_line(&mut child), "shared");
+        let pid = child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(delay));
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        });
+        let mut next = 0u64;
+        let t = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(s) => {
+                    assert_eq!(check_message(&s, 128), Ok(next));
+                    next += 1;
+                }
+                Err(Error::PeerDied { pid: p, .. }) => {
+                    assert_eq!(p, pid);
+                    break Instant::now();
+                }
+                Err(e) => panic!("after {next}: {e}"),
+            }
+        };
+        killer.join().unwrap();
+        let _ = t;
+        child.wait().unwrap();
+    }
+}
