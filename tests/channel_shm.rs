@@ -138,17 +138,10 @@ fn memfd(sealed: bool, bytes: &[u8], len: u64) -> OwnedFd {
     file.set_len(len).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&file, bytes, 0).unwrap();
     if sealed {
-        // SAFETY: fcntl on our own descriptor.
-        assert_eq!(
-            unsafe {
-                libc::fcntl(
-                    raw,
-                    libc::F_ADD_SEALS,
-                    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
-                )
-            },
-            0
-        );
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        // SAFETY: fcntl on our own descriptor; no memory passed.
+        let rc = unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals) };
+        assert_eq!(rc, 0);
     }
     fd
 }

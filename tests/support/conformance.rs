@@ -360,11 +360,12 @@ pub fn garbage_in_shared_indices_is_contained<T: Harness>() {
             for (off, val) in writes {
                 // Anywhere in the two rings (indices, flags, entries).
                 let off = rings + (off * 4) % (rings_end - rings);
+                let word = map.as_mut_ptr().wrapping_add(off as usize).cast::<u32>();
                 // SAFETY: off + 4 ≤ the rings' end < segment_bytes (the
-                // mapping's length), 4-aligned; the peer's atomics race with
-                // this store, which is the point of the test and harmless to
-                // memory safety (a u32 store).
-                unsafe { (map.as_mut_ptr().add(off as usize) as *mut u32).write_volatile(val) };
+                // mapping's length), 4-aligned; the channel's atomics race
+                // with this store, which is the point of the test and
+                // harmless to memory safety (a u32 store).
+                unsafe { word.write_volatile(val) };
             }
             for _ in 0..8 {
                 match rx.recv_with(Wait::Never) {

@@ -1,0 +1,590 @@
+//! The mechanisms, each a ping and a pong side run in two processes made
+//! by fork(): the parent pings (and measures), the child pongs.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use zcopy::channel::{Builder, Receiver, Sender, Shm};
+
+/// A way of moving a message from one process to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mech {
+    /// A bare shared-memory flag: the floor any shared-memory IPC can reach.
+    Floor,
+    /// zcopy channel, busy-polling.
+    ZcopyBusy,
+    /// zcopy channel, sleeping in the futex (no spinning).
+    ZcopyBlocking,
+    /// The same rings with the payload copied in and out (a copying shm ring).
+    CopyRing,
+    /// pipe(2).
+    Pipe,
+    /// Unix domain stream socket.
+    Uds,
+    /// POSIX message queue.
+    Mq,
+    /// iceoryx2 publish-subscribe, busy-polling.
+    #[cfg(feature = "iceoryx2")]
+    Iceoryx2,
+}
+
+/// Which cores the two processes run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// Parent on CPU 0, child on CPU 1.
+    Cross,
+    /// Both on CPU 0.
+    Same,
+}
+
+impl Pin {
+    pub fn parse(s: &str) -> Result<Pin, String> {
+        match s {
+            "cross" => Ok(Pin::Cross),
+            "same" => Ok(Pin::Same),
+            _ => Err(format!("pin {s:?}: cross or same")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pin::Cross => "cross",
+            Pin::Same => "same",
+        }
+    }
+
+    fn cpus(self) -> (usize, usize) {
+        match self {
+            Pin::Cross => (0, 1),
+            Pin::Same => (0, 0),
+        }
+    }
+}
+
+/// Bytes of each message a zero-copy mechanism touches.
+pub const HEADER: usize = 64;
+
+impl Mech {
+    pub fn all() -> Vec<Mech> {
+        vec![
+            Mech::Floor,
+            Mech::ZcopyBusy,
+            Mech::ZcopyBlocking,
+            Mech::CopyRing,
+            Mech::Pipe,
+            Mech::Uds,
+            Mech::Mq,
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2,
+        ]
+    }
+
+    pub fn parse(s: &str) -> Result<Mech, String> {
+        Mech::all()
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "mechanism {s:?}: one of {:?}",
+                    Mech::all().iter().map(|m| m.name()).collect::<Vec<_>>()
+                )
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mech::Floor => "floor",
+            Mech::ZcopyBusy => "zcopy-busy",
+            Mech::ZcopyBlocking => "zcopy-blocking",
+            Mech::CopyRing => "copy-ring",
+            Mech::Pipe => "pipe",
+            Mech::Uds => "uds",
+            Mech::Mq => "mq",
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2 => "iceoryx2",
+        }
+    }
+
+    /// Moves the payload without copying it.
+    pub fn zero_copy(self) -> bool {
+        match self {
+            Mech::Floor | Mech::ZcopyBusy | Mech::ZcopyBlocking => true,
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2 => true,
+            _ => false,
+        }
+    }
+
+    /// One-way latencies (round trip / 2) in ns, or why not measured.
+    pub fn latency(self, size: usize, pin: Pin, iters: usize) -> Result<Vec<u64>, String> {
+        // Copying 4 MiB takes a while: fewer rounds, same bytes order.
+        let iters = if self.zero_copy() {
+            iters
+        } else {
+            iters.min((1usize << 30) / size).max(50)
+        };
+        let warm = iters / 10 + 10;
+        two_processes(self, size, pin, Job::Latency(iters + warm)).map(|mut v| {
+            v.drain(..warm.min(v.len()));
+            v
+        })
+    }
+
+    /// Messages per second streaming one way, or why not measured.
+    pub fn throughput(self, size: usize, pin: Pin, count: usize) -> Result<f64, String> {
+        if self == Mech::Floor {
+            return Err("a flag carries no stream".into());
+        }
+        let count = if self.zero_copy() {
+            count
+        } else {
+            count.min((2usize << 30) / size).max(100)
+        };
+        let v = two_processes(self, size, pin, Job::Stream(count))?;
+        let ns = *v.first().ok_or("no time")?;
+        Ok(count as f64 / (ns as f64 / 1e9))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    /// This many round trips.
+    Latency(usize),
+    /// This many messages one way, then one ack.
+    Stream(usize),
+}
+
+fn pin_to(cpu: usize) -> Result<(), String> {
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|e| e.to_string())?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("pinning to CPU {cpu}: {e}"))
+}
+
+/// Busy-waits for `f`, yielding the CPU now and then (so a peer on the
+/// same core gets to run).
+fn spin_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    loop {
+        for _ in 0..2000 {
+            if let Some(v) = f() {
+                return v;
+            }
+            std::hint::spin_loop();
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// What both processes need set up before fork.
+struct Shared {
+    ctl: (UnixStream, UnixStream),
+    pipes: Option<[(std::os::fd::OwnedFd, std::os::fd::OwnedFd); 2]>,
+    uds: Option<(UnixStream, UnixStream)>,
+    mq: Option<(nix::mqueue::MqdT, nix::mqueue::MqdT)>,
+    flag: Option<memmap2::MmapMut>,
+}
+
+fn prepare(m: Mech, size: usize) -> Result<Shared, String> {
+    let e = |e: std::io::Error| e.to_string();
+    let mut s = Shared {
+        ctl: UnixStream::pair().map_err(e)?,
+        pipes: None,
+        uds: None,
+        mq: None,
+        flag: None,
+    };
+    match m {
+        Mech::Pipe => {
+            let a = nix::unistd::pipe().map_err(|e| e.to_string())?;
+            let b = nix::unistd::pipe().map_err(|e| e.to_string())?;
+            for p in [&a, &b] {
+                // A bigger pipe buffer (1 MiB, the default unprivileged max).
+                // SAFETY: fcntl on a pipe we own; no memory passed.
+                unsafe { libc::fcntl(p.1.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+            }
+            s.pipes = Some([a, b]);
+        }
+        Mech::Uds => s.uds = Some(UnixStream::pair().map_err(e)?),
+        Mech::Mq => {
+            let max: usize = std::fs::read_to_string("/proc/sys/fs/mqueue/msgsize_max")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(8192);
+            if size > max {
+                return Err(format!("message size above fs.mqueue.msgsize_max ({max})"));
+            }
+            use nix::mqueue::{mq_open, mq_unlink, MQ_OFlag, MqAttr};
+            use nix::sys::stat::Mode;
+            let attr = MqAttr::new(0, 8, size as _, 0);
+            let open = |tag: &str| {
+                let name = format!("/zcopy-bench-{}-{tag}", std::process::id());
+                let q = mq_open(
+                    name.as_str(),
+                    MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR,
+                    Mode::S_IRUSR | Mode::S_IWUSR,
+                    Some(&attr),
+                )
+                .map_err(|e| format!("mq_open: {e}"));
+                let _ = mq_unlink(name.as_str());
+                q
+            };
+            s.mq = Some((open("a")?, open("b")?));
+        }
+        Mech::Floor => {
+            // A shared page (MAP_SHARED over a memfd: fork keeps it shared).
+            // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
+            let raw =
+                unsafe { libc::memfd_create(c"zcopy-bench-flag".as_ptr(), libc::MFD_CLOEXEC) };
+            if raw < 0 {
+                return Err(e(std::io::Error::last_os_error()));
+            }
+            // SAFETY: a descriptor the kernel just gave us.
+            let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+            file.set_len(4096).map_err(e)?;
+            // SAFETY: the memfd is ours alone and 4096 bytes long; nothing
+            // truncates it while mapped.
+            s.flag =
+                Some(unsafe { memmap2::MmapOptions::new().len(4096).map_mut(&file) }.map_err(e)?);
+        }
+        _ => {}
+    }
+    Ok(s)
+}
+
+fn two_processes(m: Mech, size: usize, pin: Pin, job: Job) -> Result<Vec<u64>, String> {
+    let shared = prepare(m, size)?;
+    #[cfg(feature = "iceoryx2")]
+    ice::RUN.fetch_add(1, Ordering::Relaxed);
+    let (pcpu, ccpu) = pin.cpus();
+    // SAFETY: this program is single-threaded here; the child only runs
+    // the pong side and leaves through _exit.
+    match unsafe { fork() }.map_err(|e| e.to_string())? {
+        ForkResult::Child => {
+            let code = match pin_to(ccpu).and_then(|_| pong(m, size, job, &shared)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("pong {}: {e}", m.name());
+                    1
+                }
+            };
+            // SAFETY: _exit ends the child without running the parent's
+            // destructors a second time.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let r = pin_to(pcpu).and_then(|_| ping(m, size, job, &shared));
+            if r.is_err() {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            }
+            let st = waitpid(child, None).map_err(|e| e.to_string())?;
+            let _ = pin_to_all();
+            match st {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => r,
+                other => r.and(Err(format!("pong side: {other:?}"))),
+            }
+        }
+    }
+}
+
+fn pin_to_all() -> Result<(), String> {
+    let mut set = CpuSet::new();
+    for c in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        let _ = set.set(c);
+    }
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| e.to_string())
+}
+
+fn ioe(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn channel_out(ctl: &UnixStream, size: usize) -> Result<Sender<Shm>, String> {
+    let tx = Builder::new()
+        .slot_size(size as u32)
+        .slot_count(64)
+        .create()
+        .map_err(ioe)?;
+    tx.share(ctl).map_err(ioe)?;
+    Ok(tx)
+}
+
+fn channel_in(ctl: &UnixStream) -> Result<Receiver<Shm>, String> {
+    Receiver::<Shm>::from_socket(&(), ctl).map_err(ioe)
+}
+
+/// Parent side: returns one-way latencies, or [total ns] for a stream.
+fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> {
+    let ctl = &s.ctl.0;
+    let mut out = Vec::new();
+    match m {
+        Mech::Floor => {
+            let map = s.flag.as_ref().ok_or("no map")?;
+            let (a, b) = flags(map);
+            let Job::Latency(n) = job else {
+                return Err("n/a".into());
+            };
+            for i in 1..=n as u64 {
+                let t = Instant::now();
+                a.store(i, Ordering::Release);
+                spin_until(|| (b.load(Ordering::Acquire) == i).then_some(()));
+                out.push(t.elapsed().as_nanos() as u64 / 2);
+            }
+        }
+        Mech::ZcopyBusy | Mech::ZcopyBlocking | Mech::CopyRing => {
+            let tx = channel_out(ctl, size)?;
+            let rx = channel_in(ctl)?;
+            let blocking = m == Mech::ZcopyBlocking;
+            if blocking {
+                tx.set_spin(0);
+                rx.set_spin(0);
+            }
+            let copy = m == Mech::CopyRing;
+            let src = vec![7u8; size];
+            let mut dst = vec![0u8; size];
+            let send = |i: u64| -> Result<(), String> {
+                let mut l = tx.loan().map_err(ioe)?;
+                if copy {
+                    l.as_mut_slice()[..size].copy_from_slice(&src);
+                }
+                l.as_mut_slice()[..8].copy_from_slice(&i.to_le_bytes());
+                l.set_len(size).map_err(ioe)?;
+                l.send().map_err(ioe)
+            };
+            match job {
+                Job::Latency(n) => {
+                    for i in 0..n as u64 {
+                        let t = Instant::now();
+                        send(i)?;
+                        let sample = if blocking {
+                            rx.recv().map_err(ioe)?
+                        } else {
+                            spin_until(|| rx.try_recv().transpose()).map_err(ioe)?
+                        };
+                        if copy {
+                            dst.copy_from_slice(&sample);
+                        }
+                        if sample[..8] != i.to_le_bytes() {
+                            return Err(format!("round {i}: wrong echo"));
+                        }
+                        drop(sample);
+                        out.push(t.elapsed().as_nanos() as u64 / 2);
+                    }
+                }
+                Job::Stream(n) => {
+                    let t = Instant::now();
+                    for i in 0..n as u64 {
+                        send(i)?;
+                    }
+                    rx.recv().map_err(ioe)?;
+                    out.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+            // Done with every sample: the pong side may go.
+            (&s.ctl.0).write_all(&[1]).map_err(ioe)?;
+        }
+        Mech::Pipe | Mech::Uds | Mech::Mq => {
+            let mut buf = vec![7u8; size];
+            let mut io = Io::new(m, s, true)?;
+            match job {
+                Job::Latency(n) => {
+                    for i in 0..n as u64 {
+                        let t = Instant::now();
+                        buf[..8].copy_from_slice(&i.to_le_bytes());
+                        io.send(&buf)?;
+                        io.recv(&mut buf)?;
+                        out.push(t.elapsed().as_nanos() as u64 / 2);
+                    }
+                }
+                Job::Stream(n) => {
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        io.send(&buf)?;
+                    }
+                    io.recv(&mut buf[..8])?;
+                    out.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+        }
+        #[cfg(feature = "iceoryx2")]
+        Mech::Iceoryx2 => {
+            return crate::mech::ice::ping(size, job_n(job), matches!(job, Job::Stream(_)))
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(feature = "iceoryx2")]
+fn job_n(job: Job) -> usize {
+    match job {
+        Job::Latency(n) | Job::Stream(n) => n,
+    }
+}
+
+/// Child side.
+fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
+    let ctl = &s.ctl.1;
+    match m {
+        Mech::Floor => {
+            let map = s.flag.as_ref().ok_or("no map")?;
+            let (a, b) = flags(map);
+            let Job::Latency(n) = job else { return Ok(()) };
+            for i in 1..=n as u64 {
+                spin_until(|| (a.load(Ordering::Acquire) == i).then_some(()));
+                b.store(i, Ordering::Release);
+            }
+        }
+        Mech::ZcopyBusy | Mech::ZcopyBlocking | Mech::CopyRing => {
+            let rx = channel_in(ctl)?;
+            let tx = channel_out(ctl, size)?;
+            let blocking = m == Mech::ZcopyBlocking;
+            if blocking {
+                tx.set_spin(0);
+                rx.set_spin(0);
+            }
+            let copy = m == Mech::CopyRing;
+            let mut dst = vec![0u8; size];
+            let src = vec![9u8; size];
+            let recv = || -> Result<_, String> {
+                if blocking {
+                    rx.recv().map_err(ioe)
+                } else {
+                    spin_until(|| rx.try_recv().transpose()).map_err(ioe)
+                }
+            };
+            let (n, echo) = match job {
+                Job::Latency(n) => (n, true),
+                Job::Stream(n) => (n, false),
+            };
+            for _ in 0..n {
+                let sample = recv()?;
+                if copy {
+                    dst.copy_from_slice(&sample);
+                }
+                let mut head = [0u8; 8];
+                head.copy_from_slice(&sample[..8]);
+                if echo {
+                    let mut l = tx.loan().map_err(ioe)?;
+                    if copy {
+                        l.as_mut_slice()[..size].copy_from_slice(&src);
+                    }
+                    l.as_mut_slice()[..8].copy_from_slice(&head);
+                    l.set_len(size).map_err(ioe)?;
+                    l.send().map_err(ioe)?;
+                }
+                // An echo server answers first and gives the slot back after.
+                drop(sample);
+            }
+            if !echo {
+                tx.send_copy(b"done").map_err(ioe)?;
+            }
+            // Let the parent finish with its samples before the channel
+            // closes under it.
+            let mut b = [0u8; 1];
+            let _ = (&s.ctl.1).read(&mut b);
+        }
+        Mech::Pipe | Mech::Uds | Mech::Mq => {
+            let mut buf = vec![0u8; size];
+            let mut io = Io::new(m, s, false)?;
+            match job {
+                Job::Latency(n) => {
+                    for _ in 0..n {
+                        io.recv(&mut buf)?;
+                        io.send(&buf)?;
+                    }
+                }
+                Job::Stream(n) => {
+                    for _ in 0..n {
+                        io.recv(&mut buf)?;
+                    }
+                    io.send(&buf[..8])?;
+                }
+            }
+        }
+        #[cfg(feature = "iceoryx2")]
+        Mech::Iceoryx2 => {
+            return crate::mech::ice::pong(size, job_n(job), matches!(job, Job::Stream(_)))
+        }
+    }
+    Ok(())
+}
+
+fn flags(map: &memmap2::MmapMut) -> (&AtomicU64, &AtomicU64) {
+    let at = |offset: usize| {
+        let p = map.as_ptr().wrapping_add(offset).cast::<AtomicU64>();
+        // SAFETY: the mapping is 4096 bytes, page aligned and shared
+        // between the two processes; offsets 0 and 64 are 8-aligned u64s on
+        // their own lines, only ever accessed through these atomics; the
+        // mapping outlives the references (they borrow it).
+        unsafe { &*p }
+    };
+    (at(0), at(64))
+}
+
+/// The copying baselines behind one send/recv pair.
+enum Io<'a> {
+    Fds(std::fs::File, std::fs::File),
+    Sock(&'a UnixStream),
+    Mq(&'a nix::mqueue::MqdT, &'a nix::mqueue::MqdT, Vec<u8>),
+}
+
+impl<'a> Io<'a> {
+    fn new(m: Mech, s: &'a Shared, parent: bool) -> Result<Io<'a>, String> {
+        Ok(match m {
+            Mech::Pipe => {
+                let [a, b] = s.pipes.as_ref().ok_or("no pipes")?;
+                let (w, r) = if parent { (&a.1, &b.0) } else { (&b.1, &a.0) };
+                let dup = |f: &std::os::fd::OwnedFd| {
+                    f.as_fd()
+                        .try_clone_to_owned()
+                        .map(std::fs::File::from)
+                        .map_err(ioe)
+                };
+                Io::Fds(dup(w)?, dup(r)?)
+            }
+            Mech::Uds => {
+                let (a, b) = s.uds.as_ref().ok_or("no sockets")?;
+                Io::Sock(if parent { a } else { b })
+            }
+            _ => {
+                let (a, b) = s.mq.as_ref().ok_or("no queues")?;
+                let scratch =
+                    vec![0u8; nix::mqueue::mq_getattr(a).map_err(ioe)?.msgsize() as usize];
+                if parent {
+                    Io::Mq(a, b, scratch)
+                } else {
+                    Io::Mq(b, a, scratch)
+                }
+            }
+        })
+    }
+
+    fn send(&mut self, buf: &[u8]) -> Result<(), String> {
+        match self {
+            Io::Fds(w, _) => w.write_all(buf).map_err(ioe),
+            Io::Sock(s) => (&**s).write_all(buf).map_err(ioe),
+            Io::Mq(out, _, _) => nix::mqueue::mq_send(out, buf, 0).map_err(ioe),
+        }
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        match self {
+            Io::Fds(_, r) => r.read_exact(buf).map_err(ioe),
+            Io::Sock(s) => (&**s).read_exact(buf).map_err(ioe),
+            Io::Mq(_, inq, full) => {
+                let mut prio = 0;
+                let n = nix::mqueue::mq_receive(inq, full, &mut prio).map_err(ioe)?;
+                let k = n.min(buf.len());
+                buf[..k].copy_from_slice(&full[..k]);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(feature = "iceoryx2")]
+pub mod ice;
