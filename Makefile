@@ -5,8 +5,8 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 
 CMD ?= uname -r
 
-.PHONY: help demo qemu-test test lint bootstrap toolbox qemu-exec qemu-shell \
-	bench bench-platform clean
+.PHONY: help demo qemu-test test lint loom bootstrap toolbox qemu-exec qemu-shell \
+	bench bench-ipc bench-platform clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -21,6 +21,10 @@ qemu-test: ## the whole suite: host tests, then the guest suite; JUnit in target
 test: ## host-side tests only (cargo test --workspace)
 	@ci/bootstrap.sh
 	cargo test --workspace
+
+loom: ## model-check the ring's atomics with loom (also run by make qemu-test)
+	@ci/bootstrap.sh
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CURDIR)/target/loom cargo test -p zcopy --lib --release loom
 
 lint: ## cargo fmt --check, clippy -D warnings, actionlint on the workflow, shellcheck
 	@ci/bootstrap.sh
@@ -44,8 +48,13 @@ qemu-shell: ## an interactive shell in the guest
 bench: ## benchmarks (tables, JSON, plots), never timed tests
 	@ci/bootstrap.sh
 	cargo bench -p zcard-device --bench copy_engine
+	@ci/bench-ipc.sh
 	@ci/bench-driver.sh
 	@ci/bench-platform.sh
+
+bench-ipc: ## IPC only: zcopy channels vs pipe, socket, mq, copying ring, iceoryx2 (host)
+	@ci/bootstrap.sh
+	@ci/bench-ipc.sh
 
 bench-platform: ## toolbox build (cold), boot-to-first-command, qemu-test warm/cold
 	@ci/bootstrap.sh

@@ -29,6 +29,11 @@ declare -A want=(
 	[util-linux]=/usr/bin/flock
 	[xz-utils]=/usr/bin/xz
 )
+# Extra needs from the caller, as package=path-glob (e.g. the IPC bench's
+# libclang for iceoryx2's bindgen).
+for extra in "$@"; do
+	want[${extra%%=*}]=${extra#*=}
+done
 
 missing=()
 for pkg in "${!want[@]}"; do

@@ -29,6 +29,16 @@ if [ "$host_rc" != 0 ] && ! grep -q $'\tfail\t' "$results"; then
 	printf 'host\tcargo test (exit %s)\tfail\t0\t%s\n' "$host_rc" "$out/logs/host-cargo.log" >>"$results"
 fi
 
+zc_log "ring: loom model check"
+lstart=$(date +%s)
+if RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p zcopy --lib --release --color never loom \
+	>"$out/logs/loom.log" 2>&1 && grep -q "test result: ok. [1-9]" "$out/logs/loom.log"; then st=pass; else
+	st=fail
+	tail -n 40 "$out/logs/loom.log"
+fi
+printf 'host\tring: loom model check (zcopy::ring)\t%s\t%s\t%s\n' "$st" \
+	"$(($(date +%s) - lstart))" "$out/logs/loom.log" >>"$results"
+
 zc_log "building the driver (zcard.ko: W=1, sparse, checkpatch --strict)"
 dstart=$(date +%s)
 if "$here/build-driver.sh" check >"$out/logs/build-driver.log" 2>&1; then st=pass; else

@@ -10,7 +10,7 @@
 //! channel-peer named <name>                  create /dev/shm/zcopy.<name>, print "created", sleep
 //! channel-peer named-recv <name> <n>         open it by name, receive n
 //! ```
-//! Prints one line ("ok <n>", "held", "shared") on stdout; exit 1 with a
+//! Prints one line ("ok <n>", "held", "shared", "attached") on stdout; exit 1 with a
 //! message on stderr on any failure.
 
 use std::os::fd::FromRawFd;
@@ -67,6 +67,7 @@ fn run<T: Harness>(sock: &UnixStream, args: &[String]) -> Result<String, String>
         }
         Some("recv-forever") => {
             let rx = Receiver::<T>::from_socket(&ctx, sock).map_err(|e| e.to_string())?;
+            println!("attached");
             receive(&rx, None)
         }
         Some("hold") => {

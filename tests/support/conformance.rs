@@ -575,6 +575,9 @@ pub fn kill_receiver_at_random_points<T: Harness>() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut child = spawn_with_fd3(&peer_exe(), &[T::NAME, "recv-forever"], &b);
         tx.share(&a).unwrap();
+        // Attached first: with no receiver ever attached, a blocking loan
+        // would rightly wait for one forever.
+        assert_eq!(read_line(&mut child), "attached");
         let pid = child.id();
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(delay));

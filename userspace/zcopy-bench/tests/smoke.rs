@@ -1,0 +1,65 @@
+//! The bench binary runs every mechanism and writes what it promises
+//! (a quick run: small counts, no figures are judged here).
+
+use std::process::Command;
+
+#[test]
+fn quick_run_writes_json_and_plots_for_every_mechanism() {
+    let out = std::env::temp_dir().join(format!("zcopy-ipc-bench-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_zcopy-ipc-bench"))
+        .args([
+            "--quick",
+            "--sizes",
+            "64,65536",
+            "--pin",
+            "cross,same",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("ipc.json")).unwrap()).unwrap();
+    assert_eq!(doc["quick"], true);
+    let points = doc["points"].as_array().unwrap();
+    for m in [
+        "floor",
+        "zcopy-busy",
+        "zcopy-blocking",
+        "copy-ring",
+        "pipe",
+        "uds",
+        "mq",
+    ] {
+        for pin in ["cross", "same"] {
+            for size in [64, 65536] {
+                let p = points
+                    .iter()
+                    .find(|p| p["mechanism"] == m && p["pin"] == pin && p["size"] == size)
+                    .unwrap_or_else(|| panic!("{m} {pin} {size} missing"));
+                let measured = p["p50_ns"].as_u64().is_some_and(|v| v > 0);
+                // mq refuses messages above fs.mqueue.msgsize_max and says so.
+                assert!(
+                    measured || p["latency_error"].is_string(),
+                    "{m} {pin} {size}: {p}"
+                );
+                if m == "zcopy-busy" {
+                    assert!(
+                        measured && p["msgs_per_s"].as_f64().is_some_and(|v| v > 0.0),
+                        "{p}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(doc["goals"].as_array().unwrap().len(), 5);
+    let svg = std::fs::read_to_string(out.join("ipc-latency-cross.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("zcopy-busy") && svg.contains("polyline"));
+    assert!(out.join("ipc-throughput-same.svg").exists());
+    let _ = std::fs::remove_dir_all(&out);
+}
