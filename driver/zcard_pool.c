@@ -132,7 +132,17 @@ struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size)
 
 	if (atomic64_add_return(size, &card->stats.pinned) > card->info.pinned_limit) {
 		atomic64_sub(size, &card->stats.pinned);
-		return ERR_PTR(-ENOMEM);
+		/*
+		 * Destroyed pools are freed from zcard_wq: a pool destroyed just
+		 * before this call may still count. Let those frees finish (they
+		 * take card->lock, which is not held here), then check again.
+		 */
+		flush_workqueue(zcard_wq);
+		if (atomic64_add_return(size, &card->stats.pinned) >
+		    card->info.pinned_limit) {
+			atomic64_sub(size, &card->stats.pinned);
+			return ERR_PTR(-ENOMEM);
+		}
 	}
 	err = -ENOMEM;
 	pool = kzalloc(sizeof(*pool), GFP_KERNEL);
