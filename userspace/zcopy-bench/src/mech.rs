@@ -293,10 +293,17 @@ fn two_processes(m: Mech, size: usize, pin: Pin, job: Job) -> Result<Vec<u64>, S
 
 fn pin_to_all() -> Result<(), String> {
     let mut set = CpuSet::new();
-    for c in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+    for c in 0..online_cpus() {
         let _ = set.set(c);
     }
     sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| e.to_string())
+}
+
+/// CPUs online (not the affinity mask, which the runs narrow).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf reads a system value; no memory passed.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 fn ioe(e: impl std::fmt::Display) -> String {

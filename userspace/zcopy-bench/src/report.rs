@@ -179,7 +179,7 @@ fn machine() -> Value {
         .map(|s| s.trim().to_string())
         .ok();
     json!({
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpus": crate::mech::online_cpus(),
         "cpu_model": cpu,
         "kernel": kernel,
     })
