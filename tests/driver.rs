@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, IoSlice};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -671,21 +670,12 @@ fn a_process_without_the_fd_cannot_reach_the_pool() {
 
 /// Starts the peer binary with `sock` as its descriptor 3.
 fn peer(args: &[&str], sock: &UnixStream) -> std::process::Child {
-    let fd = sock.as_raw_fd();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zcard-peer"));
-    cmd.args(args).stdin(Stdio::null());
-    let hook = move || {
-        // SAFETY: dup2 of a descriptor this process holds open onto 3; no
-        // Rust object owns descriptor 3 in the child.
-        if unsafe { libc::dup2(fd, 3) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: the hook runs only dup2, which is async-signal-safe, between
-    // fork and exec.
-    unsafe { cmd.pre_exec(hook) };
-    cmd.spawn().expect("zcard-peer")
+    zcopy_vm_tests::channel::spawn_with_fd3_to(
+        env!("CARGO_BIN_EXE_zcard-peer"),
+        args,
+        sock,
+        Stdio::inherit(),
+    )
 }
 
 fn read_reply(sock: &UnixStream) -> String {

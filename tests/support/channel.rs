@@ -92,11 +92,17 @@ pub fn send_message<T: Transport>(tx: &Sender<T>, seq: u64) -> Result<(), Error>
     loan.send()
 }
 
-/// Starts `exe` with `sock` as its descriptor 3.
+/// Starts `exe` with `sock` as its descriptor 3, stdout piped (read it
+/// with [`read_line`]).
 pub fn spawn_with_fd3(exe: &str, args: &[&str], sock: &UnixStream) -> Child {
+    spawn_with_fd3_to(exe, args, sock, Stdio::piped())
+}
+
+/// As [`spawn_with_fd3`], stdout going to `stdout`.
+pub fn spawn_with_fd3_to(exe: &str, args: &[&str], sock: &UnixStream, stdout: Stdio) -> Child {
     let fd = sock.as_raw_fd();
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+    cmd.args(args).stdin(Stdio::null()).stdout(stdout);
     let hook = move || {
         // SAFETY: dup2 of a descriptor this process holds open onto 3; no
         // Rust object owns descriptor 3 in the child.

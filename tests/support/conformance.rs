@@ -582,6 +582,7 @@ pub fn kill_receiver_at_random_points<T: Harness>() {
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(delay));
             kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+            Instant::now()
         });
         let mut seq = 0u64;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -599,7 +600,13 @@ pub fn kill_receiver_at_random_points<T: Harness>() {
                 Err(e) => panic!("send {seq}: {e}"),
             }
         };
-        killer.join().unwrap();
+        let noticed = Instant::now();
+        let killed = killer.join().unwrap();
+        assert!(
+            noticed.saturating_duration_since(killed) < Duration::from_secs(2),
+            "noticed {:?} after the kill",
+            noticed.saturating_duration_since(killed)
+        );
         child.wait().unwrap();
         assert!(reclaimed <= 8);
         let queued = tx.in_flight();
@@ -631,9 +638,10 @@ pub fn kill_sender_at_random_points<T: Harness>() {
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(delay));
             kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+            Instant::now()
         });
         let mut next = 0u64;
-        let t = loop {
+        let noticed = loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(s) => {
                     assert_eq!(check_message(&s, 128), Ok(next));
@@ -646,8 +654,12 @@ pub fn kill_sender_at_random_points<T: Harness>() {
                 Err(e) => panic!("after {next}: {e}"),
             }
         };
-        killer.join().unwrap();
-        let _ = t;
+        let killed = killer.join().unwrap();
+        let after = noticed.saturating_duration_since(killed);
+        assert!(
+            after < Duration::from_secs(2),
+            "noticed {after:?} after the kill"
+        );
         child.wait().unwrap();
     }
 }

@@ -27,8 +27,9 @@ fn e(e: impl std::fmt::Debug) -> String {
     format!("iceoryx2: {e:?}")
 }
 
-fn names() -> (String, String) {
-    let parent = if is_child() {
+/// The two service names of this run; `child`: called in the forked child.
+fn names(child: bool) -> (String, String) {
+    let parent = if child {
         nix::unistd::getppid()
     } else {
         nix::unistd::getpid()
@@ -39,13 +40,6 @@ fn names() -> (String, String) {
         format!("zcopy-bench-{parent}-{run}-pong"),
     )
 }
-
-fn is_child() -> bool {
-    CHILD.load(Ordering::Relaxed) != 0
-}
-
-/// Set in the forked child.
-pub static CHILD: AtomicU64 = AtomicU64::new(0);
 
 fn service(node: &Node<ipc::Service>, name: &str, buffer: usize) -> R<Svc> {
     node.service_builder(&ServiceName::new(name).map_err(e)?)
@@ -121,7 +115,7 @@ fn node() -> R<Node<ipc::Service>> {
 /// Parent side: one-way latencies, or [total ns] for a stream of `n`.
 pub fn ping(size: usize, n: usize, stream: bool) -> R<Vec<u64>> {
     let node = node()?;
-    let (a, b) = names();
+    let (a, b) = names(false);
     let tx = service(&node, &a, 16)?;
     let rx = service(&node, &b, 16)?;
     let sub = rx.subscriber_builder().create().map_err(e)?;
@@ -149,9 +143,8 @@ pub fn ping(size: usize, n: usize, stream: bool) -> R<Vec<u64>> {
 
 /// Child side.
 pub fn pong(size: usize, n: usize, stream: bool) -> R<()> {
-    CHILD.store(1, Ordering::Relaxed);
     let node = node()?;
-    let (a, b) = names();
+    let (a, b) = names(true);
     let rx = service(&node, &a, 16)?;
     let tx = service(&node, &b, 16)?;
     let sub = rx.subscriber_builder().create().map_err(e)?;

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-use crate::ring::{Consumer, Producer, RingError, Woke};
+use crate::ring::{Consumer, Producer, RingError};
 use crate::sync::Ordering;
 use liveness::Watch;
 pub use segment::{list, remove_stale, ChannelInfo, Geometry, TransportKind};
@@ -223,12 +223,10 @@ fn wait_on(ring: &mut Consumer, spin: u32, deadline: Option<Instant>) -> Result<
             left.min(LIVENESS_SLICE)
         }
     };
-    match ring
-        .wait(Some(slice))
-        .map_err(corrupt("ring indices out of range"))?
-    {
-        Woke::Maybe | Woke::TimedOut => Ok(()),
-    }
+    // Woken or timed out alike: the caller re-checks the ring and the peer.
+    ring.wait(Some(slice))
+        .map_err(corrupt("ring indices out of range"))?;
+    Ok(())
 }
 
 /// Builds a channel: slot size and count, then where it lives.
