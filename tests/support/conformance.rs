@@ -552,6 +552,24 @@ pub fn kill_holding_receiver_reclaims_its_slots<T: Harness>() {
     }
 }
 
+/// SIGKILLs `pid` after `delay_ms`; the thread's result is when.
+fn kill_later(pid: u32, delay_ms: u64) -> std::thread::JoinHandle<Instant> {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        Instant::now()
+    })
+}
+
+/// The death was noticed (at `noticed`) within 2 s of the kill.
+fn noticed_soon(noticed: Instant, killer: std::thread::JoinHandle<Instant>) {
+    let after = noticed.saturating_duration_since(killer.join().unwrap());
+    assert!(
+        after < Duration::from_secs(2),
+        "noticed {after:?} after the kill"
+    );
+}
+
 fn random_delays(name: &str, n: usize, max_ms: u64) -> Vec<u64> {
     let config = crate::proptest_config(name, 1);
     let mut runner = TestRunner::new(config);
@@ -579,11 +597,7 @@ pub fn kill_receiver_at_random_points<T: Harness>() {
         // would rightly wait for one forever.
         assert_eq!(read_line(&mut child), "attached");
         let pid = child.id();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(delay));
-            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-            Instant::now()
-        });
+        let killer = kill_later(pid, delay);
         let mut seq = 0u64;
         let deadline = Instant::now() + Duration::from_secs(60);
         let reclaimed = loop {
@@ -600,13 +614,7 @@ pub fn kill_receiver_at_random_points<T: Harness>() {
                 Err(e) => panic!("send {seq}: {e}"),
             }
         };
-        let noticed = Instant::now();
-        let killed = killer.join().unwrap();
-        assert!(
-            noticed.saturating_duration_since(killed) < Duration::from_secs(2),
-            "noticed {:?} after the kill",
-            noticed.saturating_duration_since(killed)
-        );
+        noticed_soon(Instant::now(), killer);
         child.wait().unwrap();
         assert!(reclaimed <= 8);
         let queued = tx.in_flight();
@@ -635,11 +643,7 @@ pub fn kill_sender_at_random_points<T: Harness>() {
         let rx = Receiver::<T>::from_socket(&ctx, &a).unwrap();
         assert_eq!(read_line(&mut child), "shared");
         let pid = child.id();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(delay));
-            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-            Instant::now()
-        });
+        let killer = kill_later(pid, delay);
         let mut next = 0u64;
         let noticed = loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
@@ -654,12 +658,7 @@ pub fn kill_sender_at_random_points<T: Harness>() {
                 Err(e) => panic!("after {next}: {e}"),
             }
         };
-        let killed = killer.join().unwrap();
-        let after = noticed.saturating_duration_since(killed);
-        assert!(
-            after < Duration::from_secs(2),
-            "noticed {after:?} after the kill"
-        );
+        noticed_soon(noticed, killer);
         child.wait().unwrap();
     }
 }
