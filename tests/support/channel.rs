@@ -165,3 +165,23 @@ pub fn pair<T: Harness>(ctx: &T::Context, size: u32, count: u32) -> (Sender<T>, 
 
 /// Waits as a blocking call must: `Forever`, but a test never hangs.
 pub const SOON: Wait = Wait::Timeout(Duration::from_secs(30));
+
+/// The two addresses of the guest's Soft-RoCE pair (zrxe0, zrxe1).
+pub fn rdma_addrs() -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    (
+        std::net::Ipv4Addr::new(169, 254, 77, 1),
+        std::net::Ipv4Addr::new(169, 254, 77, 2),
+    )
+}
+
+/// How many RDMA resources of `kind` (`qp`, `cq`, `mr`, `pd`, `cm_id`)
+/// exist, from `rdma resource show` (the kernel's own count).
+pub fn rdma_resources(kind: &str) -> usize {
+    let out = Command::new("rdma")
+        .args(["-j", "resource", "show", kind])
+        .output()
+        .expect("rdma (iproute2)");
+    assert!(out.status.success(), "rdma resource show {kind}: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rdma -j output");
+    v.as_array().map_or(0, Vec::len)
+}

@@ -9,6 +9,9 @@
 //!   DMA buffer pools mapped into the process, shared with other processes by
 //!   file descriptor, and io_uring-style rings through which the card moves data
 //!   between pools and its own storage without the CPU copying the payload.
+//! - [`rdma`]: the same channel API across machines, by RDMA WRITE WITH
+//!   IMMEDIATE between registered rings (libibverbs/librdmacm, tested on
+//!   Soft-RoCE), and a small safe layer over the verbs.
 //! - [`ring`]: the lock-free single-producer/single-consumer index rings the
 //!   channels are built on.
 #![deny(missing_docs)]
@@ -19,5 +22,7 @@
 pub mod card;
 #[cfg(not(loom))]
 pub mod channel;
+#[cfg(not(loom))]
+pub mod rdma;
 pub mod ring;
 mod sync;

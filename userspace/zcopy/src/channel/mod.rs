@@ -38,6 +38,7 @@
 //! dead receiver held reclaimed (and a new receiver may attach), a receiver
 //! gets the messages already sent and then [`Error::PeerDied`].
 
+pub mod api;
 mod liveness;
 pub mod segment;
 pub mod transport;
@@ -53,6 +54,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 
 use crate::ring::{Consumer, Producer, RingError};
 use crate::sync::Ordering;
+pub use api::{Rx, RxSample, Tx, TxLoan};
 use liveness::Watch;
 pub use segment::{list, remove_stale, ChannelInfo, Geometry, TransportKind};
 use segment::{Segment, FLAG_SENDER_CLOSED};
@@ -162,6 +164,9 @@ pub enum Error {
     /// A card operation failed (card transport).
     #[error(transparent)]
     Card(#[from] crate::card::Error),
+    /// An RDMA operation failed (RDMA transport).
+    #[error(transparent)]
+    Rdma(#[from] crate::rdma::Error),
 }
 
 impl Error {
@@ -189,7 +194,7 @@ pub enum Wait {
 }
 
 impl Wait {
-    fn deadline(self) -> Option<Option<Instant>> {
+    pub(crate) fn deadline(self) -> Option<Option<Instant>> {
         match self {
             Wait::Never => None,
             Wait::Forever => Some(None),
@@ -274,6 +279,18 @@ impl Builder {
     pub fn backpressure(mut self, wait: Wait) -> Builder {
         self.backpressure = wait;
         self
+    }
+
+    /// An RDMA channel to the [`crate::rdma::Listener`] at `dst`, from the
+    /// local address `src` (None: wherever the routing table says). Both
+    /// ends register a ring of this shape; messages move by RDMA WRITE
+    /// WITH IMMEDIATE, slot to slot.
+    pub fn connect_rdma(
+        self,
+        src: Option<std::net::IpAddr>,
+        dst: std::net::SocketAddr,
+    ) -> Result<crate::rdma::Sender> {
+        crate::rdma::Sender::connect(self.slot_size, self.slot_count, self.backpressure, src, dst)
     }
 
     /// An shm channel in a sealed memfd, shared by [`Sender::share`].
@@ -1020,5 +1037,58 @@ impl Receiver<CardSlots> {
     /// The pool the slots live in (this process's import).
     pub fn pool(&self) -> &crate::card::Pool {
         self.slots.pool()
+    }
+}
+
+impl<T: Transport> Tx for Sender<T> {
+    type Loan<'a>
+        = Loan<'a, T>
+    where
+        T: 'a;
+    fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
+        Sender::loan_with(self, wait)
+    }
+    fn loan(&self) -> Result<Loan<'_, T>> {
+        Sender::loan(self)
+    }
+    fn in_flight(&self) -> u32 {
+        Sender::in_flight(self)
+    }
+    fn slot_size(&self) -> usize {
+        self.geo.slot_size as usize
+    }
+}
+
+impl<T: Transport> TxLoan for Loan<'_, T> {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        Loan::as_mut_slice(self)
+    }
+    fn set_len(&mut self, len: usize) -> Result<()> {
+        Loan::set_len(self, len)
+    }
+    fn offset(&self) -> u64 {
+        Loan::offset(self)
+    }
+    fn send(self) -> Result<()> {
+        Loan::send(self)
+    }
+}
+
+impl<T: Transport> Rx for Receiver<T> {
+    type Sample<'a>
+        = Sample<'a, T>
+    where
+        T: 'a;
+    fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
+        Receiver::recv_with(self, wait)
+    }
+    fn slot_size(&self) -> usize {
+        self.geo.slot_size as usize
+    }
+}
+
+impl<T: Transport> RxSample for Sample<'_, T> {
+    fn offset(&self) -> u64 {
+        Sample::offset(self)
     }
 }

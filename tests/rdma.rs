@@ -1,0 +1,103 @@
+//! The safe RDMA layer on Soft-RoCE in the guest: devices, ports and GIDs,
+//! memory registration of ordinary memory, shm segments and zcard pools,
+//! and the RDMA channel's connection handling. Guest only (the rxe pair
+//! zrxe0/zrxe1 on veth zcv0/zcv1): make qemu-test.
+
+use std::time::{Duration, Instant};
+
+use memmap2::MmapMut;
+use zcopy::channel::{Builder, Error};
+use zcopy::rdma::{self, verbs::Pd, Listener};
+use zcopy_vm_tests::channel::{rdma_addrs, rdma_resources};
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn devices_ports_and_the_ipv4_gid() {
+    let devs = rdma::devices().unwrap();
+    let (a, b) = rdma_addrs();
+    for (name, ip) in [("zrxe0", a), ("zrxe1", b)] {
+        let d = devs
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name} in {devs:?}"));
+        let port = &d.ports[0];
+        assert_eq!(port.state, "ACTIVE");
+        assert_eq!(port.active_mtu, 4096, "MTU 9000 gives IB MTU 4096");
+        assert_eq!(
+            port.ipv4_gid(),
+            Some((1, ip)),
+            "GID index 1 is the IPv4-mapped one"
+        );
+        assert!(d.max_mr_size > 1 << 30);
+    }
+    assert!(matches!(
+        Pd::open("nosuchdev"),
+        Err(rdma::Error::NoDevice(_))
+    ));
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn ordinary_memory_shm_segments_and_card_pools_register() {
+    let pd = Pd::open("zrxe0").unwrap();
+    let before = rdma_resources("mr");
+    let anon = pd.register(MmapMut::map_anon(1 << 20).unwrap()).unwrap();
+    assert_eq!(anon.len(), 1 << 20);
+    assert_ne!(anon.lkey(), 0);
+    // A shared-memory segment: a memfd mapping.
+    let fd = nix::sys::memfd::memfd_create(c"zcopy-rdma-test", nix::sys::memfd::MFdFlags::empty())
+        .unwrap();
+    let file = std::fs::File::from(fd);
+    file.set_len(256 << 10).unwrap();
+    // SAFETY: the memfd is private to this test and not truncated.
+    let seg = unsafe { MmapMut::map_mut(&file) }.unwrap();
+    let shm = pd.register(seg).unwrap();
+    assert_eq!(shm.len(), 256 << 10);
+    // A zcard pool mapping: struct-page backed, so it registers.
+    let card = zcopy::card::Card::open_index(0).expect("/dev/zcard0");
+    let pool = card.create_pool(1 << 20).unwrap();
+    let mr = pd.register(pool.map().unwrap()).unwrap();
+    assert_eq!(mr.len(), 1 << 20);
+    assert_eq!(rdma_resources("mr"), before + 3);
+    drop((anon, shm, mr));
+    assert_eq!(rdma_resources("mr"), before);
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_channel_round_trip() {
+    let (a, b) = rdma_addrs();
+    let l = Listener::bind((a, 0).into()).unwrap();
+    let dst = l.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let rx = l.accept(Some(Duration::from_secs(30))).unwrap();
+            for i in 0..100u32 {
+                let m = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+                assert_eq!(&m[..4], &i.to_le_bytes());
+                assert_eq!(m.len(), 4 + i as usize);
+            }
+            assert!(matches!(
+                rx.recv_timeout(Duration::from_secs(30)),
+                Err(Error::Closed)
+            ));
+        });
+        let tx = Builder::new()
+            .slot_size(4096)
+            .slot_count(8)
+            .connect_rdma(Some(b.into()), dst)
+            .unwrap();
+        for i in 0..100u32 {
+            let mut l = tx.loan().unwrap();
+            l.as_mut_slice()[..4].copy_from_slice(&i.to_le_bytes());
+            l.set_len(4 + i as usize).unwrap();
+            l.send().unwrap();
+        }
+        let t = Instant::now();
+        while tx.in_flight() > 0 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(tx);
+        h.join().unwrap();
+    });
+}

@@ -1,0 +1,120 @@
+//! The channel API every transport speaks: shared memory and card slots
+//! ([`super::Sender`], [`super::Receiver`]) and RDMA
+//! ([`crate::rdma::Sender`], [`crate::rdma::Receiver`]). Code written against
+//! these traits moves messages over any of them.
+
+use std::time::Duration;
+
+use super::{Error, Result, Wait};
+
+/// The sending end of a channel.
+pub trait Tx {
+    /// A loaned slot.
+    type Loan<'a>: TxLoan
+    where
+        Self: 'a;
+
+    /// A free slot, waiting as `wait` says.
+    fn loan_with(&self, wait: Wait) -> Result<Self::Loan<'_>>;
+
+    /// A free slot, waiting as the channel's backpressure setting says.
+    fn loan(&self) -> Result<Self::Loan<'_>>;
+
+    /// A free slot, or [`Error::Full`] at once.
+    fn try_loan(&self) -> Result<Self::Loan<'_>> {
+        self.loan_with(Wait::Never)
+    }
+
+    /// Slots sent and not yet given back by the receiver.
+    fn in_flight(&self) -> u32;
+
+    /// Payload bytes per slot.
+    fn slot_size(&self) -> usize;
+
+    /// Copies `data` into a slot and sends it (writing into a loan in place
+    /// avoids this copy).
+    fn send_copy(&self, data: &[u8]) -> Result<()> {
+        let mut loan = self.loan()?;
+        loan.set_len(data.len())?;
+        loan.as_mut_slice()[..data.len()].copy_from_slice(data);
+        loan.send()
+    }
+}
+
+/// A slot loaned from a [`Tx`]: written in place, then sent. Dropping it
+/// unsent gives the slot back.
+pub trait TxLoan {
+    /// The whole slot, writable.
+    fn as_mut_slice(&mut self) -> &mut [u8];
+    /// Sets the message length (default 0); longer than the slot is
+    /// [`Error::TooLarge`].
+    fn set_len(&mut self, len: usize) -> Result<()>;
+    /// Where the slot starts in the transport's memory.
+    fn offset(&self) -> u64;
+    /// Sends the message.
+    fn send(self) -> Result<()>;
+
+    /// Writes `value` at the start of the slot as the whole message. The
+    /// slot must fit and be aligned for `P` ([`Error::Type`] otherwise).
+    fn write_pod<P: bytemuck::Pod>(&mut self, value: &P) -> Result<()> {
+        let size = std::mem::size_of::<P>();
+        let slot = self.as_mut_slice();
+        let capacity = slot.len();
+        let ty = std::any::type_name::<P>();
+        let dst = slot.get_mut(..size).ok_or_else(|| Error::Type {
+            ty,
+            why: format!("{size} bytes do not fit a {capacity}-byte slot"),
+        })?;
+        *bytemuck::try_from_bytes_mut::<P>(dst).map_err(|e| Error::Type {
+            ty,
+            why: e.to_string(),
+        })? = *value;
+        self.set_len(size)
+    }
+}
+
+/// The receiving end of a channel.
+pub trait Rx {
+    /// A received message.
+    type Sample<'a>: RxSample
+    where
+        Self: 'a;
+
+    /// The next message, waiting as `wait` says (`None`: nothing came and
+    /// `wait` was [`Wait::Never`]).
+    fn recv_with(&self, wait: Wait) -> Result<Option<Self::Sample<'_>>>;
+
+    /// Payload bytes per slot.
+    fn slot_size(&self) -> usize;
+
+    /// The next message, waiting as long as it takes.
+    fn recv(&self) -> Result<Self::Sample<'_>> {
+        self.recv_with(Wait::Forever)?.ok_or(Error::Timeout)
+    }
+
+    /// The next message if one is there.
+    fn try_recv(&self) -> Result<Option<Self::Sample<'_>>> {
+        self.recv_with(Wait::Never)
+    }
+
+    /// The next message, waiting at most `timeout` ([`Error::Timeout`]).
+    fn recv_timeout(&self, timeout: Duration) -> Result<Self::Sample<'_>> {
+        self.recv_with(Wait::Timeout(timeout))?
+            .ok_or(Error::Timeout)
+    }
+}
+
+/// A received message: its bytes, in place; the slot goes back when it drops.
+pub trait RxSample: std::ops::Deref<Target = [u8]> {
+    /// Where the slot starts in the transport's memory.
+    fn offset(&self) -> u64;
+
+    /// The message as a `P`: its length must be `size_of::<P>()` and the
+    /// slot aligned for `P` ([`Error::Type`] otherwise).
+    fn read_pod<P: bytemuck::Pod>(&self) -> Result<&P> {
+        bytemuck::try_from_bytes::<P>(self).map_err(|e| Error::Type {
+            ty: std::any::type_name::<P>(),
+            why: format!("{e} (a {}-byte message)", self.len()),
+        })
+    }
+}
