@@ -10,6 +10,7 @@ use zcopy_vm_tests::channel::pair;
 use zcopy_vm_tests::crc32c_reference;
 
 zcopy_vm_tests::conformance_suite!(CardSlots, #[ignore = "runs in the zcopy guest: make qemu-test"]);
+zcopy_vm_tests::shared_memory_suite!(CardSlots, #[ignore = "runs in the zcopy guest: make qemu-test"]);
 
 /// STORAGE_READ lands in a loaned slot, which is sent without the CPU
 /// touching the payload; the receiver reads the card's bytes in place, and

@@ -11,6 +11,7 @@ use zcopy_vm_tests::channel::{check_message, read_line, send_message, spawn_with
 use zcopy_vm_tests::conformance::{peer_exe, raw_segment};
 
 zcopy_vm_tests::conformance_suite!(Shm);
+zcopy_vm_tests::shared_memory_suite!(Shm);
 
 fn unique(tag: &str) -> String {
     format!("test-{tag}-{}", std::process::id())

@@ -2,11 +2,11 @@
 //! the Unix socket on descriptor 3 and sends or receives the test pattern.
 //!
 //! ```text
-//! channel-peer <shm|card> recv <n>           receive n messages, check order and bytes
-//! channel-peer <shm|card> hold <k>           receive k, keep them, print "held", sleep
-//! channel-peer <shm|card> recv-forever       receive and check until killed
-//! channel-peer <shm|card> send <n> <size>    create (8 slots of size), share, send n
-//! channel-peer <shm|card> send-forever <size>  create, share, send until killed
+//! channel-peer <shm|card|rdma> recv <n>       receive n messages, check order and bytes
+//! channel-peer <shm|card|rdma> hold <k>       receive k, keep them, print "held", sleep
+//! channel-peer <shm|card|rdma> recv-forever   receive and check until killed
+//! channel-peer <shm|card|rdma> send <n> <size>  offer (8 slots of size), send n
+//! channel-peer <shm|card|rdma> send-forever <size>  offer, send until killed
 //! channel-peer named <name>                  create /dev/shm/zcopy.<name>, print "created", sleep
 //! channel-peer named-recv <name> <n>         open it by name, receive n
 //! ```
@@ -16,8 +16,8 @@
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
-use zcopy::channel::{Builder, Receiver, Sender, Transport};
-use zcopy_vm_tests::channel::{check_message, send_message, Harness};
+use zcopy::channel::{Builder, Receiver, Rx};
+use zcopy_vm_tests::channel::{check_message, send_message, Harness, Rdma};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,11 +26,12 @@ fn main() {
     let r = match args.first().map(String::as_str) {
         Some("shm") => run::<zcopy::channel::Shm>(&sock, &args[1..]),
         Some("card") => run::<zcopy::channel::CardSlots>(&sock, &args[1..]),
+        Some("rdma") => run::<Rdma>(&sock, &args[1..]),
         Some("named") => named(&args[1..]),
         Some("named-recv") => Receiver::open_named(&args[1])
             .map_err(|e| e.to_string())
             .and_then(|rx| receive(&rx, Some(num(&args[1..], 1)?))),
-        _ => Err("usage: channel-peer <shm|card> <mode> ...".into()),
+        _ => Err("usage: channel-peer <shm|card|rdma> <mode> ...".into()),
     };
     match r {
         Ok(line) => println!("{line}"),
@@ -62,16 +63,16 @@ fn run<T: Harness>(sock: &UnixStream, args: &[String]) -> Result<String, String>
     let ctx = T::context();
     match args.first().map(String::as_str) {
         Some("recv") => {
-            let rx = Receiver::<T>::from_socket(&ctx, sock).map_err(|e| e.to_string())?;
+            let rx = T::accept(&ctx, sock).map_err(|e| e.to_string())?;
             receive(&rx, Some(num(args, 1)?))
         }
         Some("recv-forever") => {
-            let rx = Receiver::<T>::from_socket(&ctx, sock).map_err(|e| e.to_string())?;
+            let rx = T::accept(&ctx, sock).map_err(|e| e.to_string())?;
             println!("attached");
             receive(&rx, None)
         }
         Some("hold") => {
-            let rx = Receiver::<T>::from_socket(&ctx, sock).map_err(|e| e.to_string())?;
+            let rx = T::accept(&ctx, sock).map_err(|e| e.to_string())?;
             let mut held = Vec::new();
             for _ in 0..num(args, 1)? {
                 held.push(rx.recv().map_err(|e| e.to_string())?);
@@ -82,14 +83,14 @@ fn run<T: Harness>(sock: &UnixStream, args: &[String]) -> Result<String, String>
             }
         }
         Some("send") => {
-            let tx = create::<T>(&ctx, sock, num(args, 2)?)?;
+            let tx = T::offer(&ctx, num(args, 2)? as u32, 8, sock).map_err(|e| e.to_string())?;
             for seq in 0..num(args, 1)? {
                 send_message(&tx, seq).map_err(|e| format!("message {seq}: {e}"))?;
             }
             Ok(format!("ok {}", num(args, 1)?))
         }
         Some("send-forever") => {
-            let tx = create::<T>(&ctx, sock, num(args, 1)?)?;
+            let tx = T::offer(&ctx, num(args, 1)? as u32, 8, sock).map_err(|e| e.to_string())?;
             println!("shared");
             for seq in 0.. {
                 send_message(&tx, seq).map_err(|e| format!("message {seq}: {e}"))?;
@@ -100,18 +101,8 @@ fn run<T: Harness>(sock: &UnixStream, args: &[String]) -> Result<String, String>
     }
 }
 
-fn create<T: Harness>(ctx: &T::Context, sock: &UnixStream, size: u64) -> Result<Sender<T>, String> {
-    let tx = Builder::new()
-        .slot_size(size as u32)
-        .slot_count(8)
-        .create_with::<T>(ctx)
-        .map_err(|e| e.to_string())?;
-    tx.share(sock).map_err(|e| e.to_string())?;
-    Ok(tx)
-}
-
-fn receive<T: Transport>(rx: &Receiver<T>, n: Option<u64>) -> Result<String, String> {
-    let slot = rx.geometry().slot_size as usize;
+fn receive<R: Rx>(rx: &R, n: Option<u64>) -> Result<String, String> {
+    let slot = rx.slot_size();
     let mut next = 0u64;
     while n.is_none_or(|n| next < n) {
         let sample = rx

@@ -3,7 +3,7 @@
 //! guest, tests/channel_card.rs in the guest), plus the message pattern the
 //! multi-process tests and the `channel-peer` binary share.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -11,25 +11,135 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use zcopy::card::Card;
-use zcopy::channel::{Builder, CardSlots, Error, Receiver, Sender, Shm, Transport, Wait};
+use zcopy::channel::{
+    Builder, CardSlots, Error, Receiver, Rx, Sender, Shm, Transport, Tx, TxLoan, Wait,
+};
 
-/// A transport the suite can run against.
-pub trait Harness: Transport {
+/// A transport the conformance suite runs against: how to make a channel
+/// whose two ends meet over a Unix socket (the ends may be in two
+/// processes). Shared memory passes the segment's descriptors over it;
+/// RDMA passes the listener's address, then connects over rdma_cm.
+pub trait Harness: 'static {
     /// Its name on the peer binary's command line.
     const NAME: &'static str;
-    /// A fresh context (the card for the card transport).
-    fn context() -> Self::Context;
+    /// What both ends need (the card for the card transport).
+    type Ctx: Sync;
+    /// The sending end.
+    type Tx: Tx;
+    /// The receiving end.
+    type Rx: Rx + Send;
+    /// A fresh context.
+    fn context() -> Self::Ctx;
+    /// A channel of `count` slots of `size` bytes whose receiver is reached
+    /// through `sock` (bad sizes fail before `sock` is touched).
+    fn offer(ctx: &Self::Ctx, size: u32, count: u32, sock: &UnixStream) -> Result<Self::Tx, Error>;
+    /// The receiving end of the channel offered at the other end of `sock`.
+    fn accept(ctx: &Self::Ctx, sock: &UnixStream) -> Result<Self::Rx, Error>;
+    /// Hands the channel to a further receiver, where the transport lets
+    /// one follow a dead one with what was queued (shared memory); `None`
+    /// where it cannot (RDMA: the queued messages died with the
+    /// receiver's memory; a new connection follows instead).
+    fn reshare(tx: &Self::Tx, sock: &UnixStream) -> Option<Result<(), Error>>;
 }
 
 impl Harness for Shm {
     const NAME: &'static str = "shm";
+    type Ctx = ();
+    type Tx = Sender<Shm>;
+    type Rx = Receiver<Shm>;
     fn context() {}
+    fn offer(ctx: &(), size: u32, count: u32, sock: &UnixStream) -> Result<Sender<Shm>, Error> {
+        offer_shared::<Shm>(ctx, size, count, sock)
+    }
+    fn accept(ctx: &(), sock: &UnixStream) -> Result<Receiver<Shm>, Error> {
+        Receiver::from_socket(ctx, sock)
+    }
+    fn reshare(tx: &Sender<Shm>, sock: &UnixStream) -> Option<Result<(), Error>> {
+        Some(tx.share(sock))
+    }
 }
 
 impl Harness for CardSlots {
     const NAME: &'static str = "card";
+    type Ctx = Card;
+    type Tx = Sender<CardSlots>;
+    type Rx = Receiver<CardSlots>;
     fn context() -> Card {
         Card::open_index(0).expect("/dev/zcard0 (the guest loads zcard.ko with the card attached)")
+    }
+    fn offer(
+        ctx: &Card,
+        size: u32,
+        count: u32,
+        sock: &UnixStream,
+    ) -> Result<Sender<CardSlots>, Error> {
+        offer_shared::<CardSlots>(ctx, size, count, sock)
+    }
+    fn accept(ctx: &Card, sock: &UnixStream) -> Result<Receiver<CardSlots>, Error> {
+        Receiver::from_socket(ctx, sock)
+    }
+    fn reshare(tx: &Sender<CardSlots>, sock: &UnixStream) -> Option<Result<(), Error>> {
+        Some(tx.share(sock))
+    }
+}
+
+fn offer_shared<T: Transport>(
+    ctx: &T::Context,
+    size: u32,
+    count: u32,
+    sock: &UnixStream,
+) -> Result<Sender<T>, Error> {
+    let tx = Builder::new()
+        .slot_size(size)
+        .slot_count(count)
+        .create_with::<T>(ctx)?;
+    tx.share(sock)?;
+    Ok(tx)
+}
+
+/// The RDMA transport between the guest's two Soft-RoCE devices: the
+/// receiver listens on zrxe0's address (any port, sent over the socket),
+/// the sender connects from zrxe1's.
+#[derive(Debug)]
+pub struct Rdma;
+
+impl Harness for Rdma {
+    const NAME: &'static str = "rdma";
+    type Ctx = ();
+    type Tx = zcopy::rdma::Sender;
+    type Rx = zcopy::rdma::Receiver;
+    fn context() {}
+    fn offer(
+        _: &(),
+        size: u32,
+        count: u32,
+        sock: &UnixStream,
+    ) -> Result<zcopy::rdma::Sender, Error> {
+        zcopy::rdma::check_geometry(size, count)?;
+        let mut port = [0u8; 2];
+        (&*sock).read_exact(&mut port).map_err(|source| Error::Io {
+            op: "reading the listener's port",
+            source,
+        })?;
+        let (a, b) = rdma_addrs();
+        Builder::new()
+            .slot_size(size)
+            .slot_count(count)
+            .connect_rdma(Some(b.into()), (a, u16::from_le_bytes(port)).into())
+    }
+    fn accept(_: &(), sock: &UnixStream) -> Result<zcopy::rdma::Receiver, Error> {
+        let l = zcopy::rdma::Listener::bind((rdma_addrs().0, 0).into())?;
+        let port = l.local_addr().expect("a bound listener").port();
+        (&*sock)
+            .write_all(&port.to_le_bytes())
+            .map_err(|source| Error::Io {
+                op: "sending the listener's port",
+                source,
+            })?;
+        l.accept(Some(Duration::from_secs(60)))
+    }
+    fn reshare(_: &zcopy::rdma::Sender, _: &UnixStream) -> Option<Result<(), Error>> {
+        None
     }
 }
 
@@ -85,7 +195,7 @@ pub fn check_message(bytes: &[u8], slot_size: usize) -> Result<u64, String> {
 }
 
 /// Sends message `seq` through a loaned slot (written in place).
-pub fn send_message<T: Transport>(tx: &Sender<T>, seq: u64) -> Result<(), Error> {
+pub fn send_message<S: Tx>(tx: &S, seq: u64) -> Result<(), Error> {
     let mut loan = tx.loan()?;
     let len = fill_message(loan.as_mut_slice(), seq);
     loan.set_len(len)?;
@@ -150,17 +260,14 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> Option<i32> {
 }
 
 /// A channel of `count` slots of `size` bytes, both ends in this process
-/// (shared over a socket pair as two processes would).
-pub fn pair<T: Harness>(ctx: &T::Context, size: u32, count: u32) -> (Sender<T>, Receiver<T>) {
-    let tx = Builder::new()
-        .slot_size(size)
-        .slot_count(count)
-        .create_with::<T>(ctx)
-        .expect("create");
+/// (meeting over a socket pair as two processes would).
+pub fn pair<H: Harness>(ctx: &H::Ctx, size: u32, count: u32) -> (H::Tx, H::Rx) {
     let (a, b) = UnixStream::pair().unwrap();
-    tx.share(&a).expect("share");
-    let rx = Receiver::<T>::from_socket(ctx, &b).expect("open");
-    (tx, rx)
+    std::thread::scope(|s| {
+        let rx = s.spawn(|| H::accept(ctx, &b).expect("accept"));
+        let tx = H::offer(ctx, size, count, &a).expect("offer");
+        (tx, rx.join().expect("the accepting thread"))
+    })
 }
 
 /// Waits as a blocking call must: `Forever`, but a test never hangs.

@@ -99,6 +99,13 @@ fn geometry(slot_size: u32, slot_count: u32) -> Result<Geometry> {
     Geometry::new(TransportKind::Shm, slot_size, slot_count)
 }
 
+/// Checks an RDMA channel's shape (slot size and count) without
+/// connecting: what [`Builder::connect_rdma`](crate::channel::Builder::connect_rdma)
+/// refuses with [`Error::Config`].
+pub fn check_geometry(slot_size: u32, slot_count: u32) -> Result<()> {
+    geometry(slot_size, slot_count).map(|_| ())
+}
+
 /// The connection, the local ring and what is known of the peer's.
 #[derive(Debug)]
 struct Link {
@@ -113,8 +120,12 @@ struct Link {
     probe_at: Instant,
     probing: bool,
     wcs: Vec<Completion>,
-    /// Completions taken while checking before a sleep, handled next.
+    /// Completions taken from the CQ, not yet handled.
     stash: Vec<Completion>,
+    /// Sends posted whose completion has not been taken from the CQ: the
+    /// send queue (and the CQ) never hold more than they have room for.
+    sq_used: u32,
+    sq_depth: u32,
 }
 
 // SAFETY: `base` points into the ring the connection owns (registered and
@@ -123,8 +134,9 @@ unsafe impl Send for Link {}
 
 impl Link {
     fn new(mut conn: Connection, geo: &Geometry, recvs: u32) -> Result<Link> {
+        let sq_depth = geo.slot_count + 4;
         conn.create_qp(QpConfig {
-            send_depth: geo.slot_count + 4,
+            send_depth: sq_depth,
             recv_depth: recvs,
             max_inline: INLINE,
             events: true,
@@ -149,6 +161,8 @@ impl Link {
             probing: false,
             wcs: Vec::new(),
             stash: Vec::new(),
+            sq_used: 0,
+            sq_depth,
         })
     }
 
@@ -172,6 +186,9 @@ impl Link {
 
     fn break_with(&mut self, why: String) {
         if self.broken.is_none() {
+            if std::env::var_os("ZC_RDMA_DEBUG").is_some() {
+                eprintln!("zcopy rdma: pid {}: link broken: {why}", std::process::id());
+            }
             self.broken = Some(why);
         }
     }
@@ -179,10 +196,10 @@ impl Link {
     /// Takes completions into `wcs`; failures mark the link broken.
     fn poll(&mut self) -> Result<()> {
         self.wcs.clear();
-        std::mem::swap(&mut self.wcs, &mut self.stash);
-        if self.wcs.is_empty() {
-            self.conn.poll(&mut self.wcs, 16)?;
+        if self.stash.is_empty() {
+            self.poll_cq()?;
         }
+        std::mem::swap(&mut self.wcs, &mut self.stash);
         for i in 0..self.wcs.len() {
             let wc = self.wcs[i];
             if wc.status != IBV_WC_SUCCESS {
@@ -192,6 +209,57 @@ impl Link {
                 self.probing = false;
             }
         }
+        Ok(())
+    }
+
+    /// Moves completions from the CQ to the stash; how many.
+    fn poll_cq(&mut self) -> Result<usize> {
+        let from = self.stash.len();
+        let n = self.conn.poll(&mut self.stash, 16)?;
+        for wc in &self.stash[from..] {
+            if wc.wr_id & KIND != WR_RECV {
+                self.sq_used -= 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Room for one more send: waits (boundedly) for sends to complete.
+    /// Credits can outrun their acknowledgements, so the receiver's send
+    /// queue fills up when the sender is quick.
+    fn reserve_send(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.sq_used >= self.sq_depth {
+            if self.poll_cq()? == 0 {
+                if Instant::now() > deadline {
+                    return Err(Error::Rdma(super::Error::Timeout(
+                        "waiting for room in the send queue",
+                    )));
+                }
+                std::thread::yield_now();
+            }
+        }
+        self.sq_used += 1;
+        Ok(())
+    }
+
+    /// Posts a zero-length SEND WITH IMMEDIATE.
+    fn send_imm(&mut self, wr_id: u64, imm: u32) -> Result<()> {
+        self.reserve_send()?;
+        self.conn
+            .post_send_imm(wr_id, imm)
+            .inspect_err(|_| self.sq_used -= 1)?;
+        Ok(())
+    }
+
+    /// Posts an RDMA WRITE of `len` bytes from `offset` of the local ring to
+    /// the same offset of the peer's, with `imm` when given.
+    fn write(&mut self, wr_id: u64, offset: u64, len: u32, imm: Option<u32>) -> Result<()> {
+        self.reserve_send()?;
+        let (ring, addr, rkey) = (self.ring, self.remote_addr + offset, self.remote_rkey);
+        self.conn
+            .post_write(wr_id, ring, offset as usize, len as usize, addr, rkey, imm)
+            .inspect_err(|_| self.sq_used -= 1)?;
         Ok(())
     }
 
@@ -206,19 +274,14 @@ impl Link {
         }
         if now >= self.probe_at && !self.probing && self.broken.is_none() {
             // Zero bytes to the peer's ring: fails only if the peer is gone.
-            let (a, k) = (self.remote_addr, self.remote_rkey);
-            if self
-                .conn
-                .post_write(WR_PROBE, self.ring, 0, 0, a, k, None)
-                .is_ok()
-            {
+            if self.write(WR_PROBE, 0, 0, None).is_ok() {
                 self.probing = true;
             }
             self.probe_at = now + PROBE_EVERY;
         }
         self.conn.cq()?.arm()?;
         // A completion that came before arming raises no event: look again.
-        if self.conn.poll(&mut self.stash, 16)? > 0 {
+        if self.poll_cq()? > 0 {
             return Ok(());
         }
         let mut left = self.probe_at.saturating_duration_since(now);
@@ -348,7 +411,8 @@ impl Sender {
         self.spin.set(rounds);
     }
 
-    /// Messages sent whose slot the receiver has not given back.
+    /// Messages sent whose slot is not free again yet (the receiver has
+    /// not given it back, or its write has not completed here).
     pub fn in_flight(&self) -> u32 {
         let mut st = self.state.borrow_mut();
         let _ = self.collect(&mut st);
@@ -473,11 +537,11 @@ impl Sender {
                 return Err(Error::Corrupt("a slot credited twice"));
             }
             *credited = true;
-            st.in_flight -= 1;
         }
         if *written && *credited {
             *slot = SendSlot::Free;
             st.free.push(index);
+            st.in_flight -= 1;
         }
         Ok(())
     }
@@ -488,20 +552,22 @@ impl Drop for Sender {
         // Orderly close: the close message goes after every write (RC keeps
         // the order); wait (bounded) until it is delivered, then disconnect.
         let st = self.state.get_mut();
-        if st.link.broken.is_some() || st.link.conn.post_send_imm(WR_CLOSE, CLOSE).is_err() {
+        if let Err(e) = st.link.conn.poll_events() {
+            st.link.break_with(e.to_string());
+        }
+        if st.link.broken.is_some() || st.link.send_imm(WR_CLOSE, CLOSE).is_err() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut wcs = Vec::new();
         while Instant::now() < deadline {
-            wcs.clear();
-            if st.link.conn.poll(&mut wcs, 16).is_err() {
+            st.link.stash.clear();
+            if st.link.poll_cq().is_err() {
                 return;
             }
-            if wcs.iter().any(|w| w.wr_id == WR_CLOSE) {
+            if st.link.stash.iter().any(|w| w.wr_id == WR_CLOSE) {
                 return;
             }
-            if wcs.is_empty() {
+            if st.link.stash.is_empty() {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
@@ -570,18 +636,10 @@ impl Loan<'_> {
         let sender = this.sender;
         let mut st = sender.state.borrow_mut();
         let offset = this.offset();
-        let (addr, rkey, ring) = (
-            st.link.remote_addr + offset,
-            st.link.remote_rkey,
-            st.link.ring,
-        );
-        let r = st.link.conn.post_write(
+        let r = st.link.write(
             WR_WRITE | u64::from(this.index),
-            ring,
-            offset as usize,
-            this.len as usize,
-            addr,
-            rkey,
+            offset,
+            this.len,
             Some(this.index),
         );
         if let Err(e) = r {
@@ -804,11 +862,7 @@ impl Receiver {
         if st.link.broken.is_some() || st.closed {
             return;
         }
-        if let Err(e) = st
-            .link
-            .conn
-            .post_send_imm(WR_CREDIT | u64::from(index), index)
-        {
+        if let Err(e) = st.link.send_imm(WR_CREDIT | u64::from(index), index) {
             st.link.break_with(e.to_string());
         }
     }

@@ -42,7 +42,9 @@ mod channel;
 pub mod cm;
 pub mod verbs;
 
-pub use channel::{Listener, Loan, Receiver, Sample, Sender};
+pub use channel::{
+    check_geometry, Listener, Loan, Receiver, Sample, Sender, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
+};
 pub use verbs::{devices, Device, Port};
 
 /// What a verbs or rdma_cm call can fail with.

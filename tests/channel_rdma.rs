@@ -1,0 +1,242 @@
+//! The channel over RDMA between the guest's two Soft-RoCE devices: the
+//! conformance suite every transport passes, the same seeded stream through
+//! every transport, dead peers and broken links, and the RDMA resources
+//! given back. Guest only: make qemu-test.
+
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+use zcopy::channel::{Builder, CardSlots, Error, Rx, Shm, Tx, TxLoan, Wait};
+use zcopy_vm_tests::channel::{
+    pair, rdma_addrs, rdma_resources, read_line, scaled, send_message, spawn_with_fd3, Harness,
+    Rdma,
+};
+use zcopy_vm_tests::conformance::{pattern_byte, peer_exe};
+
+zcopy_vm_tests::conformance_suite!(Rdma, #[ignore = "runs in the zcopy guest: make qemu-test"]);
+
+/// Sends `sizes` (one message each, bytes from pattern_byte) and returns
+/// what arrived, in arrival order.
+fn stream<H: Harness>(ctx: &H::Ctx, slot: u32, sizes: &[usize]) -> Vec<Vec<u8>> {
+    let (tx, rx) = pair::<H>(ctx, slot, 4);
+    let mut out = Vec::new();
+    for (chunk_start, chunk) in sizes.chunks(4).enumerate() {
+        for (k, &len) in chunk.iter().enumerate() {
+            let seq = (chunk_start * 4 + k) as u64;
+            let mut loan = tx
+                .loan_with(Wait::Timeout(Duration::from_secs(30)))
+                .unwrap();
+            for (i, b) in loan.as_mut_slice()[..len].iter_mut().enumerate() {
+                *b = pattern_byte(seq, i);
+            }
+            loan.set_len(len).unwrap();
+            loan.send().unwrap();
+        }
+        for _ in chunk {
+            out.push(rx.recv_timeout(Duration::from_secs(30)).unwrap().to_vec());
+        }
+    }
+    out
+}
+
+/// The same seeded message stream through shared memory, card pool slots
+/// and RDMA comes out as the same bytes in the same order.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn same_stream_same_bytes_over_every_transport() {
+    let config = zcopy_vm_tests::proptest_config("differential_transports", scaled(8, 4) as u32);
+    let mut runner = TestRunner::new(config);
+    let card = zcopy::card::Card::open_index(0).ok();
+    runner
+        .run(
+            &(
+                prop_oneof![Just(64u32), Just(4096), Just(65536)],
+                prop::collection::vec(any::<u32>(), 1..60),
+            ),
+            |(slot, raw)| {
+                let sizes: Vec<usize> = raw
+                    .iter()
+                    .map(|r| *r as usize % (slot as usize + 1))
+                    .collect();
+                let shm = stream::<Shm>(&(), slot, &sizes);
+                let rdma = stream::<Rdma>(&(), slot, &sizes);
+                prop_assert_eq!(shm.len(), sizes.len());
+                for (i, m) in shm.iter().enumerate() {
+                    prop_assert_eq!(m.len(), sizes[i]);
+                    prop_assert!(m
+                        .iter()
+                        .enumerate()
+                        .all(|(j, &b)| b == pattern_byte(i as u64, j)));
+                }
+                prop_assert!(rdma == shm, "RDMA differs from shm");
+                if let Some(card) = &card {
+                    let c = stream::<CardSlots>(card, slot, &sizes);
+                    prop_assert!(c == shm, "card slots differ from shm");
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(card.is_some(), "the guest has the card: the card leg ran");
+}
+
+const KINDS: [&str; 5] = ["qp", "cq", "mr", "pd", "cm_id"];
+
+fn resources() -> Vec<usize> {
+    KINDS.iter().map(|k| rdma_resources(k)).collect()
+}
+
+/// Resource counts come back to `base` within `limit` (the kernel tears a
+/// killed process's down asynchronously).
+fn back_to(base: &[usize], limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let now = resources();
+        if now == base {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "RDMA resources {KINDS:?}: {now:?}, before {base:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// kill -9 of the receiver mid-stream: the sender errors within the bound
+/// and every QP, CQ, MR, PD and cm_id of both is released.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn killed_receiver_errors_the_sender_and_resources_go() {
+    let base = resources();
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut child = spawn_with_fd3(&peer_exe(), &["rdma", "recv-forever"], &b);
+    let tx = Rdma::offer(&(), 4096, 16, &a).unwrap();
+    assert_eq!(read_line(&mut child), "attached");
+    let during = resources();
+    assert!(
+        during.iter().zip(&base).all(|(d, b)| d > b),
+        "{during:?} vs {base:?}"
+    );
+    let mut seq = 0;
+    let t = loop {
+        send_message(&tx, seq).unwrap();
+        seq += 1;
+        if seq == 200 {
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+            break Instant::now();
+        }
+    };
+    let err = loop {
+        match send_message(&tx, seq) {
+            Ok(()) => seq += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "still sending {:?} after the kill",
+            t.elapsed()
+        );
+    };
+    assert!(
+        matches!(err, Error::PeerDied { pid, .. } if pid == child.id()),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "noticed after {:?}",
+        t.elapsed()
+    );
+    child.wait().unwrap();
+    drop(tx);
+    back_to(&base, Duration::from_secs(10));
+}
+
+/// Nothing listens there: connecting fails at once with a clear error.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn connecting_to_nothing_fails_clearly() {
+    let (a, b) = rdma_addrs();
+    let t = Instant::now();
+    let r = Builder::new().connect_rdma(Some(b.into()), (a, 1).into());
+    let e = r.map(|_| ()).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert!(
+        e.to_string().contains("REJECTED") || e.to_string().contains("refused"),
+        "{e}"
+    );
+    // An address on no RDMA device.
+    let e = Builder::new()
+        .connect_rdma(None, ([127, 0, 0, 1], 7471).into())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(e, Error::Rdma(_)), "{e}");
+    // Shapes the transport cannot carry are refused before connecting.
+    let e = Builder::new()
+        .slot_count(1 << 20)
+        .connect_rdma(None, (a, 1).into())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(e, Error::Config(_)), "{e}");
+}
+
+/// The link goes down under a live connection: both ends learn within the
+/// transport's retry bound (no hang), and once it is up again a new
+/// connection works.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn link_down_is_noticed_and_a_new_connection_follows() {
+    let (tx, rx) = pair::<Rdma>(&(), 256, 8);
+    send_message(&tx, 0).unwrap();
+    drop(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["link", "set", "zcv1", "down"]);
+    let t = Instant::now();
+    let sent = (1..=8)
+        .take_while(|&s| send_message(&tx, s).is_ok())
+        .count();
+    let err = tx
+        .loan_with(Wait::Timeout(Duration::from_secs(30)))
+        .map(|_| ());
+    let r_err = rx
+        .recv_with(Wait::Timeout(Duration::from_secs(30)))
+        .map(|s| s.map(|s| s.len()));
+    ip(&["link", "set", "zcv1", "up"]);
+    assert!(
+        matches!(err, Err(Error::PeerDied { .. })),
+        "sender after {sent} sends: {err:?}"
+    );
+    assert!(
+        matches!(r_err, Err(Error::PeerDied { .. }) | Ok(Some(_))),
+        "receiver: {r_err:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "noticed after {:?}",
+        t.elapsed()
+    );
+    drop((tx, rx));
+    // Up again (the rxe port follows the netdev): a new channel works.
+    let t = Instant::now();
+    while std::fs::read_to_string("/sys/class/infiniband/zrxe1/ports/1/state")
+        .unwrap()
+        .contains("DOWN")
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "zrxe1 stays down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (tx, rx) = pair::<Rdma>(&(), 256, 8);
+    send_message(&tx, 7).unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().len(),
+        zcopy_vm_tests::channel::message_len(7, 256)
+    );
+}
