@@ -15,7 +15,10 @@
 # Logs: target/qemu/ (console.log, kernel.log, guest-setup.log, daemons).
 #
 # Environment: ZCOPY_ACCEL=auto|kvm|tcg, ZCOPY_VM_MEM (2G), ZCOPY_VM_CPUS (2),
-# ZCOPY_APPEND (extra kernel parameters, e.g. swiotlb=force), ZC_MTU (9000).
+# ZCOPY_APPEND (extra kernel parameters, e.g. swiotlb=force), ZC_MTU (9000),
+# ZC_RUN_DIR (run directory, target/qemu), ZC_NODE=0|1 with ZC_LINK=SOCKET
+# (one of two guests joined by a virtio-net link over a unix socket, QEMU
+# -netdev stream; node 0 listens on SOCKET: see ci/qemu-test-2node.sh).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=qemu/lib.sh
@@ -66,7 +69,7 @@ accel() {
 tb_kernel() { sed -n 's/^ZC_KERNEL_ABI=//p' "$here/toolbox/recipe.sh"; }
 
 acc=$(accel)
-run=$ZC_ROOT/target/qemu
+run=${ZC_RUN_DIR:-$ZC_ROOT/target/qemu}
 mkdir -p "$run"
 rm -f "$run"/{console,kernel,guest-setup}.log "$run"/guest-exit "$run"/guest-infra
 zc_log "booting the guest ($acc, kernel $(tb_kernel)); logs in target/qemu/"

@@ -64,6 +64,18 @@ if [ -x "$card" ]; then
 		-device "virtserialport,bus=zcser.0,chardev=zcctl,name=org.zcopy.zcard.ctl")
 fi
 
+# Two-node runs: a virtio-net NIC joined to the other guest's over a unix
+# socket (no host network involved); node 0 is the listening end.
+if [ -n "${ZC_NODE:-}" ]; then
+	case $ZC_NODE in
+	0) link="server=on" ;;
+	1) link="server=off,reconnect-ms=200" ;;
+	*) zc_infra "ZC_NODE must be 0 or 1" ;;
+	esac
+	qemu_opts+=(-netdev "stream,id=zlink,$link,addr.type=unix,addr.path=${ZC_LINK:?ZC_LINK names the link socket}"
+		-device "virtio-net-pci,netdev=zlink,mac=52:54:00:7a:00:0$ZC_NODE,host_mtu=9000")
+fi
+
 vng_args=(
 	--run "/boot/vmlinuz-$ZC_KERNEL_ABI"
 	--cpus "${ZCOPY_VM_CPUS:-2}"
@@ -71,7 +83,7 @@ vng_args=(
 	--rwdir "$ZC_ROOT=$ZC_ROOT"
 	--cwd "$ZC_ROOT"
 	--user root
-	--name zcopy-guest
+	--name "zcopy-guest${ZC_NODE:-}"
 )
 [ "$accel" = tcg ] && vng_args+=(--disable-kvm)
 [ -n "${ZCOPY_APPEND:-}" ] && vng_args+=(--append "$ZCOPY_APPEND")
@@ -81,7 +93,7 @@ vng_args=(
 [ ${#qemu_opts[@]} -gt 0 ] && vng_args+=("--qemu-opts=${qemu_opts[*]}")
 
 # Settings reach the guest as environment on the command line.
-guest_cmd="env ZC_RUN=$(printf %q "$run") ZC_RXE=${ZC_RXE:-1} ZC_MTU=${ZC_MTU:-9000}"
+guest_cmd="env ZC_RUN=$(printf %q "$run") ZC_RXE=${ZC_RXE:-1} ZC_MTU=${ZC_MTU:-9000} ZC_NODE=${ZC_NODE:-}"
 guest_cmd+=" $(printf %q "$here/guest/init.sh")"
 guest_cmd+=" $(printf '%q ' "$@")"
 

@@ -10,13 +10,17 @@
 # Settings come as environment variables set on the vng command line:
 #   ZC_RUN   run directory (required)   ZC_RXE   1: Soft-RoCE pair up (default)
 #   ZC_MTU   veth MTU (9000)
+#   ZC_NODE  0|1: one of two guests; Soft-RoCE on the link between them
+#            (qemu/guest/rxe-link.sh) instead of the veth pair
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${ZC_RUN:?ZC_RUN must name the run directory}"
 export ZC_RUN
 
 setup() {
-	if [ "${ZC_RXE:-1}" = 1 ]; then
+	if [ -n "${ZC_NODE:-}" ]; then
+		"$here/rxe-link.sh" "$ZC_NODE" --mtu "${ZC_MTU:-9000}" || return 1
+	elif [ "${ZC_RXE:-1}" = 1 ]; then
 		"$here/rxe-veth.sh" up --mtu "${ZC_MTU:-9000}" || return 1
 	fi
 	# The card's control port (virtio-serial) when the card is attached.

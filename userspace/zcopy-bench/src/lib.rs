@@ -1,0 +1,3 @@
+//! Shared pieces of the zcopy benchmarks.
+
+pub mod plot;

@@ -1,0 +1,557 @@
+//! zcopy-rdma-bench: the RDMA channel against perftest on the same Soft-RoCE
+//! devices in the same boot (the guest's zrxe0/zrxe1 pair; make bench).
+//!
+//! - Bandwidth, 4 KiB ... 4 MiB: `ib_write_bw` against the channel moving
+//!   the same bytes (one process sends, another receives and drops each
+//!   message), in perftest's columns: `#bytes #iterations BW peak BW average
+//!   MsgRate`.
+//! - Latency: `ib_send_lat` and `ib_write_lat` against a channel ping-pong
+//!   (one-way = half the round trip, as perftest reports), in perftest's
+//!   columns: `t_min t_max t_typical t_avg t_stdev 99% 99.9%`.
+//!
+//! Both sides busy-poll, as perftest does. Table on stdout, JSON and an SVG
+//! plot in `--out`. Under TCG the absolute figures are indicative: the
+//! ratio to perftest is the figure.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use zcopy::channel::{Builder, Error};
+use zcopy::rdma::Listener;
+
+const A: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
+const B: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 2);
+/// Busy-poll rounds before sleeping: effectively always busy, like perftest.
+const SPIN: u32 = 1 << 30;
+
+#[derive(Parser, Debug)]
+#[command(about = "The zcopy RDMA channel against perftest on the same rxe devices")]
+struct Args {
+    /// Bandwidth message sizes (K and M suffixes).
+    #[arg(long, value_delimiter = ',', default_value = "4K,16K,64K,256K,1M,4M")]
+    sizes: Vec<String>,
+    /// Bytes moved per bandwidth size (iterations = this / size, at least 100).
+    #[arg(long, default_value = "128M")]
+    volume: String,
+    /// Latency message sizes.
+    #[arg(long, value_delimiter = ',', default_value = "64,4K")]
+    lat_sizes: Vec<String>,
+    /// Round trips per latency size.
+    #[arg(long, default_value_t = 2000)]
+    lat_iters: u32,
+    /// A short run (smoke tests).
+    #[arg(long)]
+    quick: bool,
+    /// Where the JSON and the plot go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Internal: the receiving process of the bandwidth run.
+    #[arg(long, hide = true)]
+    serve_bw: bool,
+    /// Internal: the echoing process of the latency run.
+    #[arg(long, hide = true)]
+    serve_lat: Option<String>,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (n, m) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    n.parse::<usize>()
+        .map(|n| n * m)
+        .map_err(|_| format!("size {s:?}: a number with an optional K, M or G"))
+}
+
+fn main() {
+    let args = Args::parse();
+    let r = if args.serve_bw {
+        serve_bw()
+    } else if let Some(spec) = &args.serve_lat {
+        serve_lat(spec)
+    } else {
+        run(&args)
+    };
+    if let Err(e) = r {
+        eprintln!("zcopy-rdma-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// One bandwidth row, perftest's columns.
+#[derive(Debug, Clone, Copy)]
+struct Bw {
+    bytes: usize,
+    iters: u64,
+    peak: f64,
+    avg: f64,
+    rate: f64,
+}
+
+/// One latency row, perftest's columns (µs).
+#[derive(Debug, Clone, Copy)]
+struct Lat {
+    bytes: usize,
+    iters: u64,
+    min: f64,
+    max: f64,
+    typical: f64,
+    avg: f64,
+    stdev: f64,
+    p99: f64,
+    p999: f64,
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let sizes: Vec<usize> = if args.quick {
+        vec![4096, 65536, 1 << 20]
+    } else {
+        args.sizes
+            .iter()
+            .map(|s| parse_size(s))
+            .collect::<Result<_, _>>()?
+    };
+    let volume = if args.quick {
+        8 << 20
+    } else {
+        parse_size(&args.volume)?
+    };
+    let lat_sizes: Vec<usize> = args
+        .lat_sizes
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<Result<_, _>>()?;
+    let lat_iters = if args.quick { 200 } else { args.lat_iters };
+    let mtu = zcopy::rdma::devices()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .find(|d| d.name == "zrxe0")
+        .and_then(|d| d.ports.first().map(|p| p.active_mtu))
+        .ok_or("no zrxe0: run in the zcopy guest (qemu/run.sh sets up the Soft-RoCE pair)")?;
+    println!(
+        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, busy-poll)"
+    );
+    let mut bw = Vec::new();
+    for &size in &sizes {
+        let iters = (volume / size).max(100) as u64;
+        let perf = perftest_bw(size, iters)?;
+        let ours = zcopy_bw(size, iters)?;
+        bw.push((perf, ours));
+    }
+    print_bw(&bw);
+    println!();
+    println!(
+        "== RDMA latency: zcopy channel ping-pong vs ib_send_lat and ib_write_lat (one-way, usec)"
+    );
+    let mut lat = Vec::new();
+    for &size in &lat_sizes {
+        let send = perftest_lat("ib_send_lat", size, lat_iters)?;
+        let write = perftest_lat("ib_write_lat", size, lat_iters)?;
+        let ours = zcopy_lat(size, lat_iters)?;
+        lat.push((send, write, ours));
+    }
+    print_lat(&lat);
+    report(&args.out, mtu, &bw, &lat)
+}
+
+fn print_bw(rows: &[(Bw, Bw)]) {
+    println!(
+        " {:<10} {:>9} {:>12} {:>17} {:>16} {:>15}   {:>11}",
+        "",
+        "#bytes",
+        "#iterations",
+        "BW peak[MB/sec]",
+        "BW average[MB/sec]",
+        "MsgRate[Mpps]",
+        "zcopy/perf"
+    );
+    for (p, z) in rows {
+        for (name, r) in [("ib_write_bw", p), ("zcopy", z)] {
+            let ratio = if name == "zcopy" {
+                format!("{:>10.1}%", 100.0 * z.avg / p.avg)
+            } else {
+                String::new()
+            };
+            println!(
+                " {:<10} {:>9} {:>12} {:>17.2} {:>18.2} {:>15.6}   {}",
+                name, r.bytes, r.iters, r.peak, r.avg, r.rate, ratio
+            );
+        }
+    }
+}
+
+fn print_lat(rows: &[(Lat, Lat, Lat)]) {
+    println!(
+        " {:<12} {:>7} {:>11} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}   {:>13}",
+        "",
+        "#bytes",
+        "#iterations",
+        "t_min",
+        "t_max",
+        "t_typical",
+        "t_avg",
+        "t_stdev",
+        "99%",
+        "99.9%",
+        "typ vs write"
+    );
+    for (s, w, z) in rows {
+        for (name, r) in [("ib_send_lat", s), ("ib_write_lat", w), ("zcopy", z)] {
+            let ratio = if name == "zcopy" {
+                format!("{:>12.2}x", z.typical / w.typical)
+            } else {
+                String::new()
+            };
+            println!(
+                " {:<12} {:>7} {:>11} {:>8.2} {:>8.2} {:>10.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}   {}",
+                name, r.bytes, r.iters, r.min, r.max, r.typical, r.avg, r.stdev, r.p99, r.p999, ratio
+            );
+        }
+    }
+}
+
+/// Runs a perftest server on zrxe0 and its client on zrxe1; the client's
+/// result line (the numbers under the `#bytes` header).
+fn perftest(tool: &str, extra: &[String]) -> Result<Vec<f64>, String> {
+    let common = |dev: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["-d", dev, "-x", "1", "-F"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend_from_slice(extra);
+        v
+    };
+    let mut server = Command::new(tool)
+        .args(common("zrxe0"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{tool}: {e} (perftest is in the guest toolbox)"))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut args = common("zrxe1");
+    args.push(A.to_string());
+    let out = Command::new(tool)
+        .args(&args)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("{tool}: {e}"))?;
+    let _ = wait_or_kill(&mut server, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("#bytes"));
+    lines.next();
+    let row = lines
+        .next()
+        .ok_or_else(|| format!("{tool}: no result line in its output:\n{text}"))?;
+    row.split_whitespace()
+        .map(|v| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{tool}: cannot read {row:?}"))
+        })
+        .collect()
+}
+
+fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<()> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait().map(|_| ())
+}
+
+fn perftest_bw(size: usize, iters: u64) -> Result<Bw, String> {
+    let v = perftest(
+        "ib_write_bw",
+        &[
+            "-s".into(),
+            size.to_string(),
+            "-n".into(),
+            iters.to_string(),
+        ],
+    )?;
+    match v[..] {
+        [bytes, iters, peak, avg, rate, ..] => Ok(Bw {
+            bytes: bytes as usize,
+            iters: iters as u64,
+            peak,
+            avg,
+            rate,
+        }),
+        _ => Err(format!("ib_write_bw: unexpected columns {v:?}")),
+    }
+}
+
+fn perftest_lat(tool: &str, size: usize, iters: u32) -> Result<Lat, String> {
+    let v = perftest(
+        tool,
+        &[
+            "-s".into(),
+            size.to_string(),
+            "-n".into(),
+            iters.to_string(),
+        ],
+    )?;
+    match v[..] {
+        [bytes, iters, min, max, typical, avg, stdev, p99, p999, ..] => Ok(Lat {
+            bytes: bytes as usize,
+            iters: iters as u64,
+            min,
+            max,
+            typical,
+            avg,
+            stdev,
+            p99,
+            p999,
+        }),
+        _ => Err(format!("{tool}: unexpected columns {v:?}")),
+    }
+}
+
+/// The other process of a run: this binary with a hidden flag.
+fn spawn_self(args: &[String]) -> Result<(Child, SocketAddr), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("the serving process said {line:?}"))?;
+    Ok((child, addr))
+}
+
+/// Slots per channel: perftest's window (128) where memory allows.
+fn window(size: usize) -> u32 {
+    ((64usize << 20) / size).clamp(8, 128) as u32
+}
+
+/// The receiving process of a bandwidth run (the sender decides the
+/// channel's shape): receives and drops until the sender closes.
+fn serve_bw() -> Result<(), String> {
+    let l = Listener::bind((A, 0).into()).map_err(|e| e.to_string())?;
+    println!("listening {}", l.local_addr().ok_or("no address")?);
+    let rx = l
+        .accept(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    rx.set_spin(SPIN);
+    loop {
+        match rx.recv() {
+            Ok(s) => drop(s),
+            Err(Error::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
+    let count = window(size);
+    let (mut child, addr) = spawn_self(&["--serve-bw".into()])?;
+    let tx = Builder::new()
+        .slot_size(size as u32)
+        .slot_count(count)
+        .connect_rdma(Some(IpAddr::V4(B)), addr)
+        .map_err(|e| e.to_string())?;
+    tx.set_spin(SPIN);
+    let chunks = 10u64;
+    let per = iters.div_ceil(chunks);
+    let mut peak = 0f64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < iters {
+        let t = Instant::now();
+        let n = per.min(iters - sent);
+        for _ in 0..n {
+            let mut loan = tx.loan().map_err(|e| e.to_string())?;
+            loan.set_len(size).map_err(|e| e.to_string())?;
+            loan.send().map_err(|e| e.to_string())?;
+        }
+        sent += n;
+        let secs = t.elapsed().as_secs_f64();
+        peak = peak.max((n as usize * size) as f64 / secs / 1e6);
+    }
+    while tx.in_flight() > 0 {
+        std::hint::spin_loop();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(tx);
+    wait_or_kill(&mut child, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let avg = (iters as usize * size) as f64 / secs / 1e6;
+    Ok(Bw {
+        bytes: size,
+        iters,
+        peak: peak.max(avg),
+        avg,
+        rate: iters as f64 / secs / 1e6,
+    })
+}
+
+fn serve_lat(spec: &str) -> Result<(), String> {
+    let size: u32 = spec.parse().map_err(|_| "--serve-lat SIZE")?;
+    let l = Listener::bind((A, 0).into()).map_err(|e| e.to_string())?;
+    println!("listening {}", l.local_addr().ok_or("no address")?);
+    let rx = l
+        .accept(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    // The pong channel goes back to the pinging process's listener, whose
+    // port comes in the first message.
+    let first = rx.recv().map_err(|e| e.to_string())?;
+    let port = u16::from_le_bytes([first[0], first[1]]);
+    drop(first);
+    let tx = Builder::new()
+        .slot_size(size)
+        .slot_count(4)
+        .connect_rdma(Some(IpAddr::V4(A)), (B, port).into())
+        .map_err(|e| e.to_string())?;
+    rx.set_spin(SPIN);
+    tx.set_spin(SPIN);
+    loop {
+        let ping = match rx.recv() {
+            Ok(s) => s,
+            Err(Error::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut pong = tx.loan().map_err(|e| e.to_string())?;
+        pong.set_len(ping.len()).map_err(|e| e.to_string())?;
+        drop(ping);
+        pong.send().map_err(|e| e.to_string())?;
+    }
+}
+
+fn zcopy_lat(size: usize, iters: u32) -> Result<Lat, String> {
+    let (mut child, addr) = spawn_self(&["--serve-lat".into(), size.max(2).to_string()])?;
+    let back = Listener::bind((B, 0).into()).map_err(|e| e.to_string())?;
+    let port = back.local_addr().ok_or("no address")?.port();
+    let tx = Builder::new()
+        .slot_size(size.max(2) as u32)
+        .slot_count(4)
+        .connect_rdma(Some(IpAddr::V4(B)), addr)
+        .map_err(|e| e.to_string())?;
+    let mut hello = tx.loan().map_err(|e| e.to_string())?;
+    hello.as_mut_slice()[..2].copy_from_slice(&port.to_le_bytes());
+    hello.set_len(2).map_err(|e| e.to_string())?;
+    hello.send().map_err(|e| e.to_string())?;
+    let rx = back
+        .accept(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    tx.set_spin(SPIN);
+    rx.set_spin(SPIN);
+    let mut one_way = Vec::with_capacity(iters as usize);
+    for i in 0..iters + iters / 10 {
+        let t = Instant::now();
+        let mut ping = tx.loan().map_err(|e| e.to_string())?;
+        ping.set_len(size).map_err(|e| e.to_string())?;
+        ping.send().map_err(|e| e.to_string())?;
+        let pong = rx.recv().map_err(|e| e.to_string())?;
+        let rtt = t.elapsed();
+        drop(pong);
+        // The first tenth warms up, as perftest's does.
+        if i >= iters / 10 {
+            one_way.push(rtt.as_secs_f64() * 1e6 / 2.0);
+        }
+    }
+    drop((tx, rx));
+    wait_or_kill(&mut child, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    Ok(lat_stats(size, one_way))
+}
+
+fn lat_stats(size: usize, mut v: Vec<f64>) -> Lat {
+    v.sort_by(f64::total_cmp);
+    let n = v.len().max(1) as f64;
+    let avg = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - avg).powi(2)).sum::<f64>() / n;
+    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    Lat {
+        bytes: size,
+        iters: v.len() as u64,
+        min: v[0],
+        max: v[v.len() - 1],
+        typical: pct(0.5),
+        avg,
+        stdev: var.sqrt(),
+        p99: pct(0.99),
+        p999: pct(0.999),
+    }
+}
+
+fn report(out: &Path, mtu: u32, bw: &[(Bw, Bw)], lat: &[(Lat, Lat, Lat)]) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate});
+    let lat_json = |l: &Lat| json!({"bytes": l.bytes, "iterations": l.iters, "t_min_us": l.min, "t_max_us": l.max, "t_typical_us": l.typical, "t_avg_us": l.avg, "t_stdev_us": l.stdev, "p99_us": l.p99, "p999_us": l.p999});
+    let worst_bw = bw
+        .iter()
+        .map(|(p, z)| z.avg / p.avg)
+        .fold(f64::MAX, f64::min);
+    let worst_lat = lat
+        .iter()
+        .map(|(_, w, z)| z.typical / w.typical)
+        .fold(0.0, f64::max);
+    let goals: Vec<Value> = vec![
+        json!({"goal": "bandwidth >= 95% of ib_write_bw at every size", "worst_ratio": worst_bw, "met": worst_bw >= 0.95}),
+        json!({"goal": "typical latency within 1.1x of ib_write_lat", "worst_ratio": worst_lat, "met": worst_lat <= 1.1}),
+    ];
+    let doc = json!({
+        "bench": "rdma",
+        "ib_mtu": mtu,
+        "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
+        "bandwidth": bw.iter().map(|(p, z)| json!({"ib_write_bw": bw_json(p), "zcopy": bw_json(z), "ratio": z.avg / p.avg})).collect::<Vec<_>>(),
+        "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
+        "goals": goals,
+    });
+    let json_path = out.join("rdma.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    )
+    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let series = vec![
+        (
+            "ib_write_bw".to_string(),
+            bw.iter().map(|(p, _)| (p.bytes as f64, p.avg)).collect(),
+        ),
+        (
+            "zcopy RDMA channel".to_string(),
+            bw.iter().map(|(_, z)| (z.bytes as f64, z.avg)).collect(),
+        ),
+    ];
+    let svg_path = out.join("rdma-bandwidth.svg");
+    std::fs::write(
+        &svg_path,
+        zcopy_bench::plot::svg("RDMA bandwidth on Soft-RoCE (same boot)", "MB/s", &series),
+    )
+    .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    println!();
+    for g in &goals {
+        println!(
+            "goal: {} -> worst {:.2} ({})",
+            g["goal"].as_str().unwrap_or(""),
+            g["worst_ratio"].as_f64().unwrap_or(0.0),
+            if g["met"].as_bool() == Some(true) {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+    }
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
