@@ -5,8 +5,8 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 
 CMD ?= uname -r
 
-.PHONY: help demo qemu-test test lint loom bootstrap toolbox qemu-exec qemu-shell \
-	bench bench-ipc bench-platform clean
+.PHONY: help demo qemu-test qemu-test-2node test lint loom bootstrap toolbox qemu-exec \
+	qemu-shell bench bench-ipc bench-rdma bench-platform clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ demo: ## the main job: boot the platform, show the rxe devices and perftest figu
 
 qemu-test: ## the whole suite: host tests, then the guest suite; JUnit in target/qemu-test/
 	@ci/qemu-test.sh
+
+qemu-test-2node: ## the RDMA channel between two guests joined by a link (JUnit in target/qemu-test-2node/)
+	@ci/qemu-test-2node.sh
 
 test: ## host-side tests only (cargo test --workspace)
 	@ci/bootstrap.sh
@@ -49,12 +52,17 @@ bench: ## benchmarks (tables, JSON, plots), never timed tests
 	@ci/bootstrap.sh
 	cargo bench -p zcard-device --bench copy_engine
 	@ci/bench-ipc.sh
+	@ci/bench-rdma.sh
 	@ci/bench-driver.sh
 	@ci/bench-platform.sh
 
 bench-ipc: ## IPC only: zcopy channels vs pipe, socket, mq, copying ring, iceoryx2 (host)
 	@ci/bootstrap.sh
 	@ci/bench-ipc.sh
+
+bench-rdma: ## RDMA only: the channel vs ib_write_bw, ib_send_lat, ib_write_lat (guest, same boot)
+	@ci/bootstrap.sh
+	@ci/bench-rdma.sh
 
 bench-platform: ## toolbox build (cold), boot-to-first-command, qemu-test warm/cold
 	@ci/bootstrap.sh

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make bench (RDMA part): the zcopy RDMA channel against perftest
+# (ib_write_bw; ib_send_lat and ib_write_lat) on the guest's Soft-RoCE pair,
+# same boot, same devices, MTU 9000 (IB MTU 4096). Table in perftest's
+# columns on stdout; target/bench/rdma.json and rdma-bandwidth.svg.
+# Arguments go to zcopy-rdma-bench (--help). Under TCG the absolute figures
+# are indicative: the ratio to perftest is the figure.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=qemu/lib.sh
+. "$here/../qemu/lib.sh"
+cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
+mkdir -p target/bench
+cargo build --release -p zcopy-bench --bin zcopy-rdma-bench >target/bench/build-rdma.log 2>&1 ||
+	{ tail -n 30 target/bench/build-rdma.log; zc_infra "building zcopy-rdma-bench failed"; }
+args=$(printf '%q ' "$@")
+ZC_CARD_BIN=/nonexistent ZC_RUN_DIR=$ZC_ROOT/target/qemu-bench "$ZC_ROOT/qemu/run.sh" --timeout 1800 -- \
+	bash -c "target/release/zcopy-rdma-bench --out target/bench $args"
