@@ -1,19 +1,44 @@
 //! zcopy: the command line tool.
 //!
 //! ```text
-//! zcopy channel list [--json]      named channels in /dev/shm, live and stale
-//! zcopy channel clean [NAME...]    remove stale channels (all stale ones without NAME)
+//! zcopy info [--json]                  cards, RDMA devices and ports, named channels
+//! zcopy send FILE --via shm|card|rdma  send a file to a `zcopy recv`, zero-copy
+//! zcopy recv OUTFILE --via ...         receive it, check length and crc32c
+//! zcopy channel list [--json]          named channels in /dev/shm, live and stale
+//! zcopy channel clean [NAME...]        remove stale channels (all stale ones without NAME)
 //! ```
-//! Exit codes: 0 done, 1 an operation failed, 2 bad usage.
+//!
+//! Exit codes: 0 done, 1 failed, 2 bad usage, 3 the platform is missing
+//! something (no zcard, no RDMA device): [`failure`].
+//!
+//! The layout: this file is the command line (clap) and its checks;
+//! `info` the report, `channels` the channel list, `endpoints` how each
+//! transport's two ends meet, `transfer` the file transfer written once
+//! over the channel traits, `failure` the exit codes, `output` stdout.
 
+mod channels;
+mod endpoints;
+mod failure;
+mod info;
+mod output;
+mod transfer;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use serde_json::json;
-use zcopy::channel::{self, ChannelInfo};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use failure::{Failure, Result, EXIT_CODES_HELP};
 
 #[derive(Debug, Parser)]
-#[command(name = "zcopy", version, about = "zero-copy data movement on Linux")]
+#[command(
+    name = "zcopy",
+    version,
+    about = "zero-copy data movement on Linux",
+    after_help = EXIT_CODES_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +46,39 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// What this machine offers: zcard devices, RDMA devices and ports, named channels.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Info {
+        /// One JSON object {"cards": [...], "rdma": [...], "channels": [...], "hints": {...}}
+        /// instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends a file to `zcopy recv`: read straight into the channel's slots, no copy on the way.
+    #[command(
+        after_help = EXIT_CODES_HELP,
+        long_about = "Sends a file to `zcopy recv` over a zero-copy channel: each chunk is read \
+from the file straight into a loaned slot and sent; the receiver writes it out from the same \
+slot. A header (file size) goes first, a trailer (size, crc32c) last; the receiver checks both.\n\n\
+Examples:\n  \
+zcopy send big.bin --via shm --name demo           (then: zcopy recv out.bin --via shm --name demo)\n  \
+zcopy send big.bin --via card --name demo          (slots in a zcard pool; socket /run/zcopy/demo.sock)\n  \
+zcopy send big.bin --via rdma --to 169.254.77.1:7471 --from 169.254.77.2"
+    )]
+    Send(SendArgs),
+    /// Receives a file from `zcopy send` and checks its length and crc32c.
+    #[command(
+        after_help = EXIT_CODES_HELP,
+        long_about = "Receives a file from `zcopy send`, reading each chunk in place in the \
+channel's slot, and checks its length and crc32c against the sender's. OUTFILE appears only \
+when both match (it is written under a temporary name beside it first); on any failure it is \
+not created and an existing OUTFILE is left as it was.\n\n\
+Examples:\n  \
+zcopy recv out.bin --via shm --name demo --timeout 30\n  \
+zcopy recv out.bin --via card --name demo\n  \
+zcopy recv out.bin --via rdma --listen 169.254.77.1:7471"
+    )]
+    Recv(RecvArgs),
     /// Named shared-memory channels (/dev/shm/zcopy.*).
     #[command(subcommand)]
     Channel(ChannelCmd),
@@ -29,119 +87,247 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ChannelCmd {
     /// Lists named channels: sender, receiver, shape, and whether stale.
+    #[command(after_help = EXIT_CODES_HELP)]
     List {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Removes stale channels (their sender is gone); live ones are kept.
+    #[command(after_help = EXIT_CODES_HELP)]
     Clean {
         /// Channels to remove (default: every stale one).
         names: Vec<String>,
     },
 }
 
+/// The transport a file goes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// Shared memory: a named channel in /dev/shm (same machine).
+    Shm,
+    /// Slots in a zcard pool, the card can DMA into them (needs /dev/zcard0; same machine).
+    Card,
+    /// RDMA WRITE slot to slot (needs an RDMA device, e.g. Soft-RoCE).
+    Rdma,
+}
+
+impl Via {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Shm => "shm",
+            Via::Card => "card",
+            Via::Rdma => "rdma",
+        }
+    }
+}
+
+/// `zcopy send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The file to send (a regular file).
+    pub file: PathBuf,
+    /// The transport.
+    #[arg(long, value_enum)]
+    pub via: Via,
+    /// shm, card: the channel's name (shm: /dev/shm/zcopy.NAME, card: /run/zcopy/NAME.sock)
+    /// [default: zcopy-send].
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
+    /// rdma: the receiver's listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub to: Option<SocketAddr>,
+    /// rdma: the local address to send from, an address of an RDMA device
+    /// (default: wherever the routing table says).
+    #[arg(long, value_name = "IP")]
+    pub from: Option<IpAddr>,
+    /// Bytes per slot, i.e. per message: 64 to 1G; K, M, G suffixes (powers of 1024).
+    #[arg(long, value_name = "N", default_value = "256K", value_parser = parse_slot_size)]
+    pub slot_size: u32,
+    /// Slots in the channel: how many messages can be in flight at once (rdma: at most 4096).
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub slots: u32,
+    /// Give up when no receiver comes, or it takes nothing, for SECS seconds
+    /// (default: wait as long as it takes; a receiver that dies is noticed anyway).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SendArgs {
+    /// The flags that belong to another transport are a usage error.
+    fn check(&self) -> Result<()> {
+        match self.via {
+            Via::Rdma if self.name.is_some() => Err(Failure::usage(
+                "--name is for --via shm|card; rdma uses --to",
+            )),
+            Via::Rdma if self.to.is_none() => Err(Failure::usage(
+                "--via rdma needs --to ADDR:PORT (the receiver's --listen address)",
+            )),
+            Via::Shm | Via::Card if self.to.is_some() || self.from.is_some() => {
+                Err(Failure::usage(format!(
+                    "--to and --from are for --via rdma, not {}",
+                    self.via.name()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `zcopy recv`.
+#[derive(Debug, Args)]
+pub struct RecvArgs {
+    /// Where to write the file (created only if everything checks out).
+    pub outfile: PathBuf,
+    /// The transport (the sender's).
+    #[arg(long, value_enum)]
+    pub via: Via,
+    /// shm, card: the channel's name, as the sender's --name [default: zcopy-send].
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
+    /// rdma: the address to listen on, an address of an RDMA device (e.g. 169.254.77.1:7471).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Give up when no sender comes, or it sends nothing, for SECS seconds
+    /// (default: wait as long as it takes; a sender that dies is noticed anyway).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RecvArgs {
+    /// The flags that belong to another transport are a usage error.
+    fn check(&self) -> Result<()> {
+        match self.via {
+            Via::Rdma if self.name.is_some() => Err(Failure::usage(
+                "--name is for --via shm|card; rdma uses --listen",
+            )),
+            Via::Rdma if self.listen.is_none() => {
+                Err(Failure::usage("--via rdma needs --listen ADDR:PORT"))
+            }
+            Via::Shm | Via::Card if self.listen.is_some() => Err(Failure::usage(format!(
+                "--listen is for --via rdma, not {}",
+                self.via.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A channel name: 1 to 200 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
+fn parse_name(s: &str) -> std::result::Result<String, String> {
+    let ok = (1..=200).contains(&s.len())
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("use 1 to 200 of A-Z a-z 0-9 . _ - and do not start with a dot".into())
+    }
+}
+
+/// A slot size: a number with an optional K, M or G suffix (powers of 1024).
+fn parse_slot_size(s: &str) -> std::result::Result<u32, String> {
+    let (digits, shift) = match s.trim_end_matches(['i', 'B']).char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1M)"))?;
+    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n);
+    match bytes {
+        Some(b) if (u64::from(transfer::MIN_SLOT_SIZE)..=1 << 30).contains(&b) => Ok(b as u32),
+        _ => Err(format!(
+            "{s}: a slot holds {} bytes to 1G",
+            transfer::MIN_SLOT_SIZE
+        )),
+    }
+}
+
+/// Seconds, fractions allowed (`0.5`).
+fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds (examples: 30, 0.5)"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match cli.command {
-        Command::Channel(ChannelCmd::List { json }) => list(json),
-        Command::Channel(ChannelCmd::Clean { names }) => clean(names),
+    let r = match &cli.command {
+        Command::Info { json } => info::run(*json),
+        Command::Send(a) => endpoints::send(a),
+        Command::Recv(a) => endpoints::recv(a),
+        Command::Channel(ChannelCmd::List { json }) => channels::list(*json),
+        Command::Channel(ChannelCmd::Clean { names }) => channels::clean(names.clone()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("zcopy: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn state(c: &ChannelInfo) -> &'static str {
-    match (&c.problem, c.stale) {
-        (Some(_), _) => "invalid",
-        (None, true) => "stale",
-        (None, false) => "live",
-    }
-}
-
-fn list(as_json: bool) -> Result<(), String> {
-    let all = channel::list().map_err(|e| e.to_string())?;
-    if as_json {
-        let v: Vec<_> = all
-            .iter()
-            .map(|c| {
-                json!({
-                    "name": c.name,
-                    "path": c.path,
-                    "state": state(c),
-                    "sender_pid": c.sender_pid,
-                    "receiver_pid": c.receiver_pid,
-                    "transport": c.geometry.map(|g| format!("{:?}", g.transport).to_lowercase()),
-                    "slot_size": c.geometry.map(|g| g.slot_size),
-                    "slot_count": c.geometry.map(|g| g.slot_count),
-                    "problem": c.problem,
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-        );
-        return Ok(());
-    }
-    println!(
-        "{:<32} {:<8} {:>8} {:>8} {:>10} {:>6}",
-        "NAME", "STATE", "SENDER", "RECEIVER", "SLOT", "SLOTS"
-    );
-    for c in &all {
-        let (size, count) = c
-            .geometry
-            .map_or((String::from("-"), String::from("-")), |g| {
-                (g.slot_size.to_string(), g.slot_count.to_string())
-            });
-        println!(
-            "{:<32} {:<8} {:>8} {:>8} {:>10} {:>6}",
-            c.name,
-            state(c),
-            c.sender_pid,
-            c.receiver_pid,
-            size,
-            count
-        );
-        if let Some(p) = &c.problem {
-            println!("  {p}");
-        }
-    }
-    Ok(())
-}
-
-fn clean(names: Vec<String>) -> Result<(), String> {
-    let targets: Vec<String> = if names.is_empty() {
-        channel::list()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|c| c.stale || c.problem.is_some())
-            .map(|c| c.name)
-            .collect()
-    } else {
-        names
-    };
-    let mut failed = false;
-    for name in &targets {
-        match channel::remove_stale(name) {
-            Ok(()) => println!("removed {name}"),
-            Err(e) => {
-                eprintln!("zcopy: {name}: {e}");
-                failed = true;
+        Err(f) => {
+            eprintln!("zcopy: {}", f.message);
+            if f.code == failure::USAGE {
+                eprintln!("\nFor more information, try '--help'.");
             }
+            ExitCode::from(f.code)
         }
     }
-    if targets.is_empty() {
-        println!("no stale channels");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_sizes_take_suffixes_and_stay_in_range() {
+        assert_eq!(parse_slot_size("4096"), Ok(4096));
+        assert_eq!(parse_slot_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_slot_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_slot_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_slot_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_slot_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_slot_size("64"), Ok(64));
+        for bad in [
+            "63",
+            "0",
+            "2G",
+            "",
+            "K",
+            "1.5M",
+            "-1",
+            "x",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_slot_size(bad).is_err(), "{bad:?}");
+        }
     }
-    if failed {
-        Err("some channels were not removed".into())
-    } else {
-        Ok(())
+
+    #[test]
+    fn seconds_and_names_are_checked() {
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_secs("30"), Ok(Duration::from_secs(30)));
+        for bad in ["-1", "nan", "inf", "1e300", "x", ""] {
+            assert!(parse_secs(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_name("demo-1.a_b").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(201)] {
+            assert!(parse_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

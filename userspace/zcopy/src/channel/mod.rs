@@ -290,7 +290,37 @@ impl Builder {
         src: Option<std::net::IpAddr>,
         dst: std::net::SocketAddr,
     ) -> Result<crate::rdma::Sender> {
-        crate::rdma::Sender::connect(self.slot_size, self.slot_count, self.backpressure, src, dst)
+        crate::rdma::Sender::connect::<memmap2::MmapMut>(
+            self.slot_size,
+            self.slot_count,
+            self.backpressure,
+            src,
+            dst,
+            None,
+        )
+    }
+
+    /// As [`Builder::connect_rdma`], with the sender's slots in `ring`
+    /// (slot `i` at `i × stride`): a zcard pool mapping, say, so the card's
+    /// STORAGE_READ lands in a loaned slot that then goes out by RDMA with
+    /// no CPU copy ([`crate::rdma::Loan::offset`] names the slot).
+    pub fn connect_rdma_on<R>(
+        self,
+        ring: R,
+        src: Option<std::net::IpAddr>,
+        dst: std::net::SocketAddr,
+    ) -> Result<crate::rdma::Sender>
+    where
+        R: crate::rdma::verbs::Region + Send + std::fmt::Debug + 'static,
+    {
+        crate::rdma::Sender::connect(
+            self.slot_size,
+            self.slot_count,
+            self.backpressure,
+            src,
+            dst,
+            Some(ring),
+        )
     }
 
     /// An shm channel in a sealed memfd, shared by [`Sender::share`].

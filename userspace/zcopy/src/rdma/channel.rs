@@ -26,7 +26,7 @@ use bytemuck::{Pod, Zeroable};
 use memmap2::MmapMut;
 
 use super::cm::{Connection, MrHandle, QpConfig};
-use super::verbs::{poll_in, Completion};
+use super::verbs::{poll_in, Completion, Region};
 use crate::channel::segment::MAX_SLOT_COUNT;
 use crate::channel::{Error, Geometry, Result, Rx, RxSample, TransportKind, Tx, TxLoan, Wait};
 
@@ -133,7 +133,10 @@ struct Link {
 unsafe impl Send for Link {}
 
 impl Link {
-    fn new(mut conn: Connection, geo: &Geometry, recvs: u32) -> Result<Link> {
+    fn new<R>(mut conn: Connection, geo: &Geometry, recvs: u32, ring: R) -> Result<Link>
+    where
+        R: Region + Send + std::fmt::Debug + 'static,
+    {
         let sq_depth = geo.slot_count + 4;
         conn.create_qp(QpConfig {
             send_depth: sq_depth,
@@ -141,9 +144,15 @@ impl Link {
             max_inline: INLINE,
             events: true,
         })?;
-        let len =
-            usize::try_from(geo.slots_bytes).map_err(|_| Error::Config("ring too large".into()))?;
-        let ring = MmapMut::map_anon(len).map_err(Error::io("mapping the ring"))?;
+        if (ring.len() as u64) < geo.slots_bytes {
+            return Err(Error::Config(format!(
+                "the ring memory has {} bytes; {} slots of {} need {}",
+                ring.len(),
+                geo.slot_count,
+                geo.slot_size,
+                geo.slots_bytes
+            )));
+        }
         let ring = conn.register(ring)?;
         let base = conn.region_ptr(ring);
         for i in 0..recvs {
@@ -186,6 +195,10 @@ impl Link {
 
     fn break_with(&mut self, why: String) {
         if self.broken.is_none() {
+            // Stop the QP at once (rdma_disconnect moves it to the error
+            // state): left alone it would retransmit to a dead peer whose
+            // QP number a new connection may already have reused.
+            self.conn.disconnect();
             if std::env::var_os("ZC_RDMA_DEBUG").is_some() {
                 eprintln!("zcopy rdma: pid {}: link broken: {why}", std::process::id());
             }
@@ -304,6 +317,13 @@ impl Link {
     }
 }
 
+/// Anonymous memory for a ring of this shape.
+fn anon_ring(geo: &Geometry) -> Result<MmapMut> {
+    let len =
+        usize::try_from(geo.slots_bytes).map_err(|_| Error::Config("ring too large".into()))?;
+    MmapMut::map_anon(len).map_err(Error::io("mapping the ring"))
+}
+
 /// Checks the peer's half of the handshake against our geometry.
 fn check_peer(h: &Hello, geo: &Geometry) -> Result<()> {
     if h.slot_size != geo.slot_size || h.slot_count != geo.slot_count {
@@ -352,17 +372,25 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn connect(
+    pub(crate) fn connect<R>(
         slot_size: u32,
         slot_count: u32,
         backpressure: Wait,
         src: Option<IpAddr>,
         dst: SocketAddr,
-    ) -> Result<Sender> {
+        ring: Option<R>,
+    ) -> Result<Sender>
+    where
+        R: Region + Send + std::fmt::Debug + 'static,
+    {
         let geo = geometry(slot_size, slot_count)?;
         let conn = Connection::resolve(src.map(|ip| SocketAddr::new(ip, 0)), dst, CONNECT_TIMEOUT)?;
         // Receives for the credits (one per slot) and spare ones.
-        let mut link = Link::new(conn, &geo, geo.slot_count + 2)?;
+        let recvs = geo.slot_count + 2;
+        let mut link = match ring {
+            Some(ring) => Link::new(conn, &geo, recvs, ring)?,
+            None => Link::new(conn, &geo, recvs, anon_ring(&geo)?)?,
+        };
         let hello = link.hello(&geo);
         let reply = link
             .conn
@@ -702,7 +730,14 @@ impl Listener {
             }
         };
         let (h, geo) = h;
-        let mut link = Link::new(conn, &geo, geo.slot_count + 2)?;
+        let ring = match anon_ring(&geo) {
+            Ok(r) => r,
+            Err(e) => {
+                conn.reject(&e.to_string());
+                return Err(e);
+            }
+        };
+        let mut link = Link::new(conn, &geo, geo.slot_count + 2, ring)?;
         link.peer(&h);
         let hello = link.hello(&geo);
         link.conn

@@ -1,0 +1,561 @@
+//! `zcopy send` and `zcopy recv`: how the two ends of each transport find
+//! each other, then the one transfer of [`crate::transfer`] over it.
+//!
+//! - shm: the sender creates `/dev/shm/zcopy.<name>`; the receiver opens it
+//!   by name, retrying until it exists.
+//! - card: a card channel cannot be opened by name (its slots are a zcard
+//!   pool, reached by descriptor), so the sender listens on the Unix socket
+//!   `/run/zcopy/<name>.sock` and shares the channel with the first
+//!   receiver that connects and attaches (it answers one byte).
+//! - rdma: the receiver listens on an address of an RDMA device; the
+//!   sender connects to it (retrying while nothing listens yet).
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use zcopy::card::Card;
+use zcopy::channel::{self, Builder, CardSlots, Error, Receiver, Sender, Shm};
+use zcopy::rdma;
+
+use crate::failure::{no_rdma, Failure, Result, NO_CARD};
+use crate::output::{print, print_json};
+use crate::transfer::{self, secs, Stats};
+use crate::{RecvArgs, SendArgs, Via};
+
+/// The channel name when `--name` is not given.
+pub const DEFAULT_NAME: &str = "zcopy-send";
+/// Where the card transport's sockets live.
+pub const RUN_DIR: &str = "/run/zcopy";
+/// What a card receiver answers on the socket once it has attached.
+const ATTACHED: u8 = b'A';
+/// How long one step of the card handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Pause between two tries to reach a peer that is not there yet.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// The summary printed at the end (one line, or JSON with `--json`).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// `sent` or `received`.
+    pub direction: &'static str,
+    /// `shm`, `card` or `rdma`.
+    pub via: &'static str,
+    /// The file sent or written.
+    pub file: String,
+    /// File bytes moved.
+    pub bytes: u64,
+    /// Seconds the data took.
+    pub seconds: f64,
+    /// Throughput, 10^6 bytes per second.
+    pub mb_per_s: f64,
+    /// crc32c of the file, 8 hex digits.
+    pub crc32c: String,
+    /// Payload bytes per slot of the channel.
+    pub slot_size: usize,
+}
+
+impl Summary {
+    fn new(direction: &'static str, via: Via, file: &Path, s: Stats, slot_size: usize) -> Summary {
+        let mb_per_s = if s.seconds > 0.0 {
+            s.bytes as f64 / 1e6 / s.seconds
+        } else {
+            0.0
+        };
+        Summary {
+            direction,
+            via: via.name(),
+            file: file.display().to_string(),
+            bytes: s.bytes,
+            seconds: s.seconds,
+            mb_per_s,
+            crc32c: format!("{:08x}", s.crc32c),
+            slot_size,
+        }
+    }
+
+    fn print(&self, as_json: bool) -> Result<()> {
+        if as_json {
+            return print_json(self);
+        }
+        print(&format!(
+            "{} {} bytes in {:.3} s ({:.1} MB/s) via {}, crc32c {}\n",
+            self.direction, self.bytes, self.seconds, self.mb_per_s, self.via, self.crc32c
+        ))
+    }
+}
+
+/// `zcopy send FILE --via ...`.
+pub fn send(args: &SendArgs) -> Result<()> {
+    args.check()?;
+    let (mut file, size) = open_input(&args.file)?;
+    let label = args.file.display().to_string();
+    let name = args.name.as_deref().unwrap_or(DEFAULT_NAME);
+    let builder = Builder::new()
+        .slot_size(args.slot_size)
+        .slot_count(args.slots);
+    let stats = match args.via {
+        Via::Shm => {
+            let tx = create_named(builder, name)?;
+            note(&format!(
+                "waiting for a receiver: zcopy recv OUTFILE --via shm --name {name}"
+            ));
+            transfer::send(&tx, &mut file, &label, size, args.timeout)?
+        }
+        Via::Card => {
+            let card = open_card()?;
+            let tx = builder.create_on_card(&card).map_err(setup_failure)?;
+            let socket = CardSocket::bind(name)?;
+            note(&format!(
+                "waiting for a receiver: zcopy recv OUTFILE --via card --name {name}"
+            ));
+            socket.serve(&tx, args.timeout)?;
+            transfer::send(&tx, &mut file, &label, size, args.timeout)?
+        }
+        Via::Rdma => {
+            let to = args
+                .to
+                .ok_or_else(|| Failure::usage("--via rdma needs --to ADDR:PORT"))?;
+            let tx = connect_rdma(builder, args.from, to, args.timeout)?;
+            transfer::send(&tx, &mut file, &label, size, args.timeout)?
+        }
+    };
+    Summary::new("sent", args.via, &args.file, stats, args.slot_size as usize).print(args.json)
+}
+
+/// `zcopy recv OUTFILE --via ...`.
+pub fn recv(args: &RecvArgs) -> Result<()> {
+    args.check()?;
+    let mut out = Output::create(&args.outfile)?;
+    let name = args.name.as_deref().unwrap_or(DEFAULT_NAME);
+    let (stats, slot_size) = match args.via {
+        Via::Shm => {
+            let rx = open_named(name, args.timeout)?;
+            let stats = receive(&rx, &mut out, args.timeout)?;
+            (stats, rx.geometry().slot_size as usize)
+        }
+        Via::Card => {
+            let card = open_card()?;
+            let rx = connect_card(&card, name, args.timeout)?;
+            let stats = receive(&rx, &mut out, args.timeout)?;
+            (stats, rx.geometry().slot_size as usize)
+        }
+        Via::Rdma => {
+            let addr = args
+                .listen
+                .ok_or_else(|| Failure::usage("--via rdma needs --listen ADDR:PORT"))?;
+            let rx = listen_rdma(addr, args.timeout)?;
+            let stats = receive(&rx, &mut out, args.timeout)?;
+            (stats, rx.geometry().slot_size as usize)
+        }
+    };
+    out.commit()?;
+    Summary::new("received", args.via, &args.outfile, stats, slot_size).print(args.json)
+}
+
+/// The transfer into `out`, buffered (small slots would be one write each).
+fn receive<R: zcopy::channel::Rx>(
+    rx: &R,
+    out: &mut Output,
+    timeout: Option<Duration>,
+) -> Result<Stats> {
+    let mut w = BufWriter::with_capacity(256 << 10, &mut out.file);
+    let stats = transfer::receive(rx, &mut w, timeout)?;
+    w.flush()
+        .map_err(|e| Failure::failed(format!("writing {}: {e}", out.path.display())))?;
+    Ok(stats)
+}
+
+/// Says `what` on stderr when a person is watching it.
+fn note(what: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("zcopy: {what}");
+    }
+}
+
+/// The file to send and its size (it must be a regular file: the size
+/// goes first).
+fn open_input(path: &Path) -> Result<(File, u64)> {
+    let fail = |why: String| Failure::failed(format!("{}: {why}", path.display()));
+    let file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if meta.is_dir() {
+        return Err(fail("is a directory".into()));
+    }
+    if !meta.is_file() {
+        return Err(fail(
+            "not a regular file (its size must be known before sending)".into(),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+/// The output file: written under a temporary name beside OUTFILE and
+/// renamed to it only once length and checksum match, so a failed
+/// transfer leaves no OUTFILE (and an existing one untouched). An OUTFILE
+/// that exists and is not a regular file (`/dev/null`, a FIFO) is written
+/// in place and never removed.
+struct Output {
+    path: PathBuf,
+    /// The temporary file, removed on drop unless committed.
+    tmp: Option<PathBuf>,
+    file: File,
+}
+
+impl Output {
+    fn create(path: &Path) -> Result<Output> {
+        let fail = |why: String| Failure::failed(format!("{}: {why}", path.display()));
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.is_dir() {
+                return Err(fail("is a directory".into()));
+            }
+            if !meta.is_file() {
+                let file = File::options()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| fail(e.to_string()))?;
+                return Ok(Output {
+                    path: path.to_path_buf(),
+                    tmp: None,
+                    file,
+                });
+            }
+        }
+        let Some(base) = path.file_name() else {
+            return Err(fail("not a file name".into()));
+        };
+        let tmp = path.with_file_name(format!(
+            ".{}.zcopy-{}.part",
+            base.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Output {
+            path: path.to_path_buf(),
+            tmp: Some(tmp),
+            file,
+        })
+    }
+
+    /// Gives the file its name.
+    fn commit(mut self) -> Result<()> {
+        if let Some(tmp) = self.tmp.take() {
+            if let Err(e) = std::fs::rename(&tmp, &self.path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Failure::failed(format!("{}: {e}", self.path.display())));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Setting a channel up failed: bad shape or name is a usage error.
+fn setup_failure(e: Error) -> Failure {
+    const POOL_HINT: &str = "the card's pinned limit or memory is exhausted \
+        (fewer --slots or a smaller --slot-size)";
+    match e {
+        Error::Config(_) | Error::BadName(_) => Failure::usage(e.to_string()),
+        Error::Card(ref c) if c.errno().map(|n| n as i32) == Some(libc::ENOMEM) => {
+            Failure::failed(format!("{e}: {POOL_HINT}"))
+        }
+        e => Failure::failed(e.to_string()),
+    }
+}
+
+// --- shm -------------------------------------------------------------------
+
+/// Creates the named channel; a stale one of that name (its sender
+/// crashed) is removed first.
+fn create_named(b: Builder, name: &str) -> Result<Sender<Shm>> {
+    match b.clone().create_named(name) {
+        Err(Error::Stale { .. }) => {
+            channel::remove_stale(name).map_err(setup_failure)?;
+            b.create_named(name).map_err(setup_failure)
+        }
+        Err(Error::Exists { pid, .. }) => Err(Failure::failed(format!(
+            "channel {name:?} is in use (sender pid {pid}): pick another --name"
+        ))),
+        r => r.map_err(setup_failure),
+    }
+}
+
+/// Opens the named channel, retrying while it does not exist (yet).
+fn open_named(name: &str, timeout: Option<Duration>) -> Result<Receiver<Shm>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let e = match Receiver::open_named(name) {
+            Ok(rx) => return Ok(rx),
+            Err(e) => e,
+        };
+        let waiting = matches!(
+            e,
+            Error::NotFound(_) | Error::NotReady | Error::Stale { .. }
+        );
+        if !waiting {
+            return Err(setup_failure(e));
+        }
+        if passed(deadline) {
+            return Err(Failure::failed(format!(
+                "no sender on channel {name:?} within {} ({e}): start `zcopy send FILE --via shm --name {name}`",
+                timeout.map_or_else(String::new, secs)
+            )));
+        }
+        std::thread::sleep(RETRY);
+    }
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+// --- card ------------------------------------------------------------------
+
+/// Opens `/dev/zcard0`; its absence is the platform's (exit 3).
+fn open_card() -> Result<Card> {
+    Card::open_index(0).map_err(|e| match &e {
+        zcopy::card::Error::Open { source, .. }
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::ENOENT | libc::ENODEV | libc::ENXIO)
+            ) =>
+        {
+            Failure::missing(format!("{NO_CARD} ({e})"))
+        }
+        _ => Failure::failed(e.to_string()),
+    })
+}
+
+fn socket_path(name: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{name}.sock"))
+}
+
+/// A card sender's listening socket; its file goes when this drops.
+struct CardSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl CardSocket {
+    /// Listens on `/run/zcopy/<name>.sock`. A socket file nobody listens on
+    /// (a sender crashed) is replaced; a live one is refused.
+    fn bind(name: &str) -> Result<CardSocket> {
+        std::fs::create_dir_all(RUN_DIR).map_err(|e| {
+            Failure::failed(format!(
+                "creating {RUN_DIR}: {e} (the card transport's sockets live there)"
+            ))
+        })?;
+        let path = socket_path(name);
+        let fail = |e: std::io::Error| Failure::failed(format!("{}: {e}", path.display()));
+        let listener = match UnixListener::bind(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if UnixStream::connect(&path).is_ok() {
+                    return Err(Failure::failed(format!(
+                        "a sender already serves {name:?} at {}: pick another --name",
+                        path.display()
+                    )));
+                }
+                std::fs::remove_file(&path).map_err(fail)?;
+                UnixListener::bind(&path).map_err(fail)?
+            }
+            r => r.map_err(fail)?,
+        };
+        Ok(CardSocket { listener, path })
+    }
+
+    /// Shares the channel with the first connector that attaches to it
+    /// (one that leaves without attaching, a probe say, is skipped).
+    fn serve(&self, tx: &Sender<CardSlots>, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let fail = |e: std::io::Error| Failure::failed(format!("{}: {e}", self.path.display()));
+        self.listener.set_nonblocking(true).map_err(fail)?;
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if passed(deadline) {
+                        return Err(Failure::failed(format!(
+                            "no receiver connected to {} within {}: is `zcopy recv --via card` running?",
+                            self.path.display(),
+                            timeout.map_or_else(String::new, secs)
+                        )));
+                    }
+                    std::thread::sleep(RETRY);
+                    continue;
+                }
+                Err(e) => return Err(fail(e)),
+            };
+            stream.set_nonblocking(false).map_err(fail)?;
+            stream.set_read_timeout(Some(HANDSHAKE)).map_err(fail)?;
+            if tx.share(&stream).is_err() {
+                continue;
+            }
+            let mut answer = [0u8];
+            if matches!((&stream).read(&mut answer), Ok(1)) && answer[0] == ATTACHED {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for CardSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Connects to the card sender `name` (retrying while it is not there) and
+/// attaches to the channel it shares.
+fn connect_card(card: &Card, name: &str, timeout: Option<Duration>) -> Result<Receiver<CardSlots>> {
+    let path = socket_path(name);
+    let fail = |e: std::io::Error| Failure::failed(format!("{}: {e}", path.display()));
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let stream = loop {
+        match UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                if passed(deadline) {
+                    return Err(Failure::failed(format!(
+                        "no sender on card channel {name:?} within {} ({}: {e}): start `zcopy send FILE --via card --name {name}`",
+                        timeout.map_or_else(String::new, secs),
+                        path.display()
+                    )));
+                }
+                std::thread::sleep(RETRY);
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    };
+    stream.set_read_timeout(Some(HANDSHAKE)).map_err(fail)?;
+    let rx = Receiver::<CardSlots>::from_socket(card, &stream).map_err(setup_failure)?;
+    (&stream).write_all(&[ATTACHED]).map_err(fail)?;
+    Ok(rx)
+}
+
+// --- rdma ------------------------------------------------------------------
+
+/// Fails with exit 3 unless there is an RDMA device and `ip` (when given
+/// and not the wildcard) is an address of one of its ports.
+fn check_rdma(addr: impl std::fmt::Display, ip: Option<IpAddr>) -> Result<()> {
+    let devices = match rdma::devices() {
+        Ok(d) => d,
+        // The kernel has no RDMA support at all.
+        Err(rdma::Error::NoDevice(_)) => Vec::new(),
+        Err(e) => return Err(Failure::failed(format!("RDMA: listing the devices: {e}"))),
+    };
+    if devices.is_empty() {
+        return Err(Failure::missing(no_rdma(addr)));
+    }
+    let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) else {
+        return Ok(());
+    };
+    let gids = || devices.iter().flat_map(|d| &d.ports).flat_map(|p| &p.gids);
+    let is_ip = |gid: &std::net::Ipv6Addr| match ip {
+        IpAddr::V4(v4) => gid.to_ipv4_mapped() == Some(v4),
+        IpAddr::V6(v6) => *gid == v6,
+    };
+    if gids().any(|(_, gid)| is_ip(gid)) {
+        return Ok(());
+    }
+    let mut here: Vec<String> = gids()
+        .filter_map(|(_, g)| g.to_ipv4_mapped().map(|a| a.to_string()))
+        .collect();
+    here.dedup();
+    Err(Failure::missing(format!(
+        "{} ({ip} is on no RDMA device; RDMA addresses here: {})",
+        no_rdma(addr),
+        if here.is_empty() {
+            "none".into()
+        } else {
+            here.join(", ")
+        }
+    )))
+}
+
+/// An RDMA failure: no device or no route for the address is the
+/// platform's (exit 3), the rest a failure (exit 1); the message names RDMA.
+fn rdma_failure(addr: impl std::fmt::Display, e: Error) -> Failure {
+    let platform = match &e {
+        Error::Rdma(rdma::Error::NoDevice(_)) => true,
+        Error::Rdma(rdma::Error::Cm { errno, .. } | rdma::Error::Verbs { errno, .. }) => {
+            matches!(*errno, libc::EADDRNOTAVAIL | libc::ENODEV)
+        }
+        Error::Rdma(rdma::Error::Event { event, .. }) => {
+            event == "RDMA_CM_EVENT_ADDR_ERROR" || event == "RDMA_CM_EVENT_ROUTE_ERROR"
+        }
+        _ => false,
+    };
+    match e {
+        _ if platform => Failure::missing(format!("{} ({e})", no_rdma(addr))),
+        Error::Config(_) => Failure::usage(format!("RDMA channel: {e}")),
+        e => Failure::failed(format!("RDMA {addr}: {e}")),
+    }
+}
+
+/// Connects to the receiver at `to`, retrying while nothing listens there
+/// (yet), up to `timeout`.
+fn connect_rdma(
+    b: Builder,
+    from: Option<IpAddr>,
+    to: SocketAddr,
+    timeout: Option<Duration>,
+) -> Result<rdma::Sender> {
+    check_rdma(to, from)?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut noted = false;
+    loop {
+        match b.clone().connect_rdma(from, to) {
+            Ok(tx) => return Ok(tx),
+            Err(Error::Rdma(rdma::Error::Event { ref event, .. }))
+                if event == "RDMA_CM_EVENT_REJECTED" && !passed(deadline) =>
+            {
+                if !noted {
+                    note(&format!(
+                        "waiting for a receiver: zcopy recv OUTFILE --via rdma --listen {to}"
+                    ));
+                    noted = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(rdma_failure(to, e)),
+        }
+    }
+}
+
+/// Listens on `addr` and takes the first sender, waiting up to `timeout`.
+fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Receiver> {
+    check_rdma(addr, Some(addr.ip()))?;
+    let listener = rdma::Listener::bind(addr).map_err(|e| rdma_failure(addr, e))?;
+    if let Some(bound) = listener.local_addr() {
+        note(&format!(
+            "waiting for a sender: zcopy send FILE --via rdma --to {bound}"
+        ));
+    }
+    listener.accept(timeout).map_err(|e| match e {
+        Error::Rdma(rdma::Error::Timeout(_)) => Failure::failed(format!(
+            "no RDMA sender connected to {addr} within {}",
+            timeout.map_or_else(String::new, secs)
+        )),
+        e => rdma_failure(addr, e),
+    })
+}

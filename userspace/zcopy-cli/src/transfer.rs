@@ -1,0 +1,441 @@
+//! Moving one file over a channel, written once for every transport: the
+//! sender reads the file straight into loaned slots and sends them; the
+//! receiver writes each slot, read in place, to the output file.
+//!
+//! The wire format, one message per slot:
+//!
+//! ```text
+//! header   "ZCFILE\0\1"  file size (u64 LE)                      16 bytes
+//! data     the file's bytes in order, chunks of 1..=slot size, as many as it takes
+//! trailer  "ZCFILEND"    file size (u64 LE)  crc32c (u32 LE)     20 bytes
+//! ```
+//!
+//! The sender waits for the header to come back (the receiver is there)
+//! before it starts the clock, and for every slot to come back after the
+//! trailer (the receiver has taken everything) before it closes the
+//! channel; the receiver, after checking length and checksum, waits
+//! (briefly) for that close, so that over RDMA its last credit reaches the
+//! sender before it disconnects.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use zcopy::channel::{Error, Rx, Tx, TxLoan, Wait};
+
+use crate::failure::{Failure, Result};
+
+/// First bytes of the header message.
+pub const HEADER_MAGIC: [u8; 8] = *b"ZCFILE\x00\x01";
+/// First bytes of the trailer message.
+pub const TRAILER_MAGIC: [u8; 8] = *b"ZCFILEND";
+/// Header length: magic and file size.
+pub const HEADER_LEN: usize = 16;
+/// Trailer length: magic, file size and crc32c.
+pub const TRAILER_LEN: usize = 20;
+/// The smallest slot the protocol works with.
+pub const MIN_SLOT_SIZE: u32 = 64;
+/// Files larger than this get a progress bar (when stderr is a terminal).
+const PROGRESS_ABOVE: u64 = 64 << 20;
+/// How long a receiver that has everything waits for the sender to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// What one end moved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// File bytes moved.
+    pub bytes: u64,
+    /// Seconds the data took: at the sender from the header coming back to
+    /// the last slot coming back, at the receiver from the header to the
+    /// trailer.
+    pub seconds: f64,
+    /// crc32c of the bytes.
+    pub crc32c: u32,
+}
+
+/// The header message for a file of `size` bytes.
+pub fn header(size: u64) -> [u8; HEADER_LEN] {
+    let mut m = [0; HEADER_LEN];
+    m[..8].copy_from_slice(&HEADER_MAGIC);
+    m[8..].copy_from_slice(&size.to_le_bytes());
+    m
+}
+
+/// The file size a header message announces; None when it is no header.
+pub fn parse_header(m: &[u8]) -> Option<u64> {
+    if m.len() != HEADER_LEN || m[..8] != HEADER_MAGIC {
+        return None;
+    }
+    Some(u64::from_le_bytes(m[8..16].try_into().ok()?))
+}
+
+/// The trailer message: the file size again and the crc32c of the data.
+pub fn trailer(size: u64, crc: u32) -> [u8; TRAILER_LEN] {
+    let mut m = [0; TRAILER_LEN];
+    m[..8].copy_from_slice(&TRAILER_MAGIC);
+    m[8..16].copy_from_slice(&size.to_le_bytes());
+    m[16..].copy_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// Size and crc32c a trailer message carries; None when it is no trailer.
+pub fn parse_trailer(m: &[u8]) -> Option<(u64, u32)> {
+    if m.len() != TRAILER_LEN || m[..8] != TRAILER_MAGIC {
+        return None;
+    }
+    let size = u64::from_le_bytes(m[8..16].try_into().ok()?);
+    let crc = u32::from_le_bytes(m[16..20].try_into().ok()?);
+    Some((size, crc))
+}
+
+/// How long to wait for the peer: forever, or at most this long each time.
+fn wait_for(timeout: Option<Duration>) -> Wait {
+    timeout.map_or(Wait::Forever, Wait::Timeout)
+}
+
+/// "N s" for messages.
+pub fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// Sends `size` bytes of `file` over `tx`, each chunk read from the file
+/// straight into a loaned slot. `timeout` bounds each wait for the
+/// receiver (None: wait as long as it takes).
+pub fn send<T: Tx>(
+    tx: &T,
+    file: &mut File,
+    name: &str,
+    size: u64,
+    timeout: Option<Duration>,
+) -> Result<Stats> {
+    let wait = wait_for(timeout);
+    let peer = |e: Error| sender_failure(e, timeout);
+    send_small(tx, wait, &header(size)).map_err(peer)?;
+    // The header back means a receiver is there and reading.
+    drain(tx, wait).map_err(peer)?;
+
+    let start = Instant::now();
+    let progress = Progress::new(size);
+    let chunk = tx.slot_size() as u64;
+    let mut crc = 0;
+    let mut sent = 0u64;
+    while sent < size {
+        let mut loan = tx.loan_with(wait).map_err(peer)?;
+        let n = chunk.min(size - sent) as usize;
+        let slot = &mut loan.as_mut_slice()[..n];
+        file.read_exact(slot).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "it shrank while being sent".to_string()
+            } else {
+                e.to_string()
+            };
+            Failure::failed(format!("reading {name} at byte {sent} of {size}: {why}"))
+        })?;
+        crc = crc32c::crc32c_append(crc, slot);
+        loan.set_len(n).map_err(peer)?;
+        loan.send().map_err(peer)?;
+        sent += n as u64;
+        progress.add(n as u64);
+    }
+    send_small(tx, wait, &trailer(size, crc)).map_err(peer)?;
+    drain(tx, wait).map_err(peer)?;
+    progress.finish();
+    Ok(Stats {
+        bytes: size,
+        seconds: start.elapsed().as_secs_f64(),
+        crc32c: crc,
+    })
+}
+
+/// Sends a small message (header, trailer), written into a loaned slot.
+fn send_small<T: Tx>(tx: &T, wait: Wait, bytes: &[u8]) -> zcopy::channel::Result<()> {
+    let mut loan = tx.loan_with(wait)?;
+    let slot = loan.as_mut_slice();
+    let Some(dst) = slot.get_mut(..bytes.len()) else {
+        return Err(Error::TooLarge {
+            len: bytes.len(),
+            capacity: slot.len(),
+        });
+    };
+    dst.copy_from_slice(bytes);
+    loan.set_len(bytes.len())?;
+    loan.send()
+}
+
+/// Waits until the receiver has given back every slot sent, i.e. taken
+/// every message. Loans each free slot (unsent: they go back when dropped)
+/// so that the wait is the loan's own, which also notices a dead receiver.
+fn drain<T: Tx>(tx: &T, wait: Wait) -> zcopy::channel::Result<()> {
+    let mut held = Vec::new();
+    while tx.in_flight() > 0 {
+        held.push(tx.loan_with(wait)?);
+    }
+    Ok(())
+}
+
+fn sender_failure(e: Error, timeout: Option<Duration>) -> Failure {
+    match e {
+        Error::PeerDied { pid, .. } => Failure::failed(format!(
+            "the receiver (pid {pid}) died or disconnected before it had taken everything"
+        )),
+        Error::Timeout => Failure::failed(format!(
+            "no receiver took anything for {}: is `zcopy recv` running, with the same --via and --name?",
+            timeout.map_or_else(|| "ever".into(), secs)
+        )),
+        e => Failure::failed(format!("sending: {e}")),
+    }
+}
+
+/// Receives a file from `rx` into `out`: the header, the data, the
+/// trailer; fails unless the length and the crc32c match. `timeout` bounds
+/// each wait for the sender.
+pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -> Result<Stats> {
+    let wait = wait_for(timeout);
+    let first = rx
+        .recv_with(wait)
+        .and_then(|m| m.ok_or(Error::Timeout))
+        .map_err(|e| receiver_failure(e, timeout, None))?;
+    let size = parse_header(&first).ok_or_else(|| {
+        Failure::failed(format!(
+            "the first message ({} bytes) is not a zcopy file header: is another program sending on this channel?",
+            first.len()
+        ))
+    })?;
+    drop(first);
+
+    let start = Instant::now();
+    let progress = Progress::new(size);
+    let mut crc = 0;
+    let mut got = 0u64;
+    while got < size {
+        let m = rx
+            .recv_with(wait)
+            .and_then(|m| m.ok_or(Error::Timeout))
+            .map_err(|e| receiver_failure(e, timeout, Some((got, size))))?;
+        let n = m.len() as u64;
+        if n == 0 || n > size - got {
+            return Err(Failure::failed(format!(
+                "the sender sent {n} bytes after {got} of {size}: not a zcopy file stream"
+            )));
+        }
+        crc = crc32c::crc32c_append(crc, &m);
+        out.write_all(&m)
+            .map_err(|e| Failure::failed(format!("writing the output: {e}")))?;
+        got += n;
+        progress.add(n);
+    }
+    let last = rx
+        .recv_with(wait)
+        .and_then(|m| m.ok_or(Error::Timeout))
+        .map_err(|e| receiver_failure(e, timeout, Some((got, size))))?;
+    let seconds = start.elapsed().as_secs_f64();
+    progress.finish();
+    let (their_size, their_crc) = parse_trailer(&last).ok_or_else(|| {
+        Failure::failed(format!(
+            "expected the end of the file after {size} bytes, got a {}-byte message",
+            last.len()
+        ))
+    })?;
+    drop(last);
+    if their_size != got {
+        return Err(Failure::failed(format!(
+            "length mismatch: received {got} bytes, the sender says it sent {their_size}"
+        )));
+    }
+    if their_crc != crc {
+        return Err(Failure::failed(format!(
+            "checksum mismatch: the received bytes have crc32c {crc:08x}, the sender's have {their_crc:08x}"
+        )));
+    }
+    // Everything is here and checked; let the sender close first (any
+    // other end of the wait is fine too: the file is complete).
+    let _ = rx.recv_timeout(CLOSE_GRACE);
+    Ok(Stats {
+        bytes: got,
+        seconds,
+        crc32c: crc,
+    })
+}
+
+fn receiver_failure(e: Error, timeout: Option<Duration>, progress: Option<(u64, u64)>) -> Failure {
+    let at = match progress {
+        None => "before sending a file".to_string(),
+        Some((got, size)) => format!("after {got} of {size} bytes"),
+    };
+    match e {
+        Error::Closed => Failure::failed(format!("the sender closed the channel {at}")),
+        Error::PeerDied { pid, .. } => {
+            Failure::failed(format!("the sender (pid {pid}) died or disconnected {at}"))
+        }
+        Error::Timeout => Failure::failed(format!(
+            "nothing from the sender for {} ({at})",
+            timeout.map_or_else(|| "ever".into(), secs)
+        )),
+        e => Failure::failed(format!("receiving ({at}): {e}")),
+    }
+}
+
+/// A progress bar on stderr for large files, when stderr is a terminal.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        if total <= PROGRESS_ABOVE || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let style = ProgressStyle::with_template(
+            "{bytes:>10}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        Progress(Some(bar.with_style(style)))
+    }
+
+    fn add(&self, n: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use zcopy::channel::{Builder, Receiver, Sender, Shm};
+
+    use super::*;
+
+    /// A memfd channel with both ends in this process.
+    fn pair(slot_size: u32, slots: u32) -> (Sender<Shm>, Receiver<Shm>) {
+        let tx = Builder::new()
+            .slot_size(slot_size)
+            .slot_count(slots)
+            .create()
+            .unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        tx.share(&a).unwrap();
+        let rx = Receiver::<Shm>::from_socket(&(), &b).unwrap();
+        (tx, rx)
+    }
+
+    /// Sends `messages` and closes, then receives with a short timeout.
+    fn receive_messages(messages: &[&[u8]]) -> (Result<Stats>, Vec<u8>) {
+        let (tx, rx) = pair(64, 16);
+        for m in messages {
+            send_small(&tx, Wait::Never, m).unwrap();
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        let r = receive(&rx, &mut out, Some(Duration::from_secs(1)));
+        (r, out)
+    }
+
+    #[test]
+    fn header_and_trailer_round_trip_and_refuse_other_bytes() {
+        assert_eq!(parse_header(&header(0)), Some(0));
+        assert_eq!(parse_header(&header(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_trailer(&trailer(7, 0xdead_beef)),
+            Some((7, 0xdead_beef))
+        );
+        assert_eq!(parse_header(&trailer(7, 1)), None);
+        assert_eq!(parse_trailer(&header(7)), None);
+        assert_eq!(parse_header(&header(7)[..15]), None);
+        assert_eq!(parse_header(b"0123456789abcdef"), None);
+    }
+
+    #[test]
+    fn a_good_stream_is_written_and_its_checksum_reported() {
+        let data = b"hello, zero-copy world";
+        let crc = crc32c::crc32c(data);
+        let len = data.len() as u64;
+        let (r, out) =
+            receive_messages(&[&header(len), &data[..10], &data[10..], &trailer(len, crc)]);
+        let stats = r.unwrap();
+        assert_eq!((stats.bytes, stats.crc32c), (len, crc));
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_wrong_checksum_fails() {
+        let data = b"some bytes";
+        let len = data.len() as u64;
+        let bad = crc32c::crc32c(data) ^ 1;
+        let (r, _) = receive_messages(&[&header(len), data, &trailer(len, bad)]);
+        let e = r.unwrap_err();
+        assert!(e.message.contains("checksum mismatch"), "{}", e.message);
+        assert_eq!(e.code, crate::failure::FAILED);
+    }
+
+    #[test]
+    fn a_short_or_long_stream_fails() {
+        let (r, _) = receive_messages(&[&header(10), b"12345"]);
+        let e = r.unwrap_err().message;
+        assert!(e.contains("closed the channel after 5 of 10 bytes"), "{e}");
+
+        let (r, _) = receive_messages(&[&header(4), b"12345"]);
+        let e = r.unwrap_err().message;
+        assert!(e.contains("sent 5 bytes after 0 of 4"), "{e}");
+
+        let (r, _) = receive_messages(&[&header(3), b"123", &trailer(4, crc32c::crc32c(b"123"))]);
+        let e = r.unwrap_err().message;
+        assert!(e.contains("length mismatch"), "{e}");
+
+        let (r, _) = receive_messages(&[b"not a header"]);
+        let e = r.unwrap_err().message;
+        assert!(e.contains("not a zcopy file header"), "{e}");
+
+        let (r, _) = receive_messages(&[]);
+        let e = r.unwrap_err().message;
+        assert!(
+            e.contains("closed the channel before sending a file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nothing_from_the_sender_times_out() {
+        let (_tx, rx) = pair(64, 4);
+        let t0 = Instant::now();
+        let e = receive(&rx, &mut Vec::new(), Some(Duration::from_millis(100))).unwrap_err();
+        assert!(
+            e.message.contains("nothing from the sender for 0.1 s"),
+            "{}",
+            e.message
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn send_reads_the_file_into_slots_and_receive_gets_it_back() {
+        // A file of 5.5 slots, sent from a thread, received here.
+        let dir = std::env::temp_dir().join(format!("zcopy-transfer-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("in");
+        let data: Vec<u8> = (0..352u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let tx = Builder::new().slot_size(64).slot_count(2).create().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        tx.share(&a).unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut f = File::open(&path).unwrap();
+            send(&tx, &mut f, "in", 352, Some(Duration::from_secs(10)))
+        });
+        let rx = Receiver::<Shm>::from_socket(&(), &b).unwrap();
+        let mut out = Vec::new();
+        let got = receive(&rx, &mut out, Some(Duration::from_secs(10))).unwrap();
+        let sent = sender.join().unwrap().unwrap();
+        assert_eq!(out, data);
+        assert_eq!(got.crc32c, crc32c::crc32c(&data));
+        assert_eq!((sent.bytes, sent.crc32c), (got.bytes, got.crc32c));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
