@@ -229,35 +229,45 @@ fn perftest(tool: &str, extra: &[String]) -> Result<Vec<f64>, String> {
         v.extend_from_slice(extra);
         v
     };
-    let mut server = Command::new(tool)
-        .args(common("zrxe0"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{tool}: {e} (perftest is in the guest toolbox)"))?;
-    std::thread::sleep(Duration::from_millis(500));
-    let mut args = common("zrxe1");
-    args.push(A.to_string());
-    let out = Command::new(tool)
-        .args(&args)
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("{tool}: {e}"))?;
-    let _ = wait_or_kill(&mut server, Duration::from_secs(30));
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The server needs a moment to listen (longer on a busy machine): try
+    // the client a few times.
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        let mut server = Command::new(tool)
+            .args(common("zrxe0"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{tool}: {e} (perftest is in the guest toolbox)"))?;
+        std::thread::sleep(Duration::from_millis(1000 * attempt));
+        let mut args = common("zrxe1");
+        args.push(A.to_string());
+        let out = Command::new(tool)
+            .args(&args)
+            .output()
+            .map_err(|e| format!("{tool}: {e}"))?;
+        let _ = wait_or_kill(&mut server, Duration::from_secs(30));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(v) = result_row(&text) {
+            return v.map_err(|e| format!("{tool}: {e}"));
+        }
+        last = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Err(format!("{tool}: no result line in its output:\n{last}"))
+}
+
+/// The numbers under perftest's `#bytes` header line.
+fn result_row(text: &str) -> Option<Result<Vec<f64>, String>> {
     let mut lines = text
         .lines()
         .skip_while(|l| !l.trim_start().starts_with("#bytes"));
-    lines.next();
-    let row = lines
-        .next()
-        .ok_or_else(|| format!("{tool}: no result line in its output:\n{text}"))?;
-    row.split_whitespace()
-        .map(|v| {
-            v.parse::<f64>()
-                .map_err(|_| format!("{tool}: cannot read {row:?}"))
-        })
-        .collect()
+    lines.next()?;
+    let row = lines.next()?;
+    Some(
+        row.split_whitespace()
+            .map(|v| v.parse::<f64>().map_err(|_| format!("cannot read {row:?}")))
+            .collect(),
+    )
 }
 
 fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<()> {
