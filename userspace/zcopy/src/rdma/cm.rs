@@ -713,13 +713,7 @@ impl Connection {
         let mut bad = std::ptr::null_mut();
         // SAFETY: a live QP; wr names no memory.
         let r = unsafe { ibv_post_recv(qp, &mut wr, &mut bad) };
-        if r != 0 {
-            return Err(Error::Verbs {
-                op: "ibv_post_recv",
-                errno: r,
-            });
-        }
-        Ok(())
+        Error::check("ibv_post_recv", r)
     }
 
     /// Posts an RDMA WRITE (WITH IMMEDIATE when `imm` is given) of `len`
@@ -774,13 +768,7 @@ impl Connection {
         // registered and keeps until after the QP is destroyed (checked
         // above), so the device may read it until the request completes.
         let r = unsafe { ibv_post_send(qp, &mut wr, &mut bad) };
-        if r != 0 {
-            return Err(Error::Verbs {
-                op: "ibv_post_send",
-                errno: r,
-            });
-        }
-        Ok(())
+        Error::check("ibv_post_send", r)
     }
 
     /// Posts a zero-length SEND WITH IMMEDIATE (signaled): a small message
@@ -796,13 +784,7 @@ impl Connection {
         let mut bad = std::ptr::null_mut();
         // SAFETY: a live QP; the request names no memory.
         let r = unsafe { ibv_post_send(qp, &mut wr, &mut bad) };
-        if r != 0 {
-            return Err(Error::Verbs {
-                op: "ibv_post_send",
-                errno: r,
-            });
-        }
-        Ok(())
+        Error::check("ibv_post_send", r)
     }
 
     /// Disconnects (the peer sees RDMA_CM_EVENT_DISCONNECTED; outstanding

@@ -115,6 +115,14 @@ impl Error {
         Error::Verbs { op, errno: errno() }
     }
 
+    /// A verbs call's return value (0, or an errno) as a Result.
+    fn check(op: &'static str, r: i32) -> Result<()> {
+        match r {
+            0 => Ok(()),
+            errno => Err(Error::Verbs { op, errno }),
+        }
+    }
+
     fn cm(op: &'static str) -> Error {
         Error::Cm { op, errno: errno() }
     }

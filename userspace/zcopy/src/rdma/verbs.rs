@@ -562,13 +562,7 @@ impl Cq {
         }
         // SAFETY: a live CQ with a channel.
         let r = unsafe { ibv_req_notify_cq(self.as_ptr(), 0) };
-        if r != 0 {
-            return Err(Error::Verbs {
-                op: "ibv_req_notify_cq",
-                errno: r,
-            });
-        }
-        Ok(())
+        Error::check("ibv_req_notify_cq", r)
     }
 
     /// Takes a pending completion event, if any (the channel is
