@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
-# make demo: boot the platform and run the demo in the guest. The report is
-# printed and kept in target/demo/report.txt.
+# make demo: build what the demo needs (zcard.ko, the card's device model,
+# the zcopy tools, release), boot the platform (card attached, driver
+# loaded, Soft-RoCE up) and run qemu/guest/demo.sh in it. The report and
+# the plots land in target/demo/.
 set -uo pipefail
-cd "$(dirname "$0")/.." || exit 69
-qemu/run.sh --timeout 900 -- qemu/guest/demo.sh
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=qemu/lib.sh
+. "$here/../qemu/lib.sh"
+cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
+out=target/demo
+rm -rf "$out"
+mkdir -p "$out"
+zc_log "building zcard.ko, the card and the zcopy tools (release; logs in $out/build.log)"
+"$here/build-driver.sh" all >"$out/build.log" 2>&1 ||
+	{ tail -n 30 "$out/build.log"; zc_infra "building zcard.ko failed"; }
+cargo build --release -p zcard-device --bin zcard-vhost -p zcopy-cli -p zcopy-bench >>"$out/build.log" 2>&1 ||
+	{ tail -n 30 "$out/build.log"; zc_infra "building the tools failed"; }
+ZC_CARD_BIN=$ZC_ROOT/target/release/zcard-vhost "$ZC_ROOT/qemu/run.sh" --timeout 900 -- qemu/guest/demo.sh
 rc=$?
-[ "$rc" = 0 ] && echo "report: $PWD/target/demo/report.txt"
+echo
+echo "report: $PWD/$out/report.txt"
+for f in "$out"/*.svg; do [ -f "$f" ] && echo "plot:   $PWD/$f"; done
 exit "$rc"

@@ -120,3 +120,57 @@ pub fn size(s: usize) -> String {
         format!("{s} B")
     }
 }
+
+/// A horizontal bar chart: one bar per `(label, value)`, the value printed
+/// at the bar's end with `unit`; `note` goes under the title.
+pub fn bars(title: &str, note: &str, unit: &str, bars: &[(String, f64)]) -> String {
+    let (w, l, r, t, row) = (760.0, 230.0, 110.0, 56.0, 30.0);
+    let h = t + row * bars.len() as f64 + 20.0;
+    let max = bars
+        .iter()
+        .map(|b| b.1)
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>
+<text x="{}" y="40" text-anchor="middle" fill="#555">{}</text>
+"##,
+        w / 2.0,
+        escape(title),
+        w / 2.0,
+        escape(note)
+    );
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let y = t + row * i as f64;
+        let len = value / max * (w - l - r);
+        let c = if i == 0 { "#7f7f7f" } else { "#1f77b4" };
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{l}" y="{y}" width="{len:.1}" height="{}" fill="{c}"/><text x="{:.1}" y="{}">{} {unit}</text>"#,
+            l - 8.0,
+            y + row * 0.55,
+            escape(label),
+            row * 0.7,
+            l + len + 6.0,
+            y + row * 0.55,
+            if *value >= 100.0 {
+                format!("{value:.0}")
+            } else {
+                format!("{value:.2}")
+            },
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Text made safe for SVG.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

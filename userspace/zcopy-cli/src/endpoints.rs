@@ -327,7 +327,7 @@ fn passed(deadline: Option<Instant>) -> bool {
 // --- card ------------------------------------------------------------------
 
 /// Opens `/dev/zcard0`; its absence is the platform's (exit 3).
-fn open_card() -> Result<Card> {
+pub fn open_card() -> Result<Card> {
     Card::open_index(0).map_err(|e| match &e {
         zcopy::card::Error::Open { source, .. }
             if matches!(

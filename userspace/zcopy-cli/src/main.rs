@@ -16,11 +16,13 @@
 //! transport's two ends meet, `transfer` the file transfer written once
 //! over the channel traits, `failure` the exit codes, `output` stdout.
 
+mod bench;
 mod channels;
 mod endpoints;
 mod failure;
 mod info;
 mod output;
+mod pipeline;
 mod transfer;
 
 use std::net::{IpAddr, SocketAddr};
@@ -79,9 +81,39 @@ zcopy recv out.bin --via card --name demo\n  \
 zcopy recv out.bin --via rdma --listen 169.254.77.1:7471"
     )]
     Recv(RecvArgs),
+    /// Runs the benchmarks: shm (IPC), card (zcard.ko's rings), rdma (vs perftest), or all.
+    #[command(after_help = EXIT_CODES_HELP, long_about = bench::LONG_ABOUT)]
+    Bench(bench::BenchArgs),
     /// Named shared-memory channels (/dev/shm/zcopy.*).
     #[command(subcommand)]
     Channel(ChannelCmd),
+    /// Serves a file from storage to a peer six ways and measures each (the seed experiment).
+    #[command(
+        after_help = EXIT_CODES_HELP,
+        long_about = "Serves the same file from storage to a network peer six ways in one run and \
+measures each: read+write, mmap+write, sendfile and splice to a TCP peer, and the zero-copy ways, \
+where the card reads its storage (STORAGE_READ) straight into pool buffers that go out as they \
+are: over RDMA (the buffers are the channel's slots) and over TCP with MSG_ZEROCOPY. The \
+zero-copy ways run as an asynchronous pipeline: a reader thread keeps many card reads in flight \
+into free buffers, a sender thread sends full ones in order, and lock-free queues hand buffers \
+between them.\n\n\
+For each way: wall time (first byte read to the far end's last byte checked), MB/s, the serving \
+process's CPU time and context switches (getrusage), and the CPU copies of the payload on the \
+serving side, by construction, with what a counter showed where one can (the card's completed \
+requests, MSG_ZEROCOPY's copied flag). The far end is a separate process that checks length and \
+crc32c of every run. The same data (seeded) is in a file (for the classic ways) and in the \
+card's storage (for the zero-copy ways).\n\n\
+Needs /dev/zcard0 for the zero-copy ways and an RDMA device on --rdma-to/--rdma-from for \
+card -> RDMA; without them those ways are skipped (exit 3 when asked for by --ways).\n\n\
+Examples:\n  \
+zcopy pipeline                                   (32 MiB, all six ways, 3 runs each)\n  \
+zcopy pipeline --size 8M --runs 1 --out target/demo\n  \
+zcopy pipeline --ways read-write,card-tcp --json"
+    )]
+    Pipeline(pipeline::PipelineArgs),
+    /// The far end of `zcopy pipeline` (started by it).
+    #[command(hide = true)]
+    PipelineSink(pipeline::sink::SinkArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,8 +266,8 @@ fn parse_name(s: &str) -> std::result::Result<String, String> {
     }
 }
 
-/// A slot size: a number with an optional K, M or G suffix (powers of 1024).
-fn parse_slot_size(s: &str) -> std::result::Result<u32, String> {
+/// A byte count: a number with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let (digits, shift) = match s.trim_end_matches(['i', 'B']).char_indices().last() {
         Some((i, 'k' | 'K')) => (&s[..i], 10),
         Some((i, 'm' | 'M')) => (&s[..i], 20),
@@ -245,8 +277,14 @@ fn parse_slot_size(s: &str) -> std::result::Result<u32, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1M)"))?;
-    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n);
-    match bytes {
+    n.checked_shl(shift)
+        .filter(|b| b >> shift == n)
+        .ok_or_else(|| format!("{s}: too large"))
+}
+
+/// A slot size: a byte count from 64 to 1G.
+fn parse_slot_size(s: &str) -> std::result::Result<u32, String> {
+    match parse_size(s).ok() {
         Some(b) if (u64::from(transfer::MIN_SLOT_SIZE)..=1 << 30).contains(&b) => Ok(b as u32),
         _ => Err(format!(
             "{s}: a slot holds {} bytes to 1G",
@@ -269,8 +307,11 @@ fn main() -> ExitCode {
         Command::Info { json } => info::run(*json),
         Command::Send(a) => endpoints::send(a),
         Command::Recv(a) => endpoints::recv(a),
+        Command::Bench(a) => bench::run(a),
         Command::Channel(ChannelCmd::List { json }) => channels::list(*json),
         Command::Channel(ChannelCmd::Clean { names }) => channels::clean(names.clone()),
+        Command::Pipeline(a) => pipeline::run(a),
+        Command::PipelineSink(a) => pipeline::sink::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,714 @@
+//! `zcopy pipeline`: serve a file from storage to a network peer six ways on
+//! the same data in the same run, and measure each.
+//!
+//! The classic ways (`ways`) read a file and write a TCP socket; the
+//! zero-copy ways (`staged`) have the card read its storage straight into
+//! pool buffers that go out as they are, over RDMA or TCP with MSG_ZEROCOPY.
+//! The far end (`sink`) is another process that checks length and CRC32C.
+//! Each way runs `--runs` times; the run with the median time is reported.
+
+pub mod sink;
+mod staged;
+mod ways;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use zcopy::card::{Buf, Card, Pool, Rings, Sqe};
+use zcopy::channel::Builder;
+
+use crate::failure::{self, Failure, Result};
+use crate::output;
+
+/// The seed's account of the experiment, printed beside our figures.
+const SEED_CLAIM: &str =
+    "zero-copy cuts transfer time by about two thirds (70 -> 107 MB/s in one account)";
+/// The goal: a zero-copy way takes at most this share of read+write's time.
+const GOAL: f64 = 0.35;
+
+/// One way to serve the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Way {
+    /// read() into a buffer, write() to a TCP socket.
+    ReadWrite,
+    /// mmap() the file, write() the mapping to a TCP socket.
+    MmapWrite,
+    /// sendfile() from the file to a TCP socket.
+    Sendfile,
+    /// splice() file -> pipe -> TCP socket.
+    Splice,
+    /// The card reads storage into pool slots that go out by RDMA WRITE.
+    CardRdma,
+    /// The card reads storage into pool buffers sent with MSG_ZEROCOPY over TCP.
+    CardTcp,
+}
+
+impl Way {
+    const ALL: [Way; 6] = [
+        Way::ReadWrite,
+        Way::MmapWrite,
+        Way::Sendfile,
+        Way::Splice,
+        Way::CardRdma,
+        Way::CardTcp,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::ReadWrite => "read+write",
+            Way::MmapWrite => "mmap+write",
+            Way::Sendfile => "sendfile",
+            Way::Splice => "splice",
+            Way::CardRdma => "card -> RDMA",
+            Way::CardTcp => "card -> TCP zerocopy",
+        }
+    }
+
+    /// CPU copies of the payload on the serving side, by construction, and how.
+    fn copies(self) -> (u32, &'static str) {
+        match self {
+            Way::ReadWrite => (2, "read: page cache -> buffer; write: buffer -> socket"),
+            Way::MmapWrite => (1, "write: mapped page cache -> socket"),
+            Way::Sendfile => (0, "the socket references page-cache pages"),
+            Way::Splice => (0, "pages move by reference through a pipe"),
+            Way::CardRdma => (0, "the card DMAs storage -> slot; the NIC reads the slot"),
+            Way::CardTcp => (
+                0,
+                "the card DMAs storage -> buffer; the socket references it",
+            ),
+        }
+    }
+
+    fn zero_copy(self) -> bool {
+        matches!(self, Way::CardRdma | Way::CardTcp)
+    }
+}
+
+/// `zcopy pipeline`.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Bytes to serve: a multiple of 4K; K, M, G suffixes. At most the card's storage.
+    #[arg(long, default_value = "32M", value_parser = crate::parse_size)]
+    pub size: u64,
+    /// Bytes per read, per buffer and per message: a multiple of 4K, at most the card's
+    /// largest request.
+    #[arg(long, default_value = "64K", value_parser = crate::parse_size)]
+    pub chunk: u64,
+    /// Buffers in flight between the card and the sender (zero-copy ways).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1024))]
+    pub buffers: u32,
+    /// Runs per way; the run with the median time is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: u32,
+    /// The ways to run, comma separated [default: all six; a zero-copy way the platform
+    /// cannot run is skipped with the reason].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub ways: Vec<Way>,
+    /// The file to serve (written with the run's data, removed afterwards)
+    /// [default: a new file in $TMPDIR].
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Seed of the data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The TCP peer's address (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    pub tcp: SocketAddr,
+    /// The RDMA peer's address: an address of an RDMA device.
+    #[arg(long, default_value = "169.254.77.1", value_name = "IP")]
+    pub rdma_to: IpAddr,
+    /// The local RDMA address to send from.
+    #[arg(long, default_value = "169.254.77.2", value_name = "IP")]
+    pub rdma_from: IpAddr,
+    /// Also write pipeline.json and pipeline.svg (time per way) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One way's reported run.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    way: Way,
+    name: &'static str,
+    /// Wall time from the first byte read to the far end's last byte checked.
+    seconds: f64,
+    mb_per_s: f64,
+    /// Server CPU time (user + system, every thread).
+    cpu_seconds: f64,
+    user_seconds: f64,
+    system_seconds: f64,
+    voluntary_switches: i64,
+    involuntary_switches: i64,
+    /// CPU copies of the payload on the serving side (by construction).
+    cpu_copies: u32,
+    how: &'static str,
+    /// What a counter showed, where one can.
+    checked: String,
+    /// Time relative to read+write (when it ran).
+    vs_read_write: Option<f64>,
+    /// Every run's seconds.
+    runs: Vec<f64>,
+    verified: bool,
+}
+
+/// A way not run here, and why.
+#[derive(Debug, Clone, Serialize)]
+struct Skipped {
+    way: Way,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bytes: u64,
+    chunk: u64,
+    buffers: u32,
+    runs: u32,
+    seed: u64,
+    crc32c: u32,
+    kernel: String,
+    cpus: usize,
+    ways: Vec<Row>,
+    skipped: Vec<Skipped>,
+    seed_claim: &'static str,
+    /// The best zero-copy way's time as a share of read+write's.
+    best_zero_copy_ratio: Option<f64>,
+    goal_ratio: f64,
+    goal_met: Option<bool>,
+}
+
+/// A run's measurements.
+#[derive(Debug, Clone)]
+struct Sample {
+    seconds: f64,
+    user: f64,
+    system: f64,
+    vcsw: i64,
+    ivcsw: i64,
+    checked: String,
+}
+
+/// What the card ways need.
+struct CardKit {
+    card: Card,
+    rings: Rings,
+}
+
+/// Runs `zcopy pipeline`.
+pub fn run(a: &PipelineArgs) -> Result<()> {
+    if a.size == 0 || a.size % 4096 != 0 {
+        return Err(Failure::usage("--size must be a positive multiple of 4K"));
+    }
+    if a.chunk == 0 || a.chunk % 4096 != 0 || a.chunk > 1 << 30 {
+        return Err(Failure::usage(
+            "--chunk must be a multiple of 4K, at most 1G",
+        ));
+    }
+    let chosen: Vec<Way> = if a.ways.is_empty() {
+        Way::ALL.to_vec()
+    } else {
+        a.ways.clone()
+    };
+    let explicit = !a.ways.is_empty();
+    let mut skipped = Vec::new();
+
+    // The platform: a card for the zero-copy ways, an RDMA device for one.
+    let mut kit = None;
+    if chosen.iter().any(|w| w.zero_copy()) {
+        match open_card(a) {
+            Ok(k) => kit = Some(k),
+            Err(f) if f.code == failure::MISSING && !explicit => {
+                for w in chosen.iter().filter(|w| w.zero_copy()) {
+                    skipped.push(Skipped {
+                        way: *w,
+                        reason: f.message.clone(),
+                    });
+                }
+            }
+            Err(f) => return Err(f),
+        }
+    }
+    if kit.is_some() && chosen.contains(&Way::CardRdma) {
+        if let Err(f) = rdma_present(a.rdma_to) {
+            if explicit {
+                return Err(f);
+            }
+            skipped.push(Skipped {
+                way: Way::CardRdma,
+                reason: f.message,
+            });
+        }
+    }
+
+    let data = make_data(a.size, a.seed);
+    let crc = crc32c::crc32c(&data);
+    let (path, remove) = match &a.file {
+        Some(p) => (p.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("zcopy-pipeline-{}.dat", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::write(&path, &data)
+        .map_err(|e| Failure::failed(format!("writing {}: {e}", path.display())))?;
+    let _cleanup = RemoveOnDrop(remove.then(|| path.clone()));
+    if let Some(k) = kit.as_mut() {
+        load_storage(k, &data, a.chunk)?;
+    }
+    drop(data);
+
+    let mut rows: Vec<Row> = Vec::new();
+    for way in chosen {
+        if skipped.iter().any(|s| s.way == way) {
+            continue;
+        }
+        let mut samples = Vec::new();
+        for _ in 0..a.runs {
+            samples.push(run_once(a, way, &path, kit.as_mut(), crc)?);
+        }
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        order.sort_by(|&x, &y| samples[x].seconds.total_cmp(&samples[y].seconds));
+        let m = &samples[order[order.len() / 2]];
+        let (copies, how) = way.copies();
+        rows.push(Row {
+            way,
+            name: way.name(),
+            seconds: m.seconds,
+            mb_per_s: a.size as f64 / m.seconds / 1e6,
+            cpu_seconds: m.user + m.system,
+            user_seconds: m.user,
+            system_seconds: m.system,
+            voluntary_switches: m.vcsw,
+            involuntary_switches: m.ivcsw,
+            cpu_copies: copies,
+            how,
+            checked: m.checked.clone(),
+            vs_read_write: None,
+            runs: samples.iter().map(|s| s.seconds).collect(),
+            verified: true,
+        });
+    }
+    let base = rows
+        .iter()
+        .find(|r| r.way == Way::ReadWrite)
+        .map(|r| r.seconds);
+    if let Some(b) = base {
+        for r in &mut rows {
+            r.vs_read_write = Some(r.seconds / b);
+        }
+    }
+    let best = rows
+        .iter()
+        .filter(|r| r.way.zero_copy())
+        .filter_map(|r| r.vs_read_write)
+        .min_by(f64::total_cmp);
+    let report = Report {
+        bytes: a.size,
+        chunk: a.chunk,
+        buffers: a.buffers,
+        runs: a.runs,
+        seed: a.seed,
+        crc32c: crc,
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ways: rows,
+        skipped,
+        seed_claim: SEED_CLAIM,
+        best_zero_copy_ratio: best,
+        goal_ratio: GOAL,
+        goal_met: best.map(|b| b <= GOAL),
+    };
+    if let Some(dir) = &a.out {
+        write_files(dir, &report)?;
+    }
+    if a.json {
+        output::print_json(&report)
+    } else {
+        output::print(&table(&report))
+    }
+}
+
+/// Removes a file when dropped (the generated data file).
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn open_card(a: &PipelineArgs) -> Result<CardKit> {
+    let card = crate::endpoints::open_card()?;
+    let info = *card.info();
+    if a.size > info.storage_capacity {
+        return Err(Failure::usage(format!(
+            "--size {} is more than the card's storage ({} bytes)",
+            a.size, info.storage_capacity
+        )));
+    }
+    if a.chunk > u64::from(info.max_op_bytes) {
+        return Err(Failure::usage(format!(
+            "--chunk {} is more than the card's largest request ({} bytes)",
+            a.chunk, info.max_op_bytes
+        )));
+    }
+    let entries = a.buffers.next_power_of_two().min(info.max_ring_entries);
+    let rings = card
+        .setup_rings(entries)
+        .map_err(|e| Failure::failed(format!("setting up the card's rings: {e}")))?;
+    Ok(CardKit { card, rings })
+}
+
+/// Fails with the rxe hint when no RDMA device has `ip` among its GIDs.
+fn rdma_present(ip: IpAddr) -> Result<()> {
+    let mapped = match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let devices = zcopy::rdma::devices().unwrap_or_default();
+    let found = devices
+        .iter()
+        .flat_map(|d| &d.ports)
+        .any(|p| p.gids.iter().any(|&(_, g)| g == mapped));
+    if found {
+        Ok(())
+    } else {
+        Err(Failure::missing(failure::no_rdma(ip)))
+    }
+}
+
+/// `size` bytes from a xorshift generator seeded with `seed`.
+fn make_data(size: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(size as usize);
+    while (v.len() as u64) < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(size as usize);
+    v
+}
+
+/// Puts `data` into the card's storage at 0 (STORAGE_WRITE from a pool).
+fn load_storage(k: &mut CardKit, data: &[u8], chunk: u64) -> Result<()> {
+    let card = |e: zcopy::card::Error| Failure::failed(format!("loading the card's storage: {e}"));
+    let pool = k.card.create_pool(chunk).map_err(card)?;
+    let map = pool.map().map_err(card)?;
+    for (i, part) in data.chunks(chunk as usize).enumerate() {
+        map.write(0, part).map_err(card)?;
+        let sqe = Sqe::storage_write(Buf::new(&pool, 0), i as u64 * chunk, part.len() as u32);
+        let cqes = k.rings.run(&[sqe], Duration::from_secs(30)).map_err(card)?;
+        cqes[0].bytes().map_err(card)?;
+    }
+    Ok(())
+}
+
+/// The far end, started and listening.
+struct Peer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    addr: SocketAddr,
+}
+
+impl Peer {
+    fn start(kind: &str, addr: SocketAddr) -> Result<Peer> {
+        let exe = std::env::current_exe()
+            .map_err(|e| Failure::failed(format!("finding the zcopy binary: {e}")))?;
+        let mut child = Command::new(exe)
+            .args(["pipeline-sink", kind, &addr.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure::failed(format!("starting the far end: {e}")))?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let line = read_line(&mut out)?;
+        let addr = line
+            .strip_prefix("listening ")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Failure::failed(format!("the far end did not start: {line:?}")))?;
+        Ok(Peer { child, out, addr })
+    }
+
+    /// Waits for the far end's verdict: bytes and CRC32C it received.
+    fn finish(mut self) -> Result<(u64, u32)> {
+        let line = read_line(&mut self.out)?;
+        let _ = self.child.wait();
+        let mut it = line.strip_prefix("done ").unwrap_or("").split(' ');
+        match (
+            it.next().and_then(|s| s.parse().ok()),
+            it.next().and_then(|s| s.parse().ok()),
+        ) {
+            (Some(b), Some(c)) => Ok((b, c)),
+            _ => Err(Failure::failed(format!(
+                "the far end failed ({line:?}); see above"
+            ))),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_line(out: &mut BufReader<ChildStdout>) -> Result<String> {
+    let mut line = String::new();
+    out.read_line(&mut line)
+        .map_err(|e| Failure::failed(format!("reading from the far end: {e}")))?;
+    Ok(line.trim_end().to_string())
+}
+
+/// CPU time and context switches of this process so far.
+fn usage() -> (f64, f64, i64, i64) {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            (
+                secs(u.user_time()),
+                secs(u.system_time()),
+                u.voluntary_context_switches(),
+                u.involuntary_context_switches(),
+            )
+        }
+        Err(_) => (0.0, 0.0, 0, 0),
+    }
+}
+
+/// One run of `way`: connect, then serve and time until the far end checked
+/// the last byte.
+fn run_once(
+    a: &PipelineArgs,
+    way: Way,
+    path: &Path,
+    kit: Option<&mut CardKit>,
+    crc: u32,
+) -> Result<Sample> {
+    let io = |what: &'static str| move |e: std::io::Error| Failure::failed(format!("{what}: {e}"));
+    let chunk = a.chunk as usize;
+    let mut checked = String::new();
+    let (peer, start, u0) = match way {
+        Way::CardRdma => {
+            let k = kit.ok_or_else(|| Failure::missing(failure::NO_CARD))?;
+            let peer = Peer::start("--rdma", SocketAddr::new(a.rdma_to, 0))?;
+            let card = |e: zcopy::card::Error| Failure::failed(format!("the card: {e}"));
+            let pool = k
+                .card
+                .create_pool(a.chunk * u64::from(a.buffers))
+                .map_err(card)?;
+            let tx = Builder::new()
+                .slot_size(a.chunk as u32)
+                .slot_count(a.buffers)
+                .connect_rdma_on(pool.map().map_err(card)?, Some(a.rdma_from), peer.addr)
+                .map_err(|e| Failure::failed(format!("connecting over RDMA: {e}")))?;
+            let c0 = k.card.counters().ok();
+            let (start, u0) = (Instant::now(), usage());
+            let work = staged_run(k, &pool, a, |h, r| {
+                staged::send_rdma(&tx, a.size, a.chunk as u32, h, r)
+            })?;
+            drop(tx);
+            checked = card_checked(&k.card, c0, work.0, a.size);
+            (peer, start, u0)
+        }
+        Way::CardTcp => {
+            let k = kit.ok_or_else(|| Failure::missing(failure::NO_CARD))?;
+            let peer = Peer::start("--tcp", a.tcp)?;
+            let card = |e: zcopy::card::Error| Failure::failed(format!("the card: {e}"));
+            let pool = k
+                .card
+                .create_pool(a.chunk * u64::from(a.buffers))
+                .map_err(card)?;
+            let map = pool.map().map_err(card)?;
+            let sock = TcpStream::connect(peer.addr).map_err(io("connecting"))?;
+            let c0 = k.card.counters().ok();
+            let (start, u0) = (Instant::now(), usage());
+            let (work, zc) = staged_run(k, &pool, a, |h, r| {
+                staged::send_tcp(&sock, &map, a.size, a.chunk as u32, a.buffers, h, r)
+            })?;
+            drop(sock);
+            checked = card_checked(&k.card, c0, work, a.size);
+            checked += &if !zc.enabled {
+                "; MSG_ZEROCOPY refused by the socket: sent by copy".to_string()
+            } else if zc.copied > 0 {
+                format!(
+                    "; MSG_ZEROCOPY: the kernel copied {} of {} sends (a local peer gets a copy)",
+                    zc.copied, zc.sends
+                )
+            } else {
+                format!("; MSG_ZEROCOPY: {} sends, none copied", zc.sends)
+            };
+            (peer, start, u0)
+        }
+        _ => {
+            let peer = Peer::start("--tcp", a.tcp)?;
+            let mut file = File::open(path).map_err(io("opening the file"))?;
+            let mut sock = TcpStream::connect(peer.addr).map_err(io("connecting"))?;
+            let (start, u0) = (Instant::now(), usage());
+            match way {
+                Way::ReadWrite => ways::read_write(&mut file, &mut sock, chunk)?,
+                Way::MmapWrite => ways::mmap_write(&file, &mut sock, chunk)?,
+                Way::Sendfile => ways::send_file(&file, &sock, a.size, chunk)?,
+                _ => ways::splice_file(&file, &sock, a.size, chunk)?,
+            }
+            drop(sock);
+            (peer, start, u0)
+        }
+    };
+    let (bytes, got) = peer.finish()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let u1 = usage();
+    if bytes != a.size || got != crc {
+        return Err(Failure::failed(format!(
+            "{}: the far end got {bytes} bytes with crc32c {got:#010x}; sent {} with {crc:#010x}",
+            way.name(),
+            a.size
+        )));
+    }
+    Ok(Sample {
+        seconds,
+        user: u1.0 - u0.0,
+        system: u1.1 - u0.1,
+        vcsw: u1.2 - u0.2,
+        ivcsw: u1.3 - u0.3,
+        checked,
+    })
+}
+
+/// Runs the reader on its own thread and `send` on this one.
+fn staged_run<T: Send>(
+    k: &mut CardKit,
+    pool: &Pool,
+    a: &PipelineArgs,
+    send: impl FnOnce(&staged::Handoff, &OnceLock<std::thread::Thread>) -> Result<T>,
+) -> Result<(staged::CardWork, T)> {
+    let h = staged::Handoff::new(a.buffers as usize);
+    let reader_thread = OnceLock::new();
+    let rings = &mut k.rings;
+    std::thread::scope(|s| {
+        let r = s.spawn(|| staged::reader(rings, pool, a.size, a.chunk as u32, &h, &reader_thread));
+        let sent = send(&h, &reader_thread);
+        let read = r
+            .join()
+            .unwrap_or_else(|_| Err(Failure::failed("the reader thread panicked")));
+        // The sender's error says more (the reader only saw it stop).
+        let sent = sent?;
+        Ok((read?, sent))
+    })
+}
+
+/// What the card's counters show for a run.
+fn card_checked(
+    card: &Card,
+    before: Option<zcopy::card::Counters>,
+    work: staged::CardWork,
+    size: u64,
+) -> String {
+    let mut s = format!(
+        "the card's STORAGE_READs put {} of {} bytes into buffers",
+        work.bytes, size
+    );
+    if let (Some(b), Ok(c)) = (before, card.counters()) {
+        s += &format!(" (driver counter: {} requests)", c.completed - b.completed);
+    }
+    s
+}
+
+fn table(r: &Report) -> String {
+    let mut s = format!(
+        "zcopy pipeline: serve {} from storage to a peer, {} ways; median of {} run{}; {} CPUs, kernel {}\n\n",
+        output::human_bytes(r.bytes),
+        r.ways.len(),
+        r.runs,
+        if r.runs == 1 { "" } else { "s" },
+        r.cpus,
+        r.kernel
+    );
+    s += &format!(
+        "{:<22} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>10}\n",
+        "way", "time s", "MB/s", "CPU s", "vol cs", "invol cs", "copies", "vs r+w"
+    );
+    for w in &r.ways {
+        s += &format!(
+            "{:<22} {:>9.3} {:>9.1} {:>9.3} {:>8} {:>8} {:>7} {:>10}\n",
+            w.name,
+            w.seconds,
+            w.mb_per_s,
+            w.cpu_seconds,
+            w.voluntary_switches,
+            w.involuntary_switches,
+            w.cpu_copies,
+            w.vs_read_write
+                .map_or("-".into(), |v| format!("{:.0} %", v * 100.0))
+        );
+    }
+    s += "\ncopies: CPU copies of the payload on the serving side, by construction:\n";
+    for w in &r.ways {
+        s += &format!("  {:<22} {}\n", w.name, w.how);
+        if !w.checked.is_empty() {
+            s += &format!("  {:<22} checked: {}\n", "", w.checked);
+        }
+    }
+    for k in &r.skipped {
+        s += &format!("skipped {}: {}\n", k.way.name(), k.reason);
+    }
+    s += &format!(
+        "\nEvery run's data checked at the far end: {} bytes, crc32c {:#010x}.\n",
+        r.bytes, r.crc32c
+    );
+    s += &format!("The seed's claim: {}.\n", r.seed_claim);
+    match (r.best_zero_copy_ratio, r.goal_met) {
+        (Some(b), Some(met)) => {
+            s += &format!(
+                "Measured: the best zero-copy way takes {:.0} % of read+write's time (a {:.0} % cut); goal <= {:.0} %: {}.\n",
+                b * 100.0,
+                (1.0 - b) * 100.0,
+                r.goal_ratio * 100.0,
+                if met { "met" } else { "not met" }
+            );
+        }
+        _ => s += "Measured: no zero-copy way ran beside read+write here.\n",
+    }
+    s
+}
+
+fn write_files(dir: &Path, r: &Report) -> Result<()> {
+    let io = |p: &Path, e: std::io::Error| Failure::failed(format!("writing {}: {e}", p.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|e| Failure::failed(format!("encoding JSON: {e}")))?;
+    let p = dir.join("pipeline.json");
+    std::fs::write(&p, json + "\n").map_err(|e| io(&p, e))?;
+    let bars: Vec<(String, f64)> = r
+        .ways
+        .iter()
+        .map(|w| (w.name.to_string(), w.seconds))
+        .collect();
+    let svg = zcopy_bench::plot::bars(
+        &format!("Serving {} from storage to a peer: time (lower is better)", output::human_bytes(r.bytes)),
+        &format!("median of {} runs, {} CPUs, kernel {}; copies on the serving side: read+write 2, mmap 1, others 0", r.runs, r.cpus, r.kernel),
+        "s",
+        &bars,
+    );
+    let p = dir.join("pipeline.svg");
+    let mut f = File::create(&p).map_err(|e| io(&p, e))?;
+    f.write_all(svg.as_bytes()).map_err(|e| io(&p, e))
+}

@@ -1,0 +1,108 @@
+//! The four classic ways to serve a file to a TCP peer, each the plain
+//! system-call loop a server would write.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+
+use memmap2::Mmap;
+use nix::fcntl::{splice, SpliceFFlags};
+use nix::sys::sendfile::sendfile;
+
+use crate::failure::{Failure, Result};
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> Failure {
+    move |e| Failure::failed(format!("{what}: {e}"))
+}
+
+fn sys(what: &'static str) -> impl Fn(nix::Error) -> Failure {
+    move |e| Failure::failed(format!("{what}: {e}"))
+}
+
+/// read() into a buffer, write() it to the socket: two CPU copies.
+pub fn read_write(file: &mut File, sock: &mut TcpStream, chunk: usize) -> Result<()> {
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io("reading the file")(e)),
+        };
+        sock.write_all(&buf[..n])
+            .map_err(io("writing to the socket"))?;
+    }
+}
+
+/// mmap() the file, write() the mapping to the socket: one CPU copy.
+pub fn mmap_write(file: &File, sock: &mut TcpStream, chunk: usize) -> Result<()> {
+    // SAFETY: the file is private to this run and nobody truncates it while
+    // it is mapped.
+    let map = unsafe { Mmap::map(file) }.map_err(io("mapping the file"))?;
+    for part in map.chunks(chunk) {
+        sock.write_all(part).map_err(io("writing to the socket"))?;
+    }
+    Ok(())
+}
+
+/// sendfile(): the socket takes the page-cache pages by reference.
+pub fn send_file(file: &File, sock: &TcpStream, size: u64, chunk: usize) -> Result<()> {
+    let mut offset: libc::off_t = 0;
+    while (offset as u64) < size {
+        let left = (size - offset as u64).min(chunk as u64) as usize;
+        match sendfile(sock.as_fd(), file.as_fd(), Some(&mut offset), left) {
+            Ok(0) => return Err(Failure::failed("sendfile: the file ended early")),
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(sys("sendfile")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// splice() file → pipe → socket: pages move by reference through the pipe.
+pub fn splice_file(file: &File, sock: &TcpStream, size: u64, chunk: usize) -> Result<()> {
+    let (r, w) = nix::unistd::pipe().map_err(sys("pipe"))?;
+    // A pipe as big as a chunk, so each chunk goes in one splice.
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; a failure only leaves the
+    // default size.
+    let _ = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&w),
+            libc::F_SETPIPE_SZ,
+            chunk as libc::c_int,
+        )
+    };
+    let mut off: i64 = 0;
+    while (off as u64) < size {
+        let want = (size - off as u64).min(chunk as u64) as usize;
+        let mut inpipe = match splice(
+            file.as_fd(),
+            Some(&mut off),
+            w.as_fd(),
+            None,
+            want,
+            SpliceFFlags::SPLICE_F_MOVE,
+        ) {
+            Ok(0) => return Err(Failure::failed("splice: the file ended early")),
+            Ok(n) => n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(sys("splice from the file")(e)),
+        };
+        while inpipe > 0 {
+            match splice(
+                r.as_fd(),
+                None,
+                sock.as_fd(),
+                None,
+                inpipe,
+                SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE,
+            ) {
+                Ok(n) => inpipe -= n,
+                Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(sys("splice to the socket")(e)),
+            }
+        }
+    }
+    Ok(())
+}
