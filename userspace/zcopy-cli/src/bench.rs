@@ -456,7 +456,7 @@ fn card_present(report: &crate::info::Report) -> Result<()> {
             None => Ok(()),
         },
         None => Err(Failure::missing(format!(
-            "{} (the card bench needs /dev/zcard0; the zcopy guest has it: make qemu-shell)",
+            "{} (the card bench opens /dev/zcard0)",
             report.hints.cards.as_deref().unwrap_or(NO_CARD)
         ))),
     }

@@ -859,3 +859,424 @@ fn info_in_the_guest_shows_the_card_and_rdma() {
     }
     assert!(v["hints"]["cards"].is_null() && v["hints"]["rdma"].is_null());
 }
+
+// ---------------------------------------------------------------- zcopy bench
+
+/// Runs `zcopy bench ARGS`, the bench binaries looked for in `bench_dir`
+/// (`ZCOPY_BENCH_DIR`) or, without it, next to zcopy.
+fn zcopy_bench(args: &[&str], bench_dir: Option<&Path>) -> (i32, String, String) {
+    let mut cmd = Command::new(ZCOPY);
+    cmd.arg("bench").args(args).env_remove("ZCOPY_BENCH_DIR");
+    if let Some(dir) = bench_dir {
+        cmd.env("ZCOPY_BENCH_DIR", dir);
+    }
+    result(cmd.output().expect("zcopy"))
+}
+
+/// Makes sure the bench `binary` of `package` is next to zcopy, where
+/// `zcopy bench` looks for it. `cargo test --workspace` (make test, make
+/// qemu-test) builds it there; `cargo test -p zcopy-cli` alone does not,
+/// so the cargo running this test builds it, same profile.
+fn bench_binary(package: &str, binary: &str) {
+    let dir = Path::new(ZCOPY).parent().expect("zcopy's directory");
+    let path = dir.join(binary);
+    if path.is_file() {
+        return;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| {
+        panic!(
+            "{} is missing and no cargo runs this test: cargo build -p {package} --bin {binary}",
+            path.display()
+        )
+    });
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", package, "--bin", binary]);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build");
+    assert!(status.success(), "cargo build -p {package} --bin {binary}");
+    assert!(path.is_file(), "{} after cargo build", path.display());
+}
+
+/// The JSON file `name` in `dir`.
+fn json_file(dir: &Path, name: &str) -> serde_json::Value {
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn bench_usage_errors_exit_2() {
+    let dir = TempDir::new("bench-usage");
+    let out = dir.path("out");
+    let out = out.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &[],
+        &["floppy"],
+        &["shm", "rdma"],
+        &["shm", "--frobnicate"],
+        &["shm", "--out", ""],
+        &["shm", "--out", out, "--", "--out", "elsewhere"],
+        &["rdma", "--out", out, "--", "--out=elsewhere"],
+        &["card", "--out", out, "--", "5"],
+        &["all", "--out", out, "--", "--sizes", "64"],
+    ];
+    for args in cases {
+        let (code, stdout, err) = zcopy_bench(args, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(!err.is_empty(), "{args:?} says why");
+    }
+    let (_, _, err) = zcopy_bench(&["floppy"], None);
+    assert!(err.contains("shm") && err.contains("all"), "{err}");
+    let (_, _, err) = zcopy_bench(&["card", "--", "5"], None);
+    assert!(err.contains("zcard-bench takes no options"), "{err}");
+    assert!(dir.files().is_empty(), "a usage error creates nothing");
+}
+
+/// ZCOPY_BENCH_DIR without the binary: exit 1, and the message names the
+/// binary, where it looked and the cargo command that builds it.
+#[test]
+fn bench_without_its_binary_names_the_build_command() {
+    let dir = TempDir::new("bench-nobin");
+    let bins = dir.path("bins");
+    std::fs::create_dir(&bins).unwrap();
+    let out = dir.path("out");
+    let (code, stdout, err) = zcopy_bench(&["shm", "--out", out.to_str().unwrap()], Some(&bins));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("zcopy-ipc-bench not found in {}", bins.display())),
+        "{err}"
+    );
+    assert!(err.contains("ZCOPY_BENCH_DIR"), "{err}");
+    assert!(
+        err.contains("cargo build -p zcopy-bench --bin zcopy-ipc-bench"),
+        "{err}"
+    );
+    assert!(stdout.is_empty(), "nothing ran: {stdout}");
+    assert!(!out.exists(), "nothing written");
+    // A directory that does not exist says the same.
+    let (code, _, err) = zcopy_bench(&["shm"], Some(&dir.path("nowhere")));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cargo build -p zcopy-bench"), "{err}");
+}
+
+/// On a machine without the card or the guest's RDMA pair (the host),
+/// card and rdma exit 3 with the hint, before looking for a binary.
+#[test]
+fn bench_card_and_rdma_without_them_exit_3_with_the_hint() {
+    let dir = TempDir::new("bench-noplat");
+    let bins = dir.path("bins");
+    std::fs::create_dir(&bins).unwrap();
+    let out = dir.path("out");
+    let out = out.to_str().unwrap();
+    if Path::new("/dev/zcard0").exists() {
+        eprintln!("card part skipped: this machine has /dev/zcard0");
+    } else {
+        let (code, stdout, err) = zcopy_bench(&["card", "--quick", "--out", out], Some(&bins));
+        assert_eq!(code, 3, "{err}");
+        assert!(
+            err.contains("no zcard: load zcard.ko") && err.contains("device model running"),
+            "{err}"
+        );
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    let rdma = Path::new("/sys/class/infiniband");
+    if rdma.join("zrxe0").exists() && rdma.join("zrxe1").exists() {
+        eprintln!("rdma part skipped: this machine has zrxe0 and zrxe1");
+    } else {
+        let (code, stdout, err) = zcopy_bench(&["rdma", "--quick", "--out", out], Some(&bins));
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("zrxe0"), "{err}");
+        let any_device = std::fs::read_dir(rdma).is_ok_and(|mut d| d.next().is_some());
+        if !any_device {
+            assert!(
+                err.contains("no RDMA device: run scripts/rxe-setup.sh"),
+                "{err}"
+            );
+        }
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    assert_eq!(dir.files(), ["bins"], "nothing written");
+}
+
+/// `all` goes on after a bench fails or cannot run, and sums up: here
+/// shm fails (no binary in ZCOPY_BENCH_DIR), so exit 1; card and rdma are
+/// skipped with their hint on the host (and fail for want of a binary in
+/// the guest).
+#[test]
+fn bench_all_goes_on_after_a_failure_and_sums_up() {
+    let dir = TempDir::new("bench-all-nobin");
+    let bins = dir.path("bins");
+    std::fs::create_dir(&bins).unwrap();
+    let out = dir.path("out");
+    let (code, stdout, err) = zcopy_bench(&["all", "--out", out.to_str().unwrap()], Some(&bins));
+    assert_eq!(code, 1, "{err}");
+    let summary = stdout
+        .split("== zcopy bench all\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a summary: {stdout}"));
+    let line = |name: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in the summary: {summary}"))
+            .to_string()
+    };
+    let shm = line("shm");
+    assert!(
+        shm.contains("FAILED") && shm.contains("zcopy-ipc-bench not found"),
+        "{shm}"
+    );
+    let (card, rdma) = (line("card"), line("rdma"));
+    if !Path::new("/dev/zcard0").exists() {
+        assert!(
+            card.contains("skipped") && card.contains("no zcard: load zcard.ko"),
+            "{card}"
+        );
+    }
+    if !Path::new("/sys/class/infiniband/zrxe0").exists() {
+        assert!(rdma.contains("skipped") && rdma.contains("zrxe0"), "{rdma}");
+    }
+    assert!(err.contains("bench shm failed"), "{err}");
+}
+
+/// Where the card and the RDMA pair are missing (the host), `all --quick`
+/// runs shm, lists the other two as skipped with their hints, and exits 0.
+#[test]
+fn bench_all_quick_on_the_host_runs_shm_and_skips_the_rest() {
+    if Path::new("/dev/zcard0").exists() || Path::new("/sys/class/infiniband/zrxe0").exists() {
+        eprintln!("skipped: this machine has a card or the RDMA pair (the guest tests run them)");
+        return;
+    }
+    bench_binary("zcopy-bench", "zcopy-ipc-bench");
+    let dir = TempDir::new("bench-all");
+    let out = dir.path("out");
+    let (code, stdout, err) =
+        zcopy_bench(&["all", "--quick", "--out", out.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}\n{stdout}");
+    assert!(stdout.contains("== zcopy bench shm: "), "{stdout}");
+    assert!(stdout.contains("\n  shm   done "), "{stdout}");
+    assert!(
+        stdout.contains("\n  card  skipped  no zcard: load zcard.ko"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n  rdma  skipped  "), "{stdout}");
+    assert!(err.contains("zcopy bench card: no zcard"), "{err}");
+    assert_eq!(json_file(&out, "ipc.json")["quick"], true);
+}
+
+/// A real quick run of the IPC bench: its table on stdout, ipc.json with
+/// the --quick sizes, and the SVG plots, in a directory it creates.
+#[test]
+fn bench_shm_quick_writes_json_and_plots_and_prints_the_table() {
+    bench_binary("zcopy-bench", "zcopy-ipc-bench");
+    let dir = TempDir::new("bench-shm");
+    let out = dir.path("results/ipc");
+    let (code, stdout, err) =
+        zcopy_bench(&["shm", "--quick", "--out", out.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}\n{stdout}");
+    assert!(
+        stdout.contains("zcopy-ipc-bench --out ")
+            && stdout.contains("--quick --sizes 64,4096,65536"),
+        "the command line is shown: {stdout}"
+    );
+    let header = stdout
+        .lines()
+        .position(|l| l.starts_with("mechanism ") && l.contains("p50") && l.contains("msgs/s"))
+        .unwrap_or_else(|| panic!("the table's header: {stdout}"));
+    for m in ["zcopy-busy", "copy-ring", "pipe", "uds"] {
+        assert!(
+            stdout.lines().skip(header).any(|l| l.starts_with(m)),
+            "a {m} row: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("goals (against this run's figures):"),
+        "{stdout}"
+    );
+    let done = stdout.lines().last().unwrap_or_default();
+    assert!(
+        done.starts_with("zcopy bench shm: done in ") && done.contains("ipc.json"),
+        "{done}"
+    );
+
+    let doc = json_file(&out, "ipc.json");
+    assert_eq!(doc["bench"], "zcopy-ipc");
+    assert_eq!(doc["quick"], true);
+    let points = doc["points"].as_array().expect("points");
+    let mut sizes: Vec<u64> = points.iter().filter_map(|p| p["size"].as_u64()).collect();
+    sizes.sort();
+    sizes.dedup();
+    assert_eq!(sizes, [64, 4096, 65536], "the --quick sizes");
+    assert!(points
+        .iter()
+        .any(|p| p["mechanism"] == "zcopy-busy" && p["p50_ns"].as_u64().is_some_and(|v| v > 0)));
+    for pin in ["cross", "same"] {
+        for kind in ["latency", "throughput"] {
+            let svg = std::fs::read_to_string(out.join(format!("ipc-{kind}-{pin}.svg")))
+                .unwrap_or_else(|e| panic!("ipc-{kind}-{pin}.svg: {e}"));
+            assert!(
+                svg.starts_with("<svg") && svg.contains("zcopy-busy"),
+                "{kind} {pin}"
+            );
+        }
+    }
+}
+
+/// Arguments after `--` reach the bench and replace the --quick setting
+/// of the same option.
+#[test]
+fn bench_shm_passes_the_arguments_after_the_double_dash() {
+    bench_binary("zcopy-bench", "zcopy-ipc-bench");
+    let dir = TempDir::new("bench-shm-args");
+    let out = dir.path("out");
+    let (code, stdout, err) = zcopy_bench(
+        &[
+            "shm",
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            "--mech",
+            "zcopy-busy,pipe",
+            "--pin",
+            "cross",
+            "--sizes=64",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}\n{stdout}");
+    assert!(
+        !stdout.contains("64,4096,65536"),
+        "--sizes replaced: {stdout}"
+    );
+    let doc = json_file(&out, "ipc.json");
+    let points: Vec<(String, String, u64)> = doc["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| {
+            (
+                p["mechanism"].as_str().unwrap_or("?").to_string(),
+                p["pin"].as_str().unwrap_or("?").to_string(),
+                p["size"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            ("zcopy-busy".to_string(), "cross".to_string(), 64),
+            ("pipe".to_string(), "cross".to_string(), 64)
+        ]
+    );
+    // The bench's own usage error comes back as a failure of the bench.
+    let (code, _, err) = zcopy_bench(
+        &["shm", "--out", out.to_str().unwrap(), "--", "--frobnicate"],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("zcopy-ipc-bench exited with status 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_help_is_complete() {
+    let (code, out, err) = zcopy(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\n  bench "), "{out}");
+    let (code, out, err) = zcopy(&["bench", "--help"]);
+    assert_eq!(code, 0, "{err}");
+    for w in [
+        "<KIND>",
+        "shm",
+        "card",
+        "rdma",
+        "all",
+        "--out <DIR>",
+        "[default: target/bench]",
+        "--quick",
+        "[BENCH_ARGS]",
+        "ZCOPY_BENCH_DIR",
+        "cargo build -p zcopy-bench",
+        "load zcard.ko",
+        "scripts/rxe-setup.sh",
+        "Examples:",
+        "zcopy bench all --quick",
+        "Exit codes:",
+        "3  the platform",
+    ] {
+        assert!(out.contains(w), "bench --help lacks {w:?}:\n{out}");
+    }
+}
+
+/// In the guest: the driver bench, quick (1 s per queue depth), writes
+/// its JSON (depth 1 and 32, ops counted) and prints its table.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn bench_card_quick_in_the_guest() {
+    bench_binary("zcopy-vm-tests", "zcard-bench");
+    let dir = TempDir::new("bench-card");
+    let out = dir.path("out");
+    let (code, stdout, err) =
+        zcopy_bench(&["card", "--quick", "--out", out.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}\n{stdout}");
+    assert!(stdout.contains("ZC_BENCH_SECS=1 "), "{stdout}");
+    assert!(stdout.contains("| queue depth | ops/s |"), "{stdout}");
+    let runs = json_file(&out, "zcard-driver.json");
+    let runs = runs.as_array().expect("a list of runs");
+    let depths: Vec<u64> = runs.iter().filter_map(|r| r["depth"].as_u64()).collect();
+    assert_eq!(depths, [1, 32]);
+    for r in runs {
+        assert_eq!(r["op"], "copy");
+        assert!(r["ops"].as_u64().is_some_and(|n| n > 0), "{r}");
+        let secs = r["seconds"].as_f64().unwrap_or(0.0);
+        assert!(
+            (1.0..5.0).contains(&secs),
+            "--quick runs 1 s per depth: {r}"
+        );
+    }
+}
+
+/// In the guest: the RDMA bench, quick, against perftest on zrxe0/zrxe1:
+/// rdma.json with the --quick sizes and the bandwidth plot.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn bench_rdma_quick_in_the_guest() {
+    bench_binary("zcopy-bench", "zcopy-rdma-bench");
+    let dir = TempDir::new("bench-rdma");
+    let out = dir.path("out");
+    let (code, stdout, err) =
+        zcopy_bench(&["rdma", "--quick", "--out", out.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}\n{stdout}");
+    assert!(
+        stdout.contains("ib_write_bw") && stdout.contains("ib_write_lat"),
+        "{stdout}"
+    );
+    let doc = json_file(&out, "rdma.json");
+    assert_eq!(doc["bench"], "rdma");
+    let bw = doc["bandwidth"].as_array().expect("bandwidth");
+    let sizes: Vec<u64> = bw
+        .iter()
+        .filter_map(|r| r["zcopy"]["bytes"].as_u64())
+        .collect();
+    assert_eq!(sizes, [4096, 65536], "the --quick sizes");
+    for r in bw {
+        for who in ["ib_write_bw", "zcopy"] {
+            assert!(
+                r[who]["bw_avg_mb_s"].as_f64().is_some_and(|v| v > 0.0),
+                "{r}"
+            );
+        }
+    }
+    let lat = doc["latency"].as_array().expect("latency");
+    assert_eq!(lat.len(), 1, "one latency size under --quick");
+    assert_eq!(lat[0]["zcopy"]["bytes"], 64);
+    assert_eq!(lat[0]["zcopy"]["iterations"], 200);
+    let svg = std::fs::read_to_string(out.join("rdma-bandwidth.svg")).expect("the plot");
+    assert!(svg.starts_with("<svg"));
+}
