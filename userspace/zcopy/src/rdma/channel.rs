@@ -317,6 +317,15 @@ impl Link {
     }
 }
 
+/// Receives posted at each end. One per slot is the need (messages one
+/// way, credits the other) plus the close; the rest is headroom, because
+/// an empty receive queue makes the peer's Soft-RoCE answer with an RNR NAK,
+/// and an RNR in the middle of a multi-packet WRITE WITH IMMEDIATE is a path
+/// where rxe (6.12) has leaked an MR reference (docs/rdma.md).
+fn recv_depth(geo: &Geometry) -> u32 {
+    2 * geo.slot_count + 8
+}
+
 /// Anonymous memory for a ring of this shape.
 fn anon_ring(geo: &Geometry) -> Result<MmapMut> {
     let len =
@@ -385,8 +394,7 @@ impl Sender {
     {
         let geo = geometry(slot_size, slot_count)?;
         let conn = Connection::resolve(src.map(|ip| SocketAddr::new(ip, 0)), dst, CONNECT_TIMEOUT)?;
-        // Receives for the credits (one per slot) and spare ones.
-        let recvs = geo.slot_count + 2;
+        let recvs = recv_depth(&geo);
         let mut link = match ring {
             Some(ring) => Link::new(conn, &geo, recvs, ring)?,
             None => Link::new(conn, &geo, recvs, anon_ring(&geo)?)?,
@@ -737,7 +745,7 @@ impl Listener {
                 return Err(e);
             }
         };
-        let mut link = Link::new(conn, &geo, geo.slot_count + 2, ring)?;
+        let mut link = Link::new(conn, &geo, recv_depth(&geo), ring)?;
         link.peer(&h);
         let hello = link.hello(&geo);
         link.conn
