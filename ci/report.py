@@ -16,7 +16,8 @@ import xml.etree.ElementTree as ET
 
 CASE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)(?:, .*)?$")
 RUNNING = re.compile(r"^\s*Running (?:unittests )?(\S+) \((.+)\)$")
-GUEST_PACKAGES = {"zcopy-vm-tests"}
+# Packages whose integration tests also run in the guest (--include-ignored).
+GUEST_PACKAGES = {"zcopy-vm-tests", "zcopy-cli"}
 
 
 def libtest(suite, log):
@@ -33,6 +34,15 @@ def libtest(suite, log):
             print(f"{suite}-{binary}\t{m.group(1)}\t{status}\t0\t{log}")
 
 
+def package_name(package_id):
+    """The package's name in a cargo package ID: "path+file:///.../tests#zcopy-vm-tests@0.1.0",
+    or, when the name is the directory's, "path+file:///.../zcopy-cli#0.1.0"."""
+    url, _, fragment = package_id.rpartition("#")
+    if "@" in fragment:
+        return fragment.split("@", 1)[0]
+    return url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+
+
 def guest_bins():
     for line in sys.stdin:
         try:
@@ -42,9 +52,7 @@ def guest_bins():
         if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
             continue
         target = msg["target"]
-        # package_id: "path+file:///.../tests#zcopy-vm-tests@0.1.0"
-        package = msg["package_id"].rsplit("#", 1)[-1].split("@", 1)[0]
-        if "test" in target["kind"] and package in GUEST_PACKAGES:
+        if "test" in target["kind"] and package_name(msg["package_id"]) in GUEST_PACKAGES:
             print(f"{target['name']}\t{msg['executable']}")
 
 
