@@ -80,6 +80,10 @@ fn classic_ways_serve_the_data_intact_and_write_json_and_svg() {
         assert_eq!(w["runs"].as_array().unwrap().len(), 2);
     }
     assert_eq!(v["ways"][0]["vs_read_write"], 1.0);
+    if v["ways"][0]["cpu_seconds"].as_f64().unwrap() > 0.0 {
+        assert_eq!(v["ways"][0]["cpu_vs_read_write"], 1.0);
+        assert!(v["ways"][2]["cpu_vs_read_write"].as_f64().unwrap() >= 0.0);
+    }
     assert!(v["best_zero_copy_ratio"].is_null());
     assert!(v["seed_claim"].as_str().unwrap().contains("two thirds"));
     let json: Value =

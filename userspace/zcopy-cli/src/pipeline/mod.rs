@@ -312,10 +312,11 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     let base = rows
         .iter()
         .find(|r| r.way == Way::ReadWrite)
-        .map(|r| r.seconds);
-    if let Some(b) = base {
+        .map(|r| (r.seconds, r.cpu_seconds));
+    if let Some((t, cpu)) = base {
         for r in &mut rows {
-            r.vs_read_write = Some(r.seconds / b);
+            r.vs_read_write = Some(r.seconds / t);
+            r.cpu_vs_read_write = (cpu > 0.0).then(|| r.cpu_seconds / cpu);
         }
     }
     let best = rows

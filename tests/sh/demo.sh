@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# make demo, reduced (ZC_DEMO_QUICK=1: 4 MiB, one run per way, the benches'
+# --quick settings), on the debug binaries make qemu-test builds. The report
+# must have every section, all six pipeline ways with their data checked,
+# the seed's claim beside a measured ratio, the benches' goals, and the
+# plots must be there.
+set -euo pipefail
+# shellcheck source=tests/sh/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+bin=${ZC_BIN_DIR:-$ZC_ROOT/target/debug}
+[ -x "$bin/zcopy" ] || fail "no $bin/zcopy: build it (cargo build -p zcopy-cli -p zcopy-bench)"
+out=$ZC_ROOT/target/qemu-test/demo
+rm -rf "$out"
+rc=0
+ZC_DEMO_QUICK=1 ZC_BIN_DIR=$bin ZC_DEMO_OUT=$out "$ZC_ROOT/qemu/guest/demo.sh" || rc=$?
+r=$out/report.txt
+[ -s "$r" ] || fail "no report"
+[ "$rc" = 0 ] || fail "the demo exited $rc"
+
+has() { grep -qF -- "$1" "$r" || fail "the report lacks: $1"; }
+has "== zcopy info: the card, the RDMA devices"
+has "zcard0"
+has "zrxe0"
+has "== zcopy pipeline: serve 4M from storage to a peer, six ways"
+for way in "read+write" "mmap+write" "sendfile" "splice" "card -> RDMA" "card -> TCP zerocopy"; do
+	grep -qE "^(  )?$(printf '%s' "$way" | sed 's/[+]/[+]/g') +[0-9]" "$r" || fail "no pipeline row for $way"
+done
+has "Every run's data checked at the far end: 4194304 bytes"
+has "== zcopy bench shm"
+has "== zcopy bench rdma"
+has "== report: the seed's claim beside our measurements"
+has "The seed's claim: zero-copy cuts transfer time by about two thirds"
+grep -qE "^Measured: the best zero-copy way takes [0-9]+ % of read\+write's time" "$r" || fail "no measured ratio"
+grep -qE "^IPC: .*: (met|not met)" "$r" || fail "no IPC goals"
+grep -qE "^RDMA: .*: (met|not met)" "$r" || fail "no RDMA goals"
+grep -q "^!!" "$r" && fail "a section failed: $(grep '^!!' "$r")"
+for f in pipeline.json pipeline.svg ipc.json rdma.json rdma-bandwidth.svg; do
+	[ -s "$out/$f" ] || fail "no $f"
+done
+ls "$out"/ipc-*.svg >/dev/null || fail "no IPC plots"
+echo "demo report complete: $r"
