@@ -11,7 +11,7 @@ CMD ?= uname -r
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-demo: ## the main job: boot the platform, show the rxe devices and perftest figures
+demo: ## the main job: zcopy info, the pipeline (six ways), short IPC and RDMA benches, a report in target/demo/
 	@ci/bootstrap.sh
 	@ci/demo.sh
 

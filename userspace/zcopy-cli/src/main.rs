@@ -6,6 +6,8 @@
 //! zcopy recv OUTFILE --via ...         receive it, check length and crc32c
 //! zcopy channel list [--json]          named channels in /dev/shm, live and stale
 //! zcopy channel clean [NAME...]        remove stale channels (all stale ones without NAME)
+//! zcopy bench shm|card|rdma|all        the benchmarks, with their baselines, tables and plots
+//! zcopy pipeline                       serve a file to a peer six ways and measure each
 //! ```
 //!
 //! Exit codes: 0 done, 1 failed, 2 bad usage, 3 the platform is missing
@@ -14,7 +16,8 @@
 //! The layout: this file is the command line (clap) and its checks;
 //! `info` the report, `channels` the channel list, `endpoints` how each
 //! transport's two ends meet, `transfer` the file transfer written once
-//! over the channel traits, `failure` the exit codes, `output` stdout.
+//! over the channel traits, `bench` the benchmarks, `pipeline` the seed
+//! experiment, `failure` the exit codes, `output` stdout.
 
 mod bench;
 mod channels;
