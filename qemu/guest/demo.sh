@@ -39,6 +39,7 @@ echo "== zcopy demo: kernel $(uname -r), $(nproc) vCPUs, $(date -u +%FT%TZ)"
 step "zcopy info: the card, the RDMA devices" "$bin/zcopy" info
 step "zcopy pipeline: serve $size from storage to a peer, six ways" \
 	"$bin/zcopy" pipeline --size "$size" --runs "$runs" --out "$out"
+# shellcheck disable=SC2329 # invoked through step
 shown() { cat "$1" && ! grep -q '^!!' "$1"; } # a bench run on the host: its output, its verdict
 if [ -n "${ZC_DEMO_SHM:-}" ]; then
 	step "zcopy bench shm: zcopy channels against pipe, socket, mq, a copying ring (short, on the host)" \
@@ -50,6 +51,7 @@ fi
 step "zcopy bench rdma: the RDMA channel against perftest on Soft-RoCE (short)" \
 	env ZCOPY_BENCH_DIR="$bin" "$bin/zcopy" bench rdma --quick --out "$out"
 
+# shellcheck disable=SC2329 # invoked through step
 summary() {
 	python3 - "$out" <<'EOF'
 import json, os, sys
