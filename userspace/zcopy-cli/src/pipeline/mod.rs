@@ -625,8 +625,17 @@ fn staged_run<T: Send>(
     let reader_thread = OnceLock::new();
     let rings = &mut k.rings;
     std::thread::scope(|s| {
-        let r = s.spawn(|| staged::reader(rings, pool, a.size, a.chunk as u32, &h, &reader_thread));
-        let sent = send(&h, &reader_thread);
+        let r = s.spawn(|| {
+            h.fail(staged::reader(
+                rings,
+                pool,
+                a.size,
+                a.chunk as u32,
+                &h,
+                &reader_thread,
+            ))
+        });
+        let sent = h.fail(send(&h, &reader_thread));
         let read = r
             .join()
             .unwrap_or_else(|_| Err(Failure::failed("the reader thread panicked")));

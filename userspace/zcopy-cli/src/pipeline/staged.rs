@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -57,7 +58,8 @@ impl Handoff {
         }
     }
 
-    fn fail<T>(&self, r: Result<T>) -> Result<T> {
+    /// Passes `r` on; an error stops the other side too.
+    pub fn fail<T>(&self, r: Result<T>) -> Result<T> {
         if r.is_err() {
             self.stop.store(true, Ordering::Release);
             self.sender.unpark();
@@ -84,20 +86,9 @@ pub fn reader(
     size: u64,
     chunk: u32,
     h: &Handoff,
-    reader_thread: &std::sync::OnceLock<Thread>,
+    reader_thread: &OnceLock<Thread>,
 ) -> Result<CardWork> {
     let _ = reader_thread.set(std::thread::current());
-    let r = read_all(rings, pool, size, chunk, h);
-    h.fail(r)
-}
-
-fn read_all(
-    rings: &mut Rings,
-    pool: &Pool,
-    size: u64,
-    chunk: u32,
-    h: &Handoff,
-) -> Result<CardWork> {
     let card = |e: zcopy::card::Error| Failure::failed(format!("the card: {e}"));
     let chunks = size.div_ceil(u64::from(chunk));
     let (mut next, mut in_flight, mut done) = (0u64, 0u32, 0u64);
@@ -167,18 +158,7 @@ pub fn send_rdma(
     size: u64,
     chunk: u32,
     h: &Handoff,
-    reader: &std::sync::OnceLock<Thread>,
-) -> Result<()> {
-    let r = send_rdma_all(tx, size, chunk, h, reader);
-    h.fail(r)
-}
-
-fn send_rdma_all(
-    tx: &zcopy::rdma::Sender,
-    size: u64,
-    chunk: u32,
-    h: &Handoff,
-    reader: &std::sync::OnceLock<Thread>,
+    reader: &OnceLock<Thread>,
 ) -> Result<()> {
     let chan = |e: ChannelError| Failure::failed(format!("the RDMA channel: {e}"));
     let chunks = size.div_ceil(u64::from(chunk));
@@ -263,20 +243,7 @@ pub fn send_tcp(
     chunk: u32,
     buffers: u32,
     h: &Handoff,
-    reader: &std::sync::OnceLock<Thread>,
-) -> Result<ZeroCopyReport> {
-    let r = send_tcp_all(sock, map, size, chunk, buffers, h, reader);
-    h.fail(r)
-}
-
-fn send_tcp_all(
-    sock: &TcpStream,
-    map: &PoolMap,
-    size: u64,
-    chunk: u32,
-    buffers: u32,
-    h: &Handoff,
-    reader: &std::sync::OnceLock<Thread>,
+    reader: &OnceLock<Thread>,
 ) -> Result<ZeroCopyReport> {
     let chunks = size.div_ceil(u64::from(chunk));
     let mut rep = ZeroCopyReport {
