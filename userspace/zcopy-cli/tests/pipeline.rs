@@ -23,10 +23,10 @@ fn out_dir(tag: &str) -> std::path::PathBuf {
     p
 }
 
-/// Checks one way's row: verified, timed, its copies by construction.
+/// Checks one way's row: timed, its copies by construction. (The data
+/// check is the exit code: a run the far end disagrees with fails the command.)
 fn check_row(w: &Value, size: u64) {
     let name = w["name"].as_str().unwrap();
-    assert_eq!(w["verified"], true, "{name}");
     let secs = w["seconds"].as_f64().unwrap();
     assert!(secs > 0.0, "{name}: {secs}");
     let mbs = w["mb_per_s"].as_f64().unwrap();

@@ -162,7 +162,6 @@ struct Row {
     cpu_vs_read_write: Option<f64>,
     /// Every run's seconds.
     runs: Vec<f64>,
-    verified: bool,
 }
 
 /// A way not run here, and why.
@@ -306,7 +305,6 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
             vs_read_write: None,
             cpu_vs_read_write: None,
             runs: samples.iter().map(|s| s.seconds).collect(),
-            verified: true,
         });
     }
     let base = rows
@@ -453,7 +451,11 @@ impl Peer {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Failure::failed(format!("starting the far end: {e}")))?;
-        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Failure::failed("the far end has no stdout"))?;
+        let mut out = BufReader::new(stdout);
         let line = read_line(&mut out)?;
         let addr = line
             .strip_prefix("listening ")
