@@ -318,10 +318,9 @@ impl Link {
 }
 
 /// Receives posted at each end. One per slot is the need (messages one
-/// way, credits the other) plus the close; the rest is headroom, because
-/// an empty receive queue makes the peer's Soft-RoCE answer with an RNR NAK,
-/// and an RNR in the middle of a multi-packet WRITE WITH IMMEDIATE is a path
-/// where rxe (6.12) has leaked an MR reference (docs/rdma.md).
+/// way, credits the other) plus the close; the rest is headroom, since an
+/// empty receive queue makes the peer's Soft-RoCE answer with an RNR NAK
+/// and retry.
 fn recv_depth(geo: &Geometry) -> u32 {
     2 * geo.slot_count + 8
 }
@@ -586,16 +585,21 @@ impl Sender {
 impl Drop for Sender {
     fn drop(&mut self) {
         // Orderly close: the close message goes after every write (RC keeps
-        // the order); wait (bounded) until it is delivered, then disconnect.
+        // the order); wait (bounded) until it is delivered or the receiver
+        // has gone, then the connection drops (the QP is destroyed, the
+        // receiver told).
         let st = self.state.get_mut();
-        if let Err(e) = st.link.conn.poll_events() {
-            st.link.break_with(e.to_string());
+        if st.link.conn.poll_events().is_err() || st.link.broken.is_some() {
+            return;
         }
-        if st.link.broken.is_some() || st.link.send_imm(WR_CLOSE, CLOSE).is_err() {
+        if st.link.send_imm(WR_CLOSE, CLOSE).is_err() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
+            if st.link.conn.poll_events().is_err() {
+                return;
+            }
             st.link.stash.clear();
             if st.link.poll_cq().is_err() {
                 return;

@@ -4,9 +4,10 @@
 //! protection domain, one completion queue for sends and receives, an RC
 //! queue pair and the memory regions its work requests name. The regions
 //! belong to the connection, so they are deregistered only after the queue
-//! pair is gone. Teardown on drop, on every path: disconnect (when
-//! connected), destroy the QP, destroy the id, then the CQ, the regions, the
-//! domain and the event channel.
+//! pair is gone. Teardown on drop, on every path: destroy the QP (never
+//! moved to the error state first: see [`Connection`]), destroy the id
+//! (which tells a connected peer), then the CQ, the regions, the domain and
+//! the event channel.
 //!
 //! Client: [`Connection::resolve`] → [`Connection::create_qp`] → register
 //! and post receives → [`Connection::connect`]. Server: [`Listener::bind`]
@@ -456,6 +457,14 @@ impl<R: Region + Send + std::fmt::Debug> AnyMr for Mr<R> {
 pub struct Connection {
     // Drop order: the id (with its QP) first, then the CQ, the regions and
     // the domain; the event channel goes with the id.
+    //
+    // Dropping does not call rdma_disconnect. That moves the QP to the
+    // error state, and Soft-RoCE (6.12) handling a peer's message at that
+    // moment runs the message again, taking receives until none is left
+    // (an RNR NAK), and for a WRITE WITH IMMEDIATE leaks a reference to
+    // the memory region with a kernel WARN (docs/rdma.md). Destroying the
+    // QP outright has no such window; destroying the id then sends the
+    // peer its disconnect request.
     id: Id,
     cq: Option<Cq>,
     mrs: Vec<Box<dyn AnyMr>>,
@@ -787,20 +796,13 @@ impl Connection {
         Error::check("ibv_post_send", r)
     }
 
-    /// Disconnects (the peer sees RDMA_CM_EVENT_DISCONNECTED; outstanding
-    /// requests flush). Drop does this too.
+    /// Disconnects now: the QP goes to the error state (outstanding
+    /// requests flush) and the peer sees RDMA_CM_EVENT_DISCONNECTED. For a
+    /// link already broken; an orderly end is dropping the connection.
     pub fn disconnect(&mut self) {
         if std::mem::take(&mut self.connected) {
             // SAFETY: a live, connected id.
             unsafe { rdma_disconnect(self.id.as_ptr()) };
         }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.disconnect();
-        // The fields drop next, in order: the id destroys the QP and
-        // itself, then the CQ, the regions and the domain go.
     }
 }
