@@ -328,10 +328,7 @@ fn rnr_naks_sent() -> u64 {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn either_end_leaving_mid_stream_leaves_no_rnr() {
     let before = rnr_naks_sent();
-    let rounds = std::env::var("ZC_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(scaled(200, 60));
+    let rounds = scaled(200, 60);
     for round in 0..rounds {
         let (tx, rx) = pair::<Rdma>(&(), 64, 4);
         if round % 2 == 0 {
