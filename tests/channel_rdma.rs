@@ -189,8 +189,8 @@ fn connecting_to_nothing_fails_clearly() {
 /// leaving zcv1 dropped, as a cut cable or a dead machine would): both
 /// ends learn within the transport's retry bound (no hang), and once it
 /// carries again a new connection works. (The netdev stays up: taking it
-/// down trips a WARN in Soft-RoCE on 6.12, a kernel bug this test is not
-/// about.)
+/// down also drops the route over the RDMA device, which a new connection
+/// needs and this test is not about.)
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn link_down_is_noticed_and_a_new_connection_follows() {
