@@ -11,7 +11,7 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
-cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
+cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 mkdir -p target/bench
 features=(--features iceoryx2)
 if ! "$here/bootstrap.sh" "libclang-dev=/usr/lib/llvm-*/lib/libclang*.so*"; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench-platform: the platform's own figures, printed as a table and
 # written as JSON to target/bench/platform.json.
-#   toolbox build (cold)       rebuilds the toolbox from scratch (ZC_BENCH_COLD=1
+#   toolbox build (cold)       rebuilds the toolbox from scratch (ZCOPY_BENCH_COLD=1
 #                              only: it replaces the cached one); otherwise the
 #                              cached toolbox's recorded build time
 #   boot to first command      three guest boots running `true`, min/median
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.." || exit 69
 out=target/bench
 mkdir -p "$out"
 
-if [ "${ZC_BENCH_COLD:-0}" = 1 ]; then qemu/toolbox/toolbox.sh build >/dev/null || exit 69; fi
+if [ "${ZCOPY_BENCH_COLD:-0}" = 1 ]; then qemu/toolbox/toolbox.sh build >/dev/null || exit 69; fi
 tb=$(qemu/toolbox/toolbox.sh path) || exit 69
 build_s=$(cat "$tb/.zcopy-build-seconds")
 size_mib=$(cat "$tb/.zcopy-size-mib")

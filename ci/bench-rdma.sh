@@ -9,11 +9,11 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
-cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
+cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 mkdir -p target/bench
 cargo build --release -p zcopy-bench --bin zcopy-rdma-bench >target/bench/build-rdma.log 2>&1 ||
 	{ tail -n 30 target/bench/build-rdma.log; zc_infra "building zcopy-rdma-bench failed"; }
 args=
 [ $# -gt 0 ] && args=$(printf '%q ' "$@")
-ZC_CARD_BIN=/nonexistent ZC_RUN_DIR=$ZC_ROOT/target/qemu-bench "$ZC_ROOT/qemu/run.sh" --timeout 1800 -- \
+ZCOPY_CARD_BIN=/nonexistent ZCOPY_RUN_DIR=$ZCOPY_ROOT/target/qemu-bench "$ZCOPY_ROOT/qemu/run.sh" --timeout 1800 -- \
 	bash -c "target/release/zcopy-rdma-bench --out target/bench $args"

@@ -6,4 +6,4 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
 target=${1:-all}
-exec "$ZC_ROOT/qemu/toolbox/toolbox.sh" enter make -C driver "$target"
+exec "$ZCOPY_ROOT/qemu/toolbox/toolbox.sh" enter make -C driver "$target"

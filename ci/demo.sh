@@ -7,7 +7,7 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
-cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
+cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 out=target/demo
 rm -rf "$out"
 mkdir -p "$out"
@@ -21,8 +21,8 @@ cargo build --release -p zcard-device -p zcopy-cli -p zcopy-bench >>"$out/build.
 zc_log "short IPC bench on the host"
 target/release/zcopy bench shm --quick --out "$out" >"$out/bench-shm.txt" 2>&1 ||
 	echo "!! zcopy bench shm: exit $?" >>"$out/bench-shm.txt"
-ZC_CARD_BIN=$ZC_ROOT/target/release/zcard-vhost "$ZC_ROOT/qemu/run.sh" --timeout 900 -- \
-	env ZC_DEMO_SHM="$ZC_ROOT/$out/bench-shm.txt" qemu/guest/demo.sh
+ZCOPY_CARD_BIN=$ZCOPY_ROOT/target/release/zcard-vhost "$ZCOPY_ROOT/qemu/run.sh" --timeout 900 -- \
+	env ZCOPY_DEMO_SHM="$ZCOPY_ROOT/$out/bench-shm.txt" qemu/guest/demo.sh
 rc=$?
 echo
 echo "report: $PWD/$out/report.txt"

@@ -10,24 +10,24 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
-cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
+cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 
 out=target/qemu-test-2node
 share=$out/share
 rm -rf "$out"
 mkdir -p "$share"
-"$here/bootstrap.sh" || exit "$ZC_EXIT_INFRA"
+"$here/bootstrap.sh" || exit "$ZCOPY_EXIT_INFRA"
 zc_log "building the test binaries"
 cargo build -p zcopy-vm-tests --bins --color never >"$out/build.log" 2>&1 ||
 	{ tail -n 40 "$out/build.log"; zc_infra "building rdma-node failed"; }
 
 zc_log "booting two guests joined by a link (logs in $out/)"
-link=$ZC_ROOT/$out/link.sock
+link=$ZCOPY_ROOT/$out/link.sock
 pids=()
 for n in 0 1; do
-	ZC_NODE=$n ZC_LINK=$link ZC_RUN_DIR=$ZC_ROOT/$out/node$n ZC_CARD_BIN=/nonexistent \
-		"$ZC_ROOT/qemu/run.sh" --timeout "${ZC_GUEST_TIMEOUT:-900}" -- \
-		env ZC_SHARE="$ZC_ROOT/$share" qemu/guest/node-test.sh "$n" >"$out/node$n.log" 2>&1 &
+	ZCOPY_NODE=$n ZCOPY_LINK=$link ZCOPY_RUN_DIR=$ZCOPY_ROOT/$out/node$n ZCOPY_CARD_BIN=/nonexistent \
+		"$ZCOPY_ROOT/qemu/run.sh" --timeout "${ZCOPY_GUEST_TIMEOUT:-900}" -- \
+		env ZCOPY_SHARE="$ZCOPY_ROOT/$share" qemu/guest/node-test.sh "$n" >"$out/node$n.log" 2>&1 &
 	pids+=($!)
 	# Node 0 listens on the link socket; node 1 reconnects until it is there.
 	[ "$n" = 0 ] && sleep 2
@@ -36,7 +36,7 @@ rc=0
 for i in 0 1; do
 	wait "${pids[$i]}"
 	r=$?
-	[ "$r" = "$ZC_EXIT_INFRA" ] && { tail -n 30 "$out/node$i.log"; zc_infra "node $i could not run"; }
+	[ "$r" = "$ZCOPY_EXIT_INFRA" ] && { tail -n 30 "$out/node$i.log"; zc_infra "node $i could not run"; }
 	[ "$r" != 0 ] && rc=1
 done
 

@@ -9,7 +9,7 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=qemu/lib.sh
 . "$here/../qemu/lib.sh"
-cd "$ZC_ROOT" || exit "$ZC_EXIT_INFRA"
+cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 
 out=target/qemu-test
 rm -rf "$out"
@@ -18,7 +18,7 @@ results=$out/results.tsv
 : >"$results"
 start=$(date +%s)
 
-"$here/bootstrap.sh" || exit "$ZC_EXIT_INFRA"
+"$here/bootstrap.sh" || exit "$ZCOPY_EXIT_INFRA"
 
 zc_log "host tests: cargo test --workspace"
 cargo test --workspace --color never >"$out/logs/host-cargo.log" 2>&1
@@ -57,10 +57,10 @@ cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.l
 	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building the guest test binaries failed"; }
 
 zc_log "guest tests"
-"$ZC_ROOT/qemu/run.sh" --timeout "${ZC_GUEST_TIMEOUT:-2400}" -- \
-	env ZC_RESULTS="$ZC_ROOT/$results" qemu/guest/test-entry.sh
+"$ZCOPY_ROOT/qemu/run.sh" --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
+	env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" qemu/guest/test-entry.sh
 guest_rc=$?
-if [ "$guest_rc" = "$ZC_EXIT_INFRA" ]; then
+if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
 	zc_infra "the guest suite could not run (see above and target/qemu/)"
 fi
 if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*\t[^\t]*\tfail\t' "$results"; then
@@ -73,10 +73,10 @@ printf 'guest\tkernel log clean\t%s\t0\t%s\n' "$st" "$out/logs/kernel.log" >>"$r
 # The driver suite again with every DMA bounced through swiotlb: a missing
 # dma_sync shows up as wrong data here.
 zc_log "guest tests again under swiotlb=force (driver suite)"
-ZCOPY_APPEND="swiotlb=65536,force" "$ZC_ROOT/qemu/run.sh" --no-rxe --timeout "${ZC_GUEST_TIMEOUT:-2400}" -- \
-	env ZC_RESULTS="$ZC_ROOT/$results" ZC_ONLY=driver ZC_TAG=swiotlb qemu/guest/test-entry.sh
+ZCOPY_APPEND="swiotlb=65536,force" "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
+	env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=driver ZCOPY_TAG=swiotlb qemu/guest/test-entry.sh
 guest_rc=$?
-if [ "$guest_rc" = "$ZC_EXIT_INFRA" ]; then
+if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
 	zc_infra "the swiotlb guest run could not run (see above and target/qemu/)"
 fi
 if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*-swiotlb\t[^\t]*\tfail\t' "$results"; then

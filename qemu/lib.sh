@@ -3,18 +3,18 @@
 
 # Exit code of an infrastructure failure (toolbox, QEMU, daemon, boot
 # timeout), distinct from a failing test. Same value as vmtest's.
-ZC_EXIT_INFRA=69
+ZCOPY_EXIT_INFRA=69
 
 # shellcheck disable=SC2034 # used by the scripts that source this
-ZC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ZCOPY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 zc_log() { printf '\033[1m[zcopy]\033[0m %s\n' "$*" >&2; }
 zc_warn() { printf '\033[1;33m[zcopy] warning:\033[0m %s\n' "$*" >&2; }
 
-# zc_infra MSG: report an infrastructure failure and exit with ZC_EXIT_INFRA.
+# zc_infra MSG: report an infrastructure failure and exit with ZCOPY_EXIT_INFRA.
 zc_infra() {
 	printf '\033[1;31m[zcopy] infrastructure failure:\033[0m %s\n' "$*" >&2
-	exit "$ZC_EXIT_INFRA"
+	exit "$ZCOPY_EXIT_INFRA"
 }
 
 # zc_cache_dir: where the toolbox and probe results live, outside any clone
@@ -31,14 +31,14 @@ zc_cache_dir() {
 
 # Lines in a guest kernel log that mean the kernel is in trouble; every guest
 # run fails on any of them.
-ZC_KERNEL_BAD='WARNING:|BUG:|Oops|general protection|refcount_t:|list_del corruption|hung task|blocked for more than|Kernel panic|UBSAN:|KASAN:|is not a head|unexpected used|DMA-API:'
+ZCOPY_KERNEL_BAD='WARNING:|BUG:|Oops|general protection|refcount_t:|list_del corruption|hung task|blocked for more than|Kernel panic|UBSAN:|KASAN:|is not a head|unexpected used|DMA-API:'
 
 # zc_kernel_log_ok FILE: true when FILE exists and shows no trouble; prints
 # the offending lines otherwise.
 zc_kernel_log_ok() {
 	[ -f "$1" ] || { zc_warn "no guest kernel log at $1"; return 1; }
-	grep -E -q "$ZC_KERNEL_BAD" "$1" || return 0
+	grep -E -q "$ZCOPY_KERNEL_BAD" "$1" || return 0
 	zc_warn "the guest kernel log shows trouble ($1):"
-	grep -E -B2 -A20 "$ZC_KERNEL_BAD" "$1" | head -n 80 >&2
+	grep -E -B2 -A20 "$ZCOPY_KERNEL_BAD" "$1" | head -n 80 >&2
 	return 1
 }

@@ -15,8 +15,8 @@
 # Logs: target/qemu/ (console.log, kernel.log, guest-setup.log, daemons).
 #
 # Environment: ZCOPY_ACCEL=auto|kvm|tcg, ZCOPY_VM_MEM (2G), ZCOPY_VM_CPUS (2),
-# ZCOPY_APPEND (extra kernel parameters, e.g. swiotlb=force), ZC_MTU (9000),
-# ZC_RUN_DIR (run directory, target/qemu), ZC_NODE=0|1 with ZC_LINK=SOCKET
+# ZCOPY_APPEND (extra kernel parameters, e.g. swiotlb=force), ZCOPY_MTU (9000),
+# ZCOPY_RUN_DIR (run directory, target/qemu), ZCOPY_NODE=0|1 with ZCOPY_LINK=SOCKET
 # (one of two guests joined by a virtio-net link over a unix socket, QEMU
 # -netdev stream; node 0 listens on SOCKET: see ci/qemu-test-2node.sh).
 set -uo pipefail
@@ -25,12 +25,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 
 timeout=1800 interactive=0
-export ZC_RXE=1
+export ZCOPY_RXE=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	--timeout) timeout=$2; shift 2 ;;
 	--interactive) interactive=1; shift ;;
-	--no-rxe) ZC_RXE=0; shift ;;
+	--no-rxe) ZCOPY_RXE=0; shift ;;
 	--) shift; break ;;
 	-*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	*) break ;;
@@ -40,7 +40,7 @@ done
 case $timeout in '' | *[!0-9]*) echo "run.sh: --timeout takes seconds" >&2; exit 2 ;; esac
 
 tb() { "$here/toolbox/toolbox.sh" "$@"; }
-toolbox=$(tb path) || exit "$ZC_EXIT_INFRA"
+toolbox=$(tb path) || exit "$ZCOPY_EXIT_INFRA"
 
 # accel: KVM when it really boots a standard guest, TCG otherwise. /dev/kvm
 # can exist and still fail (nested virtualisation that cannot run this
@@ -66,10 +66,10 @@ accel() {
 	fi
 	cat "$f"
 }
-tb_kernel() { sed -n 's/^ZC_KERNEL_ABI=//p' "$here/toolbox/recipe.sh"; }
+tb_kernel() { sed -n 's/^ZCOPY_KERNEL_ABI=//p' "$here/toolbox/recipe.sh"; }
 
 acc=$(accel)
-run=${ZC_RUN_DIR:-$ZC_ROOT/target/qemu}
+run=${ZCOPY_RUN_DIR:-$ZCOPY_ROOT/target/qemu}
 mkdir -p "$run"
 rm -f "$run"/{console,kernel,guest-setup}.log "$run"/guest-exit "$run"/guest-infra
 zc_log "booting the guest ($acc, kernel $(tb_kernel)); logs in target/qemu/"
@@ -97,7 +97,7 @@ if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 	tail -n 50 "$run/console.log" >&2 2>/dev/null
 	zc_infra "the guest run exceeded ${timeout} s and was stopped; console: target/qemu/console.log"
 fi
-[ "$rc" = "$ZC_EXIT_INFRA" ] && exit "$rc"
+[ "$rc" = "$ZCOPY_EXIT_INFRA" ] && exit "$rc"
 
 # Every guest run fails on a kernel log that shows the kernel in trouble.
 if ! zc_kernel_log_ok "$run/kernel.log" && [ "$rc" = 0 ]; then rc=1; fi

@@ -44,7 +44,7 @@ side() {
 qemu_opts=()
 # The card hook: when the device model is built, it attaches here as a
 # DMA-capable virtio PCI card (virtio-id 38).
-card=${ZC_CARD_BIN:-$ZC_ROOT/target/debug/zcard-vhost}
+card=${ZCOPY_CARD_BIN:-$ZCOPY_ROOT/target/debug/zcard-vhost}
 # Its control socket reaches the guest as the virtio-serial port
 # org.zcopy.zcard.ctl (JSON lines, docs/zcard-spec.md), so guest tests can
 # inject faults and read counters; after the run its counters are saved in
@@ -52,13 +52,13 @@ card=${ZC_CARD_BIN:-$ZC_ROOT/target/debug/zcard-vhost}
 card_ctl=
 if [ -x "$card" ]; then
 	card_ctl=$run/zcard.ctl
-	# ZC_CARD_ARGS: extra options, split on spaces (e.g. "--fault stall:queue=0").
-	read -ra card_args <<<"${ZC_CARD_ARGS:-}"
+	# ZCOPY_CARD_ARGS: extra options, split on spaces (e.g. "--fault stall:queue=0").
+	read -ra card_args <<<"${ZCOPY_CARD_ARGS:-}"
 	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock" \
-		--control "$card_ctl" --queues "${ZC_CARD_QUEUES:-2}" \
-		--storage-size "${ZC_CARD_STORAGE:-64M}" "${card_args[@]}"
+		--control "$card_ctl" --queues "${ZCOPY_CARD_QUEUES:-2}" \
+		--storage-size "${ZCOPY_CARD_STORAGE:-64M}" "${card_args[@]}"
 	qemu_opts+=(-chardev "socket,id=zcard,path=$run/zcard.sock"
-		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZC_CARD_QUEUES:-2},config_size=${ZC_CARD_CONFIG:-64}"
+		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZCOPY_CARD_QUEUES:-2},config_size=${ZCOPY_CARD_CONFIG:-64}"
 		-device "virtio-serial-pci,id=zcser"
 		-chardev "socket,id=zcctl,path=$card_ctl"
 		-device "virtserialport,bus=zcser.0,chardev=zcctl,name=org.zcopy.zcard.ctl")
@@ -66,24 +66,24 @@ fi
 
 # Two-node runs: a virtio-net NIC joined to the other guest's over a unix
 # socket (no host network involved); node 0 is the listening end.
-if [ -n "${ZC_NODE:-}" ]; then
-	case $ZC_NODE in
+if [ -n "${ZCOPY_NODE:-}" ]; then
+	case $ZCOPY_NODE in
 	0) link="server=on" ;;
 	1) link="server=off,reconnect-ms=200" ;;
-	*) zc_infra "ZC_NODE must be 0 or 1" ;;
+	*) zc_infra "ZCOPY_NODE must be 0 or 1" ;;
 	esac
-	qemu_opts+=(-netdev "stream,id=zlink,$link,addr.type=unix,addr.path=${ZC_LINK:?ZC_LINK names the link socket}"
-		-device "virtio-net-pci,netdev=zlink,mac=52:54:00:7a:00:0$ZC_NODE,host_mtu=9000")
+	qemu_opts+=(-netdev "stream,id=zlink,$link,addr.type=unix,addr.path=${ZCOPY_LINK:?ZCOPY_LINK names the link socket}"
+		-device "virtio-net-pci,netdev=zlink,mac=52:54:00:7a:00:0$ZCOPY_NODE,host_mtu=9000")
 fi
 
 vng_args=(
-	--run "/boot/vmlinuz-$ZC_KERNEL_ABI"
+	--run "/boot/vmlinuz-$ZCOPY_KERNEL_ABI"
 	--cpus "${ZCOPY_VM_CPUS:-2}"
 	--memory "${ZCOPY_VM_MEM:-2G}" --numa "${ZCOPY_VM_MEM:-2G}"
-	--rwdir "$ZC_ROOT=$ZC_ROOT"
-	--cwd "$ZC_ROOT"
+	--rwdir "$ZCOPY_ROOT=$ZCOPY_ROOT"
+	--cwd "$ZCOPY_ROOT"
 	--user root
-	--name "zcopy-guest${ZC_NODE:-}"
+	--name "zcopy-guest${ZCOPY_NODE:-}"
 )
 [ "$accel" = tcg ] && vng_args+=(--disable-kvm)
 [ -n "${ZCOPY_APPEND:-}" ] && vng_args+=(--append "$ZCOPY_APPEND")
@@ -93,7 +93,7 @@ vng_args=(
 [ ${#qemu_opts[@]} -gt 0 ] && vng_args+=("--qemu-opts=${qemu_opts[*]}")
 
 # Settings reach the guest as environment on the command line.
-guest_cmd="env ZC_RUN=$(printf %q "$run") ZC_RXE=${ZC_RXE:-1} ZC_MTU=${ZC_MTU:-9000} ZC_NODE=${ZC_NODE:-}"
+guest_cmd="env ZCOPY_RUN=$(printf %q "$run") ZCOPY_RXE=${ZCOPY_RXE:-1} ZCOPY_MTU=${ZCOPY_MTU:-9000} ZCOPY_NODE=${ZCOPY_NODE:-}"
 guest_cmd+=" $(printf %q "$here/guest/init.sh")"
 guest_cmd+=" $(printf '%q ' "$@")"
 

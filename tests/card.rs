@@ -137,7 +137,7 @@ fn config_reads_reach_the_backend() {
     let u32_at = |o: usize| u32::from_le_bytes(cfg[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(cfg[o..o + 8].try_into().unwrap());
     assert_eq!(u32_at(4), 1 << 16, "spec version 1.0");
-    let queues: u16 = std::env::var("ZC_CARD_QUEUES")
+    let queues: u16 = std::env::var("ZCOPY_CARD_QUEUES")
         .ok()
         .and_then(|q| q.parse().ok())
         .unwrap_or(2);

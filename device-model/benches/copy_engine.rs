@@ -60,7 +60,7 @@ fn thread_cpu() -> f64 {
 }
 
 fn main() {
-    let quick = std::env::var_os("ZC_BENCH_QUICK").is_some();
+    let quick = std::env::var_os("ZCOPY_BENCH_QUICK").is_some();
     let budget = Duration::from_millis(if quick { 50 } else { 300 });
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let card = Card::new(Limits::default(), Storage::temporary(16 << 20).unwrap(), 0).unwrap();

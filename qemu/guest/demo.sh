@@ -2,21 +2,21 @@
 # make demo, guest side (card attached, zcard.ko loaded, Soft-RoCE up): what
 # the platform has (zcopy info), the seed experiment (zcopy pipeline), a short
 # IPC and RDMA bench, and a report of the seed's claim beside our measured
-# ratios. Everything lands in $ZC_DEMO_OUT (default target/demo): report.txt,
+# ratios. Everything lands in $ZCOPY_DEMO_OUT (default target/demo): report.txt,
 # pipeline.json/.svg, the benches' JSON and SVG plots.
 #
-# Environment: ZC_DEMO_SHM (the output of a shm bench already run on the
-# host, shown instead of running it here), ZC_BIN_DIR (the zcopy binaries; default target/release),
-# ZC_DEMO_SIZE (bytes the pipeline serves; default 32M), ZC_DEMO_RUNS (runs
-# per way; default 3), ZC_DEMO_QUICK=1 (the reduced demo make qemu-test runs:
+# Environment: ZCOPY_DEMO_SHM (the output of a shm bench already run on the
+# host, shown instead of running it here), ZCOPY_BIN_DIR (the zcopy binaries; default target/release),
+# ZCOPY_DEMO_SIZE (bytes the pipeline serves; default 32M), ZCOPY_DEMO_RUNS (runs
+# per way; default 3), ZCOPY_DEMO_QUICK=1 (the reduced demo make qemu-test runs:
 # 4M, one run, benches at their smallest).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root" || exit 1
-bin=${ZC_BIN_DIR:-$root/target/release}
-out=${ZC_DEMO_OUT:-$root/target/demo}
-size=${ZC_DEMO_SIZE:-32M} runs=${ZC_DEMO_RUNS:-3}
-if [ "${ZC_DEMO_QUICK:-0}" = 1 ]; then
+bin=${ZCOPY_BIN_DIR:-$root/target/release}
+out=${ZCOPY_DEMO_OUT:-$root/target/demo}
+size=${ZCOPY_DEMO_SIZE:-32M} runs=${ZCOPY_DEMO_RUNS:-3}
+if [ "${ZCOPY_DEMO_QUICK:-0}" = 1 ]; then
 	size=4M runs=1
 fi
 mkdir -p "$out"
@@ -41,9 +41,9 @@ step "zcopy pipeline: serve $size from storage to a peer, six ways" \
 	"$bin/zcopy" pipeline --size "$size" --runs "$runs" --out "$out"
 # shellcheck disable=SC2329 # invoked through step
 shown() { cat "$1" && ! grep -q '^!!' "$1"; } # a bench run on the host: its output, its verdict
-if [ -n "${ZC_DEMO_SHM:-}" ]; then
+if [ -n "${ZCOPY_DEMO_SHM:-}" ]; then
 	step "zcopy bench shm: zcopy channels against pipe, socket, mq, a copying ring (short, on the host)" \
-		shown "$ZC_DEMO_SHM"
+		shown "$ZCOPY_DEMO_SHM"
 else
 	step "zcopy bench shm: zcopy channels against pipe, socket, mq, a copying ring (short)" \
 		env ZCOPY_BENCH_DIR="$bin" "$bin/zcopy" bench shm --quick --out "$out"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Guest side of make qemu-test-2node: one of two guests on a real link,
 # running its half of each case. The halves meet through files in the
-# shared directory $ZC_SHARE (both guests see the project tree); each case
+# shared directory $ZCOPY_SHARE (both guests see the project tree); each case
 # prints "PASS name" or "FAIL name: why". Exit 0 when every case passed.
 #
 #   node-test.sh 0|1    node 0 receives (169.254.78.1), node 1 sends (.2)
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 node=${1:?node 0 or 1}
-share=${ZC_SHARE:?ZC_SHARE names the shared directory}
+share=${ZCOPY_SHARE:?ZCOPY_SHARE names the shared directory}
 bin=$root/target/debug/rdma-node
 A=169.254.78.1 B=169.254.78.2
 failed=0

@@ -1,27 +1,27 @@
 #!/usr/bin/env bash
 # The guest-side test entry (run by ci/qemu-test.sh through qemu/run.sh):
 # runs every guest test and records one line per test case in
-# $ZC_RESULTS (tab separated: suite, name, pass|fail|skip, seconds, log).
+# $ZCOPY_RESULTS (tab separated: suite, name, pass|fail|skip, seconds, log).
 #
 #   tests/sh/*.sh         one case each: exit 0 pass, 77 skip, else fail
 #   Rust test binaries    listed in target/qemu-test/guest-bins.txt (built on
 #                         the host), run with --include-ignored; one case per
 #                         #[test], read from libtest's "test X ... ok" lines
 #
-# Environment: ZC_ONLY (space-separated Rust suite names, e.g. "driver": run
-# only those, no shell tests), ZC_TAG (added to suite names in the results,
+# Environment: ZCOPY_ONLY (space-separated Rust suite names, e.g. "driver": run
+# only those, no shell tests), ZCOPY_TAG (added to suite names in the results,
 # e.g. "swiotlb" for the bounce-buffer run).
 #
 # Exit code: 0 when nothing failed.
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=$root/target/qemu-test
-results=${ZC_RESULTS:-$out/results.tsv}
+results=${ZCOPY_RESULTS:-$out/results.tsv}
 logs=$out/logs
 mkdir -p "$logs"
 failed=0
 
-tag=${ZC_TAG:+-$ZC_TAG}
+tag=${ZCOPY_TAG:+-$ZCOPY_TAG}
 record() { # record SUITE NAME STATUS SECONDS LOG
 	local suite=$1$tag
 	shift
@@ -35,16 +35,16 @@ record() { # record SUITE NAME STATUS SECONDS LOG
 now() { date +%s.%N; }
 since() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }'; }
 
-selected() { [ -z "${ZC_ONLY:-}" ] || [[ " $ZC_ONLY " == *" $1 "* ]]; }
+selected() { [ -z "${ZCOPY_ONLY:-}" ] || [[ " $ZCOPY_ONLY " == *" $1 "* ]]; }
 
 # Shell tests, each bounded in time.
 for t in "$root"/tests/sh/*.sh; do
-	[ -z "${ZC_ONLY:-}" ] || break
+	[ -z "${ZCOPY_ONLY:-}" ] || break
 	name=$(basename "$t" .sh)
 	[ "$name" = lib ] && continue
 	log=$logs/sh-$name.log
 	start=$(now)
-	timeout -k 5 "${ZC_CASE_TIMEOUT:-300}" "$t" >"$log" 2>&1
+	timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-300}" "$t" >"$log" 2>&1
 	rc=$?
 	case $rc in
 	0) st=pass ;;
@@ -61,7 +61,7 @@ if [ -f "$out/guest-bins.txt" ]; then
 		selected "$suite" || continue
 		log=$logs/rust-$suite$tag.log
 		start=$(now)
-		(cd "$root" && timeout -k 5 "${ZC_CASE_TIMEOUT:-300}" "$bin" --include-ignored --test-threads=1) >"$log" 2>&1
+		(cd "$root" && timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-300}" "$bin" --include-ignored --test-threads=1) >"$log" 2>&1
 		rc=$?
 		n=0
 		while read -r name status; do

@@ -7,16 +7,16 @@
 # and the next run builds a new toolbox. Sourced by qemu/toolbox/toolbox.sh.
 
 # The guest kernel. Its headers build driver/zcard.ko; both must match.
-ZC_KERNEL_ABI=6.12.107+deb13-amd64
+ZCOPY_KERNEL_ABI=6.12.107+deb13-amd64
 
-ZC_SUITE=trixie
-ZC_MIRROR=${ZC_MIRROR:-http://deb.debian.org/debian}
+ZCOPY_SUITE=trixie
+ZCOPY_MIRROR=${ZCOPY_MIRROR:-http://deb.debian.org/debian}
 
 # Packages taken from trixie-backports (with the dependencies that need it).
 # QEMU 10.2 is the first with the user-creatable vhost-user-test-device-pci;
 # backports' QEMU pulls libelf from backports, so libdw1t64 must follow or apt
 # refuses linux-headers.
-ZC_BACKPORTS=(
+ZCOPY_BACKPORTS=(
 	qemu-system-x86
 	qemu-system-common
 	qemu-system-data
@@ -25,9 +25,9 @@ ZC_BACKPORTS=(
 	libelf1t64
 )
 
-ZC_PACKAGES=(
-	"linux-image-$ZC_KERNEL_ABI"
-	"linux-headers-$ZC_KERNEL_ABI"
+ZCOPY_PACKAGES=(
+	"linux-image-$ZCOPY_KERNEL_ABI"
+	"linux-headers-$ZCOPY_KERNEL_ABI"
 	linux-source-6.12
 	virtme-ng
 	busybox-static
@@ -54,8 +54,8 @@ ZC_PACKAGES=(
 # mmdebstrap in MODE (root or unshare).
 zc_recipe_build() {
 	local dir=$1 mode=$2 p
-	local include=("${ZC_PACKAGES[@]}")
-	for p in "${ZC_BACKPORTS[@]}"; do include+=("$p/$ZC_SUITE-backports"); done
+	local include=("${ZCOPY_PACKAGES[@]}")
+	for p in "${ZCOPY_BACKPORTS[@]}"; do include+=("$p/$ZCOPY_SUITE-backports"); done
 	mmdebstrap --mode="$mode" --variant=apt --components=main \
 		--aptopt='APT::Install-Recommends "false"' \
 		--aptopt='Acquire::Retries "3"' \
@@ -66,7 +66,7 @@ zc_recipe_build() {
 		--customize-hook='chroot "$1" sh -c "tar -C /usr/src -xf /usr/src/linux-source-6.12.tar.xz --wildcards \"*/scripts/checkpatch.pl\" \"*/scripts/spelling.txt\" \"*/scripts/const_structs.checkpatch\" && mv /usr/src/linux-source-6.12 /usr/src/checkpatch && rm -f /usr/src/linux-source-6.12.tar.xz"' \
 		--customize-hook='chroot "$1" sh -c "qemu-system-x86_64 -device help | grep -q vhost-user-test-device-pci" || { echo "toolbox: this QEMU lacks vhost-user-test-device-pci (need >= 10.2)" >&2; exit 1; }' \
 		--customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages*' \
-		"$ZC_SUITE" "$dir" \
-		"deb $ZC_MIRROR $ZC_SUITE main" \
-		"deb $ZC_MIRROR $ZC_SUITE-backports main"
+		"$ZCOPY_SUITE" "$dir" \
+		"deb $ZCOPY_MIRROR $ZCOPY_SUITE main" \
+		"deb $ZCOPY_MIRROR $ZCOPY_SUITE-backports main"
 }

@@ -70,18 +70,18 @@ enter() {
 		--proc /proc
 		--ro-bind /sys /sys
 		--tmpfs /tmp --tmpfs /var/tmp --tmpfs /run --tmpfs /root
-		--bind "$ZC_ROOT" "$ZC_ROOT"
-		--chdir "$ZC_ROOT"
+		--bind "$ZCOPY_ROOT" "$ZCOPY_ROOT"
+		--chdir "$ZCOPY_ROOT"
 		--unshare-pid --die-with-parent
 		--setenv HOME /root
 		--setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-		--setenv ZC_TOOLBOX "$dir"
-		--setenv ZC_KERNEL_ABI "$ZC_KERNEL_ABI"
+		--setenv ZCOPY_TOOLBOX "$dir"
+		--setenv ZCOPY_KERNEL_ABI "$ZCOPY_KERNEL_ABI"
 	)
 	# Extra host paths the caller needs inside (space separated), e.g. the
 	# Cargo target dir when it is outside the project.
 	local p
-	for p in ${ZC_TOOLBOX_BIND:-}; do args+=(--bind "$p" "$p"); done
+	for p in ${ZCOPY_TOOLBOX_BIND:-}; do args+=(--bind "$p" "$p"); done
 	if [ "$(id -u)" != 0 ]; then
 		# Rootless: a user namespace where we are root, owning the toolbox.
 		args+=(--unshare-user --uid 0 --gid 0)

@@ -53,7 +53,7 @@ fn run(
 }
 
 fn main() {
-    let secs: u64 = std::env::var("ZC_BENCH_SECS")
+    let secs: u64 = std::env::var("ZCOPY_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo, reduced (ZC_DEMO_QUICK=1: 4 MiB, one run per way, the benches'
+# make demo, reduced (ZCOPY_DEMO_QUICK=1: 4 MiB, one run per way, the benches'
 # --quick settings), on the debug binaries make qemu-test builds. The report
 # must have every section, all six pipeline ways with their data checked,
 # the seed's claim beside a measured ratio, the benches' goals, and the
@@ -8,12 +8,12 @@ set -euo pipefail
 # shellcheck source=tests/sh/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-bin=${ZC_BIN_DIR:-$ZC_ROOT/target/debug}
+bin=${ZCOPY_BIN_DIR:-$ZCOPY_ROOT/target/debug}
 [ -x "$bin/zcopy" ] || fail "no $bin/zcopy: build it (cargo build -p zcopy-cli -p zcopy-bench)"
-out=$ZC_ROOT/target/qemu-test/demo
+out=$ZCOPY_ROOT/target/qemu-test/demo
 rm -rf "$out"
 rc=0
-ZC_DEMO_QUICK=1 ZC_BIN_DIR=$bin ZC_DEMO_OUT=$out "$ZC_ROOT/qemu/guest/demo.sh" || rc=$?
+ZCOPY_DEMO_QUICK=1 ZCOPY_BIN_DIR=$bin ZCOPY_DEMO_OUT=$out "$ZCOPY_ROOT/qemu/guest/demo.sh" || rc=$?
 r=$out/report.txt
 [ -s "$r" ] || fail "no report"
 [ "$rc" = 0 ] || fail "the demo exited $rc"

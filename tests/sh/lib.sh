@@ -4,7 +4,7 @@
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 # shellcheck disable=SC2034 # used by the tests that source this
-ZC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ZCOPY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }

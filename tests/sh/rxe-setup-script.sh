@@ -5,7 +5,7 @@
 set -euo pipefail
 # shellcheck source=tests/sh/lib.sh
 . "$(dirname "$0")/lib.sh"
-S=$ZC_ROOT/scripts/rxe-setup.sh
+S=$ZCOPY_ROOT/scripts/rxe-setup.sh
 
 ip link add zct0 type veth peer name zct1
 trap 'ip link del zct0 2>/dev/null; rm -rf "$T"' EXIT

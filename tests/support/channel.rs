@@ -145,7 +145,7 @@ impl Harness for Rdma {
 
 /// True inside the test guest (TCG is slow: the suite scales down there).
 pub fn in_guest() -> bool {
-    std::env::var_os("ZC_RUN").is_some()
+    std::env::var_os("ZCOPY_RUN").is_some()
 }
 
 /// `host` on the host, `guest` in the guest.

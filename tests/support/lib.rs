@@ -25,15 +25,15 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The guest kernel release the toolbox recipe pins (`ZC_KERNEL_ABI=` in
+/// The guest kernel release the toolbox recipe pins (`ZCOPY_KERNEL_ABI=` in
 /// `qemu/toolbox/recipe.sh`, the single place it is written down).
 pub fn pinned_kernel() -> io::Result<String> {
     let recipe = fs::read_to_string(repo_root().join("qemu/toolbox/recipe.sh"))?;
     recipe
         .lines()
-        .find_map(|l| l.trim().strip_prefix("ZC_KERNEL_ABI="))
+        .find_map(|l| l.trim().strip_prefix("ZCOPY_KERNEL_ABI="))
         .map(|v| v.trim_matches('"').to_string())
-        .ok_or_else(|| io::Error::other("recipe.sh has no ZC_KERNEL_ABI= line"))
+        .ok_or_else(|| io::Error::other("recipe.sh has no ZCOPY_KERNEL_ABI= line"))
 }
 
 /// Reads a sysfs/procfs attribute and trims the trailing newline.
@@ -171,12 +171,12 @@ pub fn zcard_control(cmd: &str) -> serde_json::Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
 }
 
-/// Proptest settings: `cases` unless ZC_PROPTEST_CASES says otherwise (nightly
-/// runs raise it), a seed from ZC_PROPTEST_SEED or the clock, printed so a
+/// Proptest settings: `cases` unless ZCOPY_PROPTEST_CASES says otherwise (nightly
+/// runs raise it), a seed from ZCOPY_PROPTEST_SEED or the clock, printed so a
 /// failure can be replayed.
 pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config {
     use proptest::test_runner::{Config, RngSeed};
-    let seed = std::env::var("ZC_PROPTEST_SEED")
+    let seed = std::env::var("ZCOPY_PROPTEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -184,11 +184,11 @@ pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config 
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
-    let cases = std::env::var("ZC_PROPTEST_CASES")
+    let cases = std::env::var("ZCOPY_PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(cases);
-    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZC_PROPTEST_SEED={seed})");
+    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZCOPY_PROPTEST_SEED={seed})");
     Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),

@@ -299,10 +299,10 @@ pub fn pattern_bytes(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Proptest settings: `cases` unless PROPTEST_CASES says otherwise, a seed
-/// from ZC_PROPTEST_SEED or the clock, printed so a failure can be replayed.
+/// from ZCOPY_PROPTEST_SEED or the clock, printed so a failure can be replayed.
 pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config {
     use proptest::test_runner::{Config, RngSeed};
-    let seed = std::env::var("ZC_PROPTEST_SEED")
+    let seed = std::env::var("ZCOPY_PROPTEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -314,7 +314,7 @@ pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config 
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(cases);
-    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZC_PROPTEST_SEED={seed})");
+    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZCOPY_PROPTEST_SEED={seed})");
     Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),

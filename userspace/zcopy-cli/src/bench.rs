@@ -50,7 +50,7 @@ cargo build -p zcopy-vm-tests --bin zcard-bench), or in $ZCOPY_BENCH_DIR.
 --quick passes small settings: a smoke run, not a measurement (well under a minute
 each, even in the emulated guest):
   shm   --quick --sizes 64,4096,65536
-  card  ZC_BENCH_SECS=1 (seconds per queue depth; a ZC_BENCH_SECS already set wins)
+  card  ZCOPY_BENCH_SECS=1 (seconds per queue depth; a ZCOPY_BENCH_SECS already set wins)
   rdma  --sizes 4K,64K --volume 4M --lat-sizes 64 --lat-iters 200
 Arguments after -- go to the bench binary (shm and rdma; see its --help) and replace
 the --quick setting of the same option.
@@ -227,7 +227,7 @@ fn check_extra(args: &BenchArgs) -> Result<()> {
             "arguments after -- go to one bench binary: use zcopy bench shm or rdma with them",
         )),
         Kind::Card => Err(Failure::usage(
-            "zcard-bench takes no options (ZC_BENCH_SECS sets its seconds per queue depth)",
+            "zcard-bench takes no options (ZCOPY_BENCH_SECS sets its seconds per queue depth)",
         )),
         Kind::Shm | Kind::Rdma if has_option(&args.extra, "--out") => Err(Failure::usage(
             "--out is zcopy bench's own option: put it before --",
@@ -307,8 +307,8 @@ fn command(bench: Bench, exe: &Path, args: &BenchArgs) -> Command {
     };
     if bench == CARD {
         cmd.arg(args.out.join(bench.json));
-        if args.quick && std::env::var_os("ZC_BENCH_SECS").is_none() {
-            cmd.env("ZC_BENCH_SECS", CARD_QUICK_SECS);
+        if args.quick && std::env::var_os("ZCOPY_BENCH_SECS").is_none() {
+            cmd.env("ZCOPY_BENCH_SECS", CARD_QUICK_SECS);
         }
         return cmd;
     }
@@ -329,7 +329,7 @@ fn command(bench: Bench, exe: &Path, args: &BenchArgs) -> Command {
 fn shown(cmd: &Command, quick_secs: bool) -> String {
     let mut words: Vec<String> = Vec::new();
     if quick_secs {
-        words.push(format!("ZC_BENCH_SECS={CARD_QUICK_SECS}"));
+        words.push(format!("ZCOPY_BENCH_SECS={CARD_QUICK_SECS}"));
     }
     words.push(cmd.get_program().to_string_lossy().into_owned());
     words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));

@@ -1240,7 +1240,7 @@ fn bench_card_quick_in_the_guest() {
     let (code, stdout, err) =
         zcopy_bench(&["card", "--quick", "--out", out.to_str().unwrap()], None);
     assert_eq!(code, 0, "{err}\n{stdout}");
-    assert!(stdout.contains("ZC_BENCH_SECS=1 "), "{stdout}");
+    assert!(stdout.contains("ZCOPY_BENCH_SECS=1 "), "{stdout}");
     assert!(stdout.contains("| queue depth | ops/s |"), "{stdout}");
     let runs = json_file(&out, "zcard-driver.json");
     let runs = runs.as_array().expect("a list of runs");

@@ -199,7 +199,7 @@ impl Link {
             // state): left alone it would retransmit to a dead peer whose
             // QP number a new connection may already have reused.
             self.conn.disconnect();
-            if std::env::var_os("ZC_RDMA_DEBUG").is_some() {
+            if std::env::var_os("ZCOPY_RDMA_DEBUG").is_some() {
                 eprintln!("zcopy rdma: pid {}: link broken: {why}", std::process::id());
             }
             self.broken = Some(why);
