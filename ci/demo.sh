@@ -14,7 +14,7 @@ mkdir -p "$out"
 zc_log "building zcard.ko, the card and the zcopy tools (release; logs in $out/build.log)"
 "$here/build-driver.sh" all >"$out/build.log" 2>&1 ||
 	{ tail -n 30 "$out/build.log"; zc_infra "building zcard.ko failed"; }
-cargo build --release -p zcard-device -p zcopy-cli -p zcopy-bench >>"$out/build.log" 2>&1 ||
+cargo build --release -p zcard-vhost -p zcopy-cli -p zcopy-bench >>"$out/build.log" 2>&1 ||
 	{ tail -n 30 "$out/build.log"; zc_infra "building the tools failed"; }
 # The IPC bench runs here, on the host's own cores (in a TCG guest its
 # latencies are the emulator's); the guest's report takes it in.

@@ -50,7 +50,7 @@ printf 'host\tdriver: W=1, sparse and checkpatch --strict clean\t%s\t%s\t%s\n' "
 [ -f driver/zcard.ko ] || zc_infra "building zcard.ko failed (see $out/logs/build-driver.log)"
 
 zc_log "building the guest test binaries and the card (zcard-vhost)"
-cargo build -p zcard-device --bins --color never >"$out/logs/build-card.log" 2>&1 ||
+cargo build -p zcard-vhost --bins --color never >"$out/logs/build-card.log" 2>&1 ||
 	{ tail -n 40 "$out/logs/build-card.log"; zc_infra "building zcard-vhost failed"; }
 cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
 	python3 "$here/report.py" guest-bins >"$out/guest-bins.txt" ||

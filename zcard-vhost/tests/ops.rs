@@ -9,8 +9,8 @@ use virtio_bindings::bindings::virtio_ring::{
 };
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use vm_memory::{Address, Bytes, GuestAddress};
-use zcard_device::virtio_zcard::*;
-use zcard_device::zcard::Limits;
+use zcard_vhost::virtio_zcard::*;
+use zcard_vhost::zcard::Limits;
 
 fn rig() -> Rig {
     Rig::new(Limits::default())

@@ -1,6 +1,6 @@
 //! The card's engine against memcpy, host-native, in-process guest memory.
 //!
-//! `cargo bench -p zcard-device` (or `make bench`): COPY throughput for
+//! `cargo bench -p zcard-vhost` (or `make bench`): COPY throughput for
 //! 4 KiB … 4 MiB segments beside plain memcpy of the same sizes in the same
 //! run, CPU time per small request, and CRC32C throughput. Prints a table and
 //! writes JSON to target/bench/zcard-engine.json.
@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use zcard_device::storage::Storage;
-use zcard_device::virtio_zcard::{Op, ReqHeader, ReqStatus, REQ_HEADER_SIZE, REQ_STATUS_SIZE};
-use zcard_device::zcard::{Card, Limits, Outcome};
+use zcard_vhost::storage::Storage;
+use zcard_vhost::virtio_zcard::{Op, ReqHeader, ReqStatus, REQ_HEADER_SIZE, REQ_STATUS_SIZE};
+use zcard_vhost::zcard::{Card, Limits, Outcome};
 
 const MEM: usize = 64 << 20;
 const SRC: u64 = 0x10_0000;

@@ -20,11 +20,11 @@ use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRI
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-use zcard_device::backend::serve;
-use zcard_device::storage::Storage;
-use zcard_device::vhu_zcard::ZcardBackend;
-use zcard_device::virtio_zcard::*;
-use zcard_device::zcard::{Card, Limits};
+use zcard_vhost::backend::serve;
+use zcard_vhost::storage::Storage;
+use zcard_vhost::vhu_zcard::ZcardBackend;
+use zcard_vhost::virtio_zcard::*;
+use zcard_vhost::zcard::{Card, Limits};
 
 const MEM: u64 = 4 << 20;
 const QSIZE: u16 = 64;

@@ -11,11 +11,11 @@ use common::*;
 use serde_json::{json, Value};
 use vhost_user_backend::VhostUserBackend;
 use vmm_sys_util::epoll::EventSet;
-use zcard_device::control::handle_line;
-use zcard_device::faults::FaultSpec;
-use zcard_device::storage::Storage;
-use zcard_device::virtio_zcard::*;
-use zcard_device::zcard::{Card, Limits};
+use zcard_vhost::control::handle_line;
+use zcard_vhost::faults::FaultSpec;
+use zcard_vhost::storage::Storage;
+use zcard_vhost::virtio_zcard::*;
+use zcard_vhost::zcard::{Card, Limits};
 
 const A: u64 = DATA + 0x1000;
 const B: u64 = DATA + 0x40_0000;

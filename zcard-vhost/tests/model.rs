@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
-use zcard_device::virtio_zcard::*;
-use zcard_device::zcard::Limits;
+use zcard_vhost::virtio_zcard::*;
+use zcard_vhost::zcard::Limits;
 
 /// The working window: 256 KiB straddling the boundary between the two data regions.
 const WIN: u64 = DATA + DATA_LEN / 2 - (128 << 10);

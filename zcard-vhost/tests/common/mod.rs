@@ -12,10 +12,10 @@ use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use zcard_device::storage::Storage;
-use zcard_device::vhu_zcard::ZcardBackend;
-use zcard_device::virtio_zcard::*;
-use zcard_device::zcard::{Card, Limits};
+use zcard_vhost::storage::Storage;
+use zcard_vhost::vhu_zcard::ZcardBackend;
+use zcard_vhost::virtio_zcard::*;
+use zcard_vhost::zcard::{Card, Limits};
 
 /// Queue size used by the rig.
 pub const QSIZE: u16 = 256;

@@ -26,9 +26,9 @@ use libfuzzer_sys::fuzz_target;
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use zcard_device::storage::Storage;
-use zcard_device::virtio_zcard::{ReqHeader, ReqStatus, Status, REQ_STATUS_SIZE};
-use zcard_device::zcard::{Card, Limits, Outcome};
+use zcard_vhost::storage::Storage;
+use zcard_vhost::virtio_zcard::{ReqHeader, ReqStatus, Status, REQ_STATUS_SIZE};
+use zcard_vhost::zcard::{Card, Limits, Outcome};
 
 /// Most descriptors in one chain: more than a valid request can have with the
 /// default limits (2 * 16 segments + header + status), to reach `too_many_segments`.
