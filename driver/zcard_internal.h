@@ -22,91 +22,21 @@
 #include <linux/virtio.h>
 
 #include "include/uapi/zcard.h"
-
-/* Card identity and wire format: docs/zcard-spec.md. */
-#define VIRTIO_ID_ZCARD		38
-#define ZCARD_MAGIC		0x4452435a	/* "ZCRD" little-endian */
-#define ZCARD_STATE_NEEDS_RESET	BIT(0)
-
-/**
- * struct zcard_config - the card's config space (little-endian).
- * @magic: ZCARD_MAGIC.
- * @version: major << 16 | minor.
- * @num_queues: request queues.
- * @max_segments: source (and destination) segments per request.
- * @max_request_bytes: largest request length.
- * @storage_capacity: storage bytes.
- * @block_size: storage alignment.
- * @supported_ops: bit per opcode.
- * @device_state: ZCARD_STATE_* bits.
- * @max_queue_size: largest virtqueue size.
- * @reserved: zero.
- */
-struct zcard_config {
-	__le32 magic;
-	__le32 version;
-	__le16 num_queues;
-	__le16 max_segments;
-	__le32 max_request_bytes;
-	__le64 storage_capacity;
-	__le32 block_size;
-	__le32 supported_ops;
-	__le32 device_state;
-	__le32 max_queue_size;
-	__le32 reserved[6];
-};
+#include "include/uapi/zcard_virtio.h"
 
 /**
  * struct zcard_wire - one request slot's header and status, in coherent
  * DMA memory: the header is device-readable, the status device-writable.
- * @opcode: card opcode (same numbers as enum zcard_op).
- * @flags: zero.
- * @reserved0: zero.
- * @reserved1: zero.
- * @tag: echoed in @st_tag.
- * @length: bytes.
- * @storage_offset: card storage offset.
- * @pattern: FILL pattern or CRC32C seed.
- * @reserved2: zero.
- * @status: card status code (written by the card).
- * @st_reserved: zero.
- * @result: CRC32C result.
- * @st_tag: the header's tag.
+ * @hdr: the request header.
+ * @st: the request status (written by the card).
  */
 struct zcard_wire {
-	u8 opcode;
-	u8 flags;
-	__le16 reserved0;
-	__le32 reserved1;
-	__le64 tag;
-	__le64 length;
-	__le64 storage_offset;
-	__le64 pattern;
-	__le64 reserved2;
-	/* status, 16 bytes, device-writable */
-	u8 status;
-	u8 st_reserved[3];
-	__le32 result;
-	__le64 st_tag;
+	struct zcard_req_hdr hdr;
+	struct zcard_req_status st;
 };
 
-#define ZCARD_HDR_SIZE		48
-#define ZCARD_STATUS_SIZE	16
-
-/* Card status codes. */
-enum zcard_status {
-	ZCARD_ST_OK = 0,
-	ZCARD_ST_UNSUPPORTED = 1,
-	ZCARD_ST_BAD_HEADER = 2,
-	ZCARD_ST_BAD_DESCRIPTOR = 3,
-	ZCARD_ST_BAD_LENGTH = 4,
-	ZCARD_ST_TOO_MANY_SEGMENTS = 5,
-	ZCARD_ST_BAD_ADDRESS = 6,
-	ZCARD_ST_OUT_OF_RANGE = 7,
-	ZCARD_ST_IO_ERROR = 8,
-	ZCARD_ST_NEEDS_RESET = 9,
-	ZCARD_ST_UNWRITTEN = 0xff,	/* driver's marker: no status came back */
-};
+/* zcard_req_status.status before the card writes it: no status came back. */
+#define ZCARD_ST_UNWRITTEN	0xff
 
 /*
  * Pools are built from physically contiguous chunks of this size (an

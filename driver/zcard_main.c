@@ -88,15 +88,15 @@ static void zcard_finish(struct zcard_queue *q, struct zcard_slot *s, int err)
 	u64 value = 0;
 
 	if (!err) {
-		err = zcard_errno(READ_ONCE(w->status));
-		if (!err && le64_to_cpu(READ_ONCE(w->st_tag)) != s->tag)
+		err = zcard_errno(READ_ONCE(w->st.status));
+		if (!err && le64_to_cpu(READ_ONCE(w->st.tag)) != s->tag)
 			err = -EIO;
 		if (err == -EIO || err == -ECANCELED)
 			dev_warn_ratelimited(&q->card->vdev->dev,
 					     "queue %u: status %u for opcode %u\n",
-					     q->index, w->status, s->opcode);
+					     q->index, w->st.status, s->opcode);
 		/* A reset in progress (or a stop) already handles it. */
-		if (w->status == ZCARD_ST_NEEDS_RESET && !READ_ONCE(q->card->stopped))
+		if (w->st.status == ZCARD_ST_NEEDS_RESET && !READ_ONCE(q->card->stopped))
 			schedule_work(&q->card->reset_work);
 	}
 	if (s->dst && s->length && s->dst->mapped)
@@ -105,7 +105,7 @@ static void zcard_finish(struct zcard_queue *q, struct zcard_slot *s, int err)
 		if (s->opcode != ZCARD_OP_NOP && s->opcode != ZCARD_OP_FLUSH)
 			result = s->length;
 		if (s->opcode == ZCARD_OP_CRC32C)
-			value = le32_to_cpu(w->result);
+			value = le32_to_cpu(w->st.result);
 	} else {
 		result = err;
 	}
@@ -181,19 +181,19 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 	}
 	w = &q->wire[s->index];
 	memset(w, 0, sizeof(*w));
-	w->opcode = sqe->opcode;
+	w->hdr.opcode = sqe->opcode;	/* the same numbers: zcard_alloc_queues() */
 	s->tag = q->next_tag++;
-	w->tag = cpu_to_le64(s->tag);
-	w->length = cpu_to_le64(sqe->length);
-	w->storage_offset = cpu_to_le64(sqe->storage_offset);
-	w->pattern = cpu_to_le64(sqe->pattern);
-	w->status = ZCARD_ST_UNWRITTEN;
+	w->hdr.tag = cpu_to_le64(s->tag);
+	w->hdr.length = cpu_to_le64(sqe->length);
+	w->hdr.storage_offset = cpu_to_le64(sqe->storage_offset);
+	w->hdr.pattern = cpu_to_le64(sqe->pattern);
+	w->st.status = ZCARD_ST_UNWRITTEN;
 
 	/* Header, then sources, then destinations, then the status. */
 	sg_init_table(q->sg, q->nsg);
-	sg_set_page(&q->sg[0], NULL, ZCARD_HDR_SIZE, 0);
+	sg_set_page(&q->sg[0], NULL, sizeof(w->hdr), 0);
 	sg_dma_address(&q->sg[0]) = q->wire_dma + s->index * sizeof(*w);
-	sg_dma_len(&q->sg[0]) = ZCARD_HDR_SIZE;
+	sg_dma_len(&q->sg[0]) = sizeof(w->hdr);
 	sg_mark_end(&q->sg[0]);
 	sgs[out++] = &q->sg[0];
 	if (src && sqe->length) {
@@ -214,10 +214,10 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 		sg_mark_end(&q->sg[nsrc + ndst]);
 		sgs[out + in++] = &q->sg[1 + nsrc];
 	}
-	sg_set_page(&q->sg[1 + nsrc + ndst], NULL, ZCARD_STATUS_SIZE, 0);
+	sg_set_page(&q->sg[1 + nsrc + ndst], NULL, sizeof(w->st), 0);
 	sg_dma_address(&q->sg[1 + nsrc + ndst]) = q->wire_dma +
-		s->index * sizeof(*w) + ZCARD_HDR_SIZE;
-	sg_dma_len(&q->sg[1 + nsrc + ndst]) = ZCARD_STATUS_SIZE;
+		s->index * sizeof(*w) + offsetof(struct zcard_wire, st);
+	sg_dma_len(&q->sg[1 + nsrc + ndst]) = sizeof(w->st);
 	sg_mark_end(&q->sg[1 + nsrc + ndst]);
 	sgs[out + in++] = &q->sg[1 + nsrc + ndst];
 
@@ -473,6 +473,24 @@ static int zcard_alloc_queues(struct zcard *card)
 {
 	unsigned int i, j;
 
+	/* The wire format of include/uapi/zcard_virtio.h, docs/zcard-spec.md. */
+	BUILD_BUG_ON(sizeof(struct zcard_req_hdr) != 48);
+	BUILD_BUG_ON(offsetof(struct zcard_req_hdr, tag) != 8);
+	BUILD_BUG_ON(offsetof(struct zcard_req_hdr, reserved2) != 40);
+	BUILD_BUG_ON(sizeof(struct zcard_req_status) != 16);
+	BUILD_BUG_ON(offsetof(struct zcard_req_status, result) != 4);
+	BUILD_BUG_ON(offsetof(struct zcard_req_status, tag) != 8);
+	BUILD_BUG_ON(offsetof(struct zcard_wire, st) != sizeof(struct zcard_req_hdr));
+	/* SQE opcodes go to the card unchanged. */
+	BUILD_BUG_ON((int)ZCARD_OP_NOP != (int)ZCARD_REQ_NOP);
+	BUILD_BUG_ON((int)ZCARD_OP_COPY != (int)ZCARD_REQ_COPY);
+	BUILD_BUG_ON((int)ZCARD_OP_FILL != (int)ZCARD_REQ_FILL);
+	BUILD_BUG_ON((int)ZCARD_OP_CRC32C != (int)ZCARD_REQ_CRC32C);
+	BUILD_BUG_ON((int)ZCARD_OP_STORAGE_READ != (int)ZCARD_REQ_STORAGE_READ);
+	BUILD_BUG_ON((int)ZCARD_OP_STORAGE_WRITE != (int)ZCARD_REQ_STORAGE_WRITE);
+	BUILD_BUG_ON((int)ZCARD_OP_FLUSH != (int)ZCARD_REQ_FLUSH);
+	BUILD_BUG_ON((int)ZCARD_OP_COUNT != (int)ZCARD_REQ_FLUSH + 1);
+
 	for (i = 0; i < card->info.num_queues; i++) {
 		struct zcard_queue *q = &card->queues[i];
 
@@ -517,9 +535,15 @@ static int zcard_read_config(struct zcard *card)
 	struct zcard_info *info = &card->info;
 	u32 magic, max_request;
 
+	/* The config space of include/uapi/zcard_virtio.h. */
+	BUILD_BUG_ON(sizeof(struct zcard_config) != 64);
+	BUILD_BUG_ON(offsetof(struct zcard_config, storage_capacity) != 0x10);
+	BUILD_BUG_ON(offsetof(struct zcard_config, device_state) != 0x20);
+	BUILD_BUG_ON(offsetof(struct zcard_config, reserved) != 0x28);
+
 	virtio_cread_le(vdev, struct zcard_config, magic, &magic);
 	virtio_cread_le(vdev, struct zcard_config, version, &info->card_version);
-	if (magic != ZCARD_MAGIC || info->card_version >> 16 != 1) {
+	if (magic != ZCARD_MAGIC || info->card_version >> 16 != ZCARD_VERSION >> 16) {
 		dev_err(&vdev->dev, "not a zcard 1.x (magic %#x, version %#x)\n",
 			magic, info->card_version);
 		return -ENODEV;
