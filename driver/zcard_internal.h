@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * zcard driver internals shared by zcard_main.c (the virtio card: queues,
- * requests, reset, removal), zcard_pool.c (page-backed DMA pools) and
- * zcard_file.c (/dev/zcardN: ioctls, rings, mmap, poll).
+ * zcard driver internals shared by zcard_main.c (the card's lifetime:
+ * probe, reset, suspend, removal), zcard_req.c (the request path: requests
+ * on the queues, completions, the timeout watchdog), zcard_pool.c
+ * (page-backed DMA pools) and zcard_file.c (/dev/zcardN: ioctls, rings,
+ * mmap, poll).
  */
 #ifndef ZCARD_INTERNAL_H
 #define ZCARD_INTERNAL_H
@@ -269,9 +271,16 @@ struct zcard_ctx {
 /* zcard_main.c */
 extern struct workqueue_struct *zcard_wq;
 void zcard_put(struct zcard *card);
+
+/* zcard_req.c */
+int zcard_alloc_queues(struct zcard *card);
+void zcard_free_queues(struct zcard *card);
 int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 		 struct zcard_pool *src, struct zcard_pool *dst);
 void zcard_kick(struct zcard_queue *q);
+void zcard_vq_done(struct virtqueue *vq);
+void zcard_watchdog(struct work_struct *work);
+void zcard_queue_cancel(struct zcard_queue *q, int err);
 
 /* zcard_pool.c */
 struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size);
