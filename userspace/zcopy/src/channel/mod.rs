@@ -42,6 +42,7 @@ pub mod api;
 mod builder;
 mod error;
 mod geometry;
+pub(crate) mod ledger;
 mod liveness;
 mod receiver;
 pub mod segment;

@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 
 use super::error::corrupt;
+use super::ledger::{Events, Ledger};
 use super::liveness::Watch;
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
 use super::wait::{wait_on, DEFAULT_SPIN};
@@ -11,20 +12,14 @@ use super::{check_pod, CardSlots, Error, Geometry, Result, Transport, Tx, TxLoan
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Free,
-    Loaned,
-    InFlight,
-}
+/// The one event a sent slot waits for: the receiver gave it back.
+const RETURNED: Events = 1;
 
 #[derive(Debug)]
 struct SendState {
     submit: Producer,
     returns: Consumer,
-    free: Vec<u32>,
-    slots: Vec<Slot>,
-    in_flight: u32,
+    ledger: Ledger,
     receiver: Option<Watch>,
 }
 
@@ -49,9 +44,7 @@ impl<T: Transport> Sender<T> {
             state: RefCell::new(SendState {
                 submit,
                 returns,
-                free: (0..geo.slot_count).rev().collect(),
-                slots: vec![Slot::Free; geo.slot_count as usize],
-                in_flight: 0,
+                ledger: Ledger::new(geo.slot_count),
                 receiver: None,
             }),
             seg,
@@ -89,7 +82,7 @@ impl<T: Transport> Sender<T> {
         // A corrupt return ring surfaces on the next loan; here it only
         // means the count is as of the last good entry.
         let _ = self.collect(&mut st);
-        st.in_flight
+        st.ledger.in_flight()
     }
 
     /// A free slot, waiting as the channel's backpressure setting says.
@@ -107,8 +100,7 @@ impl<T: Transport> Sender<T> {
         let mut st = self.state.borrow_mut();
         let mut deadline = None;
         loop {
-            if let Some(index) = st.free.pop() {
-                st.slots[index as usize] = Slot::Loaned;
+            if let Some(index) = st.ledger.loan() {
                 return Ok(Loan {
                     sender: self,
                     index,
@@ -116,7 +108,7 @@ impl<T: Transport> Sender<T> {
                 });
             }
             self.collect(&mut st)?;
-            if !st.free.is_empty() {
+            if st.ledger.has_free() {
                 continue;
             }
             let d = *deadline.get_or_insert_with(|| wait.deadline());
@@ -161,17 +153,9 @@ impl<T: Transport> Sender<T> {
     fn collect(&self, st: &mut SendState) -> Result<()> {
         while let Some(v) = st.returns.pop().map_err(corrupt("return ring indices"))? {
             let index = (v & 0xffff_ffff) as u32;
-            match st.slots.get(index as usize) {
-                Some(Slot::InFlight) => {}
-                _ => {
-                    return Err(Error::Corrupt(
-                        "the receiver returned a slot that was not sent",
-                    ))
-                }
-            }
-            st.slots[index as usize] = Slot::Free;
-            st.free.push(index);
-            st.in_flight -= 1;
+            st.ledger
+                .settle(index, RETURNED)
+                .map_err(|_| Error::Corrupt("the receiver returned a slot that was not sent"))?;
         }
         Ok(())
     }
@@ -214,23 +198,14 @@ impl<T: Transport> Sender<T> {
             .map_err(corrupt("submit ring indices"))?
         {
             let index = (v & 0xffff_ffff) as usize;
-            if st.slots.get(index) != Some(&Slot::InFlight) || queued[index] {
+            if !st.ledger.is_in_flight(index) || queued[index] {
                 return Err(Error::Corrupt(
                     "the submit ring holds a slot that was not sent",
                 ));
             }
             queued[index] = true;
         }
-        let mut n = 0;
-        for (index, slot) in st.slots.iter_mut().enumerate() {
-            if *slot == Slot::InFlight && !queued[index] {
-                *slot = Slot::Free;
-                st.free.push(index as u32);
-                st.in_flight -= 1;
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(st.ledger.reclaim(|index| queued[index]))
     }
 
     fn slot(&self, index: u32) -> *mut u8 {
@@ -320,8 +295,7 @@ impl<T: Transport> Loan<'_, T> {
     pub fn send(self) -> Result<()> {
         let this = std::mem::ManuallyDrop::new(self);
         let mut st = this.sender.state.borrow_mut();
-        st.slots[this.index as usize] = Slot::InFlight;
-        st.in_flight += 1;
+        st.ledger.send(this.index, RETURNED);
         let entry = u64::from(this.index) | u64::from(this.len) << 32;
         // The ring has room for every slot, so Full means the receiver's
         // head is lying.
@@ -334,8 +308,7 @@ impl<T: Transport> Loan<'_, T> {
 impl<T: Transport> Drop for Loan<'_, T> {
     fn drop(&mut self) {
         let mut st = self.sender.state.borrow_mut();
-        st.slots[self.index as usize] = Slot::Free;
-        st.free.push(self.index);
+        st.ledger.unloan(self.index);
     }
 }
 

@@ -27,6 +27,7 @@ use memmap2::MmapMut;
 
 use super::cm::{Connection, MrHandle, QpConfig};
 use super::verbs::{poll_in, Completion, Region};
+use crate::channel::ledger::{Events, Ledger, Misstep};
 use crate::channel::segment::MAX_SLOT_COUNT;
 use crate::channel::{Error, Geometry, Result, Rx, RxSample, TransportKind, Tx, TxLoan, Wait};
 
@@ -348,23 +349,15 @@ fn check_peer(h: &Hello, geo: &Geometry) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendSlot {
-    Free,
-    Loaned,
-    /// Sent: whether the write completed and whether the credit came.
-    InFlight {
-        written: bool,
-        credited: bool,
-    },
-}
+/// What a sent slot waits for: its write completed here ...
+const WRITTEN: Events = 1;
+/// ... and the receiver's credit for it came.
+const CREDITED: Events = 2;
 
 #[derive(Debug)]
 struct SendState {
     link: Link,
-    slots: Vec<SendSlot>,
-    free: Vec<u32>,
-    in_flight: u32,
+    ledger: Ledger,
     /// PeerDied already reported (later calls report it with 0 reclaimed).
     reported: bool,
 }
@@ -408,9 +401,7 @@ impl Sender {
         Ok(Sender {
             state: RefCell::new(SendState {
                 link,
-                slots: vec![SendSlot::Free; geo.slot_count as usize],
-                free: (0..geo.slot_count).rev().collect(),
-                in_flight: 0,
+                ledger: Ledger::new(geo.slot_count),
                 reported: false,
             }),
             geo,
@@ -451,7 +442,7 @@ impl Sender {
     pub fn in_flight(&self) -> u32 {
         let mut st = self.state.borrow_mut();
         let _ = self.collect(&mut st);
-        st.in_flight
+        st.ledger.in_flight()
     }
 
     /// A free slot, waiting as the backpressure setting says.
@@ -473,8 +464,7 @@ impl Sender {
         loop {
             self.collect(&mut st)?;
             self.check_broken(&mut st)?;
-            if let Some(index) = st.free.pop() {
-                st.slots[index as usize] = SendSlot::Loaned;
+            if let Some(index) = st.ledger.loan() {
                 return Ok(Loan {
                     sender: self,
                     index,
@@ -505,19 +495,13 @@ impl Sender {
         if st.link.broken.is_none() {
             return Ok(());
         }
+        // Everything sent is gone with the receiver's memory.
+        let freed = st.ledger.reclaim(|_| false);
         let reclaimed = if std::mem::replace(&mut st.reported, true) {
             0
         } else {
-            st.in_flight
+            freed
         };
-        // Everything sent is gone with the receiver's memory.
-        for i in 0..st.slots.len() {
-            if matches!(st.slots[i], SendSlot::InFlight { .. }) {
-                st.slots[i] = SendSlot::Free;
-                st.free.push(i as u32);
-            }
-        }
-        st.in_flight = 0;
         Err(Error::PeerDied {
             pid: st.link.peer_pid,
             reclaimed,
@@ -558,26 +542,14 @@ impl Sender {
 
     /// A write completed (`write`) or a credit came for `index`.
     fn settle(&self, st: &mut SendState, index: u32, write: bool) -> Result<()> {
-        let slot = st
-            .slots
-            .get_mut(index as usize)
-            .ok_or(Error::Corrupt("a credit for a slot out of range"))?;
-        let SendSlot::InFlight { written, credited } = slot else {
-            return Err(Error::Corrupt("a credit for a slot not in flight"));
-        };
-        if write {
-            *written = true;
-        } else {
-            if *credited {
-                return Err(Error::Corrupt("a slot credited twice"));
-            }
-            *credited = true;
-        }
-        if *written && *credited {
-            *slot = SendSlot::Free;
-            st.free.push(index);
-            st.in_flight -= 1;
-        }
+        let event = if write { WRITTEN } else { CREDITED };
+        st.ledger.settle(index, event).map_err(|m| {
+            Error::Corrupt(match m {
+                Misstep::OutOfRange => "a credit for a slot out of range",
+                Misstep::NotInFlight => "a credit for a slot not in flight",
+                Misstep::Twice => "a slot credited twice",
+            })
+        })?;
         Ok(())
     }
 }
@@ -683,18 +655,13 @@ impl Loan<'_> {
             Some(this.index),
         );
         if let Err(e) = r {
-            st.slots[this.index as usize] = SendSlot::Free;
-            st.free.push(this.index);
+            st.ledger.unloan(this.index);
             st.link.break_with(e.to_string());
             drop(st);
             let mut st = sender.state.borrow_mut();
             return sender.check_broken(&mut st);
         }
-        st.slots[this.index as usize] = SendSlot::InFlight {
-            written: false,
-            credited: false,
-        };
-        st.in_flight += 1;
+        st.ledger.send(this.index, WRITTEN | CREDITED);
         Ok(())
     }
 }
@@ -702,8 +669,7 @@ impl Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         let mut st = self.sender.state.borrow_mut();
-        st.slots[self.index as usize] = SendSlot::Free;
-        st.free.push(self.index);
+        st.ledger.unloan(self.index);
     }
 }
 
