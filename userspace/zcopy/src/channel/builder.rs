@@ -18,6 +18,12 @@ impl Default for Builder {
 }
 
 impl Builder {
+    /// Slot size, slot count and backpressure, for transports built
+    /// outside this module.
+    pub(crate) fn shape(&self) -> (u32, u32, Wait) {
+        (self.slot_size, self.slot_count, self.backpressure)
+    }
+
     /// 64 slots of 4 KiB, blocking when full.
     pub fn new() -> Builder {
         Builder {
@@ -48,48 +54,6 @@ impl Builder {
     pub fn backpressure(mut self, wait: Wait) -> Builder {
         self.backpressure = wait;
         self
-    }
-
-    /// An RDMA channel to the [`crate::rdma::Listener`] at `dst`, from the
-    /// local address `src` (None: wherever the routing table says). Both
-    /// ends register a ring of this shape; messages move by RDMA WRITE
-    /// WITH IMMEDIATE, slot to slot.
-    pub fn connect_rdma(
-        self,
-        src: Option<std::net::IpAddr>,
-        dst: std::net::SocketAddr,
-    ) -> Result<crate::rdma::Sender> {
-        crate::rdma::Sender::connect::<memmap2::MmapMut>(
-            self.slot_size,
-            self.slot_count,
-            self.backpressure,
-            src,
-            dst,
-            None,
-        )
-    }
-
-    /// As [`Builder::connect_rdma`], with the sender's slots in `ring`
-    /// (slot `i` at `i × stride`): a zcard pool mapping, say, so the card's
-    /// STORAGE_READ lands in a loaned slot that then goes out by RDMA with
-    /// no CPU copy ([`crate::rdma::Loan::offset`] names the slot).
-    pub fn connect_rdma_on<R>(
-        self,
-        ring: R,
-        src: Option<std::net::IpAddr>,
-        dst: std::net::SocketAddr,
-    ) -> Result<crate::rdma::Sender>
-    where
-        R: crate::rdma::verbs::Region + Send + std::fmt::Debug + 'static,
-    {
-        crate::rdma::Sender::connect(
-            self.slot_size,
-            self.slot_count,
-            self.backpressure,
-            src,
-            dst,
-            Some(ring),
-        )
     }
 
     /// An shm channel in a sealed memfd, shared by [`Sender::share`].

@@ -106,12 +106,22 @@ pub enum Error {
     /// A card operation failed (card transport).
     #[error(transparent)]
     Card(#[from] crate::card::Error),
-    /// An RDMA operation failed (RDMA transport).
+    /// A transport built on the channel API failed in its own terms (RDMA:
+    /// a `zcopy::rdma::Error`); [`Error::transport`] reaches it by type.
     #[error(transparent)]
-    Rdma(#[from] crate::rdma::Error),
+    Transport(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl Error {
+    /// The transport's own error, if this is a [`Error::Transport`] of
+    /// type `E`.
+    pub fn transport<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Transport(e) => e.downcast_ref(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
         move |source| Error::Io { op, source }
     }

@@ -29,7 +29,9 @@ use super::cm::{Connection, MrHandle, QpConfig};
 use super::verbs::{poll_in, Completion, Region};
 use crate::channel::ledger::{Events, Ledger, Misstep};
 use crate::channel::segment::MAX_SLOT_COUNT;
-use crate::channel::{Error, Geometry, Result, Rx, RxSample, TransportKind, Tx, TxLoan, Wait};
+use crate::channel::{
+    Builder, Error, Geometry, Result, Rx, RxSample, TransportKind, Tx, TxLoan, Wait,
+};
 
 /// The immediate of the close message.
 pub const CLOSE: u32 = u32::MAX;
@@ -101,8 +103,8 @@ fn geometry(slot_size: u32, slot_count: u32) -> Result<Geometry> {
 }
 
 /// Checks an RDMA channel's shape (slot size and count) without
-/// connecting: what [`Builder::connect_rdma`](crate::channel::Builder::connect_rdma)
-/// refuses with [`Error::Config`].
+/// connecting: what [`BuilderExt::connect_rdma`] refuses with
+/// [`Error::Config`].
 pub fn check_geometry(slot_size: u32, slot_count: u32) -> Result<()> {
     geometry(slot_size, slot_count).map(|_| ())
 }
@@ -246,9 +248,7 @@ impl Link {
         while self.sq_used >= self.sq_depth {
             if self.poll_cq()? == 0 {
                 if Instant::now() > deadline {
-                    return Err(Error::Rdma(super::Error::Timeout(
-                        "waiting for room in the send queue",
-                    )));
+                    return Err(super::Error::Timeout("waiting for room in the send queue").into());
                 }
                 std::thread::yield_now();
             }
@@ -363,7 +363,7 @@ struct SendState {
 }
 
 /// The sending end of an RDMA channel: made by
-/// [`Builder::connect_rdma`](crate::channel::Builder::connect_rdma).
+/// [`BuilderExt::connect_rdma`].
 #[derive(Debug)]
 pub struct Sender {
     state: RefCell<SendState>,
@@ -372,8 +372,41 @@ pub struct Sender {
     spin: Cell<u32>,
 }
 
+/// RDMA channels from a [`Builder`]: the channel's shape and backpressure
+/// as for a shared-memory channel, then where the receiver listens.
+pub trait BuilderExt {
+    /// An RDMA channel to the [`Listener`] at `dst`, from the local address
+    /// `src` (None: wherever the routing table says). Both ends register a
+    /// ring of this shape; messages move by RDMA WRITE WITH IMMEDIATE, slot
+    /// to slot.
+    fn connect_rdma(self, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender>;
+
+    /// As [`BuilderExt::connect_rdma`], with the sender's slots in `ring`
+    /// (slot `i` at `i × stride`): a zcard pool mapping, say, so the card's
+    /// STORAGE_READ lands in a loaned slot that then goes out by RDMA with
+    /// no CPU copy ([`Loan::offset`] names the slot).
+    fn connect_rdma_on<R>(self, ring: R, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender>
+    where
+        R: Region + Send + std::fmt::Debug + 'static;
+}
+
+impl BuilderExt for Builder {
+    fn connect_rdma(self, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender> {
+        let (slot_size, slot_count, backpressure) = self.shape();
+        Sender::connect::<MmapMut>(slot_size, slot_count, backpressure, src, dst, None)
+    }
+
+    fn connect_rdma_on<R>(self, ring: R, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender>
+    where
+        R: Region + Send + std::fmt::Debug + 'static,
+    {
+        let (slot_size, slot_count, backpressure) = self.shape();
+        Sender::connect(slot_size, slot_count, backpressure, src, dst, Some(ring))
+    }
+}
+
 impl Sender {
-    pub(crate) fn connect<R>(
+    fn connect<R>(
         slot_size: u32,
         slot_count: u32,
         backpressure: Wait,
