@@ -5,6 +5,10 @@
 //! receiver's credit came), in either order. A slot is free again once
 //! every event it waits for has come.
 //!
+//! The calls on the send path are `#[inline]`: the senders are generic
+//! and built in the caller's crate, which could not inline a plain call
+//! into this one.
+//!
 //! The ledger is this process's own: nothing the peer writes changes it
 //! except through [`Ledger::settle`], which refuses a slot that is not in
 //! flight, out of range, or settled twice.
@@ -52,6 +56,7 @@ impl Ledger {
     }
 
     /// Loans a free slot, if there is one.
+    #[inline]
     pub(crate) fn loan(&mut self) -> Option<u32> {
         let index = self.free.pop()?;
         self.slots[index as usize] = State::Loaned;
@@ -59,6 +64,7 @@ impl Ledger {
     }
 
     /// A loan given back unsent (dropped, or its send failed).
+    #[inline]
     pub(crate) fn unloan(&mut self, index: u32) {
         debug_assert_eq!(self.slots[index as usize], State::Loaned);
         self.slots[index as usize] = State::Free;
@@ -67,6 +73,7 @@ impl Ledger {
 
     /// A loaned slot was sent; it is free again once every event in
     /// `awaits` has been settled.
+    #[inline]
     pub(crate) fn send(&mut self, index: u32, awaits: Events) {
         debug_assert_eq!(self.slots[index as usize], State::Loaned);
         debug_assert_ne!(awaits, 0);
@@ -75,6 +82,7 @@ impl Ledger {
     }
 
     /// `event` came for slot `index`: true when that freed the slot.
+    #[inline]
     pub(crate) fn settle(&mut self, index: u32, event: Events) -> Result<bool, Misstep> {
         let slot = self
             .slots
@@ -112,16 +120,19 @@ impl Ledger {
     }
 
     /// True when slot `index` is in flight.
+    #[inline]
     pub(crate) fn is_in_flight(&self, index: usize) -> bool {
         matches!(self.slots.get(index), Some(State::InFlight(_)))
     }
 
     /// True when a loan would succeed.
+    #[inline]
     pub(crate) fn has_free(&self) -> bool {
         !self.free.is_empty()
     }
 
     /// Slots sent and not yet free again.
+    #[inline]
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight
     }
