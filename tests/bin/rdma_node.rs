@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use zcopy::channel::{Builder, Error};
-use zcopy::rdma::Listener;
+use zcopy::rdma::{BuilderExt, Listener};
 use zcopy_vm_tests::channel::{check_message, send_message};
 
 const SLOT: u32 = 4096;

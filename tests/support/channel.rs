@@ -14,6 +14,7 @@ use zcopy::card::Card;
 use zcopy::channel::{
     Builder, CardSlots, Error, Receiver, Rx, Sender, Shm, Transport, Tx, TxLoan, Wait,
 };
+use zcopy::rdma::BuilderExt;
 
 /// A transport the conformance suite runs against: how to make a channel
 /// whose two ends meet over a Unix socket (the ends may be in two

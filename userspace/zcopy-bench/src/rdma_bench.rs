@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 use zcopy::channel::{Builder, Error};
-use zcopy::rdma::Listener;
+use zcopy::rdma::{BuilderExt, Listener};
 
 const A: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
 const B: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 2);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use zcopy::card::Card;
 use zcopy::channel::{self, Builder, CardSlots, Error, Receiver, Sender, Shm};
-use zcopy::rdma;
+use zcopy::rdma::{self, BuilderExt};
 
 use crate::failure::{no_rdma, Failure, Result, NO_CARD};
 use crate::output::{print, print_json};
@@ -495,12 +495,12 @@ fn check_rdma(addr: impl std::fmt::Display, ip: Option<IpAddr>) -> Result<()> {
 /// An RDMA failure: no device or no route for the address is the
 /// platform's (exit 3), the rest a failure (exit 1); the message names RDMA.
 fn rdma_failure(addr: impl std::fmt::Display, e: Error) -> Failure {
-    let platform = match &e {
-        Error::Rdma(rdma::Error::NoDevice(_)) => true,
-        Error::Rdma(rdma::Error::Cm { errno, .. } | rdma::Error::Verbs { errno, .. }) => {
+    let platform = match e.transport::<rdma::Error>() {
+        Some(rdma::Error::NoDevice(_)) => true,
+        Some(rdma::Error::Cm { errno, .. } | rdma::Error::Verbs { errno, .. }) => {
             matches!(*errno, libc::EADDRNOTAVAIL | libc::ENODEV)
         }
-        Error::Rdma(rdma::Error::Event { event, .. }) => {
+        Some(rdma::Error::Event { event, .. }) => {
             event == "RDMA_CM_EVENT_ADDR_ERROR" || event == "RDMA_CM_EVENT_ROUTE_ERROR"
         }
         _ => false,
@@ -526,8 +526,10 @@ fn connect_rdma(
     loop {
         match b.clone().connect_rdma(from, to) {
             Ok(tx) => return Ok(tx),
-            Err(Error::Rdma(rdma::Error::Event { ref event, .. }))
-                if event == "RDMA_CM_EVENT_REJECTED" && !passed(deadline) =>
+            Err(e)
+                if matches!(e.transport::<rdma::Error>(),
+                    Some(rdma::Error::Event { event, .. }) if event == "RDMA_CM_EVENT_REJECTED")
+                    && !passed(deadline) =>
             {
                 if !noted {
                     note(&format!(
@@ -551,11 +553,13 @@ fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Rece
             "waiting for a sender: zcopy send FILE --via rdma --to {bound}"
         ));
     }
-    listener.accept(timeout).map_err(|e| match e {
-        Error::Rdma(rdma::Error::Timeout(_)) => Failure::failed(format!(
-            "no RDMA sender connected to {addr} within {}",
-            timeout.map_or_else(String::new, secs)
-        )),
-        e => rdma_failure(addr, e),
-    })
+    listener
+        .accept(timeout)
+        .map_err(|e| match e.transport::<rdma::Error>() {
+            Some(rdma::Error::Timeout(_)) => Failure::failed(format!(
+                "no RDMA sender connected to {addr} within {}",
+                timeout.map_or_else(String::new, secs)
+            )),
+            _ => rdma_failure(addr, e),
+        })
 }

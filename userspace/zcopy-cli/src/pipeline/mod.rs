@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use zcopy::card::{Buf, Card, Pool, Rings, Sqe};
 use zcopy::channel::Builder;
+use zcopy::rdma::BuilderExt;
 
 use crate::failure::{self, Failure, Result};
 use crate::output;

@@ -1,7 +1,7 @@
 //! The channel API every transport speaks: shared memory and card slots
-//! ([`super::Sender`], [`super::Receiver`]) and RDMA
-//! ([`crate::rdma::Sender`], [`crate::rdma::Receiver`]). Code written against
-//! these traits moves messages over any of them.
+//! ([`super::Sender`], [`super::Receiver`]) and the transports built on
+//! this module (RDMA: `zcopy::rdma::Sender` and `zcopy::rdma::Receiver`).
+//! Code written against these traits moves messages over any of them.
 
 use std::time::Duration;
 

@@ -8,7 +8,8 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::segment::{Segment, TransportKind};
+use super::segment::Segment;
+use super::TransportKind;
 use super::{Error, Result};
 use crate::card::{Card, Pool, PoolMap};
 
