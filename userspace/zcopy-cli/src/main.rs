@@ -36,6 +36,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use failure::{Failure, Result, EXIT_CODES_HELP};
+use zcopy_units::parse_size;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -267,22 +268,6 @@ fn parse_name(s: &str) -> std::result::Result<String, String> {
     } else {
         Err("use 1 to 200 of A-Z a-z 0-9 . _ - and do not start with a dot".into())
     }
-}
-
-/// A byte count: a number with an optional K, M or G suffix (powers of 1024).
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let (digits, shift) = match s.trim_end_matches(['i', 'B']).char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 10),
-        Some((i, 'm' | 'M')) => (&s[..i], 20),
-        Some((i, 'g' | 'G')) => (&s[..i], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1M)"))?;
-    n.checked_shl(shift)
-        .filter(|b| b >> shift == n)
-        .ok_or_else(|| format!("{s}: too large"))
 }
 
 /// A slot size: a byte count from 64 to 1G.

@@ -97,11 +97,11 @@ impl Way {
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
     /// Bytes to serve: a multiple of 4K; K, M, G suffixes. At most the card's storage.
-    #[arg(long, default_value = "32M", value_parser = crate::parse_size)]
+    #[arg(long, default_value = "32M", value_parser = zcopy_units::parse_size)]
     pub size: u64,
     /// Bytes per read, per buffer and per message: a multiple of 4K, at most the card's
     /// largest request.
-    #[arg(long, default_value = "512K", value_parser = crate::parse_size)]
+    #[arg(long, default_value = "512K", value_parser = zcopy_units::parse_size)]
     pub chunk: u64,
     /// Buffers in flight between the card and the sender (zero-copy ways).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1024))]
