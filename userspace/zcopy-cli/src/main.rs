@@ -257,17 +257,11 @@ impl RecvArgs {
     }
 }
 
-/// A channel name: 1 to 200 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
+/// A channel name, as `zcopy::channel::check_name` takes it.
 fn parse_name(s: &str) -> std::result::Result<String, String> {
-    let ok = (1..=200).contains(&s.len())
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err("use 1 to 200 of A-Z a-z 0-9 . _ - and do not start with a dot".into())
-    }
+    zcopy::channel::check_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A slot size: a byte count from 64 to 1G.
@@ -350,7 +344,11 @@ mod tests {
         }
         assert!(parse_name("demo-1.a_b").is_ok());
         for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(201)] {
-            assert!(parse_name(bad).is_err(), "{bad:?}");
+            let e = parse_name(bad).unwrap_err();
+            assert!(
+                e.contains("use 1 to 200 of A-Z a-z 0-9 . _ -"),
+                "{bad:?}: {e}"
+            );
         }
     }
 

@@ -56,7 +56,9 @@ use crate::ring::{Consumer, Producer, RingError};
 use crate::sync::Ordering;
 pub use api::{Rx, RxSample, Tx, TxLoan};
 use liveness::Watch;
-pub use segment::{list, remove_stale, ChannelInfo, Geometry, TransportKind};
+pub use segment::{
+    check_name, list, remove_stale, ChannelInfo, Geometry, TransportKind, MAX_NAME_LEN,
+};
 use segment::{Segment, FLAG_SENDER_CLOSED};
 pub use transport::{CardSlots, Shm, Transport};
 
@@ -73,7 +75,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A channel name with characters outside `A-Z a-z 0-9 . _ -`.
-    #[error("channel name {0:?}: use 1 to 200 of A-Z a-z 0-9 . _ - and do not start with a dot")]
+    #[error("channel name {0:?}: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ - and do not start with a dot")]
     BadName(String),
     /// Slot size or count out of range.
     #[error("channel configuration: {0}")]
