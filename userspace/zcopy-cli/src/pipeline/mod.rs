@@ -247,7 +247,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         }
     }
     if kit.is_some() && chosen.contains(&Way::CardRdma) {
-        if let Err(f) = rdma_present(a.rdma_to) {
+        if let Err(f) = crate::platform::rdma_for(a.rdma_to, Some(a.rdma_to)) {
             if explicit {
                 return Err(f);
             }
@@ -368,7 +368,7 @@ impl Drop for RemoveOnDrop {
 }
 
 fn open_card(a: &PipelineArgs) -> Result<CardKit> {
-    let card = crate::endpoints::open_card()?;
+    let card = crate::platform::open_card()?;
     let info = *card.info();
     if a.size > info.storage_capacity {
         return Err(Failure::usage(format!(
@@ -387,24 +387,6 @@ fn open_card(a: &PipelineArgs) -> Result<CardKit> {
         .setup_rings(entries)
         .map_err(|e| Failure::failed(format!("setting up the card's rings: {e}")))?;
     Ok(CardKit { card, rings })
-}
-
-/// Fails with the rxe hint when no RDMA device has `ip` among its GIDs.
-fn rdma_present(ip: IpAddr) -> Result<()> {
-    let mapped = match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    let devices = zcopy::rdma::devices().unwrap_or_default();
-    let found = devices
-        .iter()
-        .flat_map(|d| &d.ports)
-        .any(|p| p.gids.iter().any(|&(_, g)| g == mapped));
-    if found {
-        Ok(())
-    } else {
-        Err(Failure::missing(failure::no_rdma(ip)))
-    }
 }
 
 /// `size` bytes from a xorshift generator seeded with `seed`.
