@@ -58,7 +58,7 @@ enum Command {
     #[command(after_help = exit_codes_help())]
     Info {
         /// One JSON object {"cards": [...], "rdma": [...], "channels": [...], "hints": {...}}
-        /// instead of tables.
+        /// on one line instead of tables.
         #[arg(long)]
         json: bool,
     },
@@ -127,7 +127,7 @@ enum ChannelCmd {
     /// Lists named channels: sender, receiver, shape, and whether stale.
     #[command(after_help = exit_codes_help())]
     List {
-        /// JSON instead of a table.
+        /// One line of JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -191,7 +191,7 @@ pub struct SendArgs {
     /// (default: wait as long as it takes; a receiver that dies is noticed anyway).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
-    /// Print the summary as JSON.
+    /// Print the summary as one line of JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -235,7 +235,7 @@ pub struct RecvArgs {
     /// (default: wait as long as it takes; a sender that dies is noticed anyway).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
-    /// Print the summary as JSON.
+    /// Print the summary as one line of JSON.
     #[arg(long)]
     pub json: bool,
 }

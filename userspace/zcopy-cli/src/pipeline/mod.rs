@@ -132,7 +132,7 @@ pub struct PipelineArgs {
     /// Also write pipeline.json and pipeline.svg (time per way) into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Print JSON instead of the table.
+    /// Print the report as one line of JSON instead of the table.
     #[arg(long)]
     pub json: bool,
 }
