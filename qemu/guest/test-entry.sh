@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The guest-side test entry (run by ci/qemu-test.sh through qemu/run.sh):
 # runs every guest test and records one line per test case in
-# $ZCOPY_RESULTS (tab separated: suite, name, pass|fail|skip, seconds, log).
+# $ZCOPY_RESULTS (tab separated: suite, name, pass|fail|skip, seconds, log,
+# why it was skipped).
 #
 #   tests/sh/*.sh         one case each: exit 0 pass, 77 skip, else fail
 #   Rust test binaries    listed in target/qemu-test/guest-bins.txt (built on
@@ -22,12 +23,12 @@ mkdir -p "$logs"
 failed=0
 
 tag=${ZCOPY_TAG:+-$ZCOPY_TAG}
-record() { # record SUITE NAME STATUS SECONDS LOG
+record() { # record SUITE NAME STATUS SECONDS LOG [WHY]
 	local suite=$1$tag
 	shift
-	printf '%s\t%s\t%s\t%s\t%s\n' "$suite" "$@" >>"$results"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$suite" "$1" "$2" "$3" "$4" "${5:-}" >>"$results"
 	set -- "$suite" "$@"
-	printf '  %-5s %s/%s (%ss)\n' "$3" "$1" "$2" "$4"
+	printf '  %-5s %s/%s (%ss)%s\n' "$3" "$1" "$2" "$4" "${6:+: $6}"
 	[ "$3" = fail ] && failed=$((failed + 1))
 	return 0
 }
@@ -46,12 +47,13 @@ for t in "$root"/tests/sh/*.sh; do
 	start=$(now)
 	timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-300}" "$t" >"$log" 2>&1
 	rc=$?
+	why=
 	case $rc in
 	0) st=pass ;;
-	77) st=skip ;;
+	77) st=skip why=$(sed -n 's/^SKIP: //p' "$log" | tail -n 1) why=${why:-exit 77} ;;
 	*) st=fail; echo "--- $name (exit $rc), last lines of ${log#"$root"/}:"; tail -n 30 "$log" ;;
 	esac
-	record guest-sh "$name" "$st" "$(since "$start")" "${log#"$root"/}"
+	record guest-sh "$name" "$st" "$(since "$start")" "${log#"$root"/}" "$why"
 done
 
 # Rust test binaries built on the host.
@@ -66,8 +68,9 @@ if [ -f "$out/guest-bins.txt" ]; then
 		n=0
 		while read -r name status; do
 			n=$((n + 1))
-			case $status in ok) st=pass ;; ignored) st=skip ;; *) st=fail ;; esac
-			record "guest-$suite" "$name" "$st" 0 "${log#"$root"/}"
+			why=
+			case $status in ok) st=pass ;; ignored) st=skip why="ignored in the guest" ;; *) st=fail ;; esac
+			record "guest-$suite" "$name" "$st" 0 "${log#"$root"/}" "$why"
 		done < <(sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\|ignored\)$/\1 \2/p' "$log")
 		if [ "$rc" != 0 ] || [ "$n" = 0 ]; then
 			echo "--- $suite (exit $rc, $n cases), last lines of ${log#"$root"/}:"
