@@ -5,6 +5,10 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 
 CMD ?= uname -r
 
+# shell-quote TEXT: TEXT as one single-quoted shell word. $(value ...) hands
+# it over unexpanded, so the shell gets `$d` as written, not make's $(d).
+shell-quote = '$(subst ','\'',$(1))'
+
 .PHONY: help demo qemu-test qemu-test-2node test lint loom bootstrap toolbox qemu-exec \
 	qemu-shell bench bench-ipc bench-rdma bench-platform clean
 
@@ -42,7 +46,7 @@ toolbox: ## rebuild the toolbox (Debian trixie root with QEMU, kernel, rdma-core
 
 qemu-exec: ## run CMD='...' in a guest set up as the tests see it; exits with its code
 	@ci/bootstrap.sh
-	@qemu/run.sh -- sh -c '$(subst ','\'',$(CMD))'
+	@qemu/run.sh -- sh -c $(call shell-quote,$(value CMD))
 
 qemu-shell: ## an interactive shell in the guest
 	@ci/bootstrap.sh
