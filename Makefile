@@ -19,8 +19,9 @@ demo: ## the main job: zcopy info, the pipeline (six ways), short IPC and RDMA b
 	@ci/bootstrap.sh
 	@ci/demo.sh
 
-qemu-test: ## the whole suite: host tests, then the guest suite; JUnit in target/qemu-test/
-	@ci/qemu-test.sh
+qemu-test: ## the whole suite (host, then guest; JUnit in target/qemu-test/); ONLY='driver card' and FILTER=NAME run just those guest tests
+	@$(if $(value ONLY),ZCOPY_ONLY=$(call shell-quote,$(value ONLY))) \
+		$(if $(value FILTER),ZCOPY_FILTER=$(call shell-quote,$(value FILTER))) ci/qemu-test.sh
 
 qemu-test-2node: ## the RDMA channel between two guests joined by a link (JUnit in target/qemu-test-2node/)
 	@ci/qemu-test-2node.sh

@@ -1,6 +1,7 @@
-//! The Makefile hands shell text over as written: `make qemu-exec CMD='…'`
-//! gives qemu/run.sh exactly CMD (make must not expand the `$` in it).
-//! Checked on the
+//! The Makefile hands shell text and test selections over as written:
+//! `make qemu-exec CMD='…'` gives qemu/run.sh exactly CMD (make must not
+//! expand the `$` in it), and `make qemu-test ONLY=… FILTER=…` sets
+//! ZCOPY_ONLY and ZCOPY_FILTER for ci/qemu-test.sh. Checked on the
 //! commands `make -n` prints (what make would give the shell), run with
 //! stubs in place of the scripts: no toolbox, no guest boot.
 
@@ -100,4 +101,24 @@ fn qemu_exec_gives_the_runner_the_command_as_written() {
         let argv: Vec<&str> = argv.strip_suffix('\0').unwrap().split('\0').collect();
         assert_eq!(argv, ["--", "sh", "-c", cmd], "CMD={cmd}");
     }
+}
+
+#[test]
+fn qemu_test_passes_only_and_filter_as_written() {
+    let stub = Stub::new(
+        "test",
+        r#"printf '%s|%s' "${ZCOPY_ONLY-unset}" "${ZCOPY_FILTER-unset}""#,
+    );
+    let seen = |args: &[&str]| {
+        let mut all = vec!["qemu-test"];
+        all.extend_from_slice(args);
+        stub.run(&dry_run(&all), "ci/qemu-test.sh")
+    };
+    assert_eq!(seen(&[]), "unset|unset");
+    assert_eq!(seen(&["ONLY=driver"]), "driver|unset");
+    assert_eq!(
+        seen(&["ONLY=driver card", "FILTER=pool_and_sqe"]),
+        "driver card|pool_and_sqe"
+    );
+    assert_eq!(seen(&["FILTER=it's $x"]), "unset|it's $x");
 }
