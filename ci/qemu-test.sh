@@ -2,7 +2,12 @@
 # make qemu-test: the whole suite. Host tests (cargo test --workspace), then
 # the guest suite in a fresh boot (qemu/guest/test-entry.sh), then one report:
 # target/qemu-test/junit.xml, logs under target/qemu-test/logs/, and a last
-# line "N passed, N failed, N skipped".
+# line "N passed, N failed, N skipped" and the time the run took.
+#
+# A focused run (make qemu-test ONLY=... and/or FILTER=...: ZCOPY_ONLY, the
+# guest suites to run, ZCOPY_FILTER, a test name filter) builds what the guest
+# needs, boots once and runs only those tests: no host tests, no loom, no
+# second boot under swiotlb.
 #
 # Exit code: 0 all passed, 1 a test failed, 69 infrastructure failure.
 set -uo pipefail
@@ -17,27 +22,36 @@ mkdir -p "$out/logs"
 results=$out/results.tsv
 : >"$results"
 start=$(date +%s)
+focused=
+[ -n "${ZCOPY_ONLY:-}${ZCOPY_FILTER:-}" ] && focused=1
 
 "$here/bootstrap.sh" || exit "$ZCOPY_EXIT_INFRA"
 
-zc_log "host tests: cargo test --workspace"
-cargo test --workspace --color never >"$out/logs/host-cargo.log" 2>&1
-host_rc=$?
-python3 "$here/report.py" libtest host "$out/logs/host-cargo.log" >>"$results"
-if [ "$host_rc" != 0 ] && ! grep -q $'\tfail\t' "$results"; then
-	tail -n 40 "$out/logs/host-cargo.log"
-	printf 'host\tcargo test (exit %s)\tfail\t0\t%s\n' "$host_rc" "$out/logs/host-cargo.log" >>"$results"
-fi
+# took WHAT SINCE: the line that says how long WHAT took.
+took() { zc_log "$1 took $(($(date +%s) - $2)) s"; }
 
-zc_log "ring: loom model check"
-lstart=$(date +%s)
-if RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p zcopy --lib --release --color never loom \
-	>"$out/logs/loom.log" 2>&1 && grep -q "test result: ok. [1-9]" "$out/logs/loom.log"; then st=pass; else
-	st=fail
-	tail -n 40 "$out/logs/loom.log"
+if [ -z "$focused" ]; then
+	zc_log "host tests: cargo test --workspace"
+	cargo test --workspace --color never >"$out/logs/host-cargo.log" 2>&1
+	host_rc=$?
+	python3 "$here/report.py" libtest host "$out/logs/host-cargo.log" >>"$results"
+	if [ "$host_rc" != 0 ] && ! grep -q $'\tfail\t' "$results"; then
+		tail -n 40 "$out/logs/host-cargo.log"
+		printf 'host\tcargo test (exit %s)\tfail\t0\t%s\n' "$host_rc" "$out/logs/host-cargo.log" >>"$results"
+	fi
+
+	zc_log "ring: loom model check"
+	lstart=$(date +%s)
+	if RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p zcopy --lib --release --color never loom \
+		>"$out/logs/loom.log" 2>&1 && grep -q "test result: ok. [1-9]" "$out/logs/loom.log"; then st=pass; else
+		st=fail
+		tail -n 40 "$out/logs/loom.log"
+	fi
+	printf 'host\tring: loom model check (zcopy::ring)\t%s\t%s\t%s\n' "$st" \
+		"$(($(date +%s) - lstart))" "$out/logs/loom.log" >>"$results"
+else
+	zc_log "focused run: ZCOPY_ONLY='${ZCOPY_ONLY:-}' ZCOPY_FILTER='${ZCOPY_FILTER:-}' (no host tests, no loom, no swiotlb run)"
 fi
-printf 'host\tring: loom model check (zcopy::ring)\t%s\t%s\t%s\n' "$st" \
-	"$(($(date +%s) - lstart))" "$out/logs/loom.log" >>"$results"
 
 zc_log "building the driver (zcard.ko: W=1, sparse, checkpatch --strict)"
 dstart=$(date +%s)
@@ -55,11 +69,22 @@ cargo build -p zcard-vhost --bins --color never >"$out/logs/build-card.log" 2>&1
 cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
 	python3 "$here/report.py" guest-bins >"$out/guest-bins.txt" ||
 	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building the guest test binaries failed"; }
+# Suite names are checked here, before a boot is spent on a typo (exit 2).
+for s in ${ZCOPY_ONLY:-}; do
+	[ "$s" = sh ] || cut -f1 "$out/guest-bins.txt" | grep -qxF -- "$s" || {
+		printf '\033[1;31m[zcopy]\033[0m ONLY (ZCOPY_ONLY): no guest suite %s; the suites: sh %s\n' \
+			"'$s'" "$(cut -f1 "$out/guest-bins.txt" | sort -u | tr '\n' ' ')" >&2
+		exit 2
+	}
+done
+took "building" "$start"
 
 zc_log "guest tests"
+gstart=$(date +%s)
 "$ZCOPY_ROOT/qemu/run.sh" --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
 	env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" qemu/guest/test-entry.sh
 guest_rc=$?
+took "the guest run (boot included)" "$gstart"
 if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
 	zc_infra "the guest suite could not run (see above and target/qemu/)"
 fi
@@ -72,23 +97,33 @@ printf 'guest\tkernel log clean\t%s\t0\t%s\n' "$st" "$out/logs/kernel.log" >>"$r
 
 # The driver suite again with every DMA bounced through swiotlb: a missing
 # dma_sync shows up as wrong data here.
-zc_log "guest tests again under swiotlb=force (driver suite)"
-ZCOPY_APPEND="swiotlb=65536,force" "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
-	env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=driver ZCOPY_TAG=swiotlb qemu/guest/test-entry.sh
-guest_rc=$?
-if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
-	zc_infra "the swiotlb guest run could not run (see above and target/qemu/)"
+if [ -z "$focused" ]; then
+	zc_log "guest tests again under swiotlb=force (driver suite)"
+	ZCOPY_APPEND="swiotlb=65536,force" "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
+		env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=driver ZCOPY_TAG=swiotlb qemu/guest/test-entry.sh
+	guest_rc=$?
+	if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
+		zc_infra "the swiotlb guest run could not run (see above and target/qemu/)"
+	fi
+	if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*-swiotlb\t[^\t]*\tfail\t' "$results"; then
+		printf 'guest-swiotlb\tguest suite (exit %s)\tfail\t0\t%s\n' "$guest_rc" target/qemu/console.log >>"$results"
+	fi
+	if zc_kernel_log_ok target/qemu/kernel.log && grep -q "software IO TLB\|swiotlb" target/qemu/kernel.log; then
+		st=pass
+	else
+		st=fail
+	fi
+	cp target/qemu/kernel.log "$out/logs/kernel-swiotlb.log" 2>/dev/null
+	printf 'guest-swiotlb\tkernel log clean, swiotlb forced\t%s\t0\t%s\n' "$st" "$out/logs/kernel-swiotlb.log" >>"$results"
 fi
-if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*-swiotlb\t[^\t]*\tfail\t' "$results"; then
-	printf 'guest-swiotlb\tguest suite (exit %s)\tfail\t0\t%s\n' "$guest_rc" target/qemu/console.log >>"$results"
-fi
-if zc_kernel_log_ok target/qemu/kernel.log && grep -q "software IO TLB\|swiotlb" target/qemu/kernel.log; then
-	st=pass
-else
-	st=fail
-fi
-cp target/qemu/kernel.log "$out/logs/kernel-swiotlb.log" 2>/dev/null
-printf 'guest-swiotlb\tkernel log clean, swiotlb forced\t%s\t0\t%s\n' "$st" "$out/logs/kernel-swiotlb.log" >>"$results"
 
+# A focused run that ran no test at all is a mistake in ONLY or FILTER.
+if [ -n "$focused" ] && ! grep -v $'^guest\tkernel log clean\t' "$results" | grep -q '^guest'; then
+	printf 'guest\tno test matched ZCOPY_ONLY=%s ZCOPY_FILTER=%s\tfail\t0\t%s\n' \
+		"${ZCOPY_ONLY:-}" "${ZCOPY_FILTER:-}" "$out/logs" >>"$results"
+fi
 echo "$(($(date +%s) - start))" >"$out/seconds"
 python3 "$here/report.py" junit "$results" "$out/junit.xml"
+rc=$?
+took "make qemu-test${focused:+ (focused)}" "$start"
+exit "$rc"

@@ -92,9 +92,18 @@ vng_args=(
 # "=" form: the value starts with a dash, which argparse would take for an option.
 [ ${#qemu_opts[@]} -gt 0 ] && vng_args+=("--qemu-opts=${qemu_opts[*]}")
 
-# Settings reach the guest as environment on the command line.
-guest_cmd="env ZCOPY_RUN=$(printf %q "$run") ZCOPY_RXE=${ZCOPY_RXE:-1} ZCOPY_MTU=${ZCOPY_MTU:-9000} ZCOPY_NODE=${ZCOPY_NODE:-}"
-guest_cmd+=" $(printf %q "$here/guest/init.sh")"
+# Settings reach the guest in $run/guest-env, which qemu/guest/init.sh loads:
+# the guest's own (with their defaults), then every other ZCOPY_ variable of
+# this environment, so that a knob set on the host (ZCOPY_PROPTEST_CASES,
+# ZCOPY_CARD_QUEUES, ...) is seen by the tests in the guest too. A file, not
+# the kernel command line that carries guest_cmd (2 KiB at most).
+{
+	printf 'ZCOPY_RXE=%q\nZCOPY_MTU=%q\nZCOPY_NODE=%q\n' "${ZCOPY_RXE:-1}" "${ZCOPY_MTU:-9000}" "${ZCOPY_NODE:-}"
+	for v in $(compgen -e); do
+		case $v in ZCOPY_RUN | ZCOPY_RXE | ZCOPY_MTU | ZCOPY_NODE) ;; ZCOPY_*) printf '%s=%q\n' "$v" "${!v}" ;; esac
+	done
+} >"$run/guest-env"
+guest_cmd="env ZCOPY_RUN=$(printf %q "$run") $(printf %q "$here/guest/init.sh")"
 guest_cmd+=" $(printf '%q ' "$@")"
 
 if [ "$interactive" = 1 ]; then

@@ -50,7 +50,7 @@ fn stream<H: Harness>(ctx: &H::Ctx, slot: u32, sizes: &[usize]) -> Vec<Vec<u8>> 
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn same_stream_same_bytes_over_every_transport() {
-    let config = zcopy_vm_tests::proptest_config("differential_transports", scaled(8, 4) as u32);
+    let config = zcopy_testkit::proptest_config("differential_transports", scaled(8, 4) as u32);
     let mut runner = TestRunner::new(config);
     let card = zcopy::card::Card::open_index(0).ok();
     runner

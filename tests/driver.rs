@@ -18,7 +18,7 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use proptest::prelude::*;
 use zcopy::card::uapi::{self, ZcardSqe};
 use zcopy::card::{Buf, Card, Counters, Cqe, Rings, Sqe};
-use zcopy_vm_tests::{crc32c_reference, proptest_config, read_attr, zcard_control};
+use zcopy_vm_tests::{crc32c_reference, read_attr, zcard_control};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -1384,7 +1384,7 @@ fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn pool_and_sqe_sequences_match_the_reference_model() {
     settle();
-    let config = proptest_config("driver model", 16);
+    let config = zcopy_testkit::proptest_config("driver model", 16);
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let result = runner.run(&proptest::collection::vec(step(), 1..24), |steps| {
         run_case(&steps)

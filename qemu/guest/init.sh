@@ -7,8 +7,10 @@
 #                        that far, an infrastructure failure)
 #   $ZCOPY_RUN/kernel.log   the guest kernel log (dmesg) after the command
 #
-# Settings come as environment variables set on the vng command line:
-#   ZCOPY_RUN   run directory (required)   ZCOPY_RXE   1: Soft-RoCE pair up (default)
+# Settings: ZCOPY_RUN (the run directory, required) on the vng command line,
+# the rest from $ZCOPY_RUN/guest-env (qemu/vm.sh writes it: these, with their
+# defaults, and every other ZCOPY_ variable set on the host):
+#   ZCOPY_RXE   1: Soft-RoCE pair up (default)
 #   ZCOPY_MTU   veth MTU (9000)
 #   ZCOPY_NODE  0|1: one of two guests; Soft-RoCE on the link between them
 #            (qemu/guest/rxe-link.sh) instead of the veth pair
@@ -16,6 +18,13 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${ZCOPY_RUN:?ZCOPY_RUN must name the run directory}"
 export ZCOPY_RUN
+# The host's settings (qemu/vm.sh writes them), exported to the command.
+if [ -f "$ZCOPY_RUN/guest-env" ]; then
+	set -a
+	# shellcheck source=/dev/null
+	. "$ZCOPY_RUN/guest-env"
+	set +a
+fi
 
 setup() {
 	if [ -n "${ZCOPY_NODE:-}" ]; then

@@ -75,7 +75,6 @@ enter() {
 		--unshare-pid --die-with-parent
 		--setenv HOME /root
 		--setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-		--setenv ZCOPY_TOOLBOX "$dir"
 		--setenv ZCOPY_KERNEL_ABI "$ZCOPY_KERNEL_ABI"
 	)
 	# Extra host paths the caller needs inside (space separated), e.g. the

@@ -361,7 +361,7 @@ pub fn raw_segment<T: Transport>(tx: &Sender<T>) -> MmapRaw {
 /// names a real slot and fits it.
 pub fn garbage_in_shared_indices_is_contained<T: Shared>() {
     let ctx = T::context();
-    let config = crate::proptest_config("garbage_in_shared_indices", scaled(64, 8) as u32);
+    let config = zcopy_testkit::proptest_config("garbage_in_shared_indices", scaled(64, 8) as u32);
     let mut runner = TestRunner::new(config);
     let writes = prop::collection::vec((0u64..4096, any::<u32>()), 1..8);
     runner
@@ -437,7 +437,7 @@ pub fn in_flight_soon<S: Tx>(tx: &S, want: usize) -> bool {
 /// when the model has no free slot, nothing received that was not sent.
 pub fn sequences_match_the_model<H: Harness>() {
     let ctx = H::context();
-    let config = crate::proptest_config("channel_sequences", scaled(128, 16) as u32);
+    let config = zcopy_testkit::proptest_config("channel_sequences", scaled(128, 16) as u32);
     let mut runner = TestRunner::new(config);
     let op = prop_oneof![
         3 => Just(Op::Loan),
@@ -519,7 +519,7 @@ pub fn pattern_byte(seq: u64, i: usize) -> u8 {
 /// draining gives the sender its slots back.
 pub fn random_sizes_and_bursts<H: Harness>() {
     let ctx = H::context();
-    let config = crate::proptest_config("channel_random_sizes", scaled(32, 6) as u32);
+    let config = zcopy_testkit::proptest_config("channel_random_sizes", scaled(32, 6) as u32);
     let mut runner = TestRunner::new(config);
     let strategy = (
         prop_oneof![1u32..=64, 1u32..=4096, Just(65536u32)],
@@ -701,7 +701,7 @@ fn noticed_soon(noticed: Instant, killer: std::thread::JoinHandle<Instant>) {
 }
 
 fn random_delays(name: &str, n: usize, max_ms: u64) -> Vec<u64> {
-    let config = crate::proptest_config(name, 1);
+    let config = zcopy_testkit::proptest_config(name, 1);
     let mut runner = TestRunner::new(config);
     let tree = prop::collection::vec(0..max_ms, n)
         .new_tree(&mut runner)

@@ -171,32 +171,6 @@ pub fn zcard_control(cmd: &str) -> serde_json::Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
 }
 
-/// Proptest settings: `cases` unless ZCOPY_PROPTEST_CASES says otherwise (nightly
-/// runs raise it), a seed from ZCOPY_PROPTEST_SEED or the clock, printed so a
-/// failure can be replayed.
-pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config {
-    use proptest::test_runner::{Config, RngSeed};
-    let seed = std::env::var("ZCOPY_PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    let cases = std::env::var("ZCOPY_PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(cases);
-    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZCOPY_PROPTEST_SEED={seed})");
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
-
 /// CRC-32C (Castagnoli) in software, bit by bit: the reference the card's
 /// CRC32C op is checked against. `seed` is the CRC of the bytes before.
 pub fn crc32c_reference(seed: u32, data: &[u8]) -> u32 {

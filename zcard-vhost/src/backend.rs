@@ -11,6 +11,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::epoll::EventSet;
+use zcopy_units::parse_size;
 
 use crate::faults::{FaultError, FaultSpec};
 use crate::storage::{Storage, StorageError};
@@ -58,21 +59,6 @@ pub struct Args {
     /// Serve one connection, then exit (default: serve connections forever).
     #[arg(long)]
     pub once: bool,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (num, shift) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 4096, 64M, 1G)"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn parse_fault(text: &str) -> Result<FaultSpec, String> {
@@ -260,9 +246,12 @@ mod tests {
         let c = args(&["--storage-size", "8M", "--max-request-bytes", "1G"]).unwrap();
         assert_eq!(c.storage_size, Some(8 << 20));
         assert_eq!(c.limits.max_request_bytes, 1 << 30);
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999G").is_err());
+        let c = args(&["--storage-size", "1MiB"]).unwrap();
+        assert_eq!(c.storage_size, Some(1 << 20));
+        let e = args(&["--storage-size", "lots"]).unwrap_err();
+        assert!(e.contains("is not a size"), "{e}");
+        let e = args(&["--storage-size", "99999999999G"]).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use zcopy::channel::{Builder, Error};
 use zcopy::rdma::{BuilderExt, Listener};
+use zcopy_units::parse_usize;
 
 const A: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
 const B: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 2);
@@ -56,19 +57,6 @@ struct Args {
     /// Internal: the echoing process of the latency run.
     #[arg(long, hide = true)]
     serve_lat: Option<String>,
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (n, m) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 1 << 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    n.parse::<usize>()
-        .map(|n| n * m)
-        .map_err(|_| format!("size {s:?}: a number with an optional K, M or G"))
 }
 
 fn main() {
@@ -116,18 +104,18 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         args.sizes
             .iter()
-            .map(|s| parse_size(s))
+            .map(|s| parse_usize(s))
             .collect::<Result<_, _>>()?
     };
     let volume = if args.quick {
         8 << 20
     } else {
-        parse_size(&args.volume)?
+        parse_usize(&args.volume)?
     };
     let lat_sizes: Vec<usize> = args
         .lat_sizes
         .iter()
-        .map(|s| parse_size(s))
+        .map(|s| parse_usize(s))
         .collect::<Result<_, _>>()?;
     let lat_iters = if args.quick { 200 } else { args.lat_iters };
     let mtu = zcopy::rdma::devices()

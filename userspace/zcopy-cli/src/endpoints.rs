@@ -22,8 +22,9 @@ use zcopy::card::Card;
 use zcopy::channel::{self, Builder, CardSlots, Error, Receiver, Sender, Shm};
 use zcopy::rdma::{self, BuilderExt};
 
-use crate::failure::{no_rdma, Failure, Result, NO_CARD};
+use crate::failure::{no_rdma_for, Failure, Result};
 use crate::output::{print, print_json};
+use crate::platform::{open_card, rdma_for};
 use crate::transfer::{self, secs, Stats};
 use crate::{RecvArgs, SendArgs, Via};
 
@@ -326,21 +327,6 @@ fn passed(deadline: Option<Instant>) -> bool {
 
 // --- card ------------------------------------------------------------------
 
-/// Opens `/dev/zcard0`; its absence is the platform's (exit 3).
-pub fn open_card() -> Result<Card> {
-    Card::open_index(0).map_err(|e| match &e {
-        zcopy::card::Error::Open { source, .. }
-            if matches!(
-                source.raw_os_error(),
-                Some(libc::ENOENT | libc::ENODEV | libc::ENXIO)
-            ) =>
-        {
-            Failure::missing(format!("{NO_CARD} ({e})"))
-        }
-        _ => Failure::failed(e.to_string()),
-    })
-}
-
 fn socket_path(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{name}.sock"))
 }
@@ -454,44 +440,6 @@ fn connect_card(card: &Card, name: &str, timeout: Option<Duration>) -> Result<Re
 
 // --- rdma ------------------------------------------------------------------
 
-/// Fails with exit 3 unless there is an RDMA device and `ip` (when given
-/// and not the wildcard) is an address of one of its ports.
-fn check_rdma(addr: impl std::fmt::Display, ip: Option<IpAddr>) -> Result<()> {
-    let devices = match rdma::devices() {
-        Ok(d) => d,
-        // The kernel has no RDMA support at all.
-        Err(rdma::Error::NoDevice(_)) => Vec::new(),
-        Err(e) => return Err(Failure::failed(format!("RDMA: listing the devices: {e}"))),
-    };
-    if devices.is_empty() {
-        return Err(Failure::missing(no_rdma(addr)));
-    }
-    let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) else {
-        return Ok(());
-    };
-    let gids = || devices.iter().flat_map(|d| &d.ports).flat_map(|p| &p.gids);
-    let is_ip = |gid: &std::net::Ipv6Addr| match ip {
-        IpAddr::V4(v4) => gid.to_ipv4_mapped() == Some(v4),
-        IpAddr::V6(v6) => *gid == v6,
-    };
-    if gids().any(|(_, gid)| is_ip(gid)) {
-        return Ok(());
-    }
-    let mut here: Vec<String> = gids()
-        .filter_map(|(_, g)| g.to_ipv4_mapped().map(|a| a.to_string()))
-        .collect();
-    here.dedup();
-    Err(Failure::missing(format!(
-        "{} ({ip} is on no RDMA device; RDMA addresses here: {})",
-        no_rdma(addr),
-        if here.is_empty() {
-            "none".into()
-        } else {
-            here.join(", ")
-        }
-    )))
-}
-
 /// An RDMA failure: no device or no route for the address is the
 /// platform's (exit 3), the rest a failure (exit 1); the message names RDMA.
 fn rdma_failure(addr: impl std::fmt::Display, e: Error) -> Failure {
@@ -506,7 +454,7 @@ fn rdma_failure(addr: impl std::fmt::Display, e: Error) -> Failure {
         _ => false,
     };
     match e {
-        _ if platform => Failure::missing(format!("{} ({e})", no_rdma(addr))),
+        _ if platform => Failure::missing(format!("{} ({e})", no_rdma_for(addr))),
         Error::Config(_) => Failure::usage(format!("RDMA channel: {e}")),
         e => Failure::failed(format!("RDMA {addr}: {e}")),
     }
@@ -520,7 +468,7 @@ fn connect_rdma(
     to: SocketAddr,
     timeout: Option<Duration>,
 ) -> Result<rdma::Sender> {
-    check_rdma(to, from)?;
+    rdma_for(to, from)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut noted = false;
     loop {
@@ -546,7 +494,7 @@ fn connect_rdma(
 
 /// Listens on `addr` and takes the first sender, waiting up to `timeout`.
 fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Receiver> {
-    check_rdma(addr, Some(addr.ip()))?;
+    rdma_for(addr, Some(addr.ip()))?;
     let listener = rdma::Listener::bind(addr).map_err(|e| rdma_failure(addr, e))?;
     if let Some(bound) = listener.local_addr() {
         note(&format!(

@@ -182,6 +182,7 @@ fn channel_list_and_clean() {
 
     let (code, out, _) = zcopy(&["channel", "list", "--json"]);
     assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "one JSON value per line: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let find = |n: &str| {
         v.as_array()
@@ -232,6 +233,7 @@ fn info_json_has_the_schema() {
         .unwrap();
     let (code, out, err) = zcopy(&["info", "--json"]);
     assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "one JSON object per line: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("info --json is JSON");
     let obj = v.as_object().expect("an object");
     for key in ["cards", "rdma", "channels"] {
@@ -400,6 +402,7 @@ fn send_recv_shm_file_not_a_multiple_of_the_slot_size() {
     assert_eq!(t.sent.0, 0, "{:?}", t.sent);
     assert_eq!(t.received.0, 0, "{:?}", t.received);
     assert!(t.out == data, "the received file differs");
+    assert_eq!(t.received.1.lines().count(), 1, "{}", t.received.1);
     let j: serde_json::Value = serde_json::from_str(&t.received.1).expect("JSON summary");
     assert_eq!(j["direction"], "received");
     assert_eq!(j["via"], "shm");

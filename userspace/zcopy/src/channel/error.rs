@@ -1,5 +1,6 @@
 //! What channel operations fail with.
 
+use super::segment::MAX_NAME_LEN;
 use crate::ring::RingError;
 
 /// What a channel operation can fail with.
@@ -15,7 +16,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A channel name with characters outside `A-Z a-z 0-9 . _ -`.
-    #[error("channel name {0:?}: use 1 to 200 of A-Z a-z 0-9 . _ - and do not start with a dot")]
+    #[error("channel name {0:?}: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ - and do not start with a dot")]
     BadName(String),
     /// Slot size or count out of range.
     #[error("channel configuration: {0}")]

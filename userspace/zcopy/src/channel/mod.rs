@@ -57,7 +57,7 @@ pub use error::{Error, Result};
 use geometry::check_pod;
 pub use geometry::{Geometry, TransportKind};
 pub use receiver::{Receiver, Sample};
-pub use segment::{list, remove_stale, ChannelInfo};
+pub use segment::{check_name, list, remove_stale, ChannelInfo, MAX_NAME_LEN};
 pub use sender::{Loan, PodLoan, Sender};
 pub use transport::{CardSlots, Shm, Transport};
 pub use wait::{Wait, DEFAULT_SPIN, LIVENESS_SLICE};

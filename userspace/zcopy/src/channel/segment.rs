@@ -407,17 +407,28 @@ fn open_rw(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Checks a channel name and gives its path.
-pub(crate) fn path_of(name: &str) -> Result<PathBuf> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
+/// The longest channel name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Checks a channel name: 1 to [`MAX_NAME_LEN`] of `A-Z a-z 0-9 . _ -`,
+/// not starting with a dot. Every named channel, and every tool that takes a
+/// name for one, checks it here.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = (1..=MAX_NAME_LEN).contains(&name.len())
         && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !ok {
-        return Err(Error::BadName(name.to_string()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadName(name.to_string()))
     }
+}
+
+/// Checks a channel name and gives its path.
+pub(crate) fn path_of(name: &str) -> Result<PathBuf> {
+    check_name(name)?;
     Ok(Path::new(SHM_DIR).join(format!("{NAME_PREFIX}{name}")))
 }
 
@@ -547,9 +558,19 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        for bad in ["", ".hidden", "a/b", "sp ace", &"x".repeat(201), "nul\0"] {
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "sp ace",
+            &"x".repeat(201),
+            "nul\0",
+            "ü",
+        ] {
             assert!(matches!(path_of(bad), Err(Error::BadName(_))), "{bad:?}");
         }
+        assert!(check_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(check_name("a.").is_ok());
         assert_eq!(
             path_of("ok-1.2_3").unwrap(),
             Path::new("/dev/shm/zcopy.ok-1.2_3")
