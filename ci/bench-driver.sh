@@ -11,7 +11,7 @@ cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 mkdir -p target/bench
 "$here/build-driver.sh" all >target/bench/build-driver.log 2>&1 ||
 	{ tail -n 30 target/bench/build-driver.log; zc_infra "building zcard.ko failed"; }
-cargo build --release -p zcard-vhost --bin zcard-vhost -p zcopy-vm-tests --bin zcard-bench ||
+cargo build --release -p zcard-vhost --bin zcard-vhost -p zcopy-bench --bin zcard-bench ||
 	zc_infra "building the bench failed"
 ZCOPY_CARD_BIN=$ZCOPY_ROOT/target/release/zcard-vhost "$ZCOPY_ROOT/qemu/run.sh" --no-rxe -- \
 	target/release/zcard-bench target/bench/zcard-driver.json

@@ -6,13 +6,14 @@
 //!
 //! - shm: `zcopy-ipc-bench` (crate `zcopy-bench`), zcopy channels against
 //!   pipe, Unix socket, POSIX mq, a copying ring and a bare shared flag.
-//! - card: `zcard-bench` (crate `zcopy-vm-tests`), COPY through zcard.ko's
+//! - card: `zcard-bench` (crate `zcopy-bench`), COPY through zcard.ko's
 //!   rings at queue depth 1 and 32; needs `/dev/zcard0`.
 //! - rdma: `zcopy-rdma-bench` (crate `zcopy-bench`), the RDMA channel
 //!   against perftest; needs the guest's Soft-RoCE pair `zrxe0`/`zrxe1`.
 //!
-//! The binaries are looked for next to the running `zcopy` (cargo builds
-//! them into the same `target/<profile>/`), or in `$ZCOPY_BENCH_DIR`.
+//! All three are built by the crate `zcopy-bench` (`benchmarks/`): the
+//! binaries are looked for next to the running `zcopy` (cargo builds them into the same `target/<profile>/`),
+//! or in `$ZCOPY_BENCH_DIR`.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -44,8 +45,7 @@ Runs the project's benchmarks. Each prints its table, writes JSON (and SVG plots
         reported as skipped with the reason, and the others still run
 
 The bench binaries are looked for next to this zcopy (cargo builds them into the same
-target/<profile>/ directory: cargo build -p zcopy-bench --bins, and
-cargo build -p zcopy-vm-tests --bin zcard-bench), or in $ZCOPY_BENCH_DIR.
+target/<profile>/ directory: cargo build -p zcopy-bench --bins), or in $ZCOPY_BENCH_DIR.
 
 --quick passes small settings: a smoke run, not a measurement (well under a minute
 each, even in the emulated guest):
@@ -126,7 +126,7 @@ const SHM: Bench = Bench {
 const CARD: Bench = Bench {
     name: "card",
     binary: "zcard-bench",
-    package: "zcopy-vm-tests",
+    package: "zcopy-bench",
     json: "zcard-driver.json",
 };
 const RDMA: Bench = Bench {

@@ -1234,7 +1234,7 @@ fn bench_help_is_complete() {
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn bench_card_quick_in_the_guest() {
-    bench_binary("zcopy-vm-tests", "zcard-bench");
+    bench_binary("zcopy-bench", "zcard-bench");
     let dir = TempDir::new("bench-card");
     let out = dir.path("out");
     let (code, stdout, err) =
