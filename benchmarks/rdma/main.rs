@@ -524,22 +524,34 @@ fn report(out: &Path, mtu: u32, bw: &[(Bw, Bw)], lat: &[(Lat, Lat, Lat)]) -> Res
         serde_json::to_string_pretty(&doc).unwrap_or_default(),
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
-    let series = vec![
-        (
-            "ib_write_bw".to_string(),
-            bw.iter().map(|(p, _)| (p.bytes as f64, p.avg)).collect(),
+    let chart = zcopy_plot::Lines {
+        title: "RDMA bandwidth on Soft-RoCE, same boot and devices (higher is better)".into(),
+        note: format!(
+            "one sender, one receiver, both busy-polling; IB MTU {mtu}; the channel's average \
+             beside ib_write_bw's"
         ),
-        (
-            "zcopy RDMA channel".to_string(),
-            bw.iter().map(|(_, z)| (z.bytes as f64, z.avg)).collect(),
-        ),
-    ];
+        value: "bandwidth, average".into(),
+        unit: zcopy_plot::Unit::BytesPerSecond,
+        series: vec![
+            zcopy_plot::Series {
+                name: "ib_write_bw".into(),
+                points: bw
+                    .iter()
+                    .map(|(p, _)| (p.bytes as f64, p.avg * 1e6))
+                    .collect(),
+            },
+            zcopy_plot::Series {
+                name: "zcopy RDMA channel".into(),
+                points: bw
+                    .iter()
+                    .map(|(_, z)| (z.bytes as f64, z.avg * 1e6))
+                    .collect(),
+            },
+        ],
+    };
+    let svg = zcopy_plot::lines(&chart).map_err(|e| e.to_string())?;
     let svg_path = out.join("rdma-bandwidth.svg");
-    std::fs::write(
-        &svg_path,
-        zcopy_bench::plot::svg("RDMA bandwidth on Soft-RoCE (same boot)", "MB/s", &series),
-    )
-    .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    std::fs::write(&svg_path, svg).map_err(|e| format!("{}: {e}", svg_path.display()))?;
     println!();
     for g in &goals {
         println!(

@@ -11,8 +11,9 @@
 //! - rdma: `zcopy-rdma-bench` (crate `zcopy-bench`), the RDMA channel
 //!   against perftest; needs the guest's Soft-RoCE pair `zrxe0`/`zrxe1`.
 //!
-//! All three are built by the crate `zcopy-bench` (`benchmarks/`): the
-//! binaries are looked for next to the running `zcopy` (cargo builds them into the same `target/<profile>/`),
+//! All three are built by the crate `zcopy-bench` (`benchmarks/`), which
+//! zcopy does not depend on: the binaries are looked for next to the
+//! running `zcopy` (cargo builds them into the same `target/<profile>/`),
 //! or in `$ZCOPY_BENCH_DIR`.
 
 use std::ffi::{OsStr, OsString};
