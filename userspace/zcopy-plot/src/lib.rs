@@ -52,6 +52,9 @@ pub enum Unit {
     Seconds,
     /// Bytes per second (decimal prefixes): B/s, kB/s, MB/s, GB/s, TB/s.
     BytesPerSecond,
+    /// Bytes per second (binary prefixes): B/s, KiB/s, MiB/s, GiB/s,
+    /// TiB/s. perftest's "MB/sec" is this MiB/s.
+    BinaryBytesPerSecond,
     /// Events per second, named by the string: `PerSecond("ops")` writes
     /// "12 k ops/s".
     PerSecond(String),
@@ -59,44 +62,65 @@ pub enum Unit {
 
 impl Unit {
     /// `v` with its unit, three significant digits at most: "542 ns",
-    /// "1.27 ms", "48.4 MB/s", "95.3 k ops/s".
+    /// "1.27 ms", "48.4 MB/s", "47.5 MiB/s", "95.3 k ops/s".
     pub fn format(&self, v: f64) -> String {
-        let (scaled, unit) = match self {
-            Unit::Seconds => {
-                let (div, name) = match v.abs() {
-                    a if a == 0.0 || a >= 1.0 => (1.0, "s"),
-                    a if a >= 1e-3 => (1e-3, "ms"),
-                    a if a >= 1e-6 => (1e-6, "µs"),
-                    _ => (1e-9, "ns"),
-                };
-                (v / div, name.to_string())
-            }
-            Unit::BytesPerSecond => {
-                let (div, prefix) = decimal(v);
-                (v / div, format!("{prefix}B/s"))
-            }
-            Unit::PerSecond(what) => {
-                let (div, prefix) = decimal(v);
-                let prefix = if prefix.is_empty() {
-                    String::new()
-                } else {
-                    format!("{prefix} ")
-                };
-                (v / div, format!("{prefix}{what}/s"))
-            }
-        };
-        format!("{} {unit}", significant(scaled))
+        let (div, unit) = self.prefix(v);
+        format!("{} {unit}", significant(v / div))
     }
-}
 
-/// The decimal prefix for `v`: its divisor and its letter.
-fn decimal(v: f64) -> (f64, &'static str) {
-    match v.abs() {
-        a if a >= 1e12 => (1e12, "T"),
-        a if a >= 1e9 => (1e9, "G"),
-        a if a >= 1e6 => (1e6, "M"),
-        a if a >= 1e3 => (1e3, "k"),
-        _ => (1.0, ""),
+    /// The prefix `v` is written with: its divisor and the unit's name.
+    fn prefix(&self, v: f64) -> (f64, String) {
+        let a = v.abs();
+        let pick = |steps: &[(f64, &str)]| {
+            steps
+                .iter()
+                .find(|(d, _)| a >= *d)
+                .or(steps.last())
+                .map_or((1.0, String::new()), |(d, n)| (*d, n.to_string()))
+        };
+        match self {
+            Unit::Seconds if a == 0.0 => (1.0, "s".into()),
+            Unit::Seconds => pick(&[(1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")]),
+            Unit::BytesPerSecond => pick(&[
+                (1e12, "TB/s"),
+                (1e9, "GB/s"),
+                (1e6, "MB/s"),
+                (1e3, "kB/s"),
+                (1.0, "B/s"),
+            ]),
+            Unit::BinaryBytesPerSecond => pick(&[
+                (1099511627776.0, "TiB/s"),
+                (1073741824.0, "GiB/s"),
+                (1048576.0, "MiB/s"),
+                (1024.0, "KiB/s"),
+                (1.0, "B/s"),
+            ]),
+            Unit::PerSecond(what) => {
+                let (d, p) = pick(&[
+                    (1e12, "T "),
+                    (1e9, "G "),
+                    (1e6, "M "),
+                    (1e3, "k "),
+                    (1.0, ""),
+                ]);
+                (d, format!("{p}{what}/s"))
+            }
+        }
+    }
+
+    /// Round values for a log axis around `lo` ..= `hi`: every power of
+    /// ten, or for binary prefixes 1, 10 and 100 of each.
+    fn round_values(&self, lo: f64, hi: f64) -> Vec<f64> {
+        let (d0, d1) = (lo.log10().floor() as i32 - 1, hi.log10().ceil() as i32 + 1);
+        let mut v: Vec<f64> = match self {
+            Unit::BinaryBytesPerSecond => (0..=4)
+                .flat_map(|k| (0..3).map(move |j| 10f64.powi(j) * 1024f64.powi(k)))
+                .chain((d0.min(0)..0).map(|d| 10f64.powi(d)))
+                .collect(),
+            _ => (d0..=d1).map(|d| 10f64.powi(d)).collect(),
+        };
+        v.sort_by(f64::total_cmp);
+        v
     }
 }
 
@@ -219,43 +243,51 @@ struct Axis {
 }
 
 impl Axis {
-    /// A log axis over whole decades when `values` span more than one
-    /// decade, else a linear one from zero; ticks at round values.
-    fn for_values(values: &[f64], allow_log: bool) -> Axis {
+    /// A log axis from a round value to a round value (see
+    /// [`Unit::round_values`]) when `values` span more than a decade, else
+    /// a linear one from zero; ticks at round values of `unit`.
+    fn for_values(values: &[f64], allow_log: bool, unit: &Unit) -> Axis {
         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if allow_log && lo > 0.0 && hi / lo > 10.0 {
-            let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
-            let mut ticks = Vec::new();
-            // Few decades: 2 and 5 in each as well.
-            let steps: &[f64] = if d1 - d0 <= 2 {
-                &[1.0, 2.0, 5.0]
-            } else {
-                &[1.0]
-            };
-            for d in d0..=d1 {
-                for m in steps {
-                    let t = m * 10f64.powi(d);
-                    if t <= 10f64.powi(d1) * 1.0001 {
-                        ticks.push(t);
-                    }
+            let round = unit.round_values(lo, hi);
+            let bottom = round.iter().copied().rfind(|r| *r <= lo * 1.0001);
+            let top = round.iter().copied().find(|r| *r >= hi / 1.0001);
+            if let (Some(bottom), Some(top)) = (bottom, top) {
+                let mut ticks: Vec<f64> = round
+                    .iter()
+                    .copied()
+                    .filter(|r| *r >= bottom && *r <= top)
+                    .collect();
+                // Few decades: 2 and 5 times each as well.
+                if (top / bottom).log10() <= 2.01 {
+                    let more: Vec<f64> = ticks
+                        .iter()
+                        .flat_map(|t| [2.0 * t, 5.0 * t])
+                        .filter(|t| *t < top)
+                        .collect();
+                    ticks.extend(more);
+                    ticks.sort_by(f64::total_cmp);
                 }
+                return Axis {
+                    lo: bottom,
+                    hi: top,
+                    ticks,
+                    log: true,
+                };
             }
-            return Axis {
-                lo: 10f64.powi(d0),
-                hi: 10f64.powi(d1),
-                ticks,
-                log: true,
-            };
         }
         let hi = if hi > 0.0 { hi } else { 1.0 };
-        let raw = hi / 5.0;
+        // Round steps in the unit the labels are written in.
+        let (div, _) = unit.prefix(hi);
+        let raw = hi / div / 5.0;
         let mag = 10f64.powf(raw.log10().floor());
         let step = [1.0, 2.0, 2.5, 5.0, 10.0]
             .iter()
             .map(|m| m * mag)
             .find(|s| *s >= raw)
-            .unwrap_or(10.0 * mag);
+            .unwrap_or(10.0 * mag)
+            * div;
         let n = (hi / step).ceil() as usize;
         // Room past the longest bar or the highest point.
         let top = if (n as f64) * step < hi * 1.08 {
@@ -313,7 +345,7 @@ pub fn lines(chart: &Lines) -> Result<String, Error> {
         return Err(Error::NoData(chart.title.clone()));
     }
     let any_zero_or_less = values.iter().any(|v| *v <= 0.0);
-    let y = Axis::for_values(&values, !any_zero_or_less);
+    let y = Axis::for_values(&values, !any_zero_or_less, &chart.unit);
     let keep = |p: &(f64, f64)| drawable(p) && (!y.log || p.1 > 0.0);
 
     let mut sizes: Vec<f64> = all.iter().map(|p| p.0).collect();
@@ -472,7 +504,7 @@ pub fn bars(chart: &Bars) -> Result<String, Error> {
         return Err(Error::NoData(chart.title.clone()));
     }
     let values: Vec<f64> = shown.iter().map(|b| b.1).collect();
-    let x = Axis::for_values(&values, false);
+    let x = Axis::for_values(&values, false, &chart.unit);
     let label_w = 24 + 9 * shown.iter().map(|b| b.0.chars().count()).max().unwrap_or(0) as u32;
     let row = 40;
     let top = if chart.note.is_empty() { 0 } else { 26 };

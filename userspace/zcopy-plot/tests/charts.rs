@@ -128,6 +128,33 @@ fn data_within_a_decade_gets_a_linear_axis_from_zero() {
 }
 
 #[test]
+fn binary_units_get_ticks_round_in_their_own_prefix() {
+    let mib = 1048576.0;
+    let chart = |points: Vec<(f64, f64)>| Lines {
+        title: "RDMA".into(),
+        note: String::new(),
+        value: "bandwidth".into(),
+        unit: Unit::BinaryBytesPerSecond,
+        series: vec![Series {
+            name: "ib_write_bw".into(),
+            points,
+        }],
+    };
+    let texts = texts(&lines(&chart(vec![(4096.0, 31.2 * mib), (65536.0, 49.7 * mib)])).unwrap());
+    for label in ["0 B/s", "10 MiB/s", "50 MiB/s"] {
+        assert!(texts.iter().any(|t| t == label), "{label}: {texts:?}");
+    }
+    let texts = texts_of(&chart(vec![(4096.0, 3.0 * mib), (65536.0, 2048.0 * mib)]));
+    for label in ["1 MiB/s", "10 MiB/s", "100 MiB/s", "1 GiB/s", "10 GiB/s"] {
+        assert!(texts.iter().any(|t| t == label), "{label}: {texts:?}");
+    }
+}
+
+fn texts_of(chart: &Lines) -> Vec<String> {
+    texts(&lines(chart).unwrap())
+}
+
+#[test]
 fn bars_run_top_to_bottom_with_their_values() {
     let chart = Bars {
         title: "Serving 32 MiB".into(),
@@ -183,6 +210,8 @@ fn values_carry_their_unit() {
         (Unit::Seconds, 0.669, "669 ms"),
         (Unit::BytesPerSecond, 48.4e6, "48.4 MB/s"),
         (Unit::BytesPerSecond, 21.7e12, "21.7 TB/s"),
+        (Unit::BinaryBytesPerSecond, 47.5 * 1048576.0, "47.5 MiB/s"),
+        (Unit::BinaryBytesPerSecond, 3.0 * 1073741824.0, "3 GiB/s"),
         (Unit::PerSecond("ops".into()), 95_340.0, "95.3 k ops/s"),
         (Unit::PerSecond("ops".into()), 12.0, "12 ops/s"),
     ];
