@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench (driver part): 4 KiB COPY through zcard.ko's rings in the guest,
 # queue depth 1 vs 32, ops/s and ioctls per op. Release builds of the card
-# and the bench; table on stdout, JSON in target/bench/zcard-driver.json.
+# and the bench; table on stdout, JSON and a bar chart in target/bench/
+# (zcard-driver.json, zcard-driver.svg).
 # Under TCG the absolute figures are indicative; compare within one run.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -276,6 +276,7 @@ pub fn charts(points: &[Point], quick: bool) -> Vec<(String, Lines)> {
                          the others copy every byte{quick}"
                     ),
                     value: "one-way latency, p50".into(),
+                    sizes: "message size".into(),
                     unit: Unit::Seconds,
                     series: lat,
                 },
@@ -292,6 +293,7 @@ pub fn charts(points: &[Point], quick: bool) -> Vec<(String, Lines)> {
                          over in place (a {HEADER}-byte header touched){quick}"
                     ),
                     value: "throughput".into(),
+                    sizes: "message size".into(),
                     unit: Unit::BytesPerSecond,
                     series: tput,
                 },

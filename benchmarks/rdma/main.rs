@@ -540,6 +540,7 @@ fn report(out: &Path, mtu: u32, bw: &[(Bw, Bw)], lat: &[(Lat, Lat, Lat)]) -> Res
              beside ib_write_bw's"
         ),
         value: "bandwidth, average".into(),
+        sizes: "message size".into(),
         unit: zcopy_plot::Unit::BinaryBytesPerSecond,
         series: vec![
             zcopy_plot::Series {

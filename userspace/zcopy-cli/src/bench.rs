@@ -38,7 +38,7 @@ Runs the project's benchmarks. Each prints its table, writes JSON (and SVG plots
         POSIX mq and a copying ring, two processes on two cores and on one core
         (ipc.json, ipc-latency-*.svg, ipc-throughput-*.svg)
   card  zcard-bench: 4 KiB COPY through zcard.ko's rings at queue depth 1 and 32
-        (zcard-driver.json); needs /dev/zcard0: the zcopy guest
+        (zcard-driver.json, zcard-driver.svg); needs /dev/zcard0: the zcopy guest
   rdma  zcopy-rdma-bench: the RDMA channel against ib_write_bw, ib_send_lat and
         ib_write_lat (rdma.json, rdma-bandwidth.svg); needs the Soft-RoCE pair
         zrxe0/zrxe1 (169.254.77.1/.2) and perftest: the zcopy guest

@@ -177,6 +177,9 @@ pub struct Lines {
     /// What the value axis shows (its unit is in the tick labels), e.g.
     /// "one-way latency, p50 (lower is better)".
     pub value: String,
+    /// What the sizes are, e.g. "message size" (the axis adds "log
+    /// scale").
+    pub sizes: String,
     /// The values' unit.
     pub unit: Unit,
     /// The lines, in legend order.
@@ -430,7 +433,7 @@ where
         .map_err(draw_err("the axes"))?;
     let unit = chart.unit.clone();
     c.configure_mesh()
-        .x_desc("message size (log scale)")
+        .x_desc(format!("{} (log scale)", chart.sizes))
         .y_desc(if y.log {
             format!("{} (log scale)", chart.value)
         } else {

@@ -38,6 +38,7 @@ fn latency() -> Lines {
         title: "one-way latency".into(),
         note: "a note".into(),
         value: "latency, p50".into(),
+        sizes: "message size".into(),
         unit: Unit::Seconds,
         series: vec![
             series("floor", 200e-9, 1.0),
@@ -112,6 +113,7 @@ fn data_within_a_decade_gets_a_linear_axis_from_zero() {
         title: "bandwidth".into(),
         note: String::new(),
         value: "bandwidth".into(),
+        sizes: "message size".into(),
         unit: Unit::BytesPerSecond,
         series: vec![Series {
             name: "ib_write_bw".into(),
@@ -134,6 +136,7 @@ fn binary_units_get_ticks_round_in_their_own_prefix() {
         title: "RDMA".into(),
         note: String::new(),
         value: "bandwidth".into(),
+        sizes: "message size".into(),
         unit: Unit::BinaryBytesPerSecond,
         series: vec![Series {
             name: "ib_write_bw".into(),
