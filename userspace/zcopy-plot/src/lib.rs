@@ -230,7 +230,14 @@ const NOTE_SIZE: u32 = 17;
 const LABEL_SIZE: u32 = 16;
 const DESC_SIZE: u32 = 17;
 const LEGEND_SIZE: u32 = 17;
+/// The width of a chart's plot, legend aside.
 const WIDTH: u32 = 860;
+
+/// About how wide `text` is in the note's font, in pixels (a generous
+/// average glyph width: the viewer's font decides).
+fn note_width(text: &str) -> u32 {
+    (text.chars().count() as f64 * NOTE_SIZE as f64 / 1.24 * 0.56) as u32
+}
 
 /// A drawing error with the step that failed.
 fn draw_err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Error + '_ {
@@ -361,8 +368,8 @@ pub fn lines(chart: &Lines) -> Result<String, Error> {
     let height = if chart.note.is_empty() { 480 } else { 504 };
     let mut svg = String::new();
     {
-        let root =
-            SVGBackend::with_string(&mut svg, (WIDTH + legend_w, height)).into_drawing_area();
+        let width = (WIDTH + legend_w).max(note_width(&chart.note) + 40);
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err("the background"))?;
         let x_axis = Ticked {
             inner: LogCoord::from((x0..x1).log_scale()),
@@ -514,7 +521,8 @@ pub fn bars(chart: &Bars) -> Result<String, Error> {
     let height = 110 + top + row * shown.len() as u32;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        let width = WIDTH.max(note_width(&chart.note) + 40);
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err("the background"))?;
         let area = header(&root, &chart.title, &chart.note)?;
         // Row i (from the top) spans n-1-i .. n-i on the y axis; its
