@@ -55,7 +55,7 @@ qemu-shell: ## an interactive shell in the guest
 
 bench: ## benchmarks (tables, JSON, plots), never timed tests
 	@ci/bootstrap.sh
-	cargo bench -p zcard-vhost --bench copy_engine
+	cargo bench -p zcopy-bench --bench copy_engine
 	@ci/bench-ipc.sh
 	@ci/bench-rdma.sh
 	@ci/bench-driver.sh

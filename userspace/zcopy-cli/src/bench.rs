@@ -6,13 +6,15 @@
 //!
 //! - shm: `zcopy-ipc-bench` (crate `zcopy-bench`), zcopy channels against
 //!   pipe, Unix socket, POSIX mq, a copying ring and a bare shared flag.
-//! - card: `zcard-bench` (crate `zcopy-vm-tests`), COPY through zcard.ko's
+//! - card: `zcard-bench` (crate `zcopy-bench`), COPY through zcard.ko's
 //!   rings at queue depth 1 and 32; needs `/dev/zcard0`.
 //! - rdma: `zcopy-rdma-bench` (crate `zcopy-bench`), the RDMA channel
 //!   against perftest; needs the guest's Soft-RoCE pair `zrxe0`/`zrxe1`.
 //!
-//! The binaries are looked for next to the running `zcopy` (cargo builds
-//! them into the same `target/<profile>/`), or in `$ZCOPY_BENCH_DIR`.
+//! All three are built by the crate `zcopy-bench` (`benchmarks/`), which
+//! zcopy does not depend on: the binaries are looked for next to the
+//! running `zcopy` (cargo builds them into the same `target/<profile>/`),
+//! or in `$ZCOPY_BENCH_DIR`.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -36,7 +38,7 @@ Runs the project's benchmarks. Each prints its table, writes JSON (and SVG plots
         POSIX mq and a copying ring, two processes on two cores and on one core
         (ipc.json, ipc-latency-*.svg, ipc-throughput-*.svg)
   card  zcard-bench: 4 KiB COPY through zcard.ko's rings at queue depth 1 and 32
-        (zcard-driver.json); needs /dev/zcard0: the zcopy guest
+        (zcard-driver.json, zcard-driver.svg); needs /dev/zcard0: the zcopy guest
   rdma  zcopy-rdma-bench: the RDMA channel against ib_write_bw, ib_send_lat and
         ib_write_lat (rdma.json, rdma-bandwidth.svg); needs the Soft-RoCE pair
         zrxe0/zrxe1 (169.254.77.1/.2) and perftest: the zcopy guest
@@ -44,8 +46,7 @@ Runs the project's benchmarks. Each prints its table, writes JSON (and SVG plots
         reported as skipped with the reason, and the others still run
 
 The bench binaries are looked for next to this zcopy (cargo builds them into the same
-target/<profile>/ directory: cargo build -p zcopy-bench --bins, and
-cargo build -p zcopy-vm-tests --bin zcard-bench), or in $ZCOPY_BENCH_DIR.
+target/<profile>/ directory: cargo build -p zcopy-bench --bins), or in $ZCOPY_BENCH_DIR.
 
 --quick passes small settings: a smoke run, not a measurement (well under a minute
 each, even in the emulated guest):
@@ -126,7 +127,7 @@ const SHM: Bench = Bench {
 const CARD: Bench = Bench {
     name: "card",
     binary: "zcard-bench",
-    package: "zcopy-vm-tests",
+    package: "zcopy-bench",
     json: "zcard-driver.json",
 };
 const RDMA: Bench = Bench {

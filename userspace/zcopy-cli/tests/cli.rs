@@ -1233,11 +1233,12 @@ fn bench_help_is_complete() {
 }
 
 /// In the guest: the driver bench, quick (1 s per queue depth), writes
-/// its JSON (depth 1 and 32, ops counted) and prints its table.
+/// its JSON (depth 1 and 32, ops counted) and its bar chart, and prints
+/// its table.
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn bench_card_quick_in_the_guest() {
-    bench_binary("zcopy-vm-tests", "zcard-bench");
+    bench_binary("zcopy-bench", "zcard-bench");
     let dir = TempDir::new("bench-card");
     let out = dir.path("out");
     let (code, stdout, err) =
@@ -1258,6 +1259,11 @@ fn bench_card_quick_in_the_guest() {
             "--quick runs 1 s per depth: {r}"
         );
     }
+    let svg = std::fs::read_to_string(out.join("zcard-driver.svg")).expect("the plot");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("queue depth 32"),
+        "{svg}"
+    );
 }
 
 /// In the guest: the RDMA bench, quick, against perftest on zrxe0/zrxe1:

@@ -725,17 +725,29 @@ fn write_files(dir: &Path, r: &Report) -> Result<()> {
         .map_err(|e| Failure::failed(format!("encoding JSON: {e}")))?;
     let p = dir.join("pipeline.json");
     std::fs::write(&p, json + "\n").map_err(|e| io(&p, e))?;
-    let bars: Vec<(String, f64)> = r
-        .ways
-        .iter()
-        .map(|w| (w.name.to_string(), w.seconds))
-        .collect();
-    let svg = zcopy_bench::plot::bars(
-        &format!("Serving {} from storage to a peer: time (lower is better)", output::human_bytes(r.bytes)),
-        &format!("median of {} runs, {} CPUs, kernel {}; copies on the serving side: read+write 2, mmap 1, others 0", r.runs, r.cpus, r.kernel),
-        "s",
-        &bars,
-    );
+    if r.ways.is_empty() {
+        // Nothing ran: no time to draw.
+        return Ok(());
+    }
+    let chart = zcopy_plot::Bars {
+        title: format!(
+            "Serving {} from storage to a peer (lower is better)",
+            output::human_bytes(r.bytes)
+        ),
+        note: format!(
+            "median of {} runs, {} CPUs, kernel {}; copies on the serving side: read+write 2, \
+             mmap 1, others 0",
+            r.runs, r.cpus, r.kernel
+        ),
+        value: "time per way".into(),
+        unit: zcopy_plot::Unit::Seconds,
+        bars: r
+            .ways
+            .iter()
+            .map(|w| (w.name.to_string(), w.seconds))
+            .collect(),
+    };
+    let svg = zcopy_plot::bars(&chart).map_err(|e| Failure::failed(e.to_string()))?;
     let p = dir.join("pipeline.svg");
     let mut f = File::create(&p).map_err(|e| io(&p, e))?;
     f.write_all(svg.as_bytes()).map_err(|e| io(&p, e))

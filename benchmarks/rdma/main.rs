@@ -4,7 +4,8 @@
 //! - Bandwidth, 4 KiB ... 4 MiB: `ib_write_bw` against the channel moving
 //!   the same bytes (one process sends, another receives and drops each
 //!   message), in perftest's columns: `#bytes #iterations BW peak BW average
-//!   MsgRate`.
+//!   MsgRate`, bandwidth in perftest's MB/sec (2^20 bytes; also the JSON's
+//!   `bw_*_mb_s`).
 //! - Latency: `ib_send_lat` and `ib_write_lat` against a channel ping-pong
 //!   (one-way = half the round trip, as perftest reports), in perftest's
 //!   columns: `t_min t_max t_typical t_avg t_stdev 99% 99.9%`.
@@ -29,6 +30,14 @@ const A: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
 const B: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 2);
 /// Busy-poll rounds before sleeping: effectively always busy, like perftest.
 const SPIN: u32 = 1 << 30;
+/// perftest's "MB" in its MB/sec columns: 2^20 bytes (its format_factor
+/// 0x100000), so the channel's bandwidth is counted in the same unit.
+const PERFTEST_MB: f64 = (1u64 << 20) as f64;
+
+/// Bandwidth in perftest's MB/sec.
+fn mb_per_sec(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / PERFTEST_MB
+}
 
 #[derive(Parser, Debug)]
 #[command(about = "The zcopy RDMA channel against perftest on the same rxe devices")]
@@ -382,7 +391,7 @@ fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
     let secs = start.elapsed().as_secs_f64();
     drop(tx);
     wait_or_kill(&mut child, Duration::from_secs(30)).map_err(|e| e.to_string())?;
-    let avg = (iters as usize * size) as f64 / secs / 1e6;
+    let avg = mb_per_sec(iters * size as u64, secs);
     // Not sampled per completion as perftest does: the peak column
     // repeats the average.
     Ok(Bw {
@@ -512,22 +521,35 @@ fn report(out: &Path, mtu: u32, bw: &[(Bw, Bw)], lat: &[(Lat, Lat, Lat)]) -> Res
         serde_json::to_string_pretty(&doc).unwrap_or_default(),
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
-    let series = vec![
-        (
-            "ib_write_bw".to_string(),
-            bw.iter().map(|(p, _)| (p.bytes as f64, p.avg)).collect(),
+    let chart = zcopy_plot::Lines {
+        title: "RDMA bandwidth on Soft-RoCE, same boot and devices (higher is better)".into(),
+        note: format!(
+            "one sender, one receiver, both busy-polling; IB MTU {mtu}; the channel's average \
+             beside ib_write_bw's"
         ),
-        (
-            "zcopy RDMA channel".to_string(),
-            bw.iter().map(|(_, z)| (z.bytes as f64, z.avg)).collect(),
-        ),
-    ];
+        value: "bandwidth, average".into(),
+        sizes: "message size".into(),
+        unit: zcopy_plot::Unit::BinaryBytesPerSecond,
+        series: vec![
+            zcopy_plot::Series {
+                name: "ib_write_bw".into(),
+                points: bw
+                    .iter()
+                    .map(|(p, _)| (p.bytes as f64, p.avg * PERFTEST_MB))
+                    .collect(),
+            },
+            zcopy_plot::Series {
+                name: "zcopy RDMA channel".into(),
+                points: bw
+                    .iter()
+                    .map(|(_, z)| (z.bytes as f64, z.avg * PERFTEST_MB))
+                    .collect(),
+            },
+        ],
+    };
+    let svg = zcopy_plot::lines(&chart).map_err(|e| e.to_string())?;
     let svg_path = out.join("rdma-bandwidth.svg");
-    std::fs::write(
-        &svg_path,
-        zcopy_bench::plot::svg("RDMA bandwidth on Soft-RoCE (same boot)", "MB/s", &series),
-    )
-    .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    std::fs::write(&svg_path, svg).map_err(|e| format!("{}: {e}", svg_path.display()))?;
     println!();
     for g in &goals {
         println!(
@@ -543,4 +565,16 @@ fn report(out: &Path, mtu: u32, bw: &[(Bw, Bw)], lat: &[(Lat, Lat, Lat)]) -> Res
     }
     println!("wrote {} and {}", json_path.display(), svg_path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_is_counted_in_perftests_megabytes() {
+        // ib_write_bw reports 1 MiB moved in one second as 1.00 MB/sec.
+        assert_eq!(mb_per_sec(1 << 20, 1.0), 1.0);
+        assert_eq!(mb_per_sec(128 << 20, 2.0), 64.0);
+    }
 }

@@ -111,6 +111,21 @@ impl Mech {
         }
     }
 
+    /// The name with what it is, for a plot's legend.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mech::Floor => "floor (a bare shared flag)",
+            Mech::ZcopyBusy => "zcopy-busy (busy-poll)",
+            Mech::ZcopyBlocking => "zcopy-blocking (futex)",
+            Mech::CopyRing => "copy-ring (copying shm ring)",
+            Mech::Pipe => "pipe",
+            Mech::Uds => "uds (Unix socket)",
+            Mech::Mq => "mq (POSIX mq)",
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2 => "iceoryx2",
+        }
+    }
+
     /// Moves the payload without copying it.
     pub fn zero_copy(self) -> bool {
         match self {
