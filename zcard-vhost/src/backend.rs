@@ -12,7 +12,7 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::epoll::EventSet;
 
-use crate::faults::{FaultError, FaultSpec};
+use crate::faults::{FaultError, FaultSpec, MAX_RULES};
 use crate::storage::{Storage, StorageError};
 use crate::vhu_zcard::ZcardBackend;
 use crate::virtio_zcard::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_SEGMENTS, DEFAULT_QUEUES};
@@ -140,6 +140,9 @@ impl TryFrom<Args> for Config {
                 args.max_request_bytes
             ));
         }
+        if args.faults.len() > MAX_RULES {
+            return Err(FaultError::TooMany.into());
+        }
         for rule in &args.faults {
             rule.validate(args.queues)?;
         }
@@ -174,7 +177,7 @@ pub fn build_card(config: &Config) -> Result<Card, Error> {
     let card = Card::new(config.limits, storage, config.seed)
         .map_err(|e| Error::Daemon(format!("cannot create the card's eventfds: {e}")))?;
     for rule in &config.faults {
-        card.faults().add(rule.clone());
+        card.faults().add(rule.clone())?;
     }
     Ok(card)
 }
@@ -282,5 +285,7 @@ mod tests {
             .contains("queue 1 does not exist"));
         let c = args(&["--fault", "delay:delay_us=100", "--fault", "crash:nth=5"]).unwrap();
         assert_eq!(c.faults.len(), 2);
+        let many: Vec<&str> = ["--fault", "stall"].repeat(MAX_RULES + 1);
+        assert!(args(&many).unwrap_err().contains("64 fault rules"));
     }
 }
