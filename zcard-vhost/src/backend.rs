@@ -215,8 +215,10 @@ pub fn serve(backend: Arc<ZcardBackend>, listener: &mut Listener, once: bool) ->
             Ok(()) => info!("front end disconnected"),
             Err(e) => warn!("connection ended: {e}"),
         }
-        // Dropping the daemon stops and joins its worker threads.
+        // Dropping the daemon stops and joins its worker threads; then nothing
+        // of the departed guest (its memory, its request channel) stays mapped.
         drop(daemon);
+        backend.disconnected();
         if once {
             return Ok(());
         }

@@ -46,6 +46,11 @@ struct Session {
 
 impl Session {
     fn connect(sock: &Path) -> Session {
+        Session::connect_named(sock, "zcard-test")
+    }
+
+    /// Connects with guest memory in a memfd called `name` (seen in /proc/self/maps).
+    fn connect_named(sock: &Path, name: &str) -> Session {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut fe = loop {
             match Frontend::connect(sock, 2) {
@@ -66,8 +71,8 @@ impl Session {
         fe.set_protocol_features(proto).unwrap();
         assert_eq!(fe.get_queue_num().unwrap(), 2);
 
-        let memfd = nix::sys::memfd::memfd_create("zcard-test", nix::sys::memfd::MFdFlags::empty())
-            .unwrap();
+        let memfd =
+            nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::empty()).unwrap();
         let file = File::from(memfd);
         file.set_len(MEM).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files(&[(
@@ -255,6 +260,53 @@ fn negotiation_config_round_trip_and_reconnect() {
     assert_eq!(st.status, Status::NeedsReset as u8);
     s.fe.reset_device().unwrap();
     assert!(!backend.card().needs_reset());
+}
+
+/// Lines of /proc/self/maps that map the memfd `name`.
+fn memfd_mappings(name: &str) -> Vec<String> {
+    let path = format!("/memfd:{name}");
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(5) == Some(path.as_str()))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn guest_memory_is_unmapped_when_the_front_end_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, sock) = start_in_process(dir.path());
+    let name = "zcard-test-disconnect";
+    let mut s = Session::connect_named(&sock, name);
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Nop as u8,
+            tag: 1,
+            ..Default::default()
+        },
+        &[],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+    drop(s);
+    // The front end's own mapping went with the session: whatever is left is
+    // the back end's, and it must go once the daemon has seen the disconnect.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = memfd_mappings(name);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guest memory still mapped 5 s after the front end left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        backend.card().stats().snapshot()["connections"].as_u64(),
+        Some(1)
+    );
 }
 
 fn spawn_daemon(dir: &Path, extra: &[&str]) -> Child {
