@@ -42,7 +42,8 @@ static void zcard_pool_free_pages(struct zcard_pool *pool)
 {
 	unsigned long i;
 
-	for (i = 0; i < pool->npages; i++)
+	/* The page array itself may be what could not be allocated. */
+	for (i = 0; pool->pages && i < pool->npages; i++)
 		if (pool->pages[i])
 			put_page(pool->pages[i]);
 	kvfree(pool->pages);
