@@ -124,8 +124,8 @@ struct zcard_ctx;
 
 /**
  * struct zcard_pool - a page-backed DMA buffer pool.
- * @ref: held by each file that has it in its table, each exported fd and
- *	each request in flight on it.
+ * @ref: held by each file that has it in its table, each exported fd, each
+ *	mapping and each request in flight on it.
  * @card: the card (a reference is held).
  * @size: bytes (a multiple of PAGE_SIZE).
  * @npages: pages.

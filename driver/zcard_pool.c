@@ -6,8 +6,10 @@
  * pages), so a mapping of it works with get_user_pages: ibv_reg_mr, O_DIRECT
  * and io_uring accept it. Each block is DMA-mapped once, with the streaming
  * API, when the pool is created; requests sync the ranges they touch. The
- * pages are refcounted one by one: a mapping keeps its pages after the pool
- * is destroyed or the card goes away, until it is unmapped.
+ * pages are charged to the memory cgroup of the process that creates the
+ * pool, until the last of them is freed. Each mapping holds a reference to
+ * the pool: a pool destroyed while mapped stays, with its pages and its
+ * share of the card's pinned limit, until the last mapping goes.
  */
 
 #include <linux/anon_inodes.h>
@@ -95,7 +97,12 @@ static int zcard_pool_alloc_chunk(struct zcard_pool *pool, unsigned int c)
 	unsigned long i;
 	dma_addr_t dma;
 
-	page = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN |
+	/*
+	 * Charged to the creator's memory cgroup; split_page() gives each page
+	 * its share of the charge. __GFP_NORETRY: a cgroup at its limit fails
+	 * the pool with ENOMEM instead of calling its OOM killer.
+	 */
+	page = alloc_pages(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN |
 			   __GFP_NORETRY, ZCARD_CHUNK_ORDER);
 	if (!page)
 		return -ENOMEM;
@@ -121,9 +128,13 @@ static int zcard_pool_alloc_chunk(struct zcard_pool *pool, unsigned int c)
  * @size: bytes, a nonzero multiple of PAGE_SIZE within the limits.
  *
  * Context: process; takes card->lock.
- * Return: the pool with one reference, or an ERR_PTR: -ENOMEM when memory,
- * DMA mappings or the card's pinned limit run out, -ENODEV when the card is
- * gone.
+ * The pool counts against the card's pinned limit from here until it is
+ * freed, after its last reference (file table, exported fd, mapping,
+ * request) is gone.
+ *
+ * Return: the pool with one reference, or an ERR_PTR: -ENOMEM when memory
+ * (the caller's memory cgroup included), DMA mappings or the card's pinned
+ * limit run out, -ENODEV when the card is gone.
  */
 struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size)
 {
@@ -156,9 +167,10 @@ struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size)
 	pool->size = size;
 	pool->npages = size >> PAGE_SHIFT;
 	pool->nchunks = DIV_ROUND_UP(size, ZCARD_CHUNK);
-	pool->pages = kvcalloc(pool->npages, sizeof(*pool->pages), GFP_KERNEL);
+	pool->pages = kvcalloc(pool->npages, sizeof(*pool->pages),
+			       GFP_KERNEL_ACCOUNT | __GFP_NORETRY);
 	pool->chunk_dma = kvcalloc(pool->nchunks, sizeof(*pool->chunk_dma),
-				   GFP_KERNEL);
+				   GFP_KERNEL_ACCOUNT | __GFP_NORETRY);
 	if (!pool->pages || !pool->chunk_dma)
 		goto err_free;
 
@@ -268,9 +280,27 @@ void zcard_pool_sync(struct zcard_pool *pool, u64 off, u32 len, bool for_cpu)
 	}
 }
 
+static void zcard_pool_vm_open(struct vm_area_struct *vma)
+{
+	struct zcard_pool *pool = vma->vm_private_data;
+
+	/* A split or moved mapping: each part holds the pool. */
+	kref_get(&pool->ref);
+}
+
+static void zcard_pool_vm_close(struct vm_area_struct *vma)
+{
+	zcard_pool_put(vma->vm_private_data);
+}
+
+static const struct vm_operations_struct zcard_pool_vm_ops = {
+	.open = zcard_pool_vm_open,
+	.close = zcard_pool_vm_close,
+};
+
 /**
  * zcard_pool_mmap() - map a whole pool.
- * @pool: the pool.
+ * @pool: the pool; the mapping takes a reference of its own.
  * @vma: a shared, non-executable mapping exactly the pool's size.
  *
  * Return: 0, -EINVAL for a wrong size or a private mapping, -EPERM for an
@@ -292,7 +322,13 @@ int zcard_pool_mmap(struct zcard_pool *pool, struct vm_area_struct *vma)
 	err = vm_insert_pages(vma, vma->vm_start, pool->pages, &num);
 	if (!err && num)
 		err = -ENOMEM;
-	return err;
+	if (err)
+		return err;
+	/* Installed last: a failed mmap calls no close. */
+	kref_get(&pool->ref);
+	vma->vm_private_data = pool;
+	vma->vm_ops = &zcard_pool_vm_ops;
+	return 0;
 }
 
 static int zcard_pool_fd_release(struct inode *inode, struct file *file)

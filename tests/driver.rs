@@ -857,6 +857,134 @@ fn cq_overflow_is_counted_never_silent() {
     settle();
 }
 
+/// The zcard module reloaded with `params`, and reloaded with none on drop.
+struct Reloaded;
+
+impl Reloaded {
+    fn with(params: &[&str]) -> Reloaded {
+        settle();
+        reload_zcard(params);
+        Reloaded
+    }
+}
+
+impl Drop for Reloaded {
+    fn drop(&mut self) {
+        let _ = Counters::read(0).map(|_| settle());
+        reload_zcard(&[]);
+    }
+}
+
+fn reload_zcard(params: &[&str]) {
+    let ko = zcopy_vm_tests::repo_root().join("driver/zcard.ko");
+    let run = |cmd: &mut Command| assert!(cmd.status().expect("kmod tools").success(), "{cmd:?}");
+    run(Command::new("rmmod").arg("zcard"));
+    run(Command::new("insmod").arg(&ko).args(params));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Card::open_index(0).is_err() {
+        assert!(Instant::now() < deadline, "no /dev/zcard0 after insmod");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cgroup v2 memory cgroup, removed on drop.
+struct MemCgroup(PathBuf);
+
+impl MemCgroup {
+    fn new(name: &str, max: &str) -> MemCgroup {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        if !root.join("cgroup.controllers").exists() {
+            let st = Command::new("mount")
+                .args(["-t", "cgroup2", "none"])
+                .arg(&root)
+                .status()
+                .expect("mount");
+            assert!(st.success(), "cannot mount cgroup2 on {}", root.display());
+        }
+        let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+        assert!(
+            controllers.contains("memory"),
+            "no memory controller: {controllers}"
+        );
+        std::fs::write(root.join("cgroup.subtree_control"), "+memory")
+            .expect("enable the memory controller");
+        let dir = root.join(name);
+        if !dir.exists() {
+            std::fs::create_dir(&dir).unwrap();
+        }
+        let cg = MemCgroup(dir);
+        cg.set_max(max);
+        cg
+    }
+
+    fn set_max(&self, max: &str) {
+        std::fs::write(self.0.join("memory.max"), max).expect("memory.max");
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("cgroup.procs");
+    }
+
+    fn current(&self) -> u64 {
+        read_attr(self.0.join("memory.current").to_str().unwrap())
+            .expect("memory.current")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn destroyed_but_mapped_pools_stay_counted_and_charged() {
+    const MIB16: u64 = 16 << 20;
+    let _module = Reloaded::with(&["pinned_limit_mb=16"]);
+    assert_eq!(card().info().pinned_limit, MIB16);
+    let cg = MemCgroup::new("zcard-memcg-test", "64M");
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = peer(&["memcg", "32", &MIB16.to_string()], &theirs);
+    cg.add(child.id());
+    let base = cg.current();
+    let tell = |what: &str| {
+        use std::io::Write;
+        writeln!(&ours, "{what}").unwrap();
+    };
+    tell("go");
+    // 32 rounds of {create 16 MiB, mmap, touch, destroy}, every mapping kept:
+    // the first holds the whole limit, each later one would be the 17th MiB.
+    let mut want = vec!["ok"];
+    want.extend(std::iter::repeat_n("ENOMEM", 31));
+    assert_eq!(read_reply(&ours), format!("held {}", want.join(",")));
+    let c = Counters::read(0).unwrap();
+    assert_eq!(
+        (c.pools, c.pinned),
+        (1, MIB16),
+        "the destroyed, mapped pool counts"
+    );
+    let current = cg.current();
+    assert!(
+        current >= base + MIB16,
+        "memory.current {current} holds the pool's 16 MiB (was {base})"
+    );
+    // Unmapped, the pool goes; 32 rounds that unmap each time all fit.
+    tell("release");
+    assert_eq!(read_reply(&ours), "released 32");
+    // A pool that does not fit under the cgroup's memory.max: ENOMEM, no OOM kill.
+    cg.set_max(&(cg.current() + (4 << 20)).to_string());
+    tell("tight");
+    assert_eq!(read_reply(&ours), "tight ENOMEM");
+    assert!(child.wait().unwrap().success());
+    drop(ours);
+    settle();
+    drop(cg);
+}
+
 /// The virtio device the zcard driver is bound to.
 fn bound_device() -> String {
     let dir = PathBuf::from("/sys/bus/virtio/drivers/zcard");
