@@ -9,6 +9,7 @@
  */
 
 #include <linux/eventfd.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
 #include <linux/mm.h>
@@ -277,6 +278,7 @@ static long zcard_ioc_pool_export(struct zcard_ctx *ctx, void __user *arg)
 {
 	struct zcard_pool_export pe;
 	struct zcard_pool *pool;
+	struct file *file;
 	int fd;
 
 	if (copy_from_user(&pe, arg, sizeof(pe)))
@@ -284,17 +286,28 @@ static long zcard_ioc_pool_export(struct zcard_ctx *ctx, void __user *arg)
 	if ((pe.flags & ~ZCARD_EXPORT_CLOEXEC) || pe.reserved0 ||
 	    !zcard_zero(pe.reserved, ARRAY_SIZE(pe.reserved)))
 		return -EINVAL;
-	mutex_lock(&ctx->lock);
-	pool = zcard_ctx_pool(ctx, pe.pool_id);
-	fd = pool ? zcard_pool_export(pool, pe.flags) : -ENOENT;
-	mutex_unlock(&ctx->lock);
+	fd = get_unused_fd_flags((pe.flags & ZCARD_EXPORT_CLOEXEC) ? O_CLOEXEC : 0);
 	if (fd < 0)
 		return fd;
+	mutex_lock(&ctx->lock);
+	pool = zcard_ctx_pool(ctx, pe.pool_id);
+	file = pool ? zcard_pool_export_file(pool) : ERR_PTR(-ENOENT);
+	mutex_unlock(&ctx->lock);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
 	pe.fd = fd;
+	/*
+	 * The descriptor is installed only once user space has been told its
+	 * number: a failed copy leaves no descriptor behind.
+	 */
 	if (copy_to_user(arg, &pe, sizeof(pe))) {
-		/* The descriptor is installed; user space owns it now. */
+		fput(file);
+		put_unused_fd(fd);
 		return -EFAULT;
 	}
+	fd_install(fd, file);
 	return 0;
 }
 

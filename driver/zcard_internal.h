@@ -350,7 +350,7 @@ int zcard_pool_segments(struct zcard_pool *pool, u64 off, u32 len,
 			struct scatterlist *sg, unsigned int max);
 void zcard_pool_sync(struct zcard_pool *pool, u64 off, u32 len, bool for_cpu);
 void zcard_pools_unmap(struct zcard *card);
-int zcard_pool_export(struct zcard_pool *pool, unsigned int flags);
+struct file *zcard_pool_export_file(struct zcard_pool *pool);
 struct zcard_pool *zcard_pool_from_fd(int fd);
 int zcard_pool_mmap(struct zcard_pool *pool, struct vm_area_struct *vma);
 

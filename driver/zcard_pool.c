@@ -343,22 +343,24 @@ static const struct file_operations zcard_pool_fops = {
 };
 
 /**
- * zcard_pool_export() - a new file descriptor that stands for a pool.
- * @pool: the pool (the descriptor takes a reference of its own).
- * @flags: ZCARD_EXPORT_CLOEXEC or 0.
+ * zcard_pool_export_file() - a new file that stands for a pool, not yet in
+ * any descriptor table.
+ * @pool: the pool (the file takes a reference of its own).
  *
- * Return: the descriptor or a negative errno.
+ * The caller installs it with fd_install() once nothing can fail any more,
+ * or drops it with fput().
+ *
+ * Return: the file or an ERR_PTR.
  */
-int zcard_pool_export(struct zcard_pool *pool, unsigned int flags)
+struct file *zcard_pool_export_file(struct zcard_pool *pool)
 {
-	int fd;
+	struct file *file;
 
 	kref_get(&pool->ref);
-	fd = anon_inode_getfd("[zcard-pool]", &zcard_pool_fops, pool,
-			      O_RDWR | ((flags & ZCARD_EXPORT_CLOEXEC) ? O_CLOEXEC : 0));
-	if (fd < 0)
+	file = anon_inode_getfile("[zcard-pool]", &zcard_pool_fops, pool, O_RDWR);
+	if (IS_ERR(file))
 		zcard_pool_put(pool);
-	return fd;
+	return file;
 }
 
 /**
