@@ -649,8 +649,12 @@ static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 
 		if (!ring)
 			return -ENXIO;
+		/*
+		 * VM_MAYSHARE, not VM_SHARED: a shared mapping of a file opened
+		 * read-only has VM_SHARED cleared (and cannot be made writable).
+		 */
 		if (vma->vm_end - vma->vm_start != ctx->ring_size ||
-		    !(vma->vm_flags & VM_SHARED))
+		    !(vma->vm_flags & VM_MAYSHARE))
 			return -EINVAL;
 		if (vma->vm_flags & VM_EXEC)
 			return -EPERM;

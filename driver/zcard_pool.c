@@ -301,7 +301,9 @@ static const struct vm_operations_struct zcard_pool_vm_ops = {
 /**
  * zcard_pool_mmap() - map a whole pool.
  * @pool: the pool; the mapping takes a reference of its own.
- * @vma: a shared, non-executable mapping exactly the pool's size.
+ * @vma: a shared, non-executable mapping exactly the pool's size (read-only
+ *	when the file was opened read-only: the kernel then clears VM_SHARED
+ *	and keeps VM_MAYSHARE).
  *
  * Return: 0, -EINVAL for a wrong size or a private mapping, -EPERM for an
  * executable one, or the error of vm_insert_pages().
@@ -313,7 +315,7 @@ int zcard_pool_mmap(struct zcard_pool *pool, struct vm_area_struct *vma)
 
 	if (vma->vm_end - vma->vm_start != pool->size)
 		return -EINVAL;
-	if (!(vma->vm_flags & VM_SHARED))
+	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;

@@ -857,6 +857,101 @@ fn cq_overflow_is_counted_never_silent() {
     settle();
 }
 
+/// Maps `len` bytes at `off` of `fd`; the mapping or the errno.
+fn map_raw(
+    fd: std::os::fd::BorrowedFd<'_>,
+    off: u64,
+    len: usize,
+    prot: nix::sys::mman::ProtFlags,
+    flags: nix::sys::mman::MapFlags,
+) -> Result<std::ptr::NonNull<std::ffi::c_void>, Errno> {
+    // SAFETY: a fresh mapping at an address the kernel chooses; the caller
+    // unmaps it with `unmap_raw` and the same length.
+    unsafe {
+        nix::sys::mman::mmap(
+            None,
+            std::num::NonZeroUsize::new(len).unwrap(),
+            prot,
+            flags,
+            fd,
+            off as i64,
+        )
+    }
+}
+
+fn unmap_raw(ptr: std::ptr::NonNull<std::ffi::c_void>, len: usize) {
+    // SAFETY: `ptr` is a mapping of `len` bytes made by `map_raw` and not
+    // used after this.
+    unsafe { nix::sys::mman::munmap(ptr, len) }.unwrap();
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_read_only_file_maps_rings_and_pools_read_only() {
+    use nix::sys::mman::{MapFlags, ProtFlags};
+    settle();
+    let ro = std::fs::File::open("/dev/zcard0").unwrap();
+    let mut pc = uapi::ZcardPoolCreate {
+        size: 8192,
+        ..Default::default()
+    };
+    // SAFETY: `ro` is open and `pc` a valid struct zcard_pool_create.
+    unsafe { uapi::zcard_ioc_pool_create(ro.as_raw_fd(), &mut pc) }.unwrap();
+    let mut rs = uapi::ZcardRingSetup {
+        sq_entries: 4,
+        ..Default::default()
+    };
+    // SAFETY: as above, a valid struct zcard_ring_setup.
+    unsafe { uapi::zcard_ioc_ring_setup(ro.as_raw_fd(), &mut rs) }.unwrap();
+    let ring_len = rs.ring_size as usize;
+    for (what, off, len) in [("pool", pc.mmap_offset, 8192), ("rings", 0, ring_len)] {
+        let m = map_raw(
+            ro.as_fd(),
+            off,
+            len,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_SHARED,
+        )
+        .unwrap_or_else(|e| panic!("{what}: MAP_SHARED, PROT_READ of an O_RDONLY file: {e}"));
+        // SAFETY: the mapping is `len` readable bytes.
+        let first = unsafe { std::ptr::read_volatile(m.as_ptr().cast::<u32>()) };
+        assert_eq!(first, 0, "{what}: a zeroed pool, an sq_tail of 0");
+        // Read-only for good: mprotect cannot make it writable.
+        // SAFETY: changes the protection of the mapping just made, nothing else.
+        let wr = unsafe {
+            nix::sys::mman::mprotect(m, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
+        };
+        assert_eq!(wr, Err(Errno::EACCES), "{what}: mprotect to writable");
+        unmap_raw(m, len);
+        assert_eq!(
+            map_raw(
+                ro.as_fd(),
+                off,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED
+            )
+            .err(),
+            Some(Errno::EACCES),
+            "{what}: writable shared map of a read-only file"
+        );
+        assert_eq!(
+            map_raw(
+                ro.as_fd(),
+                off,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE
+            )
+            .err(),
+            Some(Errno::EINVAL),
+            "{what}: private"
+        );
+    }
+    drop(ro);
+    settle();
+}
+
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn an_export_that_cannot_report_its_fd_leaves_none() {
