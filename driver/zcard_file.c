@@ -635,6 +635,29 @@ static long zcard_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	}
 }
 
+/*
+ * Every ring page is inserted at mmap time; this puts one back after it was
+ * dropped from the page tables (madvise MADV_DONTNEED). The mapping holds
+ * the file, so the context and its ring outlive it.
+ */
+static vm_fault_t zcard_ring_vm_fault(struct vm_fault *vmf)
+{
+	struct zcard_ctx *ctx = vmf->vma->vm_file->private_data;
+	unsigned long i = vmf->pgoff - (ZCARD_OFF_RINGS >> PAGE_SHIFT);
+	struct page *page;
+
+	if (i >= ctx->ring_size >> PAGE_SHIFT)
+		return VM_FAULT_SIGBUS;
+	page = vmalloc_to_page(ctx->ring + (i << PAGE_SHIFT));
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
+static const struct vm_operations_struct zcard_ring_vm_ops = {
+	.fault = zcard_ring_vm_fault,
+};
+
 static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct zcard_ctx *ctx = file->private_data;
@@ -660,7 +683,10 @@ static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 			return -EPERM;
 		vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND,
 			     VM_MAYEXEC);
-		return remap_vmalloc_range(vma, ring, 0);
+		err = remap_vmalloc_range(vma, ring, 0);
+		if (!err)
+			vma->vm_ops = &zcard_ring_vm_ops;
+		return err;
 	}
 	if (off & GENMASK_ULL(31, 0))
 		return -EINVAL;

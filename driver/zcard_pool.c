@@ -9,7 +9,9 @@
  * pages are charged to the memory cgroup of the process that creates the
  * pool, until the last of them is freed. Each mapping holds a reference to
  * the pool: a pool destroyed while mapped stays, with its pages and its
- * share of the card's pinned limit, until the last mapping goes.
+ * share of the card's pinned limit, until the last mapping goes, and a page
+ * dropped from a mapping (madvise MADV_DONTNEED) comes back on the next
+ * access.
  */
 
 #include <linux/anon_inodes.h>
@@ -293,9 +295,27 @@ static void zcard_pool_vm_close(struct vm_area_struct *vma)
 	zcard_pool_put(vma->vm_private_data);
 }
 
+/*
+ * Every page is inserted at mmap time; this puts one back after it was
+ * dropped from the page tables (madvise MADV_DONTNEED).
+ */
+static vm_fault_t zcard_pool_vm_fault(struct vm_fault *vmf)
+{
+	struct zcard_pool *pool = vmf->vma->vm_private_data;
+	struct page *page;
+
+	if (vmf->pgoff >= pool->npages)
+		return VM_FAULT_SIGBUS;
+	page = pool->pages[vmf->pgoff];
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
 static const struct vm_operations_struct zcard_pool_vm_ops = {
 	.open = zcard_pool_vm_open,
 	.close = zcard_pool_vm_close,
+	.fault = zcard_pool_vm_fault,
 };
 
 /**
@@ -320,6 +340,11 @@ int zcard_pool_mmap(struct zcard_pool *pool, struct vm_area_struct *vma)
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;
 	vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND, VM_MAYEXEC);
+	/*
+	 * From here the mapping's page offset is the page's index in the pool
+	 * (the fault handler and the parts of a split mapping rely on it).
+	 */
+	vma->vm_pgoff = 0;
 	/* Each inserted page gets a reference of the mapping's own. */
 	err = vm_insert_pages(vma, vma->vm_start, pool->pages, &num);
 	if (!err && num)

@@ -954,6 +954,75 @@ fn a_read_only_file_maps_rings_and_pools_read_only() {
 
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
+fn madvise_dontneed_gives_the_same_pages_back() {
+    use nix::sys::mman::{madvise, MapFlags, MmapAdvise, ProtFlags};
+    let card = card();
+    settle();
+    let p = card.create_pool(64 << 10).unwrap();
+    let map = p.map().unwrap();
+    let data = pattern_bytes(9, 64 << 10);
+    map.write(0, &data).unwrap();
+    let base = std::ptr::NonNull::new(map.as_ptr().cast()).unwrap();
+    // SAFETY: drops the page-table entries of this mapping only; the pool's
+    // memory itself is untouched.
+    unsafe { madvise(base, map.len(), MmapAdvise::MADV_DONTNEED) }.unwrap();
+    let mut back = vec![0u8; data.len()];
+    map.read(0, &mut back).unwrap();
+    assert!(back == data, "the pool's contents after MADV_DONTNEED");
+    // Still the pool's own pages: what the card writes shows in this mapping.
+    let mut rings = card.setup_rings(4).unwrap();
+    // SAFETY: as above, the first page, which the FILL then targets.
+    unsafe { madvise(base, 4096, MmapAdvise::MADV_DONTNEED) }.unwrap();
+    assert_eq!(
+        run_one(
+            &mut rings,
+            Sqe::fill(Buf::new(&p, 0), 4096, 0x5a5a_5a5a_5a5a_5a5a)
+        )
+        .result,
+        4096
+    );
+    let mut page = [0u8; 4096];
+    map.read(0, &mut page).unwrap();
+    assert!(
+        page.iter().all(|&b| b == 0x5a),
+        "the card's FILL is visible"
+    );
+
+    // The rings: a second view, written, dropped, read back.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/zcard0")
+        .unwrap();
+    let mut rs = uapi::ZcardRingSetup {
+        sq_entries: 4,
+        ..Default::default()
+    };
+    // SAFETY: `file` is open and `rs` a valid struct zcard_ring_setup.
+    unsafe { uapi::zcard_ioc_ring_setup(file.as_raw_fd(), &mut rs) }.unwrap();
+    let len = rs.ring_size as usize;
+    let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    let m = map_raw(file.as_fd(), 0, len, rw, MapFlags::MAP_SHARED).unwrap();
+    // SAFETY: the SQE array lies inside the `len`-byte mapping (setup said so).
+    let sqe = unsafe { m.as_ptr().cast::<u8>().add(rs.off.sqes as usize) };
+    // SAFETY: `sqe` points at 4 SQEs of 64 writable bytes each.
+    unsafe { std::ptr::write_bytes(sqe, 0xa7, 64) };
+    // SAFETY: drops the page-table entries of this view only.
+    unsafe { madvise(m, len, MmapAdvise::MADV_DONTNEED) }.unwrap();
+    // SAFETY: as above.
+    let again = unsafe { std::slice::from_raw_parts(sqe, 64) }.to_vec();
+    assert_eq!(
+        again,
+        vec![0xa7; 64],
+        "the ring's contents after MADV_DONTNEED"
+    );
+    unmap_raw(m, len);
+    drop((file, rings, map, p, card));
+    settle();
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
 fn an_export_that_cannot_report_its_fd_leaves_none() {
     use nix::sys::mman::{mprotect, MapFlags, ProtFlags};
     let card = card();
