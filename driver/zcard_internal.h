@@ -56,8 +56,8 @@ struct zcard_ctx;
 
 /**
  * struct zcard_pool - a page-backed DMA buffer pool.
- * @ref: held by each file that has it in its table, each exported fd and
- *	each request in flight on it.
+ * @ref: held by each file that has it in its table, each exported fd, each
+ *	mapping and each request in flight on it.
  * @card: the card (a reference is held).
  * @size: bytes (a multiple of PAGE_SIZE).
  * @npages: pages.
@@ -289,7 +289,7 @@ int zcard_pool_segments(struct zcard_pool *pool, u64 off, u32 len,
 			struct scatterlist *sg, unsigned int max);
 void zcard_pool_sync(struct zcard_pool *pool, u64 off, u32 len, bool for_cpu);
 void zcard_pools_unmap(struct zcard *card);
-int zcard_pool_export(struct zcard_pool *pool, unsigned int flags);
+struct file *zcard_pool_export_file(struct zcard_pool *pool);
 struct zcard_pool *zcard_pool_from_fd(int fd);
 int zcard_pool_mmap(struct zcard_pool *pool, struct vm_area_struct *vma);
 

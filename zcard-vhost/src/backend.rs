@@ -13,7 +13,7 @@ use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::epoll::EventSet;
 use zcopy_units::parse_size;
 
-use crate::faults::{FaultError, FaultSpec};
+use crate::faults::{FaultError, FaultSpec, MAX_RULES};
 use crate::storage::{Storage, StorageError};
 use crate::vhu_zcard::ZcardBackend;
 use crate::virtio_zcard::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_SEGMENTS, DEFAULT_QUEUES};
@@ -126,6 +126,9 @@ impl TryFrom<Args> for Config {
                 args.max_request_bytes
             ));
         }
+        if args.faults.len() > MAX_RULES {
+            return Err(FaultError::TooMany.into());
+        }
         for rule in &args.faults {
             rule.validate(args.queues)?;
         }
@@ -160,7 +163,7 @@ pub fn build_card(config: &Config) -> Result<Card, Error> {
     let card = Card::new(config.limits, storage, config.seed)
         .map_err(|e| Error::Daemon(format!("cannot create the card's eventfds: {e}")))?;
     for rule in &config.faults {
-        card.faults().add(rule.clone());
+        card.faults().add(rule.clone())?;
     }
     Ok(card)
 }
@@ -198,8 +201,10 @@ pub fn serve(backend: Arc<ZcardBackend>, listener: &mut Listener, once: bool) ->
             Ok(()) => info!("front end disconnected"),
             Err(e) => warn!("connection ended: {e}"),
         }
-        // Dropping the daemon stops and joins its worker threads.
+        // Dropping the daemon stops and joins its worker threads; then nothing
+        // of the departed guest (its memory, its request channel) stays mapped.
         drop(daemon);
+        backend.disconnected();
         if once {
             return Ok(());
         }
@@ -271,5 +276,7 @@ mod tests {
             .contains("queue 1 does not exist"));
         let c = args(&["--fault", "delay:delay_us=100", "--fault", "crash:nth=5"]).unwrap();
         assert_eq!(c.faults.len(), 2);
+        let many: Vec<&str> = ["--fault", "stall"].repeat(MAX_RULES + 1);
+        assert!(args(&many).unwrap_err().contains("64 fault rules"));
     }
 }

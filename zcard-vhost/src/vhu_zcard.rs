@@ -57,6 +57,14 @@ impl ZcardBackend {
         u64::from(self.card.limits().num_queues) + 1 + thread as u64
     }
 
+    /// Forgets what belonged to the connection that ended: the guest's memory
+    /// (so no mapping of a departed guest's RAM outlives it) and the back-end
+    /// request channel.
+    pub fn disconnected(&self) {
+        *self.mem.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.frontend.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Tells the front end that the config space changed (after NEEDS_RESET), if it listens.
     pub fn notify_config_change(&self) {
         if let Some(frontend) = self

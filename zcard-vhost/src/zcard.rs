@@ -487,19 +487,25 @@ impl Card {
             Op::Crc32c => crc32c(mem, &req.src, req.header.pattern as u32),
             Op::StorageRead => {
                 let mut at = req.header.storage_offset;
+                let mut failed = None;
                 for_each_slice(mem, &req.dst, |s| {
-                    self.storage.read_into(at, &s);
+                    if failed.is_none() {
+                        failed = self.storage.read_into(at, &s).err();
+                    }
                     at += s.len() as u64;
                 })
-                .map(|()| 0)
+                .and_then(|()| storage_status(failed))
             }
             Op::StorageWrite => {
                 let mut at = req.header.storage_offset;
+                let mut failed = None;
                 for_each_slice(mem, &req.src, |s| {
-                    self.storage.write_from(at, &s);
+                    if failed.is_none() {
+                        failed = self.storage.write_from(at, &s).err();
+                    }
                     at += s.len() as u64;
                 })
-                .map(|()| 0)
+                .and_then(|()| storage_status(failed))
             }
             Op::Flush => self.storage.flush().map(|()| 0).map_err(|e| {
                 warn!("flush: {e}");
@@ -515,6 +521,17 @@ impl Card {
         }
         let written = if req.op.has_destinations() { moved } else { 0 };
         (Status::Ok, result, written)
+    }
+}
+
+/// The outcome of a storage transfer: `io_error` (logged) if a part failed.
+fn storage_status(failed: Option<crate::storage::StorageError>) -> Result<u32, Status> {
+    match failed {
+        None => Ok(0),
+        Some(e) => {
+            warn!("{e}");
+            Err(Status::IoError)
+        }
     }
 }
 

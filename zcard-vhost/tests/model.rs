@@ -226,7 +226,7 @@ proptest! {
             prop_assert!(rig.read(WIN, WIN_LEN as usize) == model.mem, "guest memory after request {} {:?}", i, r);
         }
         let mut storage = vec![0; STORAGE as usize];
-        rig.card().storage().read_bytes(0, &mut storage);
+        rig.card().storage().read_bytes(0, &mut storage).unwrap();
         prop_assert!(storage == model.storage, "storage");
     }
 }
