@@ -11,6 +11,7 @@
 #include <linux/dma-mapping.h>
 #include <linux/idr.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
@@ -113,14 +114,15 @@ static void zcard_reset_work(struct work_struct *work)
 	int err;
 
 	down_write(&card->reset_sem);
-	if (card->removed)
+	/* A card frozen for sleep is restarted by its restore, not here. */
+	if (card->removed || card->suspended)
 		goto out;
 	atomic64_inc(&card->stats.resets);
-	card->resetting = true;
+	WRITE_ONCE(card->reset_owner, current);
 	err = virtio_device_freeze(card->vdev);
 	if (!err)
 		err = virtio_device_restore(card->vdev);
-	card->resetting = false;
+	WRITE_ONCE(card->reset_owner, NULL);
 	if (err) {
 		dev_err(&card->vdev->dev, "reset failed (%d): the card is unusable\n", err);
 		WRITE_ONCE(card->removed, true);
@@ -131,24 +133,33 @@ out:
 	up_write(&card->reset_sem);
 }
 
+/* Whether the caller is zcard_reset_work(), which holds reset_sem. */
+static bool zcard_in_reset(struct zcard *card)
+{
+	return READ_ONCE(card->reset_owner) == current;
+}
+
 /*
- * virtio_device_freeze() calls this for a reset (reset_work holds reset_sem)
- * and on suspend (then the watchdog and reset work are stopped and the
- * queues stopped under reset_sem here).
+ * virtio_device_freeze() calls this for a reset (from zcard_reset_work(),
+ * which holds reset_sem) and for system sleep. For sleep, taking reset_sem
+ * waits for a reset in progress, and once the card is marked suspended no
+ * reset starts until zcard_restore(); the reset work and the watchdog are
+ * then stopped outside reset_sem, which both take.
  */
 static int zcard_freeze(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
 
-	if (card->resetting) {
+	if (zcard_in_reset(card)) {
 		zcard_stop(card, -ECANCELED);
 		return 0;
 	}
-	cancel_work_sync(&card->reset_work);
-	cancel_delayed_work_sync(&card->watchdog);
 	down_write(&card->reset_sem);
+	card->suspended = true;
 	zcard_stop(card, -ECANCELED);
 	up_write(&card->reset_sem);
+	cancel_work_sync(&card->reset_work);
+	cancel_delayed_work_sync(&card->watchdog);
 	return 0;
 }
 
@@ -156,15 +167,18 @@ static int zcard_freeze(struct virtio_device *vdev)
 static int zcard_restore(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
+	bool in_reset = zcard_in_reset(card);
 	int err;
 
-	if (!card->resetting)
+	if (!in_reset)
 		down_write(&card->reset_sem);
 	err = zcard_find_vqs(card);
 	if (!err)
 		virtio_device_ready(vdev);
-	if (!card->resetting)
+	if (!in_reset) {
+		card->suspended = false;
 		up_write(&card->reset_sem);
+	}
 	return err;
 }
 
