@@ -195,6 +195,10 @@ struct zcard_stats {
  *	restore callbacks it calls know they hold reset_sem; NULL otherwise.
  * @suspended: frozen for system sleep (under reset_sem): no reset runs
  *	until the card is restored.
+ * @fail_restarts: fault injection (debugfs, zcardN/fail_restarts): this
+ *	many restarts of the card, after a reset or on resume, fail as if its
+ *	queues could not be set up (under reset_sem).
+ * @debugfs: the card's debugfs directory.
  * @ctxs: open files, to wake their waiters on removal (under @lock).
  * @watchdog: looks for lost completions and timed-out requests.
  * @reset_work: resets the card.
@@ -217,6 +221,8 @@ struct zcard {
 	bool stopped;
 	struct task_struct *reset_owner;
 	bool suspended;
+	u32 fail_restarts;
+	struct dentry *debugfs;
 	struct list_head ctxs;
 	struct delayed_work watchdog;
 	struct work_struct reset_work;

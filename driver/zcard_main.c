@@ -8,6 +8,7 @@
  * removal, and the sysfs counters.
  */
 
+#include <linux/debugfs.h>
 #include <linux/dma-mapping.h>
 #include <linux/idr.h>
 #include <linux/module.h>
@@ -26,6 +27,9 @@ static DEFINE_IDA(zcard_ida);
 
 /* Frees contexts and pools; drained before the module goes away. */
 struct workqueue_struct *zcard_wq;
+
+/* /sys/kernel/debug/zcard: a directory per card (fault injection). */
+static struct dentry *zcard_debugfs;
 
 static void zcard_free(struct kref *ref)
 {
@@ -108,6 +112,22 @@ out:
 	return err;
 }
 
+/*
+ * Marks the card gone, so that every operation fails with -ENODEV, and
+ * wakes every waiter and poller of its files, which then see EPOLLERR |
+ * EPOLLHUP even with nothing in flight.
+ */
+static void zcard_mark_removed(struct zcard *card)
+{
+	struct zcard_ctx *ctx;
+
+	mutex_lock(&card->lock);
+	WRITE_ONCE(card->removed, true);
+	list_for_each_entry(ctx, &card->ctxs, node)
+		wake_up_all(&ctx->wait);
+	mutex_unlock(&card->lock);
+}
+
 static void zcard_reset_work(struct work_struct *work)
 {
 	struct zcard *card = container_of(work, struct zcard, reset_work);
@@ -125,7 +145,7 @@ static void zcard_reset_work(struct work_struct *work)
 	WRITE_ONCE(card->reset_owner, NULL);
 	if (err) {
 		dev_err(&card->vdev->dev, "reset failed (%d): the card is unusable\n", err);
-		WRITE_ONCE(card->removed, true);
+		zcard_mark_removed(card);
 	} else {
 		dev_info(&card->vdev->dev, "card reset\n");
 	}
@@ -172,11 +192,21 @@ static int zcard_restore(struct virtio_device *vdev)
 
 	if (!in_reset)
 		down_write(&card->reset_sem);
-	err = zcard_find_vqs(card);
+	if (card->fail_restarts) {
+		card->fail_restarts--;
+		dev_warn(&vdev->dev, "restart failed on purpose (debugfs fail_restarts)\n");
+		err = -EIO;
+	} else {
+		err = zcard_find_vqs(card);
+	}
 	if (!err)
 		virtio_device_ready(vdev);
 	if (!in_reset) {
 		card->suspended = false;
+		if (err) {
+			dev_err(&vdev->dev, "resume failed (%d): the card is unusable\n", err);
+			zcard_mark_removed(card);
+		}
 		up_write(&card->reset_sem);
 	}
 	return err;
@@ -381,6 +411,8 @@ static int zcard_probe(struct virtio_device *vdev)
 	err = misc_register(&card->misc);
 	if (err)
 		goto err_reset;
+	card->debugfs = debugfs_create_dir(card->name, zcard_debugfs);
+	debugfs_create_u32("fail_restarts", 0600, card->debugfs, &card->fail_restarts);
 	dev_info(&vdev->dev, "%s: %u queues, %u segments, storage %llu bytes, max op %u bytes\n",
 		 card->name, card->info.num_queues, card->info.max_segments,
 		 card->info.storage_capacity, card->info.max_op_bytes);
@@ -400,9 +432,9 @@ err_put:
 static void zcard_remove(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
-	struct zcard_ctx *ctx;
 
 	misc_deregister(&card->misc);
+	debugfs_remove_recursive(card->debugfs);
 	mutex_lock(&card->lock);
 	WRITE_ONCE(card->removed, true);
 	mutex_unlock(&card->lock);
@@ -415,10 +447,7 @@ static void zcard_remove(struct virtio_device *vdev)
 	cancel_delayed_work_sync(&card->watchdog);
 
 	/* Waiters and pollers with nothing in flight learn of it here. */
-	mutex_lock(&card->lock);
-	list_for_each_entry(ctx, &card->ctxs, node)
-		wake_up_all(&ctx->wait);
-	mutex_unlock(&card->lock);
+	zcard_mark_removed(card);
 	zcard_pools_unmap(card);
 	zcard_free_queues(card);
 	card->dma_dev = NULL;
@@ -452,9 +481,12 @@ static int __init zcard_init(void)
 	zcard_wq = alloc_workqueue("zcard", 0, 0);
 	if (!zcard_wq)
 		return -ENOMEM;
+	zcard_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
 	err = register_virtio_driver(&zcard_driver);
-	if (err)
+	if (err) {
+		debugfs_remove_recursive(zcard_debugfs);
 		destroy_workqueue(zcard_wq);
+	}
 	return err;
 }
 module_init(zcard_init);
@@ -462,6 +494,7 @@ module_init(zcard_init);
 static void __exit zcard_exit(void)
 {
 	unregister_virtio_driver(&zcard_driver);
+	debugfs_remove_recursive(zcard_debugfs);
 	/* Frees of contexts and pools closed last run to completion first. */
 	destroy_workqueue(zcard_wq);
 }
