@@ -90,8 +90,10 @@ static int zcard_find_vqs(struct zcard *card)
 		info[i].callback = zcard_vq_done;
 	}
 	err = virtio_find_vqs(card->vdev, n, vqs, info, NULL);
-	if (err)
+	if (err) {
+		dev_err(&card->vdev->dev, "cannot set up the card's %u queues (%d)\n", n, err);
 		goto out;
+	}
 	for (i = 0; i < n; i++) {
 		/* Pool memory is mapped once by the driver, not per request. */
 		err = virtqueue_set_dma_premapped(vqs[i]);
