@@ -190,8 +190,15 @@ struct zcard_stats {
  * @removed: the card is gone; every operation fails with -ENODEV.
  * @stopped: the queues are down (during a reset or suspend; under
  *	reset_sem): nothing may be submitted, no further reset is scheduled.
- * @resetting: reset_work is running virtio_device_freeze()/restore(), so
- *	the freeze/restore callbacks already hold reset_sem.
+ * @reset_owner: the task running reset_work's virtio_device_freeze() and
+ *	restore() with reset_sem held for writing, so that the freeze and
+ *	restore callbacks it calls know they hold reset_sem; NULL otherwise.
+ * @suspended: frozen for system sleep (under reset_sem): no reset runs
+ *	until the card is restored.
+ * @fail_restarts: fault injection (debugfs, zcardN/fail_restarts): this
+ *	many restarts of the card, after a reset or on resume, fail as if its
+ *	queues could not be set up (under reset_sem).
+ * @debugfs: the card's debugfs directory.
  * @ctxs: open files, to wake their waiters on removal (under @lock).
  * @watchdog: looks for lost completions and timed-out requests.
  * @reset_work: resets the card.
@@ -212,7 +219,10 @@ struct zcard {
 	struct list_head pools;
 	bool removed;
 	bool stopped;
-	bool resetting;
+	struct task_struct *reset_owner;
+	bool suspended;
+	u32 fail_restarts;
+	struct dentry *debugfs;
 	struct list_head ctxs;
 	struct delayed_work watchdog;
 	struct work_struct reset_work;

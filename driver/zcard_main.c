@@ -8,9 +8,11 @@
  * removal, and the sysfs counters.
  */
 
+#include <linux/debugfs.h>
 #include <linux/dma-mapping.h>
 #include <linux/idr.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
@@ -25,6 +27,9 @@ static DEFINE_IDA(zcard_ida);
 
 /* Frees contexts and pools; drained before the module goes away. */
 struct workqueue_struct *zcard_wq;
+
+/* /sys/kernel/debug/zcard: a directory per card (fault injection). */
+static struct dentry *zcard_debugfs;
 
 static void zcard_free(struct kref *ref)
 {
@@ -85,8 +90,10 @@ static int zcard_find_vqs(struct zcard *card)
 		info[i].callback = zcard_vq_done;
 	}
 	err = virtio_find_vqs(card->vdev, n, vqs, info, NULL);
-	if (err)
+	if (err) {
+		dev_err(&card->vdev->dev, "cannot set up the card's %u queues (%d)\n", n, err);
 		goto out;
+	}
 	for (i = 0; i < n; i++) {
 		/* Pool memory is mapped once by the driver, not per request. */
 		err = virtqueue_set_dma_premapped(vqs[i]);
@@ -107,23 +114,40 @@ out:
 	return err;
 }
 
+/*
+ * Marks the card gone, so that every operation fails with -ENODEV, and
+ * wakes every waiter and poller of its files, which then see EPOLLERR |
+ * EPOLLHUP even with nothing in flight.
+ */
+static void zcard_mark_removed(struct zcard *card)
+{
+	struct zcard_ctx *ctx;
+
+	mutex_lock(&card->lock);
+	WRITE_ONCE(card->removed, true);
+	list_for_each_entry(ctx, &card->ctxs, node)
+		wake_up_all(&ctx->wait);
+	mutex_unlock(&card->lock);
+}
+
 static void zcard_reset_work(struct work_struct *work)
 {
 	struct zcard *card = container_of(work, struct zcard, reset_work);
 	int err;
 
 	down_write(&card->reset_sem);
-	if (card->removed)
+	/* A card frozen for sleep is restarted by its restore, not here. */
+	if (card->removed || card->suspended)
 		goto out;
 	atomic64_inc(&card->stats.resets);
-	card->resetting = true;
+	WRITE_ONCE(card->reset_owner, current);
 	err = virtio_device_freeze(card->vdev);
 	if (!err)
 		err = virtio_device_restore(card->vdev);
-	card->resetting = false;
+	WRITE_ONCE(card->reset_owner, NULL);
 	if (err) {
 		dev_err(&card->vdev->dev, "reset failed (%d): the card is unusable\n", err);
-		WRITE_ONCE(card->removed, true);
+		zcard_mark_removed(card);
 	} else {
 		dev_info(&card->vdev->dev, "card reset\n");
 	}
@@ -131,24 +155,33 @@ out:
 	up_write(&card->reset_sem);
 }
 
+/* Whether the caller is zcard_reset_work(), which holds reset_sem. */
+static bool zcard_in_reset(struct zcard *card)
+{
+	return READ_ONCE(card->reset_owner) == current;
+}
+
 /*
- * virtio_device_freeze() calls this for a reset (reset_work holds reset_sem)
- * and on suspend (then the watchdog and reset work are stopped and the
- * queues stopped under reset_sem here).
+ * virtio_device_freeze() calls this for a reset (from zcard_reset_work(),
+ * which holds reset_sem) and for system sleep. For sleep, taking reset_sem
+ * waits for a reset in progress, and once the card is marked suspended no
+ * reset starts until zcard_restore(); the reset work and the watchdog are
+ * then stopped outside reset_sem, which both take.
  */
 static int zcard_freeze(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
 
-	if (card->resetting) {
+	if (zcard_in_reset(card)) {
 		zcard_stop(card, -ECANCELED);
 		return 0;
 	}
-	cancel_work_sync(&card->reset_work);
-	cancel_delayed_work_sync(&card->watchdog);
 	down_write(&card->reset_sem);
+	card->suspended = true;
 	zcard_stop(card, -ECANCELED);
 	up_write(&card->reset_sem);
+	cancel_work_sync(&card->reset_work);
+	cancel_delayed_work_sync(&card->watchdog);
 	return 0;
 }
 
@@ -156,15 +189,28 @@ static int zcard_freeze(struct virtio_device *vdev)
 static int zcard_restore(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
+	bool in_reset = zcard_in_reset(card);
 	int err;
 
-	if (!card->resetting)
+	if (!in_reset)
 		down_write(&card->reset_sem);
-	err = zcard_find_vqs(card);
+	if (card->fail_restarts) {
+		card->fail_restarts--;
+		dev_warn(&vdev->dev, "restart failed on purpose (debugfs fail_restarts)\n");
+		err = -EIO;
+	} else {
+		err = zcard_find_vqs(card);
+	}
 	if (!err)
 		virtio_device_ready(vdev);
-	if (!card->resetting)
+	if (!in_reset) {
+		card->suspended = false;
+		if (err) {
+			dev_err(&vdev->dev, "resume failed (%d): the card is unusable\n", err);
+			zcard_mark_removed(card);
+		}
 		up_write(&card->reset_sem);
+	}
 	return err;
 }
 
@@ -367,6 +413,8 @@ static int zcard_probe(struct virtio_device *vdev)
 	err = misc_register(&card->misc);
 	if (err)
 		goto err_reset;
+	card->debugfs = debugfs_create_dir(card->name, zcard_debugfs);
+	debugfs_create_u32("fail_restarts", 0600, card->debugfs, &card->fail_restarts);
 	dev_info(&vdev->dev, "%s: %u queues, %u segments, storage %llu bytes, max op %u bytes\n",
 		 card->name, card->info.num_queues, card->info.max_segments,
 		 card->info.storage_capacity, card->info.max_op_bytes);
@@ -386,9 +434,9 @@ err_put:
 static void zcard_remove(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
-	struct zcard_ctx *ctx;
 
 	misc_deregister(&card->misc);
+	debugfs_remove_recursive(card->debugfs);
 	mutex_lock(&card->lock);
 	WRITE_ONCE(card->removed, true);
 	mutex_unlock(&card->lock);
@@ -401,10 +449,7 @@ static void zcard_remove(struct virtio_device *vdev)
 	cancel_delayed_work_sync(&card->watchdog);
 
 	/* Waiters and pollers with nothing in flight learn of it here. */
-	mutex_lock(&card->lock);
-	list_for_each_entry(ctx, &card->ctxs, node)
-		wake_up_all(&ctx->wait);
-	mutex_unlock(&card->lock);
+	zcard_mark_removed(card);
 	zcard_pools_unmap(card);
 	zcard_free_queues(card);
 	card->dma_dev = NULL;
@@ -438,9 +483,12 @@ static int __init zcard_init(void)
 	zcard_wq = alloc_workqueue("zcard", 0, 0);
 	if (!zcard_wq)
 		return -ENOMEM;
+	zcard_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
 	err = register_virtio_driver(&zcard_driver);
-	if (err)
+	if (err) {
+		debugfs_remove_recursive(zcard_debugfs);
 		destroy_workqueue(zcard_wq);
+	}
 	return err;
 }
 module_init(zcard_init);
@@ -448,6 +496,7 @@ module_init(zcard_init);
 static void __exit zcard_exit(void)
 {
 	unregister_virtio_driver(&zcard_driver);
+	debugfs_remove_recursive(zcard_debugfs);
 	/* Frees of contexts and pools closed last run to completion first. */
 	destroy_workqueue(zcard_wq);
 }

@@ -92,14 +92,14 @@ static void zcard_finish(struct zcard_queue *q, struct zcard_slot *s, int err)
 	list_add(&s->node, &q->free);
 }
 
-/* Harvests the used ring. Called with q->lock held. */
-static void zcard_reap(struct zcard_queue *q)
+/* Harvests the used ring of @vq, @q's virtqueue. Called with q->lock held. */
+static void zcard_reap(struct zcard_queue *q, struct virtqueue *vq)
 {
 	struct zcard_slot *s;
 	unsigned int len;
 
 	/* The used length is the card's word: only the status is read. */
-	while ((s = virtqueue_get_buf(q->vq, &len)))
+	while ((s = virtqueue_get_buf(vq, &len)))
 		zcard_finish(q, s, s->timed_out ? -ETIMEDOUT : 0);
 }
 
@@ -115,10 +115,15 @@ void zcard_vq_done(struct virtqueue *vq)
 	struct zcard_queue *q = &card->queues[vq->index];
 	unsigned long flags;
 
+	/*
+	 * Only @vq, never q->vq: zcard_queue_cancel() clears q->vq before the
+	 * virtqueues (and their interrupt) are deleted, and what it leaves on
+	 * @vq is nothing to reap.
+	 */
 	spin_lock_irqsave(&q->lock, flags);
 	do {
 		virtqueue_disable_cb(vq);
-		zcard_reap(q);
+		zcard_reap(q, vq);
 	} while (!virtqueue_enable_cb(vq));
 	spin_unlock_irqrestore(&q->lock, flags);
 }
@@ -283,7 +288,7 @@ void zcard_watchdog(struct work_struct *work)
 		unsigned long flags;
 
 		spin_lock_irqsave(&q->lock, flags);
-		zcard_reap(q);
+		zcard_reap(q, q->vq);
 		list_for_each_entry(s, &q->inflight, node) {
 			busy = true;
 			if (time_after(jiffies, s->deadline) && !s->timed_out) {
@@ -322,7 +327,7 @@ void zcard_queue_cancel(struct zcard_queue *q, int err)
 	unsigned long flags;
 
 	spin_lock_irqsave(&q->lock, flags);
-	zcard_reap(q);
+	zcard_reap(q, q->vq);
 	while ((s = virtqueue_detach_unused_buf(q->vq)))
 		zcard_finish(q, s, s->timed_out ? -ETIMEDOUT : err);
 	q->vq = NULL;

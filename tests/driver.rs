@@ -885,6 +885,26 @@ fn unmap_raw(ptr: std::ptr::NonNull<std::ffi::c_void>, len: usize) {
     unsafe { nix::sys::mman::munmap(ptr, len) }.unwrap();
 }
 
+/// Rebinds the driver to `dev`, for a fresh zcard0 after a test broke the card.
+fn rebind(dev: &str) {
+    std::fs::write("/sys/bus/virtio/drivers/zcard/unbind", dev).expect("unbind");
+    std::fs::write("/sys/bus/virtio/drivers/zcard/bind", dev).expect("bind");
+}
+
+/// The card's debugfs directory (mounting debugfs if the guest has not).
+fn debugfs(card: &str) -> PathBuf {
+    let root = PathBuf::from("/sys/kernel/debug");
+    if !root.join("zcard").exists() {
+        let ok = Command::new("mount")
+            .args(["-t", "debugfs", "debugfs"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount debugfs");
+    }
+    root.join("zcard").join(card)
+}
+
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_read_only_file_maps_rings_and_pools_read_only() {
@@ -1197,6 +1217,63 @@ fn destroyed_but_mapped_pools_stay_counted_and_charged() {
     drop(ours);
     settle();
     drop(cg);
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
+    let dev = bound_device();
+    settle();
+    let card = card();
+    let idle = card.setup_rings(4).unwrap();
+    let file = card.as_fd().try_clone_to_owned().unwrap();
+    let poller = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut fds = [nix::poll::PollFd::new(
+            file.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap();
+        (fds[0].revents().unwrap(), start.elapsed())
+    });
+    // The poller sleeps in poll() on a file with nothing in flight when a
+    // request of another file makes the card ask for a reset, and the
+    // restart fails.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(debugfs("zcard0").join("fail_restarts"), "1").expect("fail_restarts");
+    let other = Card::open_index(0).unwrap();
+    let mut rings = other.setup_rings(2).unwrap();
+    {
+        let _f = Fault::add(r#"{"kind":"needs_reset","count":1}"#);
+        let c = run_one(&mut rings, Sqe::nop());
+        assert_eq!(
+            errno_of(&c),
+            Some(Errno::ECANCELED),
+            "needs_reset: {}",
+            c.result
+        );
+    }
+    let (revents, waited) = poller.join().unwrap();
+    let gone = nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP;
+    assert!(
+        revents.contains(gone),
+        "poll returned {revents:?} after {waited:?}, not POLLERR | POLLHUP"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the poller slept {waited:?}"
+    );
+    assert_eq!(
+        card.create_pool(4096).unwrap_err().errno(),
+        Some(Errno::ENODEV)
+    );
+    drop((idle, card, rings, other));
+    rebind(&dev);
+    let fresh = Card::open_index(0).expect("zcard0 after rebind");
+    let mut rings = fresh.setup_rings(2).unwrap();
+    assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0);
+    drop((rings, fresh));
+    settle();
 }
 
 /// The virtio device the zcard driver is bound to.

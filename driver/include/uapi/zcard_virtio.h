@@ -15,8 +15,9 @@
  *
  * Feature bits: version 1 has no device-specific ones. The card offers
  * VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_RING_F_EVENT_IDX
- * and VIRTIO_F_ACCESS_PLATFORM; what the card can do is described by the
- * config space.
+ * and VIRTIO_F_ACCESS_PLATFORM (the device model can withhold the last
+ * three; zcard.ko requires INDIRECT_DESC and ACCESS_PLATFORM); what the
+ * card can do is described by the config space.
  */
 #ifndef _UAPI_ZCARD_VIRTIO_H
 #define _UAPI_ZCARD_VIRTIO_H
