@@ -1235,6 +1235,30 @@ fn destroyed_but_mapped_pools_stay_counted_and_charged() {
     drop(cg);
 }
 
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {
+    settle();
+    // The largest pool's page array (a pointer per page: 512 KiB for 256 MiB)
+    // is more than the memory cgroup's per-CPU charge stock, so it is the
+    // allocation that meets memory.max.
+    let size = card().info().max_pool_bytes;
+    let cg = MemCgroup::new("zcard-memcg-array", "max");
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = peer(&["create", &size.to_string()], &theirs);
+    cg.add(child.id());
+    cg.set_max(&(cg.current() + (128 << 10)).to_string());
+    {
+        use std::io::Write;
+        writeln!(&ours, "go").unwrap();
+    }
+    assert_eq!(read_reply(&ours), "create ENOMEM");
+    assert!(child.wait().unwrap().success());
+    drop(ours);
+    settle();
+    drop(cg);
+}
+
 /// The virtio device the zcard driver is bound to.
 fn bound_device() -> String {
     let dir = PathBuf::from("/sys/bus/virtio/drivers/zcard");
