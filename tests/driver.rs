@@ -69,6 +69,38 @@ impl Drop for Fault {
     }
 }
 
+/// The card's queue stalls at the next request, and every queue is released
+/// when this is dropped: requests stay in flight for as long as the test
+/// needs them there, however slowly it runs (TCG), never for a fixed time.
+/// The driver's timeout is a minute meanwhile, so they do not time out.
+struct Stalled {
+    rule: Option<Fault>,
+    _timeout: TimeoutMs,
+}
+
+impl Stalled {
+    fn at_next_request() -> Stalled {
+        let timeout = TimeoutMs::set(60_000);
+        Stalled {
+            rule: Some(Fault::add(r#"{"kind":"stall","count":1}"#)),
+            _timeout: timeout,
+        }
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        // The rule goes first: no request can stall after the release.
+        drop(self.rule.take());
+        let queues = zcard_control(r#"{"cmd":"config"}"#)["config"]["num_queues"]
+            .as_u64()
+            .unwrap_or(0);
+        for q in 0..queues {
+            zcard_control(&format!(r#"{{"cmd":"release","queue":{q}}}"#));
+        }
+    }
+}
+
 /// Sets the driver's request timeout, restored when dropped.
 struct TimeoutMs(String);
 
@@ -692,18 +724,18 @@ fn read_reply(sock: &UnixStream) -> String {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn kill_9_with_requests_in_flight_leaves_nothing_behind() {
     let before = settle();
-    // Slow the card down so requests are surely in flight at the kill.
-    let _slow = Fault::add(r#"{"kind":"delay","delay_us":20000}"#);
+    // The card holds the requests, so they are surely in flight at the kill.
+    let stalled = Stalled::at_next_request();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let mut child = peer(&["flood"], &theirs);
     assert_eq!(read_reply(&ours), "flooding");
-    std::thread::sleep(Duration::from_millis(100));
     assert!(
         Counters::read(0).unwrap().inflight > 0,
         "requests in flight at the kill"
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    drop(stalled);
     let after = settle();
     assert_eq!(after.timeouts, before.timeouts, "nothing timed out");
     assert_eq!(after.resets, before.resets, "no reset was needed");
@@ -714,7 +746,7 @@ fn kill_9_with_requests_in_flight_leaves_nothing_behind() {
 fn close_with_requests_in_flight_and_munmap_in_any_order() {
     let before = settle();
     {
-        let _slow = Fault::add(r#"{"kind":"delay","delay_us":20000}"#);
+        let _stalled = Stalled::at_next_request();
         let card = card();
         let p = card.create_pool(1 << 20).unwrap();
         let map = p.map().unwrap();
@@ -830,15 +862,17 @@ fn cq_overflow_is_counted_never_silent() {
     let before = settle();
     let p = card.create_pool(64 << 10).unwrap();
     let mut rings = card.setup_rings(4).unwrap(); // CQ of 8
-    let _slow = Fault::add(r#"{"kind":"delay","delay_us":50000}"#);
+    let stalled = Stalled::at_next_request();
     for i in 0..4 {
         rings
             .push(Sqe::fill(Buf::new(&p, i * 4096), 4096, i))
             .unwrap();
     }
     assert_eq!(rings.submit().unwrap(), 4);
-    // User space lies: it moves cq_head back so the CQ looks full.
+    // User space lies: it moves cq_head back so the CQ looks full, before
+    // the card completes anything.
     rings.set_cq_head_raw(0u32.wrapping_sub(8));
+    drop(stalled);
     let deadline = Instant::now() + WAIT;
     while Counters::read(0).unwrap().inflight > 0 {
         assert!(Instant::now() < deadline);
@@ -1209,7 +1243,9 @@ fn destroyed_but_mapped_pools_stay_counted_and_charged() {
     // Unmapped, the pool goes; 32 rounds that unmap each time all fit.
     tell("release");
     assert_eq!(read_reply(&ours), "released 32");
-    // A pool that does not fit under the cgroup's memory.max: ENOMEM, no OOM kill.
+    // A pool that does not fit under the cgroup's memory.max: ENOMEM, no OOM
+    // kill. (The last pool is freed from a work item: measure after it went.)
+    settle();
     cg.set_max(&(cg.current() + (4 << 20)).to_string());
     tell("tight");
     assert_eq!(read_reply(&ours), "tight ENOMEM");
@@ -1274,6 +1310,30 @@ fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
     assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0);
     drop((rings, fresh));
     settle();
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {
+    settle();
+    // The largest pool's page array (a pointer per page: 512 KiB for 256 MiB)
+    // is more than the memory cgroup's per-CPU charge stock, so it is the
+    // allocation that meets memory.max.
+    let size = card().info().max_pool_bytes;
+    let cg = MemCgroup::new("zcard-memcg-array", "max");
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = peer(&["create", &size.to_string()], &theirs);
+    cg.add(child.id());
+    cg.set_max(&(cg.current() + (128 << 10)).to_string());
+    {
+        use std::io::Write;
+        writeln!(&ours, "go").unwrap();
+    }
+    assert_eq!(read_reply(&ours), "create ENOMEM");
+    assert!(child.wait().unwrap().success());
+    drop(ours);
+    settle();
+    drop(cg);
 }
 
 /// The virtio device the zcard driver is bound to.

@@ -18,6 +18,8 @@
 //!   the rounds again unmapping each time and says `released <rounds that
 //!   worked>`; on `tight` creates one more pool and answers `tight <ok or
 //!   errno>`.
+//! - `create <bytes>`: waits for `go` (the test has set its memory cgroup's
+//!   limit), creates one pool of `bytes` and answers `create <ok or errno>`.
 
 use std::io::{IoSliceMut, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -41,8 +43,13 @@ fn main() {
             args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1),
             args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1 << 20),
         ),
+        Some("create") => create(
+            &sock,
+            args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1 << 20),
+        ),
         _ => Err(
-            "usage: zcard-peer import HEX | snoop OFFSET | flood | memcg ROUNDS BYTES".to_string(),
+            "usage: zcard-peer import HEX | snoop OFFSET | flood | memcg ROUNDS BYTES | create BYTES"
+                .to_string(),
         ),
     };
     let line = reply.unwrap_or_else(|e| format!("error {e}"));
@@ -198,4 +205,10 @@ fn memcg(sock: &UnixStream, rounds: usize, bytes: u64) -> Result<String, String>
     writeln!(&*sock, "released {worked}").map_err(|e| e.to_string())?;
     expect_line(sock, "tight")?;
     Ok(format!("tight {}", outcome(&card.create_pool(bytes))))
+}
+
+fn create(sock: &UnixStream, bytes: u64) -> Result<String, String> {
+    let card = Card::open_index(0).map_err(|e| e.to_string())?;
+    expect_line(sock, "go")?;
+    Ok(format!("create {}", outcome(&card.create_pool(bytes))))
 }

@@ -258,4 +258,26 @@ mod tests {
             Err(StorageError::WouldTruncate(_, 8192, 4096))
         ));
     }
+
+    #[test]
+    fn a_file_truncated_underneath_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("card.img");
+        let s = Storage::open(&path, Some(8192)).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let slice = VolatileSlice::from(&mut buf[..]);
+        assert!(matches!(
+            s.read_into(4096, &slice),
+            Err(StorageError::Io("read", 4096, _))
+        ));
+        assert!(s.read_into(0, &slice).is_ok());
+        // A write past the new end grows the file again.
+        assert!(s.write_from(7680, &slice).is_ok());
+    }
 }
