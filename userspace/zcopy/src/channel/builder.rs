@@ -1,7 +1,9 @@
 //! [`Builder`]: a channel's shape, then where it lives.
 
 use super::segment::Segment;
-use super::{CardSlots, Geometry, Result, Sender, Shm, Transport, TransportKind, Wait};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{Geometry, Result, Sender, Shm, Transport, TransportKind, Wait};
 
 /// Builds a channel: slot size and count, then where it lives.
 #[derive(Debug, Clone)]
@@ -20,6 +22,7 @@ impl Default for Builder {
 impl Builder {
     /// Slot size, slot count and backpressure, for transports built
     /// outside this module.
+    #[cfg(feature = "rdma")]
     pub(crate) fn shape(&self) -> (u32, u32, Wait) {
         (self.slot_size, self.slot_count, self.backpressure)
     }
@@ -74,6 +77,7 @@ impl Builder {
     }
 
     /// A channel whose slots live in a new pool on `card`.
+    #[cfg(feature = "card")]
     pub fn create_on_card(self, card: &crate::card::Card) -> Result<Sender<CardSlots>> {
         self.create_with::<CardSlots>(card)
     }

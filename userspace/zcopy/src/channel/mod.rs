@@ -37,6 +37,11 @@
 //! has to wait on it: a sender gets [`Error::PeerDied`] with the slots the
 //! dead receiver held reclaimed (and a new receiver may attach), a receiver
 //! gets the messages already sent and then [`Error::PeerDied`].
+//!
+//! With the default features the crate also holds the card binding
+//! (`card`) and the RDMA transport (`rdma`, which needs libclang and the
+//! verbs headers to build); a shared-memory-only user turns them off:
+//! `zcopy = { version = "0.1", default-features = false }`.
 
 pub mod api;
 mod builder;
@@ -59,5 +64,7 @@ pub use geometry::{Geometry, TransportKind};
 pub use receiver::{Receiver, Sample};
 pub use segment::{list, remove_stale, ChannelInfo};
 pub use sender::{Loan, PodLoan, Sender};
-pub use transport::{CardSlots, Shm, Transport};
+#[cfg(feature = "card")]
+pub use transport::CardSlots;
+pub use transport::{Shm, Transport};
 pub use wait::{Wait, DEFAULT_SPIN, LIVENESS_SLICE};

@@ -8,7 +8,9 @@ use super::error::corrupt;
 use super::liveness::{self, Watch};
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
 use super::wait::{wait_on, DEFAULT_SPIN};
-use super::{check_pod, CardSlots, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{check_pod, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
 
@@ -267,6 +269,7 @@ impl<T: Transport> Drop for Sample<'_, T> {
     }
 }
 
+#[cfg(feature = "card")]
 impl Receiver<CardSlots> {
     /// The pool the slots live in (this process's import).
     pub fn pool(&self) -> &crate::card::Pool {

@@ -8,7 +8,9 @@ use super::ledger::{Events, Ledger};
 use super::liveness::Watch;
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
 use super::wait::{wait_on, DEFAULT_SPIN};
-use super::{check_pod, CardSlots, Error, Geometry, Result, Transport, Tx, TxLoan, Wait};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{check_pod, Error, Geometry, Result, Transport, Tx, TxLoan, Wait};
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
 
@@ -343,6 +345,7 @@ impl<T: Transport, P: bytemuck::Pod> PodLoan<'_, T, P> {
     }
 }
 
+#[cfg(feature = "card")]
 impl Sender<CardSlots> {
     /// The pool the slots live in (this process's import).
     pub fn pool(&self) -> &crate::card::Pool {
