@@ -23,7 +23,7 @@ zcopy_vm_tests::conformance_suite!(Rdma, #[ignore = "runs in the zcopy guest: ma
 
 /// Sends `sizes` (one message each, bytes from pattern_byte) and returns
 /// what arrived, in arrival order.
-fn stream<H: Harness>(ctx: &H::Ctx, slot: u32, sizes: &[usize]) -> Vec<Vec<u8>> {
+fn stream<H: Harness>(ctx: &H::Ctx, slot: usize, sizes: &[usize]) -> Vec<Vec<u8>> {
     let (tx, rx) = pair::<H>(ctx, slot, 4);
     let mut out = Vec::new();
     for (chunk_start, chunk) in sizes.chunks(4).enumerate() {
@@ -64,8 +64,8 @@ fn same_stream_same_bytes_over_every_transport() {
                     .iter()
                     .map(|r| *r as usize % (slot as usize + 1))
                     .collect();
-                let shm = stream::<Shm>(&(), slot, &sizes);
-                let rdma = stream::<Rdma>(&(), slot, &sizes);
+                let shm = stream::<Shm>(&(), slot as usize, &sizes);
+                let rdma = stream::<Rdma>(&(), slot as usize, &sizes);
                 prop_assert_eq!(shm.len(), sizes.len());
                 for (i, m) in shm.iter().enumerate() {
                     prop_assert_eq!(m.len(), sizes[i]);
@@ -76,7 +76,7 @@ fn same_stream_same_bytes_over_every_transport() {
                 }
                 prop_assert!(rdma == shm, "RDMA differs from shm");
                 if let Some(card) = &card {
-                    let c = stream::<CardSlots>(card, slot, &sizes);
+                    let c = stream::<CardSlots>(card, slot as usize, &sizes);
                     prop_assert!(c == shm, "card slots differ from shm");
                 }
                 Ok(())

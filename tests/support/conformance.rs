@@ -207,7 +207,7 @@ pub struct Reading {
 /// Typed payloads are written and read in place.
 pub fn pod_payloads<H: Harness>() {
     let ctx = H::context();
-    let (tx, rx) = pair::<H>(&ctx, std::mem::size_of::<Reading>() as u32, 2);
+    let (tx, rx) = pair::<H>(&ctx, std::mem::size_of::<Reading>(), 2);
     for seq in 0..10u64 {
         let want = Reading {
             seq,
@@ -246,7 +246,7 @@ pub fn bad_lengths_and_types<H: Harness>() {
     loan.send().unwrap();
     assert_eq!(rx.recv().unwrap().len(), 100);
     let (a, _b) = UnixStream::pair().unwrap();
-    for (size, count) in [(0, 4), (64, 0), (u32::MAX, 1)] {
+    for (size, count) in [(0, 4), (64, 0), (u32::MAX as usize, 1), (usize::MAX, 1)] {
         assert!(matches!(
             H::offer(&ctx, size, count, &a),
             Err(Error::Config(_))
@@ -312,7 +312,7 @@ pub fn one_receiver_at_a_time_and_handover<T: Shared>() {
     let open = || {
         let (a, b) = UnixStream::pair().unwrap();
         tx.share(&a).unwrap();
-        Receiver::<T>::from_socket(&ctx, &b)
+        Receiver::<T>::from_socket_with(&ctx, &b)
     };
     let rx = open().unwrap();
     match open() {
@@ -528,7 +528,7 @@ pub fn random_sizes_and_bursts<H: Harness>() {
     );
     runner
         .run(&strategy, |(slot, count, bursts)| {
-            let (tx, rx) = pair::<H>(&ctx, slot, count);
+            let (tx, rx) = pair::<H>(&ctx, slot as usize, count);
             let mut seq = 0u64;
             let mut next = 0u64;
             let mut lens = VecDeque::new();

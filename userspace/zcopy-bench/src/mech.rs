@@ -312,7 +312,7 @@ fn ioe(e: impl std::fmt::Display) -> String {
 
 fn channel_out(ctl: &UnixStream, size: usize) -> Result<Sender<Shm>, String> {
     let tx = Builder::new()
-        .slot_size(size as u32)
+        .slot_size(size)
         .slot_count(64)
         .create()
         .map_err(ioe)?;
@@ -321,7 +321,7 @@ fn channel_out(ctl: &UnixStream, size: usize) -> Result<Sender<Shm>, String> {
 }
 
 fn channel_in(ctl: &UnixStream) -> Result<Receiver<Shm>, String> {
-    Receiver::<Shm>::from_socket(&(), ctl).map_err(ioe)
+    Receiver::from_socket(ctl).map_err(ioe)
 }
 
 /// Parent side: returns one-way latencies, or [total ns] for a stream.

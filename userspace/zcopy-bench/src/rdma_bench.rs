@@ -377,7 +377,7 @@ fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
     let count = window(size);
     let (mut child, addr) = spawn_self(&["--serve-bw".into()])?;
     let tx = Builder::new()
-        .slot_size(size as u32)
+        .slot_size(size)
         .slot_count(count)
         .connect_rdma(Some(IpAddr::V4(B)), addr)
         .map_err(|e| e.to_string())?;
@@ -407,7 +407,7 @@ fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
 }
 
 fn serve_lat(spec: &str) -> Result<(), String> {
-    let size: u32 = spec.parse().map_err(|_| "--serve-lat SIZE")?;
+    let size: usize = spec.parse().map_err(|_| "--serve-lat SIZE")?;
     let l = Listener::bind((A, 0).into()).map_err(|e| e.to_string())?;
     println!("listening {}", l.local_addr().ok_or("no address")?);
     let rx = l
@@ -443,7 +443,7 @@ fn zcopy_lat(size: usize, iters: u32) -> Result<Lat, String> {
     let back = Listener::bind((B, 0).into()).map_err(|e| e.to_string())?;
     let port = back.local_addr().ok_or("no address")?.port();
     let tx = Builder::new()
-        .slot_size(size.max(2) as u32)
+        .slot_size(size.max(2))
         .slot_count(4)
         .connect_rdma(Some(IpAddr::V4(B)), addr)
         .map_err(|e| e.to_string())?;

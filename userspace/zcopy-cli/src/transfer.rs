@@ -314,7 +314,7 @@ mod tests {
     use super::*;
 
     /// A memfd channel with both ends in this process.
-    fn pair(slot_size: u32, slots: u32) -> (Sender<Shm>, Receiver<Shm>) {
+    fn pair(slot_size: usize, slots: u32) -> (Sender<Shm>, Receiver<Shm>) {
         let tx = Builder::new()
             .slot_size(slot_size)
             .slot_count(slots)
@@ -322,7 +322,7 @@ mod tests {
             .unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         tx.share(&a).unwrap();
-        let rx = Receiver::<Shm>::from_socket(&(), &b).unwrap();
+        let rx = Receiver::from_socket(&b).unwrap();
         (tx, rx)
     }
 
@@ -429,7 +429,7 @@ mod tests {
             let mut f = File::open(&path).unwrap();
             send(&tx, &mut f, "in", 352, Some(Duration::from_secs(10)))
         });
-        let rx = Receiver::<Shm>::from_socket(&(), &b).unwrap();
+        let rx = Receiver::from_socket(&b).unwrap();
         let mut out = Vec::new();
         let got = receive(&rx, &mut out, Some(Duration::from_secs(10))).unwrap();
         let sent = sender.join().unwrap().unwrap();

@@ -13,14 +13,14 @@
 //!
 //! ```
 //! use std::os::unix::net::UnixStream;
-//! use zcopy::channel::{Builder, Receiver, Shm};
+//! use zcopy::channel::{Builder, Receiver};
 //!
 //! // Sender side: a sealed memfd channel of 8 slots of 4 KiB.
 //! let tx = Builder::new().slot_size(4096).slot_count(8).create()?;
 //! // Hand it to the receiver over a Unix socket (here: within one process).
 //! let (a, b) = UnixStream::pair()?;
 //! tx.share(&a)?;
-//! let rx = Receiver::<Shm>::from_socket(&(), &b)?;
+//! let rx = Receiver::from_socket(&b)?;
 //!
 //! let mut loan = tx.loan()?;           // a free slot, writable in place
 //! loan.as_mut_slice()[..5].copy_from_slice(b"hello");
@@ -64,6 +64,7 @@ pub use geometry::{Geometry, TransportKind};
 pub use receiver::{Receiver, Sample};
 pub use segment::{list, remove_stale, ChannelInfo};
 pub use sender::{Loan, PodLoan, Sender};
+pub use sharing::inherited_socket;
 #[cfg(feature = "card")]
 pub use transport::CardSlots;
 pub use transport::{Shm, Transport};

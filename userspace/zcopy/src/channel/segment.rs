@@ -113,7 +113,7 @@ impl Geometry {
         }
         let transport = TransportKind::from_u32(h.transport)
             .ok_or_else(|| Error::Layout(format!("unknown transport {}", h.transport)))?;
-        let g = Geometry::new(transport, h.slot_size, h.slot_count)
+        let g = Geometry::new(transport, h.slot_size as usize, h.slot_count)
             .map_err(|e| Error::Layout(e.to_string()))?;
         let recorded = (
             h.ring_capacity,

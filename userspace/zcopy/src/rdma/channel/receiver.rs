@@ -38,7 +38,7 @@ impl Listener {
     pub fn accept(&self, timeout: Option<Duration>) -> Result<Receiver> {
         let (conn, private) = self.cm.next_request(timeout)?;
         let h = match Hello::parse(&private)
-            .and_then(|h| geometry(h.slot_size, h.slot_count).map(|g| (h, g)))
+            .and_then(|h| geometry(h.slot_size as usize, h.slot_count).map(|g| (h, g)))
         {
             Ok(hg) => hg,
             Err(e) => {

@@ -73,7 +73,7 @@ impl BuilderExt for Builder {
 
 impl Sender {
     fn connect<R>(
-        slot_size: u32,
+        slot_size: usize,
         slot_count: u32,
         backpressure: Wait,
         src: Option<IpAddr>,
