@@ -38,7 +38,8 @@ macro_rules! conformance_suite {
             unsent_loan_returns_its_slot pod_payloads bad_lengths_and_types recv_on_empty
             close_drains_then_reports_closed sequences_match_the_model random_sizes_and_bursts
             two_processes_many_messages peer_process_sends kill_holding_receiver_reclaims_its_slots
-            kill_receiver_at_random_points kill_sender_at_random_points);
+            kill_receiver_at_random_points kill_sender_at_random_points
+            try_recv_reports_a_closed_or_dead_sender);
     };
     (@tests $t:ty [$($attrs:tt)*] $name:ident $($rest:ident)*) => {
         #[test]
@@ -298,6 +299,55 @@ pub fn close_drains_then_reports_closed<H: Harness>() {
         assert!(matches!(r, Err(Error::Closed)), "{r:?}");
         assert!(waited < Duration::from_secs(2), "noticed after {waited:?}");
     });
+}
+
+/// Busy-polls `rx` with try_recv until it fails: the messages that came
+/// first (checked in order, `size`-byte slots), and the error.
+fn poll_until_error<H: Harness>(rx: &H::Rx, size: usize) -> (u64, Error) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 0u64;
+    loop {
+        match rx.try_recv() {
+            Ok(Some(s)) => {
+                assert_eq!(check_message(&s, size), Ok(next));
+                next += 1;
+            }
+            Ok(None) => assert!(
+                Instant::now() < deadline,
+                "try_recv kept saying None after {next} messages"
+            ),
+            Err(e) => return (next, e),
+        }
+    }
+}
+
+/// A receiver that only ever calls try_recv learns that the sender closed
+/// (after the messages sent before) or was killed, with no watchdog of its
+/// own; is_closed says so without taking a message.
+pub fn try_recv_reports_a_closed_or_dead_sender<H: Harness>() {
+    let ctx = H::context();
+    let (tx, rx) = pair::<H>(&ctx, 64, 4);
+    assert!(!rx.is_closed());
+    for seq in 0..3 {
+        send_message(&tx, seq).unwrap();
+    }
+    drop(tx);
+    let (n, e) = poll_until_error::<H>(&rx, 64);
+    assert!(matches!(e, Error::Closed), "{e}");
+    assert_eq!(n, 3, "every message sent before the close came first");
+    assert!(rx.is_closed());
+    assert!(matches!(rx.try_recv(), Err(Error::Closed)));
+
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut child = spawn_with_fd3(&peer_exe(), &[H::NAME, "send-forever", "64"], &b);
+    let rx = H::accept(&ctx, &a).unwrap();
+    assert_eq!(read_line(&mut child), "shared");
+    let pid = child.id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let (_, e) = poll_until_error::<H>(&rx, 64);
+    assert!(matches!(e, Error::PeerDied { .. }), "{e}");
+    assert!(rx.is_closed());
 }
 
 /// Only one receiver at a time; when it drops, the next one carries on

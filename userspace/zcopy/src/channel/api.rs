@@ -81,8 +81,14 @@ pub trait Rx {
         Self: 'a;
 
     /// The next message, waiting as `wait` says (`None`: nothing came and
-    /// `wait` was [`Wait::Never`]).
+    /// `wait` was [`Wait::Never`]). Once the sender has closed or died and
+    /// every message sent has been taken: [`Error::Closed`] or
+    /// [`Error::PeerDied`], with any `wait`.
     fn recv_with(&self, wait: Wait) -> Result<Option<Self::Sample<'_>>>;
+
+    /// True once nothing beyond the messages already there can come: the
+    /// sender closed the channel, or it is gone.
+    fn is_closed(&self) -> bool;
 
     /// Payload bytes per slot.
     fn slot_size(&self) -> usize;
@@ -92,7 +98,8 @@ pub trait Rx {
         self.recv_with(Wait::Forever)?.ok_or(Error::Timeout)
     }
 
-    /// The next message if one is there.
+    /// The next message if one is there (`None`: not yet; a closed or dead
+    /// sender is an error, as for [`Rx::recv`]).
     fn try_recv(&self) -> Result<Option<Self::Sample<'_>>> {
         self.recv_with(Wait::Never)
     }

@@ -36,7 +36,10 @@
 //! A peer that dies is noticed (through a pidfd) the next time the survivor
 //! has to wait on it: a sender gets [`Error::PeerDied`] with the slots the
 //! dead receiver held reclaimed (and a new receiver may attach), a receiver
-//! gets the messages already sent and then [`Error::PeerDied`].
+//! gets the messages already sent and then [`Error::PeerDied`]; a sender
+//! that closes its end leaves [`Error::Closed`] after the last message.
+//! [`Receiver::try_recv`] reports both too, and [`Receiver::is_closed`]
+//! asks without taking a message.
 //!
 //! With the default features the crate also holds the card binding
 //! (`card`) and the RDMA transport (`rdma`, which needs libclang and the
@@ -68,4 +71,6 @@ pub use sharing::inherited_socket;
 #[cfg(feature = "card")]
 pub use transport::CardSlots;
 pub use transport::{Shm, Transport};
-pub use wait::{Wait, DEFAULT_SPIN, LIVENESS_SLICE};
+#[cfg(feature = "rdma")]
+pub(crate) use wait::Pacer;
+pub use wait::{Wait, DEFAULT_SPIN, LIVENESS_SLICE, PEER_CHECK_EVERY};

@@ -328,7 +328,9 @@ impl Segment {
         &self.geo
     }
 
-    /// The header.
+    /// The header (inline: a receiver polling without waiting reads its
+    /// flags on every call).
+    #[inline]
     pub(crate) fn header(&self) -> &SegmentHeader {
         // SAFETY: the mapping is segment_bytes ≥ a header long, page aligned,
         // and lives as long as self; the fields that change are atomics.

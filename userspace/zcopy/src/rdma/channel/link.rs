@@ -291,10 +291,16 @@ impl Link {
         let cq_fd = self.conn.cq_fd().expect("the CQ is in event mode");
         poll_in(&[cq_fd, self.conn.event_fd()], left)?;
         self.conn.cq()?.take_event()?;
+        self.check_events();
+        Ok(())
+    }
+
+    /// Reads the connection's events without waiting: a disconnect marks
+    /// the link broken.
+    pub(super) fn check_events(&mut self) {
         if let Err(e) = self.conn.poll_events() {
             self.break_with(e.to_string());
         }
-        Ok(())
     }
 
     pub(super) fn slot(&self, geo: &Geometry, index: u32) -> *mut u8 {
