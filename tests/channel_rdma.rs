@@ -35,8 +35,7 @@ fn stream<H: Harness>(ctx: &H::Ctx, slot: usize, sizes: &[usize]) -> Vec<Vec<u8>
             for (i, b) in loan.as_mut_slice()[..len].iter_mut().enumerate() {
                 *b = pattern_byte(seq, i);
             }
-            loan.set_len(len).unwrap();
-            loan.send().unwrap();
+            loan.send(len).unwrap();
         }
         for _ in chunk {
             out.push(rx.recv_timeout(Duration::from_secs(30)).unwrap().to_vec());
@@ -274,7 +273,7 @@ fn card_storage_read_into_a_pool_slot_then_rdma() {
             .slot_count(4)
             .connect_rdma_on(pool.map().unwrap(), Some(b.into()), dst)
             .unwrap();
-        let mut loan = tx.loan().unwrap();
+        let loan = tx.loan().unwrap();
         let cqes = rings
             .run(
                 &[Sqe::storage_read(
@@ -286,8 +285,7 @@ fn card_storage_read_into_a_pool_slot_then_rdma() {
             )
             .unwrap();
         assert_eq!(cqes[0].bytes().unwrap(), 64 << 10);
-        loan.set_len(64 << 10).unwrap();
-        loan.send().unwrap();
+        loan.send(64 << 10).unwrap();
         assert_eq!(
             h.join().unwrap(),
             data,

@@ -204,8 +204,7 @@ pub fn check_message(bytes: &[u8], slot_size: usize) -> Result<u64, String> {
 pub fn send_message<S: Tx>(tx: &S, seq: u64) -> Result<(), Error> {
     let mut loan = tx.loan()?;
     let len = fill_message(loan.as_mut_slice(), seq);
-    loan.set_len(len)?;
-    loan.send()
+    loan.send(len)
 }
 
 /// Starts `exe` with `sock` as its descriptor 3, stdout piped (read it

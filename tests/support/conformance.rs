@@ -81,8 +81,7 @@ pub fn round_trip_in_place<H: Harness>() {
         let mut loan = tx.loan().unwrap();
         let offset = loan.offset();
         let len = fill_message(loan.as_mut_slice(), seq);
-        loan.set_len(len).unwrap();
-        loan.send().unwrap();
+        loan.send(len).unwrap();
         let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(
             s.offset(),
@@ -94,10 +93,9 @@ pub fn round_trip_in_place<H: Harness>() {
     // Empty and full-slot messages.
     let mut loan = tx.loan().unwrap();
     loan.as_mut_slice().fill(0xa5);
-    loan.set_len(256).unwrap();
-    loan.send().unwrap();
+    loan.send(256).unwrap();
     assert!(rx.recv().unwrap().iter().all(|&b| b == 0xa5));
-    tx.loan().unwrap().send().unwrap();
+    tx.loan().unwrap().send(0).unwrap();
     assert!(rx.recv().unwrap().is_empty());
     assert!(in_flight_soon(&tx, 0));
 }
@@ -185,11 +183,9 @@ pub fn unsent_loan_returns_its_slot<H: Harness>() {
     let mut a = tx.try_loan().unwrap();
     let mut b = tx.try_loan().unwrap();
     let len = fill_message(b.as_mut_slice(), 1);
-    b.set_len(len).unwrap();
-    b.send().unwrap();
+    b.send(len).unwrap();
     let len = fill_message(a.as_mut_slice(), 2);
-    a.set_len(len).unwrap();
-    a.send().unwrap();
+    a.send(len).unwrap();
     assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(1));
     assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(2));
     assert!(in_flight_soon(&tx, 0));
@@ -214,9 +210,7 @@ pub fn pod_payloads<H: Harness>() {
             seq,
             values: [seq as f32; 6],
         };
-        let mut loan = tx.loan().unwrap();
-        loan.write_pod(&want).unwrap();
-        loan.send().unwrap();
+        tx.loan().unwrap().send_pod(&want).unwrap();
         let s = rx.recv().unwrap();
         assert_eq!(*s.read_pod::<Reading>().unwrap(), want);
         assert!(
@@ -225,26 +219,34 @@ pub fn pod_payloads<H: Harness>() {
         );
     }
     assert!(matches!(
-        tx.loan().unwrap().write_pod(&[0u8; 4096]),
+        tx.loan().unwrap().send_pod(&[0u8; 4096]),
         Err(Error::Type { .. })
     ));
 }
 
-/// Lengths past the slot are refused; the slot stays usable.
+/// Lengths past the slot are refused and the slot goes back unsent.
 pub fn bad_lengths_and_types<H: Harness>() {
     let ctx = H::context();
     let (tx, rx) = pair::<H>(&ctx, 100, 2);
     let mut loan = tx.loan().unwrap();
     assert_eq!(loan.as_mut_slice().len(), 100);
+    assert_eq!(loan.capacity(), 100);
     assert!(matches!(
-        loan.set_len(101),
+        loan.send(101),
         Err(Error::TooLarge {
             len: 101,
             capacity: 100
         })
     ));
-    loan.set_len(100).unwrap();
-    loan.send().unwrap();
+    assert!(matches!(rx.try_recv(), Ok(None)), "nothing was sent");
+    assert!(in_flight_soon(&tx, 0));
+    assert!(matches!(
+        tx.send_copy(&[0; 101]),
+        Err(Error::TooLarge { len: 101, .. })
+    ));
+    let mut loan = tx.loan().unwrap();
+    assert_eq!(loan.as_mut_slice().len(), 100);
+    loan.send(100).unwrap();
     assert_eq!(rx.recv().unwrap().len(), 100);
     let (a, _b) = UnixStream::pair().unwrap();
     for (size, count) in [(0, 4), (64, 0), (u32::MAX as usize, 1), (usize::MAX, 1)] {
@@ -446,7 +448,7 @@ pub fn garbage_in_shared_indices_is_contained<T: Shared>() {
                 match tx.loan_with(Wait::Never) {
                     Ok(l) => {
                         prop_assert!(l.offset() < g.slots_bytes);
-                        match l.send() {
+                        match l.send(0) {
                             Ok(()) | Err(Error::Corrupt(_)) => {}
                             Err(e) => prop_assert!(false, "send: {e}"),
                         }
@@ -522,8 +524,7 @@ pub fn sequences_match_the_model<H: Harness>() {
                         Op::Send(i) if !loans.is_empty() => {
                             let mut l = loans.swap_remove(i % loans.len());
                             let len = fill_message(l.as_mut_slice(), seq);
-                            l.set_len(len).unwrap();
-                            l.send().unwrap();
+                            l.send(len).unwrap();
                             queued.push_back(seq);
                             seq += 1;
                         }
@@ -592,8 +593,7 @@ pub fn random_sizes_and_bursts<H: Harness>() {
                             for (i, b) in loan.as_mut_slice()[..len].iter_mut().enumerate() {
                                 *b = pattern_byte(seq, i);
                             }
-                            loan.set_len(len).unwrap();
-                            loan.send().unwrap();
+                            loan.send(len).unwrap();
                             lens.push_back(len);
                             seq += 1;
                         }

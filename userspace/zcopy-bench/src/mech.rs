@@ -359,8 +359,7 @@ fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> 
                     l.as_mut_slice()[..size].copy_from_slice(&src);
                 }
                 l.as_mut_slice()[..8].copy_from_slice(&i.to_le_bytes());
-                l.set_len(size).map_err(ioe)?;
-                l.send().map_err(ioe)
+                l.send(size).map_err(ioe)
             };
             match job {
                 Job::Latency(n) => {
@@ -480,8 +479,7 @@ fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
                         l.as_mut_slice()[..size].copy_from_slice(&src);
                     }
                     l.as_mut_slice()[..8].copy_from_slice(&head);
-                    l.set_len(size).map_err(ioe)?;
-                    l.send().map_err(ioe)?;
+                    l.send(size).map_err(ioe)?;
                 }
                 // An echo server answers first and gives the slot back after.
                 drop(sample);

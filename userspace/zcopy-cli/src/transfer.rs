@@ -133,8 +133,7 @@ pub fn send<T: Tx>(
             Failure::failed(format!("reading {name} at byte {sent} of {size}: {why}"))
         })?;
         crc = crc32c::crc32c_append(crc, slot);
-        loan.set_len(n).map_err(peer)?;
-        loan.send().map_err(peer)?;
+        loan.send(n).map_err(peer)?;
         sent += n as u64;
         progress.add(n as u64);
     }
@@ -159,8 +158,7 @@ fn send_small<T: Tx>(tx: &T, wait: Wait, bytes: &[u8]) -> zcopy::channel::Result
         });
     };
     dst.copy_from_slice(bytes);
-    loan.set_len(bytes.len())?;
-    loan.send()
+    loan.send(bytes.len())
 }
 
 /// Waits until the receiver has given back every slot sent, i.e. taken

@@ -35,28 +35,36 @@ pub trait Tx {
     /// avoids this copy).
     fn send_copy(&self, data: &[u8]) -> Result<()> {
         let mut loan = self.loan()?;
-        loan.set_len(data.len())?;
-        loan.as_mut_slice()[..data.len()].copy_from_slice(data);
-        loan.send()
+        let capacity = loan.capacity();
+        let dst = loan
+            .as_mut_slice()
+            .get_mut(..data.len())
+            .ok_or(Error::TooLarge {
+                len: data.len(),
+                capacity,
+            })?;
+        dst.copy_from_slice(data);
+        loan.send(data.len())
     }
 }
 
-/// A slot loaned from a [`Tx`]: written in place, then sent. Dropping it
-/// unsent gives the slot back.
-pub trait TxLoan {
-    /// The whole slot, writable.
+/// A slot loaned from a [`Tx`]: written in place, then sent with its
+/// length. Dropping it unsent gives the slot back.
+pub trait TxLoan: Sized {
+    /// The whole slot, writable (its old contents are whatever was there).
     fn as_mut_slice(&mut self) -> &mut [u8];
-    /// Sets the message length (default 0); longer than the slot is
-    /// [`Error::TooLarge`].
-    fn set_len(&mut self, len: usize) -> Result<()>;
+    /// Slot capacity in bytes.
+    fn capacity(&self) -> usize;
     /// Where the slot starts in the transport's memory.
     fn offset(&self) -> u64;
-    /// Sends the message.
-    fn send(self) -> Result<()>;
+    /// Sends the first `len` bytes of the slot as the message. Longer than
+    /// the slot is [`Error::TooLarge`], and the slot goes back unsent.
+    fn send(self, len: usize) -> Result<()>;
 
-    /// Writes `value` at the start of the slot as the whole message. The
-    /// slot must fit and be aligned for `P` ([`Error::Type`] otherwise).
-    fn write_pod<P: bytemuck::Pod>(&mut self, value: &P) -> Result<()> {
+    /// Writes `value` at the start of the slot and sends it as the whole
+    /// message. The slot must fit and be aligned for `P` ([`Error::Type`]
+    /// otherwise).
+    fn send_pod<P: bytemuck::Pod>(mut self, value: &P) -> Result<()> {
         let size = std::mem::size_of::<P>();
         let slot = self.as_mut_slice();
         let capacity = slot.len();
@@ -69,7 +77,7 @@ pub trait TxLoan {
             ty,
             why: e.to_string(),
         })? = *value;
-        self.set_len(size)
+        self.send(size)
     }
 }
 

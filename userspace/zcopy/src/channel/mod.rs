@@ -24,8 +24,7 @@
 //!
 //! let mut loan = tx.loan()?;           // a free slot, writable in place
 //! loan.as_mut_slice()[..5].copy_from_slice(b"hello");
-//! loan.set_len(5)?;
-//! loan.send()?;                        // `loan` is gone: cannot be sent twice
+//! loan.send(5)?;                       // its length; `loan` is gone
 //!
 //! let sample = rx.recv()?;             // the same bytes, read in place
 //! assert_eq!(&*sample, b"hello");

@@ -106,7 +106,6 @@ impl<T: Transport> Sender<T> {
                 return Ok(Loan {
                     sender: self,
                     index,
-                    len: 0,
                 });
             }
             self.collect(&mut st)?;
@@ -125,17 +124,13 @@ impl<T: Transport> Sender<T> {
     /// Copies `data` into a slot and sends it (for callers that have the
     /// bytes already; writing into a [`Loan`] avoids this copy).
     pub fn send_copy(&self, data: &[u8]) -> Result<()> {
-        let mut loan = self.loan()?;
-        loan.set_len(data.len())?;
-        loan.as_mut_slice()[..data.len()].copy_from_slice(data);
-        loan.send()
+        Tx::send_copy(self, data)
     }
 
     /// A slot holding a `P`, written in place, then [`PodLoan::send`].
     pub fn loan_pod<P: bytemuck::Pod>(&self) -> Result<PodLoan<'_, T, P>> {
-        let mut loan = self.loan()?;
+        let loan = self.loan()?;
         check_pod::<P>(loan.slot_ptr(), self.geo.slot_size as usize)?;
-        loan.set_len(std::mem::size_of::<P>())?;
         Ok(PodLoan {
             loan,
             _p: PhantomData,
@@ -230,13 +225,37 @@ impl<T: Transport> Drop for Sender<T> {
     }
 }
 
-/// A loaned slot: write the message in place, then [`Loan::send`] it.
-/// Dropping it unsent gives the slot back.
+/// A loaned slot: write the message in place, then [`Loan::send`] it
+/// with its length. `send` takes the loan, so a slot cannot be sent twice
+/// or written after it went; dropping it unsent gives the slot back.
+///
+/// ```compile_fail,E0382
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let loan = tx.loan().unwrap();
+/// loan.send(0).unwrap();
+/// loan.send(0).unwrap(); // the loan is gone
+/// ```
+///
+/// ```compile_fail,E0382
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let mut loan = tx.loan().unwrap();
+/// loan.send(1).unwrap();
+/// loan.as_mut_slice()[0] = 1; // the slot is the receiver's now
+/// ```
+///
+/// A message has the length `send` is given: there is no length to
+/// forget, and no `set_len` that defaults to an empty message.
+///
+/// ```compile_fail,E0061
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let mut loan = tx.loan().unwrap();
+/// loan.as_mut_slice()[..5].copy_from_slice(b"hello");
+/// loan.send().unwrap(); // send takes the length
+/// ```
 #[derive(Debug)]
 pub struct Loan<'a, T: Transport> {
     sender: &'a Sender<T>,
     index: u32,
-    len: u32,
 }
 
 impl<T: Transport> Loan<'_, T> {
@@ -260,28 +279,6 @@ impl<T: Transport> Loan<'_, T> {
         self.sender.geo.slot_size as usize
     }
 
-    /// Sets the message length (default 0).
-    pub fn set_len(&mut self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::TooLarge {
-                len,
-                capacity: self.capacity(),
-            });
-        }
-        self.len = len as u32;
-        Ok(())
-    }
-
-    /// The message length.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// True when the message length is 0.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The slot's number.
     pub fn index(&self) -> u32 {
         self.index
@@ -293,12 +290,20 @@ impl<T: Transport> Loan<'_, T> {
         u64::from(self.index) * self.sender.geo.slot_stride
     }
 
-    /// Sends the message; the receiver reads the slot in place.
-    pub fn send(self) -> Result<()> {
+    /// Sends the first `len` bytes of the slot as the message; the
+    /// receiver reads them in place. `len` past the slot is
+    /// [`Error::TooLarge`] and the slot goes back unsent.
+    pub fn send(self, len: usize) -> Result<()> {
+        if len > self.capacity() {
+            return Err(Error::TooLarge {
+                len,
+                capacity: self.capacity(),
+            });
+        }
         let this = std::mem::ManuallyDrop::new(self);
         let mut st = this.sender.state.borrow_mut();
         st.ledger.send(this.index, RETURNED);
-        let entry = u64::from(this.index) | u64::from(this.len) << 32;
+        let entry = u64::from(this.index) | (len as u64) << 32;
         // The ring has room for every slot, so Full means the receiver's
         // head is lying.
         st.submit
@@ -341,7 +346,7 @@ impl<T: Transport, P: bytemuck::Pod> std::ops::DerefMut for PodLoan<'_, T, P> {
 impl<T: Transport, P: bytemuck::Pod> PodLoan<'_, T, P> {
     /// Sends the value.
     pub fn send(self) -> Result<()> {
-        self.loan.send()
+        self.loan.send(std::mem::size_of::<P>())
     }
 }
 
@@ -376,13 +381,13 @@ impl<T: Transport> TxLoan for Loan<'_, T> {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         Loan::as_mut_slice(self)
     }
-    fn set_len(&mut self, len: usize) -> Result<()> {
-        Loan::set_len(self, len)
+    fn capacity(&self) -> usize {
+        Loan::capacity(self)
     }
     fn offset(&self) -> u64 {
         Loan::offset(self)
     }
-    fn send(self) -> Result<()> {
-        Loan::send(self)
+    fn send(self, len: usize) -> Result<()> {
+        Loan::send(self, len)
     }
 }

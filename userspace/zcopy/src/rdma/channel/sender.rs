@@ -167,7 +167,6 @@ impl Sender {
                 return Ok(Loan {
                     sender: self,
                     index,
-                    len: 0,
                 });
             }
             let Some(d) = deadline else {
@@ -285,12 +284,12 @@ impl Drop for Sender {
     }
 }
 
-/// A loaned slot of an RDMA channel's sender: write in place, then send.
+/// A loaned slot of an RDMA channel's sender: write in place, then send
+/// with its length (see [`crate::channel::Loan`]).
 #[derive(Debug)]
 pub struct Loan<'a> {
     sender: &'a Sender,
     index: u32,
-    len: u32,
 }
 
 impl Loan<'_> {
@@ -309,28 +308,6 @@ impl Loan<'_> {
         self.sender.geo.slot_size as usize
     }
 
-    /// Sets the message length (default 0).
-    pub fn set_len(&mut self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::TooLarge {
-                len,
-                capacity: self.capacity(),
-            });
-        }
-        self.len = len as u32;
-        Ok(())
-    }
-
-    /// The message length.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// True when the message is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The slot's number.
     pub fn index(&self) -> u32 {
         self.index
@@ -341,8 +318,16 @@ impl Loan<'_> {
         u64::from(self.index) * self.sender.geo.slot_stride
     }
 
-    /// Writes the message into the same slot at the receiver.
-    pub fn send(self) -> Result<()> {
+    /// Writes the first `len` bytes of the slot into the same slot at the
+    /// receiver. `len` past the slot is [`Error::TooLarge`] and the slot
+    /// goes back unsent.
+    pub fn send(self, len: usize) -> Result<()> {
+        if len > self.capacity() {
+            return Err(Error::TooLarge {
+                len,
+                capacity: self.capacity(),
+            });
+        }
         let this = std::mem::ManuallyDrop::new(self);
         let sender = this.sender;
         let mut st = sender.state.borrow_mut();
@@ -350,7 +335,7 @@ impl Loan<'_> {
         let r = st.link.write(
             WR_WRITE | u64::from(this.index),
             offset,
-            this.len,
+            len as u32,
             Some(this.index),
         );
         if let Err(e) = r {
@@ -392,13 +377,13 @@ impl TxLoan for Loan<'_> {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         Loan::as_mut_slice(self)
     }
-    fn set_len(&mut self, len: usize) -> Result<()> {
-        Loan::set_len(self, len)
+    fn capacity(&self) -> usize {
+        Loan::capacity(self)
     }
     fn offset(&self) -> u64 {
         Loan::offset(self)
     }
-    fn send(self) -> Result<()> {
-        Loan::send(self)
+    fn send(self, len: usize) -> Result<()> {
+        Loan::send(self, len)
     }
 }
