@@ -39,7 +39,7 @@ macro_rules! conformance_suite {
             close_drains_then_reports_closed sequences_match_the_model random_sizes_and_bursts
             two_processes_many_messages peer_process_sends kill_holding_receiver_reclaims_its_slots
             kill_receiver_at_random_points kill_sender_at_random_points
-            try_recv_reports_a_closed_or_dead_sender);
+            try_recv_reports_a_closed_or_dead_sender next_loan_is_held_while_messages_are_in_flight);
     };
     (@tests $t:ty [$($attrs:tt)*] $name:ident $($rest:ident)*) => {
         #[test]
@@ -350,6 +350,57 @@ pub fn try_recv_reports_a_closed_or_dead_sender<H: Harness>() {
     let (_, e) = poll_until_error::<H>(&rx, 64);
     assert!(matches!(e, Error::PeerDied { .. }), "{e}");
     assert!(rx.is_closed());
+}
+
+/// The next loan can be held next to its sender (the sender in an `Rc`,
+/// the loan borrowing nothing) while earlier messages are in flight:
+/// send, then take the next slot at once, across iterations.
+pub fn next_loan_is_held_while_messages_are_in_flight<H: Harness>() {
+    struct Pinger<S: Tx> {
+        tx: std::rc::Rc<S>,
+        next: Option<S::OwnedLoan>,
+    }
+    impl<S: Tx> Pinger<S> {
+        fn ping(&mut self, seq: u64) -> Result<(), Error> {
+            let mut loan = match self.next.take() {
+                Some(l) => l,
+                None => self.tx.loan_owned()?,
+            };
+            let len = fill_message(loan.as_mut_slice(), seq);
+            loan.send(len)?;
+            self.next = Some(self.tx.loan_owned()?);
+            Ok(())
+        }
+    }
+    let ctx = H::context();
+    let (tx, rx) = pair::<H>(&ctx, 64, 4);
+    let mut p = Pinger {
+        tx: std::rc::Rc::new(tx),
+        next: None,
+    };
+    for seq in 0..3 {
+        p.ping(seq).unwrap();
+    }
+    for seq in 0..3 {
+        let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(check_message(&s, 64), Ok(seq));
+    }
+    for seq in 3..200 {
+        p.ping(seq).unwrap();
+        let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(check_message(&s, 64), Ok(seq));
+    }
+    // The held loan is one of the four slots.
+    assert!(in_flight_soon(&*p.tx, 0));
+    let others: Vec<_> = (0..3).map(|_| p.tx.try_loan().unwrap()).collect();
+    assert!(matches!(p.tx.try_loan(), Err(Error::Full)));
+    drop(others);
+    // Dropping the holder gives the slot back, then closes the channel.
+    drop(p);
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(Error::Closed)
+    ));
 }
 
 /// Only one receiver at a time; when it drops, the next one carries on

@@ -3,16 +3,20 @@
 //! this module (RDMA: `zcopy::rdma::Sender` and `zcopy::rdma::Receiver`).
 //! Code written against these traits moves messages over any of them.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::{Error, Result, Wait};
 
 /// The sending end of a channel.
 pub trait Tx {
-    /// A loaned slot.
+    /// A loaned slot, borrowing the sender.
     type Loan<'a>: TxLoan
     where
         Self: 'a;
+    /// A loaned slot holding the sender through an `Rc`: it borrows
+    /// nothing, so it can be kept next to the sender across iterations.
+    type OwnedLoan: TxLoan;
 
     /// A free slot, waiting as `wait` says.
     fn loan_with(&self, wait: Wait) -> Result<Self::Loan<'_>>;
@@ -24,6 +28,12 @@ pub trait Tx {
     fn try_loan(&self) -> Result<Self::Loan<'_>> {
         self.loan_with(Wait::Never)
     }
+
+    /// As [`Tx::loan_with`], for a sender in an `Rc`.
+    fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<Self::OwnedLoan>;
+
+    /// As [`Tx::loan`], for a sender in an `Rc`.
+    fn loan_owned(self: &Rc<Self>) -> Result<Self::OwnedLoan>;
 
     /// Slots sent and not yet given back by the receiver.
     fn in_flight(&self) -> u32;

@@ -65,7 +65,7 @@ use geometry::check_pod;
 pub use geometry::{Geometry, TransportKind};
 pub use receiver::{Receiver, Sample};
 pub use segment::{list, remove_stale, ChannelInfo};
-pub use sender::{Loan, PodLoan, Sender};
+pub use sender::{Loan, OwnedLoan, PodLoan, Sender, SenderRef, SlotLoan};
 pub use sharing::inherited_socket;
 #[cfg(feature = "card")]
 pub use transport::CardSlots;

@@ -1,7 +1,10 @@
-//! The sending end: [`Sender`], its [`Loan`]s and [`PodLoan`]s.
+//! The sending end: [`Sender`], its [`Loan`]s, [`OwnedLoan`]s and
+//! [`PodLoan`]s.
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
+use std::ops::Deref;
+use std::rc::Rc;
 
 use super::error::corrupt;
 use super::ledger::{Events, Ledger};
@@ -99,14 +102,68 @@ impl<T: Transport> Sender<T> {
 
     /// A free slot, waiting as `wait` says.
     pub fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan::new(self, index))
+    }
+
+    /// A free slot of a sender kept in an `Rc`, waiting as the
+    /// backpressure setting says. The loan holds the `Rc`, not a borrow,
+    /// so it can live next to the sender (in the same struct, say) while
+    /// earlier messages are in flight: "send, then loan the next slot at
+    /// once" across loop iterations.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use zcopy::channel::{Builder, OwnedLoan, Sender, Shm};
+    ///
+    /// struct Pinger {
+    ///     tx: Rc<Sender<Shm>>,
+    ///     next: Option<OwnedLoan<Shm>>,
+    /// }
+    ///
+    /// impl Pinger {
+    ///     fn ping(&mut self, msg: &[u8]) -> zcopy::channel::Result<()> {
+    ///         let mut loan = match self.next.take() {
+    ///             Some(l) => l,
+    ///             None => self.tx.loan_owned()?,
+    ///         };
+    ///         loan.as_mut_slice()[..msg.len()].copy_from_slice(msg);
+    ///         loan.send(msg.len())?;
+    ///         // The next slot, taken off the critical path.
+    ///         self.next = Some(self.tx.try_loan_owned()?);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let tx = Rc::new(Builder::new().slot_size(64).slot_count(4).create()?);
+    /// let mut p = Pinger { tx, next: None };
+    /// p.ping(b"one")?;
+    /// p.ping(b"two")?;
+    /// assert_eq!(p.tx.in_flight(), 2);
+    /// # Ok::<(), zcopy::channel::Error>(())
+    /// ```
+    pub fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        self.loan_owned_with(self.backpressure.get())
+    }
+
+    /// As [`Sender::loan_owned`], or [`Error::Full`] at once.
+    pub fn try_loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        self.loan_owned_with(Wait::Never)
+    }
+
+    /// As [`Sender::loan_owned`], waiting as `wait` says.
+    pub fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan<T>> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan::new(Rc::clone(self), index))
+    }
+
+    /// Takes a free slot for a loan, waiting as `wait` says.
+    fn take_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
         let mut deadline = None;
         loop {
             if let Some(index) = st.ledger.loan() {
-                return Ok(Loan {
-                    sender: self,
-                    index,
-                });
+                return Ok(index);
             }
             self.collect(&mut st)?;
             if st.ledger.has_free() {
@@ -225,7 +282,21 @@ impl<T: Transport> Drop for Sender<T> {
     }
 }
 
-/// A loaned slot: write the message in place, then [`Loan::send`] it
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a loan holds on to its [`Sender`]: by borrowing it (`&Sender`, a
+/// [`Loan`]) or through an `Rc` (`Rc<Sender>`, an [`OwnedLoan`], which
+/// borrows nothing). Sealed: these two are all there are.
+pub trait SenderRef<T: Transport>: Deref<Target = Sender<T>> + sealed::Sealed {}
+
+impl<T: Transport> sealed::Sealed for &Sender<T> {}
+impl<T: Transport> SenderRef<T> for &Sender<T> {}
+impl<T: Transport> sealed::Sealed for Rc<Sender<T>> {}
+impl<T: Transport> SenderRef<T> for Rc<Sender<T>> {}
+
+/// A loaned slot: write the message in place, then [`SlotLoan::send`] it
 /// with its length. `send` takes the loan, so a slot cannot be sent twice
 /// or written after it went; dropping it unsent gives the slot back.
 ///
@@ -244,7 +315,7 @@ impl<T: Transport> Drop for Sender<T> {
 /// ```
 ///
 /// A message has the length `send` is given: there is no length to
-/// forget, and no `set_len` that defaults to an empty message.
+/// forget, and no default that would send an empty message.
 ///
 /// ```compile_fail,E0061
 /// # let tx = zcopy::channel::Builder::new().create().unwrap();
@@ -253,12 +324,28 @@ impl<T: Transport> Drop for Sender<T> {
 /// loan.send().unwrap(); // send takes the length
 /// ```
 #[derive(Debug)]
-pub struct Loan<'a, T: Transport> {
-    sender: &'a Sender<T>,
+pub struct SlotLoan<T: Transport, S: SenderRef<T>> {
+    sender: S,
     index: u32,
+    _t: PhantomData<fn() -> T>,
 }
 
-impl<T: Transport> Loan<'_, T> {
+/// A slot loaned from a borrowed [`Sender`] ([`Sender::loan`]).
+pub type Loan<'a, T> = SlotLoan<T, &'a Sender<T>>;
+
+/// A slot loaned from a [`Sender`] kept in an `Rc`
+/// ([`Sender::loan_owned`]): it borrows nothing.
+pub type OwnedLoan<T> = SlotLoan<T, Rc<Sender<T>>>;
+
+impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
+    fn new(sender: S, index: u32) -> SlotLoan<T, S> {
+        SlotLoan {
+            sender,
+            index,
+            _t: PhantomData,
+        }
+    }
+
     fn slot_ptr(&self) -> *mut u8 {
         self.sender.slot(self.index)
     }
@@ -267,10 +354,11 @@ impl<T: Transport> Loan<'_, T> {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the slot lies inside the transport's mapping (index <
         // slot_count, stride × count = slots_bytes, checked at creation or
-        // open); it is Loaned, so the receiver does not own it and no other
-        // Loan names it; the borrow of `self` bounds the slice's life. (A
-        // misbehaving peer can still write these bytes from its side; that
-        // changes data, never where this slice points.)
+        // open), which lives as long as the sender this loan holds (by
+        // borrow or by Rc); it is Loaned, so the receiver does not own it
+        // and no other loan names it; the borrow of `self` bounds the
+        // slice's life. (A misbehaving peer can still write these bytes
+        // from its side; that changes data, never where this slice points.)
         unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(), self.capacity()) }
     }
 
@@ -300,10 +388,16 @@ impl<T: Transport> Loan<'_, T> {
                 capacity: self.capacity(),
             });
         }
+        let index = self.index;
         let this = std::mem::ManuallyDrop::new(self);
-        let mut st = this.sender.state.borrow_mut();
-        st.ledger.send(this.index, RETURNED);
-        let entry = u64::from(this.index) | (len as u64) << 32;
+        // SAFETY: the handle is moved out of `this` once, and `this` is
+        // ManuallyDrop, so neither its Drop (which would give the slot
+        // back) nor the handle's own drop runs for it again; the other
+        // fields need no drop.
+        let sender: S = unsafe { std::ptr::read(&this.sender) };
+        let mut st = sender.state.borrow_mut();
+        st.ledger.send(index, RETURNED);
+        let entry = u64::from(index) | (len as u64) << 32;
         // The ring has room for every slot, so Full means the receiver's
         // head is lying.
         st.submit
@@ -312,7 +406,7 @@ impl<T: Transport> Loan<'_, T> {
     }
 }
 
-impl<T: Transport> Drop for Loan<'_, T> {
+impl<T: Transport, S: SenderRef<T>> Drop for SlotLoan<T, S> {
     fn drop(&mut self) {
         let mut st = self.sender.state.borrow_mut();
         st.ledger.unloan(self.index);
@@ -363,11 +457,18 @@ impl<T: Transport> Tx for Sender<T> {
         = Loan<'a, T>
     where
         T: 'a;
+    type OwnedLoan = OwnedLoan<T>;
     fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
         Sender::loan_with(self, wait)
     }
     fn loan(&self) -> Result<Loan<'_, T>> {
         Sender::loan(self)
+    }
+    fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan<T>> {
+        Sender::loan_owned_with(self, wait)
+    }
+    fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        Sender::loan_owned(self)
     }
     fn in_flight(&self) -> u32 {
         Sender::in_flight(self)
@@ -377,17 +478,17 @@ impl<T: Transport> Tx for Sender<T> {
     }
 }
 
-impl<T: Transport> TxLoan for Loan<'_, T> {
+impl<T: Transport, S: SenderRef<T>> TxLoan for SlotLoan<T, S> {
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        Loan::as_mut_slice(self)
+        SlotLoan::as_mut_slice(self)
     }
     fn capacity(&self) -> usize {
-        Loan::capacity(self)
+        SlotLoan::capacity(self)
     }
     fn offset(&self) -> u64 {
-        Loan::offset(self)
+        SlotLoan::offset(self)
     }
     fn send(self, len: usize) -> Result<()> {
-        Loan::send(self, len)
+        SlotLoan::send(self, len)
     }
 }

@@ -43,8 +43,8 @@ pub mod cm;
 pub mod verbs;
 
 pub use channel::{
-    check_geometry, BuilderExt, Listener, Loan, Receiver, Sample, Sender, CLOSE, MAX_RDMA_SLOTS,
-    PROBE_EVERY,
+    check_geometry, BuilderExt, Listener, Loan, OwnedLoan, Receiver, Sample, Sender, SenderRef,
+    SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
 };
 pub use verbs::{devices, Device, Port};
 
