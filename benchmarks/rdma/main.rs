@@ -411,16 +411,15 @@ fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
     let count = window(size);
     let (mut child, addr) = spawn_self(&["--serve-bw".into()])?;
     let tx = Builder::new()
-        .slot_size(size as u32)
+        .slot_size(size)
         .slot_count(count)
         .connect_rdma(Some(IpAddr::V4(B)), addr)
         .map_err(|e| e.to_string())?;
     tx.set_spin(SPIN);
     let start = Instant::now();
     for _ in 0..iters {
-        let mut loan = tx.loan().map_err(|e| e.to_string())?;
-        loan.set_len(size).map_err(|e| e.to_string())?;
-        loan.send().map_err(|e| e.to_string())?;
+        let loan = tx.loan().map_err(|e| e.to_string())?;
+        loan.send(size).map_err(|e| e.to_string())?;
     }
     while tx.in_flight() > 0 {
         std::hint::spin_loop();
@@ -441,7 +440,7 @@ fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
 }
 
 fn serve_lat(spec: &str) -> Result<(), String> {
-    let size: u32 = spec.parse().map_err(|_| "--serve-lat SIZE")?;
+    let size: usize = spec.parse().map_err(|_| "--serve-lat SIZE")?;
     let l = Listener::bind((A, 0).into()).map_err(|e| e.to_string())?;
     println!("listening {}", l.local_addr().ok_or("no address")?);
     let rx = l
@@ -465,10 +464,10 @@ fn serve_lat(spec: &str) -> Result<(), String> {
             Err(Error::Closed) => return Ok(()),
             Err(e) => return Err(e.to_string()),
         };
-        let mut pong = tx.loan().map_err(|e| e.to_string())?;
-        pong.set_len(ping.len()).map_err(|e| e.to_string())?;
+        let pong = tx.loan().map_err(|e| e.to_string())?;
+        let len = ping.len();
         drop(ping);
-        pong.send().map_err(|e| e.to_string())?;
+        pong.send(len).map_err(|e| e.to_string())?;
     }
 }
 
@@ -477,14 +476,13 @@ fn zcopy_lat(size: usize, iters: u32) -> Result<Lat, String> {
     let back = Listener::bind((B, 0).into()).map_err(|e| e.to_string())?;
     let port = back.local_addr().ok_or("no address")?.port();
     let tx = Builder::new()
-        .slot_size(size.max(2) as u32)
+        .slot_size(size.max(2))
         .slot_count(4)
         .connect_rdma(Some(IpAddr::V4(B)), addr)
         .map_err(|e| e.to_string())?;
     let mut hello = tx.loan().map_err(|e| e.to_string())?;
     hello.as_mut_slice()[..2].copy_from_slice(&port.to_le_bytes());
-    hello.set_len(2).map_err(|e| e.to_string())?;
-    hello.send().map_err(|e| e.to_string())?;
+    hello.send(2).map_err(|e| e.to_string())?;
     let rx = back
         .accept(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
@@ -493,9 +491,8 @@ fn zcopy_lat(size: usize, iters: u32) -> Result<Lat, String> {
     let mut one_way = Vec::with_capacity(iters as usize);
     for i in 0..iters + iters / 10 {
         let t = Instant::now();
-        let mut ping = tx.loan().map_err(|e| e.to_string())?;
-        ping.set_len(size).map_err(|e| e.to_string())?;
-        ping.send().map_err(|e| e.to_string())?;
+        let ping = tx.loan().map_err(|e| e.to_string())?;
+        ping.send(size).map_err(|e| e.to_string())?;
         let pong = rx.recv().map_err(|e| e.to_string())?;
         let rtt = t.elapsed();
         drop(pong);

@@ -97,7 +97,7 @@ pub fn send(args: &SendArgs) -> Result<()> {
     let label = args.file.display().to_string();
     let name = args.name.as_deref().unwrap_or(DEFAULT_NAME);
     let builder = Builder::new()
-        .slot_size(args.slot_size)
+        .slot_size(args.slot_size as usize)
         .slot_count(args.slots);
     let stats = match args.via {
         Via::Shm => {
@@ -433,7 +433,7 @@ fn connect_card(card: &Card, name: &str, timeout: Option<Duration>) -> Result<Re
         }
     };
     stream.set_read_timeout(Some(HANDSHAKE)).map_err(fail)?;
-    let rx = Receiver::<CardSlots>::from_socket(card, &stream).map_err(setup_failure)?;
+    let rx = Receiver::<CardSlots>::from_socket_on_card(card, &stream).map_err(setup_failure)?;
     (&stream).write_all(&[ATTACHED]).map_err(fail)?;
     Ok(rx)
 }

@@ -540,8 +540,7 @@ fn recv_refuses_a_wrong_checksum() {
     for m in [&header, &data, &trailer] {
         let mut loan = tx.try_loan().unwrap();
         loan.as_mut_slice()[..m.len()].copy_from_slice(m);
-        loan.set_len(m.len()).unwrap();
-        loan.send().unwrap();
+        loan.send(m.len()).unwrap();
     }
     let (code, stdout, err) = zcopy(&[
         "recv",
@@ -586,8 +585,7 @@ fn recv_of_a_cut_stream_fails_and_leaves_no_file() {
     for m in [&header[..], &[7u8; 10][..]] {
         let mut loan = tx.try_loan().unwrap();
         loan.as_mut_slice()[..m.len()].copy_from_slice(m);
-        loan.set_len(m.len()).unwrap();
-        loan.send().unwrap();
+        loan.send(m.len()).unwrap();
     }
     // Wait until the receiver has taken both, then close.
     let t0 = Instant::now();

@@ -518,7 +518,7 @@ fn run_once(
                 .create_pool(a.chunk * u64::from(a.buffers))
                 .map_err(card)?;
             let tx = Builder::new()
-                .slot_size(a.chunk as u32)
+                .slot_size(a.chunk as usize)
                 .slot_count(a.buffers)
                 .connect_rdma_on(pool.map().map_err(card)?, Some(a.rdma_from), peer.addr)
                 .map_err(|e| Failure::failed(format!("connecting over RDMA: {e}")))?;

@@ -1,12 +1,14 @@
 //! [`Builder`]: a channel's shape, then where it lives.
 
 use super::segment::Segment;
-use super::{CardSlots, Geometry, Result, Sender, Shm, Transport, TransportKind, Wait};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{Geometry, Result, Sender, Shm, Transport, TransportKind, Wait};
 
 /// Builds a channel: slot size and count, then where it lives.
 #[derive(Debug, Clone)]
 pub struct Builder {
-    slot_size: u32,
+    slot_size: usize,
     slot_count: u32,
     backpressure: Wait,
 }
@@ -20,7 +22,8 @@ impl Default for Builder {
 impl Builder {
     /// Slot size, slot count and backpressure, for transports built
     /// outside this module.
-    pub(crate) fn shape(&self) -> (u32, u32, Wait) {
+    #[cfg(feature = "rdma")]
+    pub(crate) fn shape(&self) -> (usize, u32, Wait) {
         (self.slot_size, self.slot_count, self.backpressure)
     }
 
@@ -34,7 +37,7 @@ impl Builder {
     }
 
     /// Payload bytes per slot.
-    pub fn slot_size(mut self, bytes: u32) -> Builder {
+    pub fn slot_size(mut self, bytes: usize) -> Builder {
         self.slot_size = bytes;
         self
     }
@@ -47,7 +50,7 @@ impl Builder {
 
     /// Slots sized for one `P`.
     pub fn slot_for<P: bytemuck::Pod>(self) -> Builder {
-        self.slot_size(u32::try_from(std::mem::size_of::<P>().max(1)).unwrap_or(u32::MAX))
+        self.slot_size(std::mem::size_of::<P>().max(1))
     }
 
     /// What [`Sender::loan`] does when every slot is taken (default: wait).
@@ -74,6 +77,7 @@ impl Builder {
     }
 
     /// A channel whose slots live in a new pool on `card`.
+    #[cfg(feature = "card")]
     pub fn create_on_card(self, card: &crate::card::Card) -> Result<Sender<CardSlots>> {
         self.create_with::<CardSlots>(card)
     }

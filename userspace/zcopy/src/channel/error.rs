@@ -105,6 +105,7 @@ pub enum Error {
     #[error("the peer corrupted the channel: {0}")]
     Corrupt(&'static str),
     /// A card operation failed (card transport).
+    #[cfg(feature = "card")]
     #[error(transparent)]
     Card(#[from] crate::card::Error),
     /// A transport built on the channel API failed in its own terms (RDMA:

@@ -64,12 +64,15 @@ fn align_up(v: u64, a: u64) -> u64 {
 
 impl Geometry {
     /// The layout for a channel of `slot_count` slots of `slot_size` bytes.
-    pub fn new(transport: TransportKind, slot_size: u32, slot_count: u32) -> Result<Geometry> {
-        if slot_size == 0 || slot_size > MAX_SLOT_SIZE {
-            return Err(Error::Config(format!(
-                "slot size {slot_size}: must be 1..={MAX_SLOT_SIZE} bytes"
-            )));
-        }
+    pub fn new(transport: TransportKind, slot_size: usize, slot_count: u32) -> Result<Geometry> {
+        let slot_size = match u32::try_from(slot_size) {
+            Ok(s @ 1..=MAX_SLOT_SIZE) => s,
+            _ => {
+                return Err(Error::Config(format!(
+                    "slot size {slot_size}: must be 1..={MAX_SLOT_SIZE} bytes"
+                )))
+            }
+        };
         if slot_count == 0 || slot_count > MAX_SLOT_COUNT {
             return Err(Error::Config(format!(
                 "slot count {slot_count}: must be 1..={MAX_SLOT_COUNT}"
@@ -147,9 +150,11 @@ mod tests {
         for (size, count) in [
             (0, 1),
             (1, 0),
-            (MAX_SLOT_SIZE + 1, 1),
+            (MAX_SLOT_SIZE as usize + 1, 1),
+            (usize::MAX, 1),
+            (1 << 32, 1),
             (1, MAX_SLOT_COUNT + 1),
-            (MAX_SLOT_SIZE, 17),
+            (MAX_SLOT_SIZE as usize, 17),
         ] {
             assert!(matches!(
                 Geometry::new(TransportKind::Shm, size, count),

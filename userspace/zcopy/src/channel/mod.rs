@@ -13,19 +13,18 @@
 //!
 //! ```
 //! use std::os::unix::net::UnixStream;
-//! use zcopy::channel::{Builder, Receiver, Shm};
+//! use zcopy::channel::{Builder, Receiver};
 //!
 //! // Sender side: a sealed memfd channel of 8 slots of 4 KiB.
 //! let tx = Builder::new().slot_size(4096).slot_count(8).create()?;
 //! // Hand it to the receiver over a Unix socket (here: within one process).
 //! let (a, b) = UnixStream::pair()?;
 //! tx.share(&a)?;
-//! let rx = Receiver::<Shm>::from_socket(&(), &b)?;
+//! let rx = Receiver::from_socket(&b)?;
 //!
 //! let mut loan = tx.loan()?;           // a free slot, writable in place
 //! loan.as_mut_slice()[..5].copy_from_slice(b"hello");
-//! loan.set_len(5)?;
-//! loan.send()?;                        // `loan` is gone: cannot be sent twice
+//! loan.send(5)?;                       // its length; `loan` is gone
 //!
 //! let sample = rx.recv()?;             // the same bytes, read in place
 //! assert_eq!(&*sample, b"hello");
@@ -36,7 +35,15 @@
 //! A peer that dies is noticed (through a pidfd) the next time the survivor
 //! has to wait on it: a sender gets [`Error::PeerDied`] with the slots the
 //! dead receiver held reclaimed (and a new receiver may attach), a receiver
-//! gets the messages already sent and then [`Error::PeerDied`].
+//! gets the messages already sent and then [`Error::PeerDied`]; a sender
+//! that closes its end leaves [`Error::Closed`] after the last message.
+//! [`Receiver::try_recv`] reports both too, and [`Receiver::is_closed`]
+//! asks without taking a message.
+//!
+//! With the default features the crate also holds the card binding
+//! (`card`) and the RDMA transport (`rdma`, which needs libclang and the
+//! verbs headers to build); a shared-memory-only user turns them off:
+//! `zcopy = { version = "0.1", default-features = false }`.
 
 pub mod api;
 mod builder;
@@ -58,6 +65,11 @@ use geometry::check_pod;
 pub use geometry::{Geometry, TransportKind};
 pub use receiver::{Receiver, Sample};
 pub use segment::{check_name, list, remove_stale, ChannelInfo, MAX_NAME_LEN};
-pub use sender::{Loan, PodLoan, Sender};
-pub use transport::{CardSlots, Shm, Transport};
-pub use wait::{Wait, DEFAULT_SPIN, LIVENESS_SLICE};
+pub use sender::{Loan, OwnedLoan, PodLoan, Sender, SenderRef, SlotLoan};
+pub use sharing::inherited_socket;
+#[cfg(feature = "card")]
+pub use transport::CardSlots;
+pub use transport::{Shm, Transport};
+#[cfg(feature = "rdma")]
+pub(crate) use wait::Pacer;
+pub use wait::{Wait, DEFAULT_SPIN, LIVENESS_SLICE, PEER_CHECK_EVERY};

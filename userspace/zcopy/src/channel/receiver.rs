@@ -7,8 +7,10 @@ use std::time::Duration;
 use super::error::corrupt;
 use super::liveness::{self, Watch};
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
-use super::wait::{wait_on, DEFAULT_SPIN};
-use super::{check_pod, CardSlots, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
+use super::wait::{wait_on, Pacer, DEFAULT_SPIN};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{check_pod, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
 
@@ -18,6 +20,8 @@ struct RecvState {
     returns: Producer,
     held: Vec<bool>,
     sender: Watch,
+    /// When a call that does not wait next asks after the sender.
+    pacer: Pacer,
     /// A failure while giving a slot back in Drop, reported by the next call.
     deferred: Option<Error>,
 }
@@ -85,6 +89,7 @@ impl<T: Transport> Receiver<T> {
             returns,
             held: vec![false; geo.slot_count as usize],
             sender: Watch::new(spid, sstart),
+            pacer: Pacer::new(),
             deferred: None,
         };
         Ok(Receiver {
@@ -106,29 +111,59 @@ impl<T: Transport> Receiver<T> {
         &self.slots
     }
 
-    /// Busy-poll rounds before sleeping (0: sleep at once).
+    /// Busy-poll rounds before each sleep when waiting (default
+    /// [`DEFAULT_SPIN`]; 0: sleep at once). See [`Receiver::recv`].
     pub fn set_spin(&self, rounds: u32) {
         self.spin.set(rounds);
     }
 
     /// The next message, waiting as long as it takes.
+    ///
+    /// How it waits: it checks the submit ring up to `spin` times (256,
+    /// [`DEFAULT_SPIN`], unless [`Receiver::set_spin`] says otherwise), with
+    /// a spin-loop hint between checks, then sleeps on the ring's futex
+    /// until the sender's next message wakes it, for at most
+    /// [`LIVENESS_SLICE`](super::LIVENESS_SLICE) (20 ms). After each sleep it checks whether the
+    /// sender closed ([`Error::Closed`]) or died ([`Error::PeerDied`]),
+    /// both only once every message sent has been taken, and spins again.
     pub fn recv(&self) -> Result<Sample<'_, T>> {
         self.recv_with(Wait::Forever)?.ok_or(Error::Timeout)
     }
 
-    /// The next message if one is there.
+    /// The next message if one is there, without waiting: `None` when
+    /// there is none yet. When there is none and the sender has closed
+    /// the channel, [`Error::Closed`] (one atomic load tells); when its
+    /// process is gone, [`Error::PeerDied`] (asked of its pidfd, one
+    /// system call, at most once per [`LIVENESS_SLICE`](super::LIVENESS_SLICE),
+    /// the clock read on every [`PEER_CHECK_EVERY`](super::PEER_CHECK_EVERY)th
+    /// call that finds nothing). [`Receiver::is_closed`] asks both at once.
     pub fn try_recv(&self) -> Result<Option<Sample<'_, T>>> {
         self.recv_with(Wait::Never)
     }
 
-    /// The next message, waiting at most `timeout` ([`Error::Timeout`]).
+    /// The next message, waiting at most `timeout` ([`Error::Timeout`]),
+    /// as [`Receiver::recv`] waits.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Sample<'_, T>> {
         self.recv_with(Wait::Timeout(timeout))?
             .ok_or(Error::Timeout)
     }
 
+    /// True once nothing beyond the messages already in the channel can
+    /// come: the sender closed it (dropped its end) or its process is
+    /// gone. Messages sent before that are still received.
+    pub fn is_closed(&self) -> bool {
+        self.sender_closed() || self.state.borrow().sender.gone()
+    }
+
+    fn sender_closed(&self) -> bool {
+        // CLOSED (acquire): pairs with the sender's fetch_or in Drop, so
+        // every message it sent before is visible in the ring.
+        self.seg.header().flags.load(Ordering::Acquire) & FLAG_SENDER_CLOSED != 0
+    }
+
     /// The next message, waiting as `wait` says (`None`: nothing there and
-    /// `Wait::Never`).
+    /// `Wait::Never`), as [`Receiver::recv`] and [`Receiver::try_recv`]
+    /// describe.
     pub fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         let mut st = self.state.borrow_mut();
         if let Some(e) = st.deferred.take() {
@@ -155,18 +190,19 @@ impl<T: Transport> Receiver<T> {
                 }));
             }
             let d = *deadline.get_or_insert_with(|| wait.deadline());
-            let Some(d) = d else {
-                return Ok(None);
-            };
-            // CLOSED (acquire): pairs with the sender's fetch_or in Drop;
-            // the ring was found empty after... so re-check it once more.
-            if self.seg.header().flags.load(Ordering::Acquire) & FLAG_SENDER_CLOSED != 0 {
+            // The ring was found empty before the flag was read: look once
+            // more, so a message sent just before the close is not lost.
+            if self.sender_closed() {
                 if st.submit.ready().map_err(corrupt("submit ring indices"))? {
                     continue;
                 }
                 return Err(Error::Closed);
             }
-            if st.sender.gone() {
+            let ask = match d {
+                Some(_) => true,
+                None => st.pacer.due(),
+            };
+            if ask && st.sender.gone() {
                 if st.submit.ready().map_err(corrupt("submit ring indices"))? {
                     continue;
                 }
@@ -175,6 +211,9 @@ impl<T: Transport> Receiver<T> {
                     reclaimed: 0,
                 });
             }
+            let Some(d) = d else {
+                return Ok(None);
+            };
             wait_on(&mut st.submit, self.spin.get(), d)?;
         }
     }
@@ -267,6 +306,7 @@ impl<T: Transport> Drop for Sample<'_, T> {
     }
 }
 
+#[cfg(feature = "card")]
 impl Receiver<CardSlots> {
     /// The pool the slots live in (this process's import).
     pub fn pool(&self) -> &crate::card::Pool {
@@ -281,6 +321,9 @@ impl<T: Transport> Rx for Receiver<T> {
         T: 'a;
     fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         Receiver::recv_with(self, wait)
+    }
+    fn is_closed(&self) -> bool {
+        Receiver::is_closed(self)
     }
     fn slot_size(&self) -> usize {
         self.geo.slot_size as usize

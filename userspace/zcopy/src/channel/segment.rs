@@ -113,7 +113,7 @@ impl Geometry {
         }
         let transport = TransportKind::from_u32(h.transport)
             .ok_or_else(|| Error::Layout(format!("unknown transport {}", h.transport)))?;
-        let g = Geometry::new(transport, h.slot_size, h.slot_count)
+        let g = Geometry::new(transport, h.slot_size as usize, h.slot_count)
             .map_err(|e| Error::Layout(e.to_string()))?;
         let recorded = (
             h.ring_capacity,
@@ -328,7 +328,9 @@ impl Segment {
         &self.geo
     }
 
-    /// The header.
+    /// The header (inline: a receiver polling without waiting reads its
+    /// flags on every call).
+    #[inline]
     pub(crate) fn header(&self) -> &SegmentHeader {
         // SAFETY: the mapping is segment_bytes ≥ a header long, page aligned,
         // and lives as long as self; the fields that change are atomics.

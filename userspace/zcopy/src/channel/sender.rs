@@ -1,14 +1,19 @@
-//! The sending end: [`Sender`], its [`Loan`]s and [`PodLoan`]s.
+//! The sending end: [`Sender`], its [`Loan`]s, [`OwnedLoan`]s and
+//! [`PodLoan`]s.
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
+use std::ops::Deref;
+use std::rc::Rc;
 
 use super::error::corrupt;
 use super::ledger::{Events, Ledger};
 use super::liveness::Watch;
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
 use super::wait::{wait_on, DEFAULT_SPIN};
-use super::{check_pod, CardSlots, Error, Geometry, Result, Transport, Tx, TxLoan, Wait};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{check_pod, Error, Geometry, Result, Transport, Tx, TxLoan, Wait};
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
 
@@ -97,15 +102,68 @@ impl<T: Transport> Sender<T> {
 
     /// A free slot, waiting as `wait` says.
     pub fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan::new(self, index))
+    }
+
+    /// A free slot of a sender kept in an `Rc`, waiting as the
+    /// backpressure setting says. The loan holds the `Rc`, not a borrow,
+    /// so it can live next to the sender (in the same struct, say) while
+    /// earlier messages are in flight: "send, then loan the next slot at
+    /// once" across loop iterations.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use zcopy::channel::{Builder, OwnedLoan, Sender, Shm};
+    ///
+    /// struct Pinger {
+    ///     tx: Rc<Sender<Shm>>,
+    ///     next: Option<OwnedLoan<Shm>>,
+    /// }
+    ///
+    /// impl Pinger {
+    ///     fn ping(&mut self, msg: &[u8]) -> zcopy::channel::Result<()> {
+    ///         let mut loan = match self.next.take() {
+    ///             Some(l) => l,
+    ///             None => self.tx.loan_owned()?,
+    ///         };
+    ///         loan.as_mut_slice()[..msg.len()].copy_from_slice(msg);
+    ///         loan.send(msg.len())?;
+    ///         // The next slot, taken off the critical path.
+    ///         self.next = Some(self.tx.try_loan_owned()?);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let tx = Rc::new(Builder::new().slot_size(64).slot_count(4).create()?);
+    /// let mut p = Pinger { tx, next: None };
+    /// p.ping(b"one")?;
+    /// p.ping(b"two")?;
+    /// assert_eq!(p.tx.in_flight(), 2);
+    /// # Ok::<(), zcopy::channel::Error>(())
+    /// ```
+    pub fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        self.loan_owned_with(self.backpressure.get())
+    }
+
+    /// As [`Sender::loan_owned`], or [`Error::Full`] at once.
+    pub fn try_loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        self.loan_owned_with(Wait::Never)
+    }
+
+    /// As [`Sender::loan_owned`], waiting as `wait` says.
+    pub fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan<T>> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan::new(Rc::clone(self), index))
+    }
+
+    /// Takes a free slot for a loan, waiting as `wait` says.
+    fn take_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
         let mut deadline = None;
         loop {
             if let Some(index) = st.ledger.loan() {
-                return Ok(Loan {
-                    sender: self,
-                    index,
-                    len: 0,
-                });
+                return Ok(index);
             }
             self.collect(&mut st)?;
             if st.ledger.has_free() {
@@ -123,17 +181,13 @@ impl<T: Transport> Sender<T> {
     /// Copies `data` into a slot and sends it (for callers that have the
     /// bytes already; writing into a [`Loan`] avoids this copy).
     pub fn send_copy(&self, data: &[u8]) -> Result<()> {
-        let mut loan = self.loan()?;
-        loan.set_len(data.len())?;
-        loan.as_mut_slice()[..data.len()].copy_from_slice(data);
-        loan.send()
+        Tx::send_copy(self, data)
     }
 
     /// A slot holding a `P`, written in place, then [`PodLoan::send`].
     pub fn loan_pod<P: bytemuck::Pod>(&self) -> Result<PodLoan<'_, T, P>> {
-        let mut loan = self.loan()?;
+        let loan = self.loan()?;
         check_pod::<P>(loan.slot_ptr(), self.geo.slot_size as usize)?;
-        loan.set_len(std::mem::size_of::<P>())?;
         Ok(PodLoan {
             loan,
             _p: PhantomData,
@@ -228,16 +282,70 @@ impl<T: Transport> Drop for Sender<T> {
     }
 }
 
-/// A loaned slot: write the message in place, then [`Loan::send`] it.
-/// Dropping it unsent gives the slot back.
-#[derive(Debug)]
-pub struct Loan<'a, T: Transport> {
-    sender: &'a Sender<T>,
-    index: u32,
-    len: u32,
+mod sealed {
+    pub trait Sealed {}
 }
 
-impl<T: Transport> Loan<'_, T> {
+/// How a loan holds on to its [`Sender`]: by borrowing it (`&Sender`, a
+/// [`Loan`]) or through an `Rc` (`Rc<Sender>`, an [`OwnedLoan`], which
+/// borrows nothing). Sealed: these two are all there are.
+pub trait SenderRef<T: Transport>: Deref<Target = Sender<T>> + sealed::Sealed {}
+
+impl<T: Transport> sealed::Sealed for &Sender<T> {}
+impl<T: Transport> SenderRef<T> for &Sender<T> {}
+impl<T: Transport> sealed::Sealed for Rc<Sender<T>> {}
+impl<T: Transport> SenderRef<T> for Rc<Sender<T>> {}
+
+/// A loaned slot: write the message in place, then [`SlotLoan::send`] it
+/// with its length. `send` takes the loan, so a slot cannot be sent twice
+/// or written after it went; dropping it unsent gives the slot back.
+///
+/// ```compile_fail,E0382
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let loan = tx.loan().unwrap();
+/// loan.send(0).unwrap();
+/// loan.send(0).unwrap(); // the loan is gone
+/// ```
+///
+/// ```compile_fail,E0382
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let mut loan = tx.loan().unwrap();
+/// loan.send(1).unwrap();
+/// loan.as_mut_slice()[0] = 1; // the slot is the receiver's now
+/// ```
+///
+/// A message has the length `send` is given: there is no length to
+/// forget, and no default that would send an empty message.
+///
+/// ```compile_fail,E0061
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let mut loan = tx.loan().unwrap();
+/// loan.as_mut_slice()[..5].copy_from_slice(b"hello");
+/// loan.send().unwrap(); // send takes the length
+/// ```
+#[derive(Debug)]
+pub struct SlotLoan<T: Transport, S: SenderRef<T>> {
+    sender: S,
+    index: u32,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// A slot loaned from a borrowed [`Sender`] ([`Sender::loan`]).
+pub type Loan<'a, T> = SlotLoan<T, &'a Sender<T>>;
+
+/// A slot loaned from a [`Sender`] kept in an `Rc`
+/// ([`Sender::loan_owned`]): it borrows nothing.
+pub type OwnedLoan<T> = SlotLoan<T, Rc<Sender<T>>>;
+
+impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
+    fn new(sender: S, index: u32) -> SlotLoan<T, S> {
+        SlotLoan {
+            sender,
+            index,
+            _t: PhantomData,
+        }
+    }
+
     fn slot_ptr(&self) -> *mut u8 {
         self.sender.slot(self.index)
     }
@@ -246,38 +354,17 @@ impl<T: Transport> Loan<'_, T> {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the slot lies inside the transport's mapping (index <
         // slot_count, stride × count = slots_bytes, checked at creation or
-        // open); it is Loaned, so the receiver does not own it and no other
-        // Loan names it; the borrow of `self` bounds the slice's life. (A
-        // misbehaving peer can still write these bytes from its side; that
-        // changes data, never where this slice points.)
+        // open), which lives as long as the sender this loan holds (by
+        // borrow or by Rc); it is Loaned, so the receiver does not own it
+        // and no other loan names it; the borrow of `self` bounds the
+        // slice's life. (A misbehaving peer can still write these bytes
+        // from its side; that changes data, never where this slice points.)
         unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(), self.capacity()) }
     }
 
     /// Slot capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.sender.geo.slot_size as usize
-    }
-
-    /// Sets the message length (default 0).
-    pub fn set_len(&mut self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::TooLarge {
-                len,
-                capacity: self.capacity(),
-            });
-        }
-        self.len = len as u32;
-        Ok(())
-    }
-
-    /// The message length.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// True when the message length is 0.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The slot's number.
@@ -291,12 +378,26 @@ impl<T: Transport> Loan<'_, T> {
         u64::from(self.index) * self.sender.geo.slot_stride
     }
 
-    /// Sends the message; the receiver reads the slot in place.
-    pub fn send(self) -> Result<()> {
+    /// Sends the first `len` bytes of the slot as the message; the
+    /// receiver reads them in place. `len` past the slot is
+    /// [`Error::TooLarge`] and the slot goes back unsent.
+    pub fn send(self, len: usize) -> Result<()> {
+        if len > self.capacity() {
+            return Err(Error::TooLarge {
+                len,
+                capacity: self.capacity(),
+            });
+        }
+        let index = self.index;
         let this = std::mem::ManuallyDrop::new(self);
-        let mut st = this.sender.state.borrow_mut();
-        st.ledger.send(this.index, RETURNED);
-        let entry = u64::from(this.index) | u64::from(this.len) << 32;
+        // SAFETY: the handle is moved out of `this` once, and `this` is
+        // ManuallyDrop, so neither its Drop (which would give the slot
+        // back) nor the handle's own drop runs for it again; the other
+        // fields need no drop.
+        let sender: S = unsafe { std::ptr::read(&this.sender) };
+        let mut st = sender.state.borrow_mut();
+        st.ledger.send(index, RETURNED);
+        let entry = u64::from(index) | (len as u64) << 32;
         // The ring has room for every slot, so Full means the receiver's
         // head is lying.
         st.submit
@@ -305,7 +406,7 @@ impl<T: Transport> Loan<'_, T> {
     }
 }
 
-impl<T: Transport> Drop for Loan<'_, T> {
+impl<T: Transport, S: SenderRef<T>> Drop for SlotLoan<T, S> {
     fn drop(&mut self) {
         let mut st = self.sender.state.borrow_mut();
         st.ledger.unloan(self.index);
@@ -339,10 +440,11 @@ impl<T: Transport, P: bytemuck::Pod> std::ops::DerefMut for PodLoan<'_, T, P> {
 impl<T: Transport, P: bytemuck::Pod> PodLoan<'_, T, P> {
     /// Sends the value.
     pub fn send(self) -> Result<()> {
-        self.loan.send()
+        self.loan.send(std::mem::size_of::<P>())
     }
 }
 
+#[cfg(feature = "card")]
 impl Sender<CardSlots> {
     /// The pool the slots live in (this process's import).
     pub fn pool(&self) -> &crate::card::Pool {
@@ -355,11 +457,18 @@ impl<T: Transport> Tx for Sender<T> {
         = Loan<'a, T>
     where
         T: 'a;
+    type OwnedLoan = OwnedLoan<T>;
     fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
         Sender::loan_with(self, wait)
     }
     fn loan(&self) -> Result<Loan<'_, T>> {
         Sender::loan(self)
+    }
+    fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan<T>> {
+        Sender::loan_owned_with(self, wait)
+    }
+    fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        Sender::loan_owned(self)
     }
     fn in_flight(&self) -> u32 {
         Sender::in_flight(self)
@@ -369,17 +478,17 @@ impl<T: Transport> Tx for Sender<T> {
     }
 }
 
-impl<T: Transport> TxLoan for Loan<'_, T> {
+impl<T: Transport, S: SenderRef<T>> TxLoan for SlotLoan<T, S> {
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        Loan::as_mut_slice(self)
+        SlotLoan::as_mut_slice(self)
     }
-    fn set_len(&mut self, len: usize) -> Result<()> {
-        Loan::set_len(self, len)
+    fn capacity(&self) -> usize {
+        SlotLoan::capacity(self)
     }
     fn offset(&self) -> u64 {
-        Loan::offset(self)
+        SlotLoan::offset(self)
     }
-    fn send(self) -> Result<()> {
-        Loan::send(self)
+    fn send(self, len: usize) -> Result<()> {
+        SlotLoan::send(self, len)
     }
 }

@@ -33,6 +33,45 @@ impl Wait {
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(20);
 /// Default busy-poll rounds before sleeping.
 pub const DEFAULT_SPIN: u32 = 256;
+/// A `try_recv` that finds nothing looks at the clock on every this many
+/// such calls, and asks whether the sender is still there (a system call)
+/// when [`LIVENESS_SLICE`] has passed since it last asked. The closed flag
+/// it reads on every call.
+pub const PEER_CHECK_EVERY: u32 = 256;
+
+/// Paces the liveness checks of a receiver polled without waiting, so a
+/// busy-polling loop makes a system call at most once per
+/// [`LIVENESS_SLICE`] and reads the clock once per [`PEER_CHECK_EVERY`]
+/// empty polls.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    idle: u32,
+    next: Instant,
+}
+
+impl Pacer {
+    pub(crate) fn new() -> Pacer {
+        Pacer {
+            idle: 0,
+            next: Instant::now(),
+        }
+    }
+
+    /// A poll found nothing: true when it is time to ask after the peer.
+    #[inline]
+    pub(crate) fn due(&mut self) -> bool {
+        self.idle = self.idle.wrapping_add(1);
+        if self.idle % PEER_CHECK_EVERY != 0 {
+            return false;
+        }
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + LIVENESS_SLICE;
+        true
+    }
+}
 
 /// Sleeps on `ring` until it has an entry, the deadline passes, or one
 /// liveness slice ends. Spins `spin` rounds first.

@@ -33,8 +33,7 @@
 //!     .connect_rdma(Some("169.254.77.2".parse()?), "169.254.77.1:7471".parse()?)?;
 //! let mut loan = tx.loan()?;
 //! loan.as_mut_slice()[..5].copy_from_slice(b"hello");
-//! loan.set_len(5)?;
-//! loan.send()?;
+//! loan.send(5)?;
 //! # handle.join().unwrap()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -44,8 +43,8 @@ pub mod cm;
 pub mod verbs;
 
 pub use channel::{
-    check_geometry, BuilderExt, Listener, Loan, Receiver, Sample, Sender, CLOSE, MAX_RDMA_SLOTS,
-    PROBE_EVERY,
+    check_geometry, BuilderExt, Listener, Loan, OwnedLoan, Receiver, Sample, Sender, SenderRef,
+    SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
 };
 pub use verbs::{devices, Device, Port};
 

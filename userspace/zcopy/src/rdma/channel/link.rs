@@ -71,7 +71,7 @@ pub(super) const IBV_WC_SUCCESS: u32 = 0;
 pub(super) const IBV_WC_RECV_RDMA_WITH_IMM: u32 = 129;
 pub(super) const IBV_WC_RECV: u32 = 128;
 
-pub(super) fn geometry(slot_size: u32, slot_count: u32) -> Result<Geometry> {
+pub(super) fn geometry(slot_size: usize, slot_count: u32) -> Result<Geometry> {
     if slot_count > MAX_RDMA_SLOTS {
         return Err(Error::Config(format!(
             "slot count {slot_count}: an RDMA channel has at most {MAX_RDMA_SLOTS}"
@@ -83,7 +83,7 @@ pub(super) fn geometry(slot_size: u32, slot_count: u32) -> Result<Geometry> {
 /// Checks an RDMA channel's shape (slot size and count) without
 /// connecting: what [`BuilderExt::connect_rdma`](crate::rdma::BuilderExt::connect_rdma) refuses with
 /// [`Error::Config`].
-pub fn check_geometry(slot_size: u32, slot_count: u32) -> Result<()> {
+pub fn check_geometry(slot_size: usize, slot_count: u32) -> Result<()> {
     geometry(slot_size, slot_count).map(|_| ())
 }
 
@@ -291,10 +291,16 @@ impl Link {
         let cq_fd = self.conn.cq_fd().expect("the CQ is in event mode");
         poll_in(&[cq_fd, self.conn.event_fd()], left)?;
         self.conn.cq()?.take_event()?;
+        self.check_events();
+        Ok(())
+    }
+
+    /// Reads the connection's events without waiting: a disconnect marks
+    /// the link broken.
+    pub(super) fn check_events(&mut self) {
         if let Err(e) = self.conn.poll_events() {
             self.break_with(e.to_string());
         }
-        Ok(())
     }
 
     pub(super) fn slot(&self, geo: &Geometry, index: u32) -> *mut u8 {

@@ -23,4 +23,4 @@ mod sender;
 
 pub use link::{check_geometry, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY};
 pub use receiver::{Listener, Receiver, Sample};
-pub use sender::{BuilderExt, Loan, Sender};
+pub use sender::{BuilderExt, Loan, OwnedLoan, Sender, SenderRef, SlotLoan};

@@ -10,7 +10,7 @@ use super::link::{
     anon_ring, geometry, recv_depth, Hello, Link, CLOSE, CONNECT_TIMEOUT, IBV_WC_RECV,
     IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_CREDIT, WR_RECV,
 };
-use crate::channel::{Error, Geometry, Result, Rx, RxSample, Wait};
+use crate::channel::{Error, Geometry, Pacer, Result, Rx, RxSample, Wait};
 
 /// Listens for RDMA channel senders.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl Listener {
     pub fn accept(&self, timeout: Option<Duration>) -> Result<Receiver> {
         let (conn, private) = self.cm.next_request(timeout)?;
         let h = match Hello::parse(&private)
-            .and_then(|h| geometry(h.slot_size, h.slot_count).map(|g| (h, g)))
+            .and_then(|h| geometry(h.slot_size as usize, h.slot_count).map(|g| (h, g)))
         {
             Ok(hg) => hg,
             Err(e) => {
@@ -65,6 +65,7 @@ impl Listener {
                 slots: vec![RecvSlot::Free; geo.slot_count as usize],
                 queue: VecDeque::new(),
                 closed: false,
+                pacer: Pacer::new(),
                 deferred: None,
             }),
             geo,
@@ -86,6 +87,8 @@ struct RecvState {
     slots: Vec<RecvSlot>,
     queue: VecDeque<(u32, u32)>,
     closed: bool,
+    /// When a call that does not wait next reads the connection's events.
+    pacer: Pacer,
     deferred: Option<Error>,
 }
 
@@ -110,24 +113,50 @@ impl Receiver {
         (st.link.conn.device(), l, p)
     }
 
-    /// Busy-poll rounds before sleeping on the completion channel.
+    /// Busy-poll rounds before sleeping on the completion channel
+    /// (default [`DEFAULT_SPIN`](crate::channel::DEFAULT_SPIN); 0: sleep at once). See [`Receiver::recv`].
     pub fn set_spin(&self, rounds: u32) {
         self.spin.set(rounds);
     }
 
     /// The next message, waiting as long as it takes.
+    ///
+    /// How it waits: it polls the completion queue up to `spin` times (256,
+    /// [`DEFAULT_SPIN`](crate::channel::DEFAULT_SPIN), unless [`Receiver::set_spin`] says otherwise), with
+    /// a spin-loop hint between polls, then sleeps on the completion
+    /// channel and the connection's events, waking at least every
+    /// [`PROBE_EVERY`](crate::rdma::PROBE_EVERY) to probe a silent sender.
+    /// The spin rounds are counted per call, not per sleep.
     pub fn recv(&self) -> Result<Sample<'_>> {
         Rx::recv(self)
     }
 
-    /// The next message if one is there.
+    /// The next message if one is there, without waiting (`None`: not
+    /// yet). After the last message: [`Error::Closed`] once the sender's
+    /// close has arrived, [`Error::PeerDied`] once the connection is known
+    /// broken; its events (a disconnect) are read at most once per
+    /// [`LIVENESS_SLICE`](crate::channel::LIVENESS_SLICE) by calls that find
+    /// nothing, as for the shared-memory receiver.
     pub fn try_recv(&self) -> Result<Option<Sample<'_>>> {
         self.recv_with(Wait::Never)
     }
 
-    /// The next message, waiting at most `timeout`.
+    /// The next message, waiting at most `timeout`, as [`Receiver::recv`]
+    /// waits.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Sample<'_>> {
         Rx::recv_timeout(self, timeout)
+    }
+
+    /// True once nothing beyond the messages already here can come: the
+    /// sender's close arrived, or the connection broke (the sender
+    /// disconnected or died).
+    pub fn is_closed(&self) -> bool {
+        let mut st = self.state.borrow_mut();
+        if self.collect(&mut st).is_err() {
+            return true;
+        }
+        st.link.check_events();
+        st.closed || st.link.broken.is_some()
     }
 
     /// The next message, waiting as `wait` says. After the last message:
@@ -160,6 +189,12 @@ impl Receiver {
                 });
             }
             let Some(d) = deadline else {
+                if st.pacer.due() {
+                    st.link.check_events();
+                    if st.link.broken.is_some() {
+                        continue;
+                    }
+                }
                 return Ok(None);
             };
             if d.is_some_and(|d| Instant::now() >= d) {
@@ -263,6 +298,9 @@ impl Rx for Receiver {
     type Sample<'a> = Sample<'a>;
     fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_>>> {
         Receiver::recv_with(self, wait)
+    }
+    fn is_closed(&self) -> bool {
+        Receiver::is_closed(self)
     }
     fn slot_size(&self) -> usize {
         self.geo.slot_size as usize

@@ -1,7 +1,10 @@
-//! The sending end of an RDMA channel: [`Sender`] and its [`Loan`]s.
+//! The sending end of an RDMA channel: [`Sender`], its [`Loan`]s and
+//! [`OwnedLoan`]s.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
@@ -73,7 +76,7 @@ impl BuilderExt for Builder {
 
 impl Sender {
     fn connect<R>(
-        slot_size: u32,
+        slot_size: usize,
         slot_count: u32,
         backpressure: Wait,
         src: Option<IpAddr>,
@@ -157,6 +160,30 @@ impl Sender {
     /// A free slot, waiting as `wait` says. A dead or departed receiver
     /// ends the wait with [`Error::PeerDied`].
     pub fn loan_with(&self, wait: Wait) -> Result<Loan<'_>> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan {
+            sender: self,
+            index,
+        })
+    }
+
+    /// A free slot of a sender kept in an `Rc`, waiting as the
+    /// backpressure setting says: the loan holds the `Rc`, not a borrow,
+    /// as [`crate::channel::Sender::loan_owned`] describes.
+    pub fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan> {
+        self.loan_owned_with(self.backpressure.get())
+    }
+
+    /// As [`Sender::loan_owned`], waiting as `wait` says.
+    pub fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan {
+            sender: Rc::clone(self),
+            index,
+        })
+    }
+
+    fn take_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
         let deadline = wait.deadline();
         let mut spins = 0;
@@ -164,11 +191,7 @@ impl Sender {
             self.collect(&mut st)?;
             self.check_broken(&mut st)?;
             if let Some(index) = st.ledger.loan() {
-                return Ok(Loan {
-                    sender: self,
-                    index,
-                    len: 0,
-                });
+                return Ok(index);
             }
             let Some(d) = deadline else {
                 return Err(Error::Full);
@@ -285,50 +308,48 @@ impl Drop for Sender {
     }
 }
 
-/// A loaned slot of an RDMA channel's sender: write in place, then send.
-#[derive(Debug)]
-pub struct Loan<'a> {
-    sender: &'a Sender,
-    index: u32,
-    len: u32,
+mod sealed {
+    pub trait Sealed {}
 }
 
-impl Loan<'_> {
+/// How a loan holds on to its [`Sender`]: by borrowing it (a [`Loan`]) or
+/// through an `Rc` (an [`OwnedLoan`]). Sealed.
+pub trait SenderRef: Deref<Target = Sender> + sealed::Sealed {}
+
+impl sealed::Sealed for &Sender {}
+impl SenderRef for &Sender {}
+impl sealed::Sealed for Rc<Sender> {}
+impl SenderRef for Rc<Sender> {}
+
+/// A loaned slot of an RDMA channel's sender: write in place, then send
+/// with its length (see [`crate::channel::SlotLoan`]).
+#[derive(Debug)]
+pub struct SlotLoan<S: SenderRef> {
+    sender: S,
+    index: u32,
+}
+
+/// A slot loaned from a borrowed [`Sender`].
+pub type Loan<'a> = SlotLoan<&'a Sender>;
+
+/// A slot loaned from a [`Sender`] kept in an `Rc`: it borrows nothing.
+pub type OwnedLoan = SlotLoan<Rc<Sender>>;
+
+impl<S: SenderRef> SlotLoan<S> {
     /// The whole slot, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let st = self.sender.state.borrow();
         let p = st.link.slot(&self.sender.geo, self.index);
         // SAFETY: the slot lies inside the registered ring (index <
-        // slot_count); it is Loaned, so no write reads it and no other Loan
-        // names it; the borrow of self bounds the slice's life.
+        // slot_count), which lives as long as the sender this loan holds;
+        // it is Loaned, so no write reads it and no other loan names it;
+        // the borrow of self bounds the slice's life.
         unsafe { std::slice::from_raw_parts_mut(p, self.sender.geo.slot_size as usize) }
     }
 
     /// Slot capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.sender.geo.slot_size as usize
-    }
-
-    /// Sets the message length (default 0).
-    pub fn set_len(&mut self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::TooLarge {
-                len,
-                capacity: self.capacity(),
-            });
-        }
-        self.len = len as u32;
-        Ok(())
-    }
-
-    /// The message length.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// True when the message is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The slot's number.
@@ -341,31 +362,38 @@ impl Loan<'_> {
         u64::from(self.index) * self.sender.geo.slot_stride
     }
 
-    /// Writes the message into the same slot at the receiver.
-    pub fn send(self) -> Result<()> {
+    /// Writes the first `len` bytes of the slot into the same slot at the
+    /// receiver. `len` past the slot is [`Error::TooLarge`] and the slot
+    /// goes back unsent.
+    pub fn send(self, len: usize) -> Result<()> {
+        if len > self.capacity() {
+            return Err(Error::TooLarge {
+                len,
+                capacity: self.capacity(),
+            });
+        }
+        let (index, offset) = (self.index, self.offset());
         let this = std::mem::ManuallyDrop::new(self);
-        let sender = this.sender;
+        // SAFETY: the handle is moved out of `this` once, and `this` is
+        // ManuallyDrop, so neither its Drop (which would give the slot
+        // back) nor the handle's own drop runs for it again; the index
+        // needs no drop.
+        let sender: S = unsafe { std::ptr::read(&this.sender) };
         let mut st = sender.state.borrow_mut();
-        let offset = this.offset();
-        let r = st.link.write(
-            WR_WRITE | u64::from(this.index),
-            offset,
-            this.len,
-            Some(this.index),
-        );
+        let r = st
+            .link
+            .write(WR_WRITE | u64::from(index), offset, len as u32, Some(index));
         if let Err(e) = r {
-            st.ledger.unloan(this.index);
+            st.ledger.unloan(index);
             st.link.break_with(e.to_string());
-            drop(st);
-            let mut st = sender.state.borrow_mut();
             return sender.check_broken(&mut st);
         }
-        st.ledger.send(this.index, WRITTEN | CREDITED);
+        st.ledger.send(index, WRITTEN | CREDITED);
         Ok(())
     }
 }
 
-impl Drop for Loan<'_> {
+impl<S: SenderRef> Drop for SlotLoan<S> {
     fn drop(&mut self) {
         let mut st = self.sender.state.borrow_mut();
         st.ledger.unloan(self.index);
@@ -374,11 +402,18 @@ impl Drop for Loan<'_> {
 
 impl Tx for Sender {
     type Loan<'a> = Loan<'a>;
+    type OwnedLoan = OwnedLoan;
     fn loan_with(&self, wait: Wait) -> Result<Loan<'_>> {
         Sender::loan_with(self, wait)
     }
     fn loan(&self) -> Result<Loan<'_>> {
         Sender::loan(self)
+    }
+    fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan> {
+        Sender::loan_owned_with(self, wait)
+    }
+    fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan> {
+        Sender::loan_owned(self)
     }
     fn in_flight(&self) -> u32 {
         Sender::in_flight(self)
@@ -388,17 +423,17 @@ impl Tx for Sender {
     }
 }
 
-impl TxLoan for Loan<'_> {
+impl<S: SenderRef> TxLoan for SlotLoan<S> {
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        Loan::as_mut_slice(self)
+        SlotLoan::as_mut_slice(self)
     }
-    fn set_len(&mut self, len: usize) -> Result<()> {
-        Loan::set_len(self, len)
+    fn capacity(&self) -> usize {
+        SlotLoan::capacity(self)
     }
     fn offset(&self) -> u64 {
-        Loan::offset(self)
+        SlotLoan::offset(self)
     }
-    fn send(self) -> Result<()> {
-        Loan::send(self)
+    fn send(self, len: usize) -> Result<()> {
+        SlotLoan::send(self, len)
     }
 }
