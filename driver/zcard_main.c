@@ -91,8 +91,8 @@ static int zcard_find_vqs(struct zcard *card)
 		/* Pool memory is mapped once by the driver, not per request. */
 		err = virtqueue_set_dma_premapped(vqs[i]);
 		if (err) {
-			dev_err(&card->vdev->dev,
-				"the card must offer VIRTIO_F_ACCESS_PLATFORM (premapped DMA)\n");
+			dev_err(&card->vdev->dev, "queue %u cannot take premapped DMA (%d)\n",
+				i, err);
 			card->vdev->config->del_vqs(card->vdev);
 			goto out;
 		}
@@ -275,6 +275,26 @@ static struct attribute *zcard_attrs[] = {
 };
 ATTRIBUTE_GROUPS(zcard);
 
+/* The transport features the driver cannot work without. */
+static int zcard_check_features(struct virtio_device *vdev)
+{
+	/*
+	 * Pools are DMA-mapped once through the DMA API and the card is handed
+	 * those addresses; without ACCESS_PLATFORM the ring bypasses the DMA
+	 * API and has no DMA device to map against.
+	 */
+	if (!virtio_has_feature(vdev, VIRTIO_F_ACCESS_PLATFORM)) {
+		dev_err(&vdev->dev, "the card must offer VIRTIO_F_ACCESS_PLATFORM (the driver maps pool memory with the DMA API)\n");
+		return -ENODEV;
+	}
+	/* A request needs up to 2 * max_segments + 2 descriptors: one indirect. */
+	if (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC)) {
+		dev_err(&vdev->dev, "the card must offer VIRTIO_RING_F_INDIRECT_DESC\n");
+		return -ENODEV;
+	}
+	return 0;
+}
+
 static int zcard_probe(struct virtio_device *vdev)
 {
 	struct zcard *card;
@@ -321,16 +341,18 @@ static int zcard_probe(struct virtio_device *vdev)
 		INIT_LIST_HEAD(&q->free);
 		INIT_LIST_HEAD(&q->inflight);
 	}
-	/* A request needs up to 2 * max_segments + 2 descriptors: one indirect. */
-	if (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC)) {
-		dev_err(&vdev->dev, "the card must offer VIRTIO_RING_F_INDIRECT_DESC\n");
-		err = -EINVAL;
+	err = zcard_check_features(vdev);
+	if (err)
 		goto err_put;
-	}
 	err = zcard_find_vqs(card);
 	if (err)
 		goto err_put;
 	card->dma_dev = virtqueue_dma_dev(card->queues[0].vq);
+	if (!card->dma_dev) {
+		dev_err(&vdev->dev, "the card's queues have no DMA device\n");
+		err = -ENODEV;
+		goto err_vqs;
+	}
 	err = zcard_alloc_queues(card);
 	if (err)
 		goto err_vqs;

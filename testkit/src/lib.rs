@@ -1,14 +1,25 @@
 //! What every zcopy test shares, kept small so that any crate can take it
 //! as a dev-dependency (it pulls in nothing but proptest).
 //!
-//! [`proptest_config`] is the one configuration of every property test in
+//! [`repo_root`] is where the tree is. [`proptest_config`] is the one configuration of every property test in
 //! the tree: its case count and seed come from the environment
 //! ([`CASES_ENV`], [`SEED_ENV`]) and the seed is printed, so a failure found
 //! anywhere (host, guest, nightly) replays with one variable.
 
 #![deny(missing_docs)]
 
+use std::path::{Path, PathBuf};
+
 use proptest::test_runner::{Config, RngSeed};
+
+/// The project's root directory (the guest shares it read-write at the same
+/// path), for tests that read the tree or run its scripts.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ is in the project root")
+        .to_path_buf()
+}
 
 /// Sets the case count of every property test (nightly runs raise it;
 /// empty means unset).

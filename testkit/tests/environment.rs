@@ -23,15 +23,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use zcopy_testkit::repo_root;
+
 /// Where a name is read or set: file and line, for the messages.
 type Places = BTreeMap<String, Vec<String>>;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("testkit/ is in the project root")
-        .to_path_buf()
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Lang {
@@ -273,7 +268,7 @@ fn table(root: &Path) -> BTreeSet<String> {
 
 #[test]
 fn every_variable_read_is_in_the_table() {
-    let root = root();
+    let root = repo_root();
     let (reads, _) = scan(&root);
     let listed = table(&root);
     let missing: Vec<String> = reads
@@ -290,7 +285,7 @@ fn every_variable_read_is_in_the_table() {
 
 #[test]
 fn every_variable_in_the_table_is_read() {
-    let root = root();
+    let root = repo_root();
     let (reads, _) = scan(&root);
     let stale: Vec<String> = table(&root)
         .into_iter()
@@ -304,7 +299,7 @@ fn every_variable_in_the_table_is_read() {
 
 #[test]
 fn every_knob_set_is_read() {
-    let (reads, sets) = scan(&root());
+    let (reads, sets) = scan(&repo_root());
     let unread: Vec<String> = sets
         .iter()
         .filter(|(n, _)| !reads.contains_key(*n))

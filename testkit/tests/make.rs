@@ -5,15 +5,10 @@
 //! commands `make -n` prints (what make would give the shell), run with
 //! stubs in place of the scripts: no toolbox, no guest boot.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use zcopy_testkit::repo_root;
 
 /// The commands `make -n ARGS` prints.
 fn dry_run(args: &[&str]) -> String {
@@ -21,7 +16,7 @@ fn dry_run(args: &[&str]) -> String {
         .arg("-s")
         .arg("-n")
         .arg("-C")
-        .arg(root())
+        .arg(repo_root())
         .args(args)
         // Nothing of an outer make (make test) or of the caller's own
         // selection may leak in.
@@ -65,7 +60,7 @@ impl Stub {
         let out = Command::new("bash")
             .arg("-c")
             .arg(&commands)
-            .current_dir(root())
+            .current_dir(repo_root())
             .env_remove("ZCOPY_ONLY")
             .env_remove("ZCOPY_FILTER")
             .output()

@@ -5,12 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use zcopy_testkit::repo_root;
 
 /// A scratch directory, removed on drop.
 struct Scratch(PathBuf);
@@ -32,7 +27,7 @@ impl Drop for Scratch {
 /// `report.py ARGS`: exit code and stdout.
 fn report(args: &[&Path]) -> (i32, String) {
     let out = Command::new("python3")
-        .arg(root().join("ci/report.py"))
+        .arg(repo_root().join("ci/report.py"))
         .args(args)
         .output()
         .expect("python3 runs");

@@ -12,18 +12,12 @@ pub mod conformance;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The reason string every guest-only test carries in its `#[ignore]`.
 pub const GUEST_ONLY: &str = "runs in the zcopy guest: make qemu-test";
 
-/// The project's root directory (shared read-write into the guest at the same path).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
+pub use zcopy_testkit::repo_root;
 
 /// The guest kernel release the toolbox recipe pins (`ZCOPY_KERNEL_ABI=` in
 /// `qemu/toolbox/recipe.sh`, the single place it is written down).

@@ -19,6 +19,10 @@ use crate::vhu_zcard::ZcardBackend;
 use crate::virtio_zcard::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_SEGMENTS, DEFAULT_QUEUES};
 use crate::zcard::{Card, GuestMem, Limits};
 use crate::DEFAULT_STORAGE_BYTES;
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_ACCESS_PLATFORM;
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
 
 /// zcard-vhost: the zcard DMA card, served to QEMU over vhost-user.
 ///
@@ -59,6 +63,16 @@ pub struct Args {
     /// Serve one connection, then exit (default: serve connections forever).
     #[arg(long)]
     pub once: bool,
+    /// Withhold VIRTIO_F_ACCESS_PLATFORM: the driver gives guest-physical
+    /// addresses without the DMA API (and no vIOMMU translates them).
+    #[arg(long)]
+    pub no_access_platform: bool,
+    /// Withhold VIRTIO_RING_F_INDIRECT_DESC.
+    #[arg(long)]
+    pub no_indirect_desc: bool,
+    /// Withhold VIRTIO_RING_F_EVENT_IDX.
+    #[arg(long)]
+    pub no_event_idx: bool,
 }
 
 fn parse_fault(text: &str) -> Result<FaultSpec, String> {
@@ -104,6 +118,8 @@ pub struct Config {
     pub faults: Vec<FaultSpec>,
     /// Serve a single connection.
     pub once: bool,
+    /// Virtio feature bits not offered (of `DEVICE_FEATURES`).
+    pub withheld_features: u64,
 }
 
 impl TryFrom<Args> for Config {
@@ -132,6 +148,14 @@ impl TryFrom<Args> for Config {
         for rule in &args.faults {
             rule.validate(args.queues)?;
         }
+        let withheld_features = [
+            (args.no_access_platform, VIRTIO_F_ACCESS_PLATFORM),
+            (args.no_indirect_desc, VIRTIO_RING_F_INDIRECT_DESC),
+            (args.no_event_idx, VIRTIO_RING_F_EVENT_IDX),
+        ]
+        .iter()
+        .filter(|(withheld, _)| *withheld)
+        .fold(0, |bits, (_, bit)| bits | 1u64 << bit);
         let control = args.control.unwrap_or_else(|| {
             let mut p = args.socket.clone().into_os_string();
             p.push(".ctl");
@@ -150,6 +174,7 @@ impl TryFrom<Args> for Config {
             seed: args.seed,
             faults: args.faults,
             once: args.once,
+            withheld_features,
         })
     }
 }
@@ -216,15 +241,16 @@ pub fn run(args: Args) -> Result<(), Error> {
     let config = Config::try_from(args)?;
     let card = build_card(&config)?;
     info!(
-        "zcard: {} queues, storage {} bytes ({}), seed {}",
+        "zcard: {} queues, storage {} bytes ({}), seed {}, features withheld {:#x}",
         config.limits.num_queues,
         card.storage().capacity(),
         card.storage()
             .path()
             .map_or("temporary".into(), |p| p.display().to_string()),
-        config.seed
+        config.seed,
+        config.withheld_features
     );
-    let backend = Arc::new(ZcardBackend::new(Arc::new(card)));
+    let backend = Arc::new(ZcardBackend::new(Arc::new(card)).withholding(config.withheld_features));
     crate::control::spawn(backend.clone(), &config.control)
         .map_err(|e| Error::Listen(config.control.clone(), e.to_string()))?;
     let mut listener = Listener::new(&config.socket, true)
@@ -278,5 +304,17 @@ mod tests {
         assert_eq!(c.faults.len(), 2);
         let many: Vec<&str> = ["--fault", "stall"].repeat(MAX_RULES + 1);
         assert!(args(&many).unwrap_err().contains("64 fault rules"));
+    }
+
+    #[test]
+    fn feature_bits_can_be_withheld() {
+        assert_eq!(args(&[]).unwrap().withheld_features, 0);
+        let c = args(&["--no-access-platform"]).unwrap();
+        assert_eq!(c.withheld_features, 1 << VIRTIO_F_ACCESS_PLATFORM);
+        let c = args(&["--no-indirect-desc", "--no-event-idx"]).unwrap();
+        assert_eq!(
+            c.withheld_features,
+            1 << VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_RING_F_EVENT_IDX
+        );
     }
 }

@@ -16,13 +16,14 @@ use vhost::vhost_user::message::{
 };
 use vhost::vhost_user::{Frontend, Listener, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_ACCESS_PLATFORM;
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use zcard_vhost::backend::serve;
 use zcard_vhost::storage::Storage;
-use zcard_vhost::vhu_zcard::ZcardBackend;
+use zcard_vhost::vhu_zcard::{ZcardBackend, DEVICE_FEATURES};
 use zcard_vhost::virtio_zcard::*;
 use zcard_vhost::zcard::{Card, Limits};
 
@@ -170,14 +171,42 @@ impl Session {
 }
 
 fn start_in_process(dir: &Path) -> (Arc<ZcardBackend>, std::path::PathBuf) {
+    start_withholding(dir, 0)
+}
+
+fn start_withholding(dir: &Path, withheld: u64) -> (Arc<ZcardBackend>, std::path::PathBuf) {
     let sock = dir.join("zcard.sock");
     let storage = Storage::open(&dir.join("card.img"), Some(1 << 20)).unwrap();
     let card = Card::new(Limits::default(), storage, 0).unwrap();
-    let backend = Arc::new(ZcardBackend::new(Arc::new(card)));
+    let backend = Arc::new(ZcardBackend::new(Arc::new(card)).withholding(withheld));
     let mut listener = Listener::new(&sock, true).unwrap();
     let b = backend.clone();
     std::thread::spawn(move || serve(b, &mut listener, false));
     (backend, sock)
+}
+
+#[test]
+fn a_withheld_feature_bit_is_not_offered() {
+    let access_platform = 1u64 << VIRTIO_F_ACCESS_PLATFORM;
+    for withheld in [0, access_platform] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_backend, sock) = start_withholding(dir.path(), withheld);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let fe = loop {
+            match Frontend::connect(&sock, 2) {
+                Ok(fe) => break fe,
+                Err(e) if Instant::now() > deadline => panic!("connect: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        fe.set_owner().unwrap();
+        let offered = fe.get_features().unwrap() & DEVICE_FEATURES;
+        assert_eq!(
+            offered,
+            DEVICE_FEATURES & !withheld,
+            "withheld {withheld:#x}"
+        );
+    }
 }
 
 #[test]
