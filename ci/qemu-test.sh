@@ -90,5 +90,7 @@ fi
 cp target/qemu/kernel.log "$out/logs/kernel-swiotlb.log" 2>/dev/null
 printf 'guest-swiotlb\tkernel log clean, swiotlb forced\t%s\t0\t%s\n' "$st" "$out/logs/kernel-swiotlb.log" >>"$results"
 
+"$here/rootless-test.sh" "$ZCOPY_ROOT/$results" "$ZCOPY_ROOT/$out/logs"
+
 echo "$(($(date +%s) - start))" >"$out/seconds"
 python3 "$here/report.py" junit "$results" "$out/junit.xml"
