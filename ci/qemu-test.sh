@@ -19,6 +19,7 @@ results=$out/results.tsv
 start=$(date +%s)
 
 "$here/bootstrap.sh" || exit "$ZCOPY_EXIT_INFRA"
+"$here/rootless-test.sh" start "$ZCOPY_ROOT/$results" "$ZCOPY_ROOT/$out/logs"
 
 zc_log "host tests: cargo test --workspace"
 cargo test --workspace --color never >"$out/logs/host-cargo.log" 2>&1
@@ -90,7 +91,7 @@ fi
 cp target/qemu/kernel.log "$out/logs/kernel-swiotlb.log" 2>/dev/null
 printf 'guest-swiotlb\tkernel log clean, swiotlb forced\t%s\t0\t%s\n' "$st" "$out/logs/kernel-swiotlb.log" >>"$results"
 
-"$here/rootless-test.sh" "$ZCOPY_ROOT/$results" "$ZCOPY_ROOT/$out/logs"
+"$here/rootless-test.sh" finish "$ZCOPY_ROOT/$out/logs"
 
 echo "$(($(date +%s) - start))" >"$out/seconds"
 python3 "$here/report.py" junit "$results" "$out/junit.xml"
