@@ -40,16 +40,16 @@ rootless_check() {
 	done
 }
 
-# rm_tree DIR: remove DIR. A root that mmdebstrap built in place in unshare
-# mode belongs to the subordinate ids, so a non-root caller empties it from a
-# user namespace mapped onto them (mmdebstrap --unshare-helper) first.
+# rm_tree DIR: remove DIR. Without root, a directory the user may not write
+# is made writable first, and a root that mmdebstrap built in place in
+# unshare mode (owned by the subordinate ids) is emptied from a user
+# namespace mapped onto them (mmdebstrap --unshare-helper).
 rm_tree() {
 	[ -e "$1" ] || return 0
+	rm -rf "$1" 2>/dev/null && return 0
 	chmod -R u+rwX "$1" 2>/dev/null || true
 	rm -rf "$1" 2>/dev/null && return 0
-	if [ "$(id -u)" != 0 ]; then
-		mmdebstrap --unshare-helper find "$1" -mindepth 1 -delete 2>/dev/null || true
-	fi
+	mmdebstrap --unshare-helper find "$1" -mindepth 1 -delete 2>/dev/null || true
 	rm -rf "$1"
 }
 
