@@ -26,6 +26,7 @@ focused=
 [ -n "${ZCOPY_ONLY:-}${ZCOPY_FILTER:-}" ] && focused=1
 
 "$here/bootstrap.sh" || exit "$ZCOPY_EXIT_INFRA"
+[ -n "$focused" ] || "$here/rootless-test.sh" start "$ZCOPY_ROOT/$results" "$ZCOPY_ROOT/$out/logs"
 
 # took WHAT SINCE: the line that says how long WHAT took.
 took() { zc_log "$1 took $(($(date +%s) - $2)) s"; }
@@ -147,6 +148,10 @@ if [ -z "$focused" ]; then
 		cp target/qemu/kernel.log "$out/logs/kernel-$vtag.log" 2>/dev/null
 		printf 'guest-%s\tkernel log clean\t%s\t0\t%s\n' "$vtag" "$st" "$out/logs/kernel-$vtag.log" >>"$results"
 	done
+fi
+
+if [ -z "$focused" ]; then
+	"$here/rootless-test.sh" finish "$ZCOPY_ROOT/$out/logs"
 fi
 
 # A focused run that ran no test at all is a mistake in ONLY or FILTER.
