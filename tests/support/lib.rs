@@ -197,6 +197,8 @@ pub fn platform(cmd: &str) -> serde_json::Value {
         std::time::Duration::from_secs(120),
     );
     assert_eq!(r["ok"], true, "platform {cmd}: {r}");
+    // Not the late reply to an earlier request.
+    assert_eq!(r["cmd"], cmd, "platform {cmd}: {r}");
     r
 }
 
