@@ -129,6 +129,23 @@ if [ -z "$focused" ]; then
 	printf 'guest-swiotlb\tkernel log clean, swiotlb forced\t%s\t0\t%s\n' "$st" "$out/logs/kernel-swiotlb.log" >>"$results"
 fi
 
+# Platform faults (tests/sh/fault-*.sh): the card's process killed and
+# restarted under the bound driver, the card unplugged from the host and
+# plugged back. A boot of their own with the platform port (no Soft-RoCE),
+# so that the main boot keeps one card for its whole life.
+if [ -z "$focused" ]; then
+	zc_log "guest platform faults (the card's process killed, the card unplugged)"
+	ZCOPY_PLATFORM_PORT=1 "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout 600 -- \
+		env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=sh ZCOPY_FILTER=fault- ZCOPY_TAG=faults qemu/guest/test-entry.sh
+	guest_rc=$?
+	if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*-faults\t[^\t]*\tfail\t' "$results"; then
+		printf 'guest-faults\tfaults boot (exit %s)\tfail\t0\t%s\n' "$guest_rc" target/qemu/console.log >>"$results"
+	fi
+	if zc_kernel_log_ok target/qemu/kernel.log; then st=pass; else st=fail; fi
+	cp target/qemu/kernel.log "$out/logs/kernel-faults.log" 2>/dev/null
+	printf 'guest-faults\tkernel log clean\t%s\t0\t%s\n' "$st" "$out/logs/kernel-faults.log" >>"$results"
+fi
+
 if [ -z "$focused" ]; then
 	# The probe on cards that withhold a feature bit or report a limit the driver
 	# cannot use: one short boot each (no Soft-RoCE) running tests/probe.rs, which

@@ -13,8 +13,10 @@ and for a skip, why (optional).
 A skip means a test that ran nowhere. The host lists the guest's tests as
 ignored (they need the VM); where the same test of the same binary has a
 result in a guest suite (guest-BINARY, guest-BINARY-TAG), the host's line
-is not a skip and is left out of the counts and of the JUnit file. The
-summary lists every real skip with its reason.
+is not a skip and is left out of the counts and of the JUnit file. Likewise
+a guest case that skipped itself in one boot (guest-SUITE) and ran in a
+tagged one (guest-SUITE-TAG). The summary lists every real skip with its
+reason.
 """
 import json
 import re
@@ -89,20 +91,24 @@ def ran_in_guest(cases):
 
 
 def split_host_skips(cases):
-    """The cases that count, and the number of host skips that ran in the guest."""
+    """The cases that count, the number of host skips that ran in the guest,
+    and the number of guest skips that ran in another boot (a shell case that
+    skips itself in the main boot and runs in a tagged one: guest-sh-faults)."""
     ran = ran_in_guest(cases)
-    kept, in_guest = [], 0
+    kept, in_guest, elsewhere = [], 0, 0
     for case in cases:
         suite, name, status = case[:3]
         if status == "skip" and suite.startswith("host-") and (suite[len("host-"):], name) in ran:
             in_guest += 1
+        elif status == "skip" and suite.startswith("guest-") and (suite[len("guest-"):], name) in ran:
+            elsewhere += 1
         else:
             kept.append(case)
-    return kept, in_guest
+    return kept, in_guest, elsewhere
 
 
 def junit(results, xml_path):
-    cases, in_guest = split_host_skips(read_results(results))
+    cases, in_guest, elsewhere = split_host_skips(read_results(results))
     suites = {}
     for suite, name, status, secs, log, why in cases:
         suites.setdefault(suite, []).append((name, status, secs, log, why))
@@ -136,7 +142,12 @@ def junit(results, xml_path):
             shown = ", ".join(names[:3]) + (f", and {len(names) - 3} more" if len(names) > 3 else "")
             print(f"  {len(names)} x {why}: {shown}")
     print(f"JUnit: {xml_path}")
-    tail = f" ({in_guest} listed as ignored on the host ran in the guest)" if in_guest else ""
+    notes = []
+    if in_guest:
+        notes.append(f"{in_guest} listed as ignored on the host ran in the guest")
+    if elsewhere:
+        notes.append(f"{elsewhere} skipped in one boot ran in another")
+    tail = f" ({', '.join(notes)})" if notes else ""
     print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped{tail}")
     return 1 if counts["fail"] or not cases else 0
 

@@ -41,6 +41,23 @@ side() {
 	zc_infra "$name did not listen on $sock within 10 s (log: $run/$name.log)"
 }
 
+# platform_port: the guest's port to the host for platform faults
+# (ZCOPY_PLATFORM_PORT=1): the virtio-serial port org.zcopy.platform to
+# qemu/platform.py, which kills and restarts the card's process and unplugs
+# and replugs the card through QMP when a guest test asks. The card then sits
+# behind a PCIe root port of its own: q35's root bus takes no hotplug.
+platform_port() {
+	qemu_opts+=(-device "pcie-root-port,id=zcport,chassis=38")
+	card_dev+=",bus=zcport"
+	side platform "$run/platform.sock" python3 "$here/platform.py" \
+		--socket "$run/platform.sock" --qmp "$run/qmp.sock" \
+		--card-pid "$card_pid" --card-log "$run/zcard-vhost.log" \
+		--card-socket "$run/zcard.sock" --card-device "$card_dev" -- "${card_cmd[@]}"
+	qemu_opts+=(-device "virtio-serial-pci,id=zcplatser"
+		-chardev "socket,id=zcplat,path=$run/platform.sock"
+		-device "virtserialport,bus=zcplatser.0,chardev=zcplat,name=org.zcopy.platform")
+}
+
 qemu_opts=()
 # The card hook: when the device model is built, it attaches here as a
 # DMA-capable virtio PCI card (virtio-id 38).
@@ -54,15 +71,26 @@ if [ -x "$card" ]; then
 	card_ctl=$run/zcard.ctl
 	# ZCOPY_CARD_ARGS: extra options, split on spaces (e.g. "--fault stall:queue=0").
 	read -ra card_args <<<"${ZCOPY_CARD_ARGS:-}"
-	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock" \
-		--control "$card_ctl" --queues "${ZCOPY_CARD_QUEUES:-2}" \
-		--storage-size "${ZCOPY_CARD_STORAGE:-64M}" "${card_args[@]}"
+	# The storage is a file of this run, fresh at each boot, so that it
+	# outlives the card's process when a test kills and restarts it.
+	rm -f "$run/zcard.storage"
+	card_cmd=("$card" --socket "$run/zcard.sock" --control "$card_ctl"
+		--queues "${ZCOPY_CARD_QUEUES:-2}" --storage "$run/zcard.storage"
+		--storage-size "${ZCOPY_CARD_STORAGE:-64M}" "${card_args[@]}")
+	card_dev="vhost-user-test-device-pci,id=zcard,chardev=zcard,virtio-id=38,num_vqs=${ZCOPY_CARD_QUEUES:-2},config_size=${ZCOPY_CARD_CONFIG:-64}"
+	side zcard-vhost "$run/zcard.sock" "${card_cmd[@]}"
+	card_pid=${pids[-1]}
+	[ "${ZCOPY_PLATFORM_PORT:-0}" = 1 ] && platform_port
+	# The control port's chardev reconnects, so it comes back with a
+	# restarted card.
 	qemu_opts+=(-chardev "socket,id=zcard,path=$run/zcard.sock"
-		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZCOPY_CARD_QUEUES:-2},config_size=${ZCOPY_CARD_CONFIG:-64}"
+		-device "$card_dev"
 		-device "virtio-serial-pci,id=zcser"
-		-chardev "socket,id=zcctl,path=$card_ctl"
+		-chardev "socket,id=zcctl,path=$card_ctl,reconnect-ms=200"
 		-device "virtserialport,bus=zcser.0,chardev=zcctl,name=org.zcopy.zcard.ctl")
 fi
+# QEMU's monitor, for qemu/platform.py and for a person debugging a run.
+qemu_opts+=(-qmp "unix:$run/qmp.sock,server=on,wait=off")
 
 # Two-node runs: a virtio-net NIC joined to the other guest's over a unix
 # socket (no host network involved); node 0 is the listening end.

@@ -47,7 +47,7 @@ for t in "$root"/tests/sh/*.sh; do
 	name=$(basename "$t" .sh)
 	[ "$name" = lib ] && continue
 	[[ $name == *"$filter"* ]] || continue
-	log=$logs/sh-$name.log
+	log=$logs/sh-$name$tag.log
 	start=$(now)
 	timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-300}" "$t" >"$log" 2>&1
 	rc=$?

@@ -134,3 +134,29 @@ fn a_clean_run_reports_no_skip() {
         "1 passed, 0 failed, 0 skipped (1 listed as ignored on the host ran in the guest)"
     );
 }
+
+#[test]
+fn a_case_skipped_in_one_boot_that_ran_in_another_is_not_a_skip() {
+    let dir = Scratch::new("elsewhere");
+    let results = dir.0.join("results.tsv");
+    let xml = dir.0.join("junit.xml");
+    std::fs::write(
+        &results,
+        "guest-sh\tfault-hot-unplug\tskip\t0.1\tsh.log\tno platform port in this boot\n\
+         guest-sh-faults\tfault-hot-unplug\tpass\t9.0\tsh.log\t\n\
+         guest-sh\tfault-other\tskip\t0.1\tsh.log\tno platform port in this boot\n",
+    )
+    .unwrap();
+    let (code, out) = report(&[Path::new("junit"), &results, &xml]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("  1 x no platform port in this boot: guest-sh/fault-other"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().last().unwrap(),
+        "1 passed, 0 failed, 1 skipped (1 skipped in one boot ran in another)"
+    );
+    let junit = std::fs::read_to_string(&xml).unwrap();
+    assert_eq!(junit.matches("<skipped").count(), 1, "{junit}");
+}
