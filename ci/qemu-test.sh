@@ -107,64 +107,59 @@ if zc_kernel_log_ok target/qemu/kernel.log; then st=pass; else st=fail; fi
 cp target/qemu/kernel.log "$out/logs/kernel.log" 2>/dev/null
 printf 'guest\tkernel log clean\t%s\t0\t%s\n' "$st" "$out/logs/kernel.log" >>"$results"
 
-# The driver suite again with every DMA bounced through swiotlb: a missing
-# dma_sync shows up as wrong data here.
-if [ -z "$focused" ]; then
-	zc_log "guest tests again under swiotlb=force (driver suite)"
-	ZCOPY_APPEND="swiotlb=65536,force" "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
-		env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=driver ZCOPY_TAG=swiotlb qemu/guest/test-entry.sh
-	guest_rc=$?
-	if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
-		zc_infra "the swiotlb guest run could not run (see above and target/qemu/)"
+# tagged_boot TAG WHAT [--log-shows PATTERN] [HOST_VAR=VALUE...] -- [GUEST_VAR=VALUE...]:
+# one more boot (no Soft-RoCE) with HOST_VAR=VALUE for the runner and the card,
+# running the guest suite with GUEST_VAR=VALUE (ZCOPY_ONLY, ZCOPY_FILTER select
+# what). Its cases are tagged TAG (guest-SUITE-TAG/...), and its kernel log
+# must be clean (and show PATTERN, if given).
+tagged_boot() {
+	local tag=$1 what=$2 shows='' rc st host=() tab=$'\t'
+	shift 2
+	if [ "$1" = --log-shows ]; then shows=$2; shift 2; fi
+	while [ "$1" != -- ]; do host+=("$1"); shift; done
+	shift
+	zc_log "guest tests: $what"
+	env "${host[@]}" "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
+		env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_TAG="$tag" "$@" qemu/guest/test-entry.sh
+	rc=$?
+	[ "$rc" = "$ZCOPY_EXIT_INFRA" ] && zc_infra "the $tag boot could not run (see above and target/qemu/)"
+	if [ "$rc" != 0 ] && ! grep -q "^guest[^${tab}]*-${tag}${tab}[^${tab}]*${tab}fail${tab}" "$results"; then
+		printf 'guest-%s\t%s boot (exit %s)\tfail\t0\t%s\n' "$tag" "$tag" "$rc" target/qemu/console.log >>"$results"
 	fi
-	if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*-swiotlb\t[^\t]*\tfail\t' "$results"; then
-		printf 'guest-swiotlb\tguest suite (exit %s)\tfail\t0\t%s\n' "$guest_rc" target/qemu/console.log >>"$results"
-	fi
-	if zc_kernel_log_ok target/qemu/kernel.log && grep -q "software IO TLB\|swiotlb" target/qemu/kernel.log; then
+	if zc_kernel_log_ok target/qemu/kernel.log && { [ -z "$shows" ] || grep -q "$shows" target/qemu/kernel.log; }; then
 		st=pass
 	else
 		st=fail
 	fi
-	cp target/qemu/kernel.log "$out/logs/kernel-swiotlb.log" 2>/dev/null
-	printf 'guest-swiotlb\tkernel log clean, swiotlb forced\t%s\t0\t%s\n' "$st" "$out/logs/kernel-swiotlb.log" >>"$results"
-fi
-
-# Platform faults (tests/sh/fault-*.sh): the card's process killed and
-# restarted under the bound driver, the card unplugged from the host and
-# plugged back. A boot of their own with the platform port (no Soft-RoCE),
-# so that the main boot keeps one card for its whole life.
-if [ -z "$focused" ]; then
-	zc_log "guest platform faults (the card's process killed, the card unplugged)"
-	ZCOPY_PLATFORM_PORT=1 "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout 600 -- \
-		env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=sh ZCOPY_FILTER=fault- ZCOPY_TAG=faults qemu/guest/test-entry.sh
-	guest_rc=$?
-	if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*-faults\t[^\t]*\tfail\t' "$results"; then
-		printf 'guest-faults\tfaults boot (exit %s)\tfail\t0\t%s\n' "$guest_rc" target/qemu/console.log >>"$results"
-	fi
-	if zc_kernel_log_ok target/qemu/kernel.log; then st=pass; else st=fail; fi
-	cp target/qemu/kernel.log "$out/logs/kernel-faults.log" 2>/dev/null
-	printf 'guest-faults\tkernel log clean\t%s\t0\t%s\n' "$st" "$out/logs/kernel-faults.log" >>"$results"
-fi
+	cp target/qemu/kernel.log "$out/logs/kernel-$tag.log" 2>/dev/null
+	printf 'guest-%s\tkernel log clean\t%s\t0\t%s\n' "$tag" "$st" "$out/logs/kernel-$tag.log" >>"$results"
+}
 
 if [ -z "$focused" ]; then
-	# The probe on cards that withhold a feature bit or report a limit the driver
-	# cannot use: one short boot each (no Soft-RoCE) running tests/probe.rs, which
-	# decides from what the card offers whether zcard.ko must drive it or refuse
-	# it with a reason; an oops at probe fails the boot's setup.
-	for variant in no-access-platform:--no-access-platform no-indirect-desc:--no-indirect-desc \
-		no-event-idx:--no-event-idx one-segment:"--max-segments 1"; do
-		vtag=${variant%%:*}
-		zc_log "guest probe on a card with ${variant#*:}"
-		ZCOPY_CARD_ARGS="${variant#*:}" "$ZCOPY_ROOT/qemu/run.sh" --no-rxe --timeout 600 -- \
-			env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=probe ZCOPY_TAG="$vtag" qemu/guest/test-entry.sh
-		guest_rc=$?
-		if [ "$guest_rc" != 0 ] && ! grep -q "^guest[^\t]*-$vtag"$'\t[^\t]*\tfail\t' "$results"; then
-			printf 'guest-%s\tprobe boot (exit %s)\tfail\t0\t%s\n' "$vtag" "$guest_rc" target/qemu/console.log >>"$results"
-		fi
-		if zc_kernel_log_ok target/qemu/kernel.log; then st=pass; else st=fail; fi
-		cp target/qemu/kernel.log "$out/logs/kernel-$vtag.log" 2>/dev/null
-		printf 'guest-%s\tkernel log clean\t%s\t0\t%s\n' "$vtag" "$st" "$out/logs/kernel-$vtag.log" >>"$results"
-	done
+	# The driver suite again with every DMA bounced through swiotlb: a missing
+	# dma_sync shows up as wrong data here.
+	tagged_boot swiotlb "the driver suite under swiotlb=force" --log-shows "software IO TLB\|swiotlb" \
+		ZCOPY_APPEND="swiotlb=65536,force" -- ZCOPY_ONLY=driver
+
+	# Platform faults (tests/sh/fault-*.sh): the card's process killed and
+	# restarted under the bound driver, the card unplugged from the host and
+	# plugged back. A boot of their own with the platform port, so that the
+	# main boot keeps one card for its whole life.
+	tagged_boot faults "platform faults (the card's process killed, the card unplugged)" \
+		ZCOPY_PLATFORM_PORT=1 -- ZCOPY_ONLY=sh ZCOPY_FILTER=fault-
+
+	# The probe on cards that withhold a feature bit or report a limit the
+	# driver cannot use (tests/probe.rs): it decides from what the card offers
+	# whether zcard.ko must drive it or refuse it with a reason; an oops at
+	# probe fails the boot's setup.
+	tagged_boot no-access-platform "the probe on a card with --no-access-platform" \
+		ZCOPY_CARD_ARGS=--no-access-platform -- ZCOPY_ONLY=probe
+	tagged_boot no-indirect-desc "the probe on a card with --no-indirect-desc" \
+		ZCOPY_CARD_ARGS=--no-indirect-desc -- ZCOPY_ONLY=probe
+	tagged_boot no-event-idx "the probe on a card with --no-event-idx" \
+		ZCOPY_CARD_ARGS=--no-event-idx -- ZCOPY_ONLY=probe
+	tagged_boot one-segment "the probe on a card with --max-segments 1" \
+		ZCOPY_CARD_ARGS="--max-segments 1" -- ZCOPY_ONLY=probe
 fi
 
 if [ -z "$focused" ]; then
