@@ -49,7 +49,7 @@ for t in "$root"/tests/sh/*.sh; do
 	[[ $name == *"$filter"* ]] || continue
 	log=$logs/sh-$name$tag.log
 	start=$(now)
-	timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-300}" "$t" >"$log" 2>&1
+	timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-600}" "$t" >"$log" 2>&1
 	rc=$?
 	why=
 	case $rc in
@@ -69,7 +69,7 @@ if [ -f "$out/guest-bins.txt" ]; then
 		start=$(now)
 		args=(--include-ignored --test-threads=1)
 		[ -n "$filter" ] && args+=("$filter")
-		(cd "$root" && timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-300}" "$bin" "${args[@]}") >"$log" 2>&1
+		(cd "$root" && timeout -k 5 "${ZCOPY_CASE_TIMEOUT:-600}" "$bin" "${args[@]}") >"$log" 2>&1
 		rc=$?
 		n=0
 		while read -r name status; do
