@@ -50,7 +50,7 @@ printf 'host\tdriver: W=1, sparse and checkpatch --strict clean\t%s\t%s\t%s\n' "
 [ -f driver/zcard.ko ] || zc_infra "building zcard.ko failed (see $out/logs/build-driver.log)"
 
 zc_log "building the guest test binaries and the card (zcard-vhost)"
-cargo build -p zcard-vhost --bins --color never >"$out/logs/build-card.log" 2>&1 ||
+cargo build -p zcard-vhost -p zcard-vfio --bins --color never >"$out/logs/build-card.log" 2>&1 ||
 	{ tail -n 40 "$out/logs/build-card.log"; zc_infra "building zcard-vhost failed"; }
 cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
 	python3 "$here/report.py" guest-bins >"$out/guest-bins.txt" ||
@@ -89,6 +89,27 @@ else
 fi
 cp target/qemu/kernel.log "$out/logs/kernel-swiotlb.log" 2>/dev/null
 printf 'guest-swiotlb\tkernel log clean, swiotlb forced\t%s\t0\t%s\n' "$st" "$out/logs/kernel-swiotlb.log" >>"$results"
+
+# The user-space driver (userspace/zcard-vfio) in its own boot: an emulated
+# IOMMU, the card without ACCESS_PLATFORM and bound to vfio-pci.
+zc_log "guest tests in the VFIO boot (vfio suite)"
+vstart=$(date +%s)
+ZCOPY_RUN_DIR=$ZCOPY_ROOT/target/qemu-vfio "$ZCOPY_ROOT/qemu/run.sh" --vfio --no-rxe --timeout "${ZCOPY_GUEST_TIMEOUT:-2400}" -- \
+	env ZCOPY_RESULTS="$ZCOPY_ROOT/$results" ZCOPY_ONLY=vfio qemu/guest/test-entry.sh
+guest_rc=$?
+if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
+	zc_infra "the VFIO guest run could not run (see above and target/qemu-vfio/)"
+fi
+if [ "$guest_rc" != 0 ] && ! grep -q $'^guest-vfio\t[^\t]*\tfail\t' "$results"; then
+	printf 'guest-vfio\tguest suite (exit %s)\tfail\t%s\t%s\n' "$guest_rc" "$(($(date +%s) - vstart))" target/qemu-vfio/console.log >>"$results"
+fi
+if zc_kernel_log_ok target/qemu-vfio/kernel.log && grep -q "DMAR: IOMMU enabled" target/qemu-vfio/kernel.log; then
+	st=pass
+else
+	st=fail
+fi
+cp target/qemu-vfio/kernel.log "$out/logs/kernel-vfio.log" 2>/dev/null
+printf 'guest-vfio\tkernel log clean, IOMMU on\t%s\t0\t%s\n' "$st" "$out/logs/kernel-vfio.log" >>"$results"
 
 echo "$(($(date +%s) - start))" >"$out/seconds"
 python3 "$here/report.py" junit "$results" "$out/junit.xml"

@@ -49,10 +49,10 @@ qemu_opts=()
 vfio_append=
 if [ "${ZCOPY_VFIO:-0}" = 1 ]; then
 	if [ "$accel" = kvm ]; then
-		qemu_opts+=(-machine q35 -device intel-iommu,intremap=off)
+		qemu_opts+=(-machine q35 -device "intel-iommu,intremap=off")
 		vfio_append=" vfio_iommu_type1.allow_unsafe_interrupts=1"
 	else
-		qemu_opts+=(-device intel-iommu,intremap=on)
+		qemu_opts+=(-device "intel-iommu,intremap=on")
 	fi
 	vfio_append="intel_iommu=on iommu=pt hugepages=16$vfio_append"
 fi

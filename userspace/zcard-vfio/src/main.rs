@@ -40,7 +40,8 @@ enum Cmd {
     Unbind(Which),
     /// Every operation on every queue, data checked.
     Selftest(Open),
-    /// COPYs with data checked, `--depth` in flight, until stopped or `--seconds` pass.
+    /// COPYs with data checked, `--depth` in flight (at most an eighth of
+    /// the queue size), until stopped or `--seconds` pass.
     Stream {
         #[command(flatten)]
         open: Open,
@@ -137,7 +138,9 @@ fn stream(open: &Open, seconds: u64, depth: usize) -> Result<(), String> {
     let e = |e: zcard_vfio::Error| e.to_string();
     let card = Card::open(&open.options()).map_err(e)?;
     let len = 64 << 10;
-    let depth = depth.max(1);
+    // A copy takes 4 descriptors, more when a buffer spans two hugepages.
+    let room = usize::from(card.queue_size(0).map_err(e)?) / 8;
+    let depth = depth.clamp(1, room.max(1));
     let pairs: Vec<_> = (0..depth)
         .map(|i| {
             let (s, d) = (card.alloc(len)?, card.alloc(len)?);
