@@ -609,6 +609,7 @@ mod tests {
                     users: Vec::new(),
                 })
                 .collect(),
+            pci: Vec::new(),
             rdma: rdma
                 .iter()
                 .map(|n| RdmaDevice {
