@@ -329,6 +329,16 @@ impl Card {
             )));
         }
         let layout = pci::walk(&cfg)?;
+        // vfio-pci leaves bus mastering off. The card's DMA would not notice
+        // (the back end reaches memory directly), but its MSI-X messages are
+        // memory writes and are dropped without it, and QEMU stops a virtio
+        // device whose bus mastering is cleared while it runs (a later
+        // PCI_COMMAND write, such as the kernel's INTx-disable when MSI-X is
+        // enabled, would do that).
+        let command = u16::from_le_bytes([cfg[4], cfg[5]]) | pci::PCI_COMMAND_MASTER;
+        transport
+            .write_config(pci::PCI_COMMAND, &command.to_le_bytes())
+            .map_err(|e| Error::Device(format!("PCI command register: {e}")))?;
         for (name, w, need) in [
             ("common config", layout.common, common::SIZE),
             ("ISR", layout.isr, 1),

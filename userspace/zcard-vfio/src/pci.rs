@@ -11,6 +11,11 @@ use thiserror::Error;
 /// PCI vendor id of virtio devices.
 pub const VIRTIO_VENDOR_ID: u16 = 0x1af4;
 
+/// `PCI_COMMAND` register offset.
+pub const PCI_COMMAND: u64 = 0x04;
+/// `PCI_COMMAND` bit: the function may master the bus (DMA, and MSI-X
+/// messages, which are memory writes).
+pub const PCI_COMMAND_MASTER: u16 = 1 << 2;
 /// `PCI_STATUS` register offset.
 const PCI_STATUS: usize = 0x06;
 /// `PCI_STATUS` bit: the function has a capability list.

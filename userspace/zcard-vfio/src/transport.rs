@@ -21,6 +21,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub trait Transport: Send + Sync {
     /// Reads `buf.len()` bytes of PCI config space at `offset`.
     fn read_config(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes `data` to PCI config space at `offset`.
+    fn write_config(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Size of BAR `bar` in bytes (0: not implemented).
     fn bar_size(&self, bar: u8) -> u64;
     /// Reads a 1, 2 or 4 byte register at `offset` in BAR `bar` (the caller
@@ -139,6 +141,19 @@ impl Transport for VfioTransport {
         }
         self.device
             .region_read(VFIO_PCI_CONFIG_REGION_INDEX, buf, offset);
+        Ok(())
+    }
+
+    fn write_config(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let size = self.device.get_region_size(VFIO_PCI_CONFIG_REGION_INDEX);
+        if offset + data.len() as u64 > size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "config write beyond the region",
+            ));
+        }
+        self.device
+            .region_write(VFIO_PCI_CONFIG_REGION_INDEX, data, offset);
         Ok(())
     }
 

@@ -70,6 +70,8 @@ struct ModelCard {
     features: u64,
     /// While set, kicks are remembered but not served (tests post, then look).
     hold: AtomicBool,
+    /// PCI config space writes, in order.
+    config_writes: Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
 fn config_space() -> Vec<u8> {
@@ -120,6 +122,7 @@ impl ModelCard {
                 | (1 << VIRTIO_RING_F_EVENT_IDX)
                 | (1 << VIRTIO_RING_F_INDIRECT_DESC),
             hold: AtomicBool::new(false),
+            config_writes: Mutex::new(Vec::new()),
         })
     }
 
@@ -224,6 +227,15 @@ impl Transport for Face {
     fn read_config(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let o = offset as usize;
         buf.copy_from_slice(&self.0.config[o..o + buf.len()]);
+        Ok(())
+    }
+
+    fn write_config(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0
+            .config_writes
+            .lock()
+            .unwrap()
+            .push((offset, data.to_vec()));
         Ok(())
     }
 
@@ -372,6 +384,9 @@ fn brings_the_card_up() {
         "ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK"
     );
     assert_ne!(card.features() & (1 << VIRTIO_RING_F_EVENT_IDX), 0);
+    // Bus mastering on (MSI-X messages are memory writes), the rest kept.
+    let writes = model.config_writes.lock().unwrap().clone();
+    assert_eq!(writes, vec![(4, vec![0x04, 0x00])]);
     assert_eq!(
         card.features() & (1 << VIRTIO_RING_F_INDIRECT_DESC),
         0,
