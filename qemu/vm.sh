@@ -71,12 +71,17 @@ if [ -x "$card" ]; then
 	# In the VFIO boot the card does not offer ACCESS_PLATFORM: with it, QEMU
 	# would put it behind the IOMMU and send IOTLB messages the back end
 	# cannot serve (docs/vfio.md).
-	[ "${ZCOPY_VFIO:-0}" = 1 ] && card_args+=(--no-access-platform)
+	# Queues of 256 there, so 32 copies (4 descriptors each) fit in one.
+	card_vq_size=
+	if [ "${ZCOPY_VFIO:-0}" = 1 ]; then
+		card_args+=(--no-access-platform)
+		card_vq_size=256
+	fi
 	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock" \
 		--control "$card_ctl" --queues "${ZCOPY_CARD_QUEUES:-2}" \
 		--storage-size "${ZCOPY_CARD_STORAGE:-64M}" "${card_args[@]}"
 	qemu_opts+=(-chardev "socket,id=zcard,path=$run/zcard.sock"
-		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZCOPY_CARD_QUEUES:-2},config_size=${ZCOPY_CARD_CONFIG:-64}"
+		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZCOPY_CARD_QUEUES:-2},config_size=${ZCOPY_CARD_CONFIG:-64}${card_vq_size:+,vq_size=$card_vq_size}"
 		-device "virtio-serial-pci,id=zcser"
 		-chardev "socket,id=zcctl,path=$card_ctl"
 		-device "virtserialport,bus=zcser.0,chardev=zcctl,name=org.zcopy.zcard.ctl")

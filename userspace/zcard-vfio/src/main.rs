@@ -6,6 +6,8 @@
 //! zcard-vfio unbind [--bdf B]           give it back to virtio-pci (and zcard.ko)
 //! zcard-vfio selftest [--poll] [...]    every op on every queue, data checked
 //! zcard-vfio stream [--seconds N] [...] COPYs with data checked until stopped
+//! zcard-vfio bench [--seconds N] [--json FILE]
+//!                                       4 KiB COPY at depth 1 and 32, polled and with interrupts
 //! ```
 //!
 //! Root only (VFIO, hugepages, /proc/self/pagemap). Exit status: 0 done,
@@ -51,6 +53,19 @@ enum Cmd {
         /// Requests in flight.
         #[arg(long, default_value_t = 8)]
         depth: usize,
+    },
+    /// 4 KiB COPY at queue depth 1 and 32 (a batch, one doorbell, all
+    /// completions waited for, as zcard-bench does through zcard.ko),
+    /// polled and with interrupts: ops/s and per-op latency.
+    Bench {
+        #[command(flatten)]
+        which: Which,
+        /// Seconds per depth and mode.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
 }
 
@@ -176,6 +191,111 @@ fn stream(open: &Open, seconds: u64, depth: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// One bench run: a mode at a depth.
+struct BenchRun {
+    mode: &'static str,
+    depth: usize,
+    ops: u64,
+    secs: f64,
+    lat_us: Vec<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn bench_one(
+    card: &Card,
+    mode: &'static str,
+    depth: usize,
+    secs: u64,
+) -> Result<BenchRun, zcard_vfio::Error> {
+    const OP: usize = 4096;
+    let (src, dst) = (card.alloc(OP * depth)?, card.alloc(OP * depth)?);
+    src.write(0, &pattern(OP * depth, 3))?;
+    let reqs: Vec<Request> = (0..depth)
+        .map(|i| {
+            Ok(Request::copy(src.slice(i * OP, OP)?, dst.slice(i * OP, OP)?).user_data(i as u64))
+        })
+        .collect::<Result<_, zcard_vfio::Error>>()?;
+    let mut lat_us = Vec::new();
+    let start = Instant::now();
+    let mut ops = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let t = Instant::now();
+        card.submit(0, &reqs)?;
+        for _ in 0..depth {
+            let c = card.wait(0, Duration::from_secs(10))?;
+            if !c.is_ok() {
+                return Err(zcard_vfio::Error::Device(format!(
+                    "COPY failed: {:?}",
+                    c.outcome
+                )));
+            }
+            lat_us.push(t.elapsed().as_secs_f64() * 1e6);
+            ops += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if dst.to_vec() != src.to_vec() {
+        return Err(zcard_vfio::Error::Device("the copies' data differs".into()));
+    }
+    lat_us.sort_by(f64::total_cmp);
+    Ok(BenchRun {
+        mode,
+        depth,
+        ops,
+        secs,
+        lat_us,
+    })
+}
+
+fn bench(which: &Which, secs: u64, json: Option<&std::path::Path>) -> Result<(), String> {
+    let e = |e: zcard_vfio::Error| e.to_string();
+    let mut runs = Vec::new();
+    for (mode, interrupts) in [("polled", false), ("interrupts", true)] {
+        let card = Card::open(&Options {
+            bdf: which.bdf.clone(),
+            interrupts,
+            queue_size: 1024,
+            ..Options::default()
+        })
+        .map_err(e)?;
+        let room = usize::from(card.queue_size(0).map_err(e)?) / 4;
+        for depth in [1, 32] {
+            if depth > room {
+                return Err(format!(
+                    "queue 0 holds {room} copies, depth {depth} asked (vq_size too small)"
+                ));
+            }
+            runs.push(bench_one(&card, mode, depth, secs).map_err(e)?);
+        }
+    }
+    println!("| driver | queue depth | ops/s | p50 µs | p99 µs |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut out = Vec::new();
+    for r in &runs {
+        let rate = r.ops as f64 / r.secs;
+        let (p50, p99) = (percentile(&r.lat_us, 0.5), percentile(&r.lat_us, 0.99));
+        println!(
+            "| vfio {} | {} | {rate:.0} | {p50:.1} | {p99:.1} |",
+            r.mode, r.depth
+        );
+        out.push(format!(
+            r#"{{"driver":"vfio","mode":"{}","op":"copy","bytes":4096,"depth":{},"ops":{},"seconds":{:.3},"ops_per_sec":{rate:.1},"p50_us":{p50:.2},"p99_us":{p99:.2}}}"#,
+            r.mode, r.depth, r.ops, r.secs
+        ));
+    }
+    if let Some(path) = json {
+        std::fs::write(path, format!("[{}]\n", out.join(",")))
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.cmd {
@@ -188,6 +308,11 @@ fn main() -> ExitCode {
             seconds,
             depth,
         } => stream(open, *seconds, *depth),
+        Cmd::Bench {
+            which,
+            seconds,
+            json,
+        } => bench(which, *seconds, json.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
