@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use zcard_vfio::selftest::{op_suite, pattern};
 use zcard_vfio::sysfs::{PciCard, Sysfs, VFIO_DRIVER};
 use zcard_vfio::wire::{Status, STATE_NEEDS_RESET};
+use zcard_vfio::Buffer;
 use zcard_vfio::{Card, Error, Options, Request};
+use zcopy_vm_tests::differential::{
+    self, DiffOp, Driver, BUFFERS, BUFFER_BYTES, STORAGE_BASE, STORAGE_BYTES,
+};
 use zcopy_vm_tests::{read_attr, zcard_control};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -314,4 +318,80 @@ fn unbinding_gives_the_card_back_to_virtio_pci() {
     );
     let card = open(false, true);
     op_suite(&card, 0).unwrap_or_else(|e| panic!("after rebinding: {e}"));
+}
+
+/// The VFIO driver's half of the differential check (tests/differential.rs
+/// is zcard.ko's): the same seeded sequences, compared with the model and
+/// with zcard.ko's trace when the normal boot saved one.
+struct Vfio {
+    card: Card,
+    bufs: Vec<Buffer>,
+    scratch: Buffer,
+}
+
+impl Vfio {
+    fn one(&self, r: Request) -> Result<u32, String> {
+        let c = self.card.run(0, &[r], WAIT).map_err(|e| e.to_string())?;
+        match c[0].status() {
+            Some(Status::Ok) => Ok(c[0].result),
+            _ => Err(format!("{:?}", c[0].outcome)),
+        }
+    }
+
+    fn at(&self, (b, off): (usize, usize), len: usize) -> zcard_vfio::Slice {
+        self.bufs[b].slice(off, len).expect("in the buffer")
+    }
+}
+
+impl Driver for Vfio {
+    fn load(&mut self, init: &[Vec<u8>]) {
+        for (b, data) in self.bufs.iter().zip(init) {
+            b.write(0, data).unwrap();
+        }
+        self.scratch.write(0, &vec![0; STORAGE_BYTES]).unwrap();
+        self.one(Request::storage_write(self.scratch.all(), STORAGE_BASE))
+            .expect("zero the storage region");
+    }
+
+    fn run(&mut self, op: DiffOp) -> Result<u32, String> {
+        let r = match op {
+            DiffOp::Copy { src, dst, len } => Request::copy(self.at(src, len), self.at(dst, len)),
+            DiffOp::Fill { dst, len, pattern } => Request::fill(self.at(dst, len), pattern),
+            DiffOp::Crc { src, len, seed } => Request::crc32c(self.at(src, len), seed),
+            DiffOp::StorageWrite { src, soff, len } => {
+                Request::storage_write(self.at(src, len), STORAGE_BASE + soff as u64)
+            }
+            DiffOp::StorageRead { soff, dst, len } => {
+                Request::storage_read(STORAGE_BASE + soff as u64, self.at(dst, len))
+            }
+            DiffOp::Flush => Request::flush(),
+        };
+        self.one(r)
+    }
+
+    fn buffer(&mut self, i: usize) -> Vec<u8> {
+        self.bufs[i].to_vec()
+    }
+
+    fn storage(&mut self) -> Vec<u8> {
+        self.one(Request::storage_read(STORAGE_BASE, self.scratch.all()))
+            .expect("read the storage region");
+        self.scratch.to_vec()
+    }
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn the_same_seeded_sequences_give_the_same_results_through_vfio() {
+    let card = open(true, true);
+    let bufs = (0..BUFFERS)
+        .map(|_| card.alloc(BUFFER_BYTES).unwrap())
+        .collect();
+    let scratch = card.alloc(STORAGE_BYTES).unwrap();
+    let mut v = Vfio {
+        card,
+        bufs,
+        scratch,
+    };
+    differential::check("vfio", "zcard-ko", &mut v, 300).unwrap_or_else(|e| panic!("{e}"));
 }
