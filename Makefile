@@ -5,6 +5,10 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 
 CMD ?= uname -r
 
+# shell-quote TEXT: TEXT as one single-quoted shell word. $(value ...) hands
+# it over unexpanded, so the shell gets `$d` as written, not make's $(d).
+shell-quote = '$(subst ','\'',$(1))'
+
 .PHONY: help demo qemu-test qemu-test-2node test lint loom bootstrap toolbox qemu-exec \
 	qemu-shell bench bench-ipc bench-rdma bench-vfio bench-platform clean
 
@@ -15,8 +19,9 @@ demo: ## the main job: zcopy info, the pipeline (six ways), short IPC and RDMA b
 	@ci/bootstrap.sh
 	@ci/demo.sh
 
-qemu-test: ## the whole suite: host tests, then the guest suite; JUnit in target/qemu-test/
-	@ci/qemu-test.sh
+qemu-test: ## the whole suite (host, then guest; JUnit in target/qemu-test/); ONLY='driver card' and FILTER=NAME run just those guest tests
+	@$(if $(value ONLY),ZCOPY_ONLY=$(call shell-quote,$(value ONLY))) \
+		$(if $(value FILTER),ZCOPY_FILTER=$(call shell-quote,$(value FILTER))) ci/qemu-test.sh
 
 qemu-test-2node: ## the RDMA channel between two guests joined by a link (JUnit in target/qemu-test-2node/)
 	@ci/qemu-test-2node.sh
@@ -42,7 +47,7 @@ toolbox: ## rebuild the toolbox (Debian trixie root with QEMU, kernel, rdma-core
 
 qemu-exec: ## run CMD='...' in a guest set up as the tests see it; exits with its code
 	@ci/bootstrap.sh
-	@qemu/run.sh -- sh -c '$(subst ','\'',$(CMD))'
+	@qemu/run.sh -- sh -c $(call shell-quote,$(value CMD))
 
 qemu-shell: ## an interactive shell in the guest
 	@ci/bootstrap.sh
@@ -50,7 +55,7 @@ qemu-shell: ## an interactive shell in the guest
 
 bench: ## benchmarks (tables, JSON, plots), never timed tests
 	@ci/bootstrap.sh
-	cargo bench -p zcard-vhost --bench copy_engine
+	cargo bench -p zcopy-bench --bench copy_engine
 	@ci/bench-ipc.sh
 	@ci/bench-rdma.sh
 	@ci/bench-vfio.sh

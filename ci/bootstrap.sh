@@ -14,6 +14,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 declare -A want=(
 	[mmdebstrap]=/usr/bin/mmdebstrap
 	[bubblewrap]=/usr/bin/bwrap
+	[uidmap]=/usr/bin/newuidmap
 	[debian-archive-keyring]=/usr/share/keyrings/debian-archive-keyring.gpg
 	[clang]=/usr/bin/clang
 	[libclang-dev]=/usr/lib/llvm-*/lib/libclang.so

@@ -9,6 +9,7 @@
  */
 
 #include <linux/eventfd.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
 #include <linux/mm.h>
@@ -277,6 +278,7 @@ static long zcard_ioc_pool_export(struct zcard_ctx *ctx, void __user *arg)
 {
 	struct zcard_pool_export pe;
 	struct zcard_pool *pool;
+	struct file *file;
 	int fd;
 
 	if (copy_from_user(&pe, arg, sizeof(pe)))
@@ -284,17 +286,28 @@ static long zcard_ioc_pool_export(struct zcard_ctx *ctx, void __user *arg)
 	if ((pe.flags & ~ZCARD_EXPORT_CLOEXEC) || pe.reserved0 ||
 	    !zcard_zero(pe.reserved, ARRAY_SIZE(pe.reserved)))
 		return -EINVAL;
-	mutex_lock(&ctx->lock);
-	pool = zcard_ctx_pool(ctx, pe.pool_id);
-	fd = pool ? zcard_pool_export(pool, pe.flags) : -ENOENT;
-	mutex_unlock(&ctx->lock);
+	fd = get_unused_fd_flags((pe.flags & ZCARD_EXPORT_CLOEXEC) ? O_CLOEXEC : 0);
 	if (fd < 0)
 		return fd;
+	mutex_lock(&ctx->lock);
+	pool = zcard_ctx_pool(ctx, pe.pool_id);
+	file = pool ? zcard_pool_export_file(pool) : ERR_PTR(-ENOENT);
+	mutex_unlock(&ctx->lock);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
 	pe.fd = fd;
+	/*
+	 * The descriptor is installed only once user space has been told its
+	 * number: a failed copy leaves no descriptor behind.
+	 */
 	if (copy_to_user(arg, &pe, sizeof(pe))) {
-		/* The descriptor is installed; user space owns it now. */
+		fput(file);
+		put_unused_fd(fd);
 		return -EFAULT;
 	}
+	fd_install(fd, file);
 	return 0;
 }
 
@@ -622,6 +635,29 @@ static long zcard_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	}
 }
 
+/*
+ * Every ring page is inserted at mmap time; this puts one back after it was
+ * dropped from the page tables (madvise MADV_DONTNEED). The mapping holds
+ * the file, so the context and its ring outlive it.
+ */
+static vm_fault_t zcard_ring_vm_fault(struct vm_fault *vmf)
+{
+	struct zcard_ctx *ctx = vmf->vma->vm_file->private_data;
+	unsigned long i = vmf->pgoff - (ZCARD_OFF_RINGS >> PAGE_SHIFT);
+	struct page *page;
+
+	if (i >= ctx->ring_size >> PAGE_SHIFT)
+		return VM_FAULT_SIGBUS;
+	page = vmalloc_to_page(ctx->ring + (i << PAGE_SHIFT));
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
+static const struct vm_operations_struct zcard_ring_vm_ops = {
+	.fault = zcard_ring_vm_fault,
+};
+
 static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct zcard_ctx *ctx = file->private_data;
@@ -636,14 +672,21 @@ static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 
 		if (!ring)
 			return -ENXIO;
+		/*
+		 * VM_MAYSHARE, not VM_SHARED: a shared mapping of a file opened
+		 * read-only has VM_SHARED cleared (and cannot be made writable).
+		 */
 		if (vma->vm_end - vma->vm_start != ctx->ring_size ||
-		    !(vma->vm_flags & VM_SHARED))
+		    !(vma->vm_flags & VM_MAYSHARE))
 			return -EINVAL;
 		if (vma->vm_flags & VM_EXEC)
 			return -EPERM;
 		vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND,
 			     VM_MAYEXEC);
-		return remap_vmalloc_range(vma, ring, 0);
+		err = remap_vmalloc_range(vma, ring, 0);
+		if (!err)
+			vma->vm_ops = &zcard_ring_vm_ops;
+		return err;
 	}
 	if (off & GENMASK_ULL(31, 0))
 		return -EINVAL;

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * zcard driver internals shared by zcard_main.c (the virtio card: queues,
- * requests, reset, removal), zcard_pool.c (page-backed DMA pools) and
- * zcard_file.c (/dev/zcardN: ioctls, rings, mmap, poll).
+ * zcard driver internals shared by zcard_main.c (the card's lifetime:
+ * probe, reset, suspend, removal), zcard_req.c (the request path: requests
+ * on the queues, completions, the timeout watchdog), zcard_pool.c
+ * (page-backed DMA pools) and zcard_file.c (/dev/zcardN: ioctls, rings,
+ * mmap, poll).
  */
 #ifndef ZCARD_INTERNAL_H
 #define ZCARD_INTERNAL_H
@@ -22,91 +24,21 @@
 #include <linux/virtio.h>
 
 #include "include/uapi/zcard.h"
-
-/* Card identity and wire format: docs/zcard-spec.md. */
-#define VIRTIO_ID_ZCARD		38
-#define ZCARD_MAGIC		0x4452435a	/* "ZCRD" little-endian */
-#define ZCARD_STATE_NEEDS_RESET	BIT(0)
-
-/**
- * struct zcard_config - the card's config space (little-endian).
- * @magic: ZCARD_MAGIC.
- * @version: major << 16 | minor.
- * @num_queues: request queues.
- * @max_segments: source (and destination) segments per request.
- * @max_request_bytes: largest request length.
- * @storage_capacity: storage bytes.
- * @block_size: storage alignment.
- * @supported_ops: bit per opcode.
- * @device_state: ZCARD_STATE_* bits.
- * @max_queue_size: largest virtqueue size.
- * @reserved: zero.
- */
-struct zcard_config {
-	__le32 magic;
-	__le32 version;
-	__le16 num_queues;
-	__le16 max_segments;
-	__le32 max_request_bytes;
-	__le64 storage_capacity;
-	__le32 block_size;
-	__le32 supported_ops;
-	__le32 device_state;
-	__le32 max_queue_size;
-	__le32 reserved[6];
-};
+#include "include/uapi/zcard_virtio.h"
 
 /**
  * struct zcard_wire - one request slot's header and status, in coherent
  * DMA memory: the header is device-readable, the status device-writable.
- * @opcode: card opcode (same numbers as enum zcard_op).
- * @flags: zero.
- * @reserved0: zero.
- * @reserved1: zero.
- * @tag: echoed in @st_tag.
- * @length: bytes.
- * @storage_offset: card storage offset.
- * @pattern: FILL pattern or CRC32C seed.
- * @reserved2: zero.
- * @status: card status code (written by the card).
- * @st_reserved: zero.
- * @result: CRC32C result.
- * @st_tag: the header's tag.
+ * @hdr: the request header.
+ * @st: the request status (written by the card).
  */
 struct zcard_wire {
-	u8 opcode;
-	u8 flags;
-	__le16 reserved0;
-	__le32 reserved1;
-	__le64 tag;
-	__le64 length;
-	__le64 storage_offset;
-	__le64 pattern;
-	__le64 reserved2;
-	/* status, 16 bytes, device-writable */
-	u8 status;
-	u8 st_reserved[3];
-	__le32 result;
-	__le64 st_tag;
+	struct zcard_req_hdr hdr;
+	struct zcard_req_status st;
 };
 
-#define ZCARD_HDR_SIZE		48
-#define ZCARD_STATUS_SIZE	16
-
-/* Card status codes. */
-enum zcard_status {
-	ZCARD_ST_OK = 0,
-	ZCARD_ST_UNSUPPORTED = 1,
-	ZCARD_ST_BAD_HEADER = 2,
-	ZCARD_ST_BAD_DESCRIPTOR = 3,
-	ZCARD_ST_BAD_LENGTH = 4,
-	ZCARD_ST_TOO_MANY_SEGMENTS = 5,
-	ZCARD_ST_BAD_ADDRESS = 6,
-	ZCARD_ST_OUT_OF_RANGE = 7,
-	ZCARD_ST_IO_ERROR = 8,
-	ZCARD_ST_NEEDS_RESET = 9,
-	ZCARD_ST_UNWRITTEN = 0xff,	/* driver's marker: no status came back */
-};
+/* zcard_req_status.status before the card writes it: no status came back. */
+#define ZCARD_ST_UNWRITTEN	0xff
 
 /*
  * Pools are built from physically contiguous chunks of this size (an
@@ -124,8 +56,8 @@ struct zcard_ctx;
 
 /**
  * struct zcard_pool - a page-backed DMA buffer pool.
- * @ref: held by each file that has it in its table, each exported fd and
- *	each request in flight on it.
+ * @ref: held by each file that has it in its table, each exported fd, each
+ *	mapping and each request in flight on it.
  * @card: the card (a reference is held).
  * @size: bytes (a multiple of PAGE_SIZE).
  * @npages: pages.
@@ -258,8 +190,15 @@ struct zcard_stats {
  * @removed: the card is gone; every operation fails with -ENODEV.
  * @stopped: the queues are down (during a reset or suspend; under
  *	reset_sem): nothing may be submitted, no further reset is scheduled.
- * @resetting: reset_work is running virtio_device_freeze()/restore(), so
- *	the freeze/restore callbacks already hold reset_sem.
+ * @reset_owner: the task running reset_work's virtio_device_freeze() and
+ *	restore() with reset_sem held for writing, so that the freeze and
+ *	restore callbacks it calls know they hold reset_sem; NULL otherwise.
+ * @suspended: frozen for system sleep (under reset_sem): no reset runs
+ *	until the card is restored.
+ * @fail_restarts: fault injection (debugfs, zcardN/fail_restarts): this
+ *	many restarts of the card, after a reset or on resume, fail as if its
+ *	queues could not be set up (under reset_sem).
+ * @debugfs: the card's debugfs directory.
  * @ctxs: open files, to wake their waiters on removal (under @lock).
  * @watchdog: looks for lost completions and timed-out requests.
  * @reset_work: resets the card.
@@ -280,7 +219,10 @@ struct zcard {
 	struct list_head pools;
 	bool removed;
 	bool stopped;
-	bool resetting;
+	struct task_struct *reset_owner;
+	bool suspended;
+	u32 fail_restarts;
+	struct dentry *debugfs;
 	struct list_head ctxs;
 	struct delayed_work watchdog;
 	struct work_struct reset_work;
@@ -339,9 +281,16 @@ struct zcard_ctx {
 /* zcard_main.c */
 extern struct workqueue_struct *zcard_wq;
 void zcard_put(struct zcard *card);
+
+/* zcard_req.c */
+int zcard_alloc_queues(struct zcard *card);
+void zcard_free_queues(struct zcard *card);
 int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 		 struct zcard_pool *src, struct zcard_pool *dst);
 void zcard_kick(struct zcard_queue *q);
+void zcard_vq_done(struct virtqueue *vq);
+void zcard_watchdog(struct work_struct *work);
+void zcard_queue_cancel(struct zcard_queue *q, int err);
 
 /* zcard_pool.c */
 struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size);
@@ -350,7 +299,7 @@ int zcard_pool_segments(struct zcard_pool *pool, u64 off, u32 len,
 			struct scatterlist *sg, unsigned int max);
 void zcard_pool_sync(struct zcard_pool *pool, u64 off, u32 len, bool for_cpu);
 void zcard_pools_unmap(struct zcard *card);
-int zcard_pool_export(struct zcard_pool *pool, unsigned int flags);
+struct file *zcard_pool_export_file(struct zcard_pool *pool);
 struct zcard_pool *zcard_pool_from_fd(int fd);
 int zcard_pool_mmap(struct zcard_pool *pool, struct vm_area_struct *vma);
 

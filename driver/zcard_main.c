@@ -2,27 +2,22 @@
 /*
  * zcard: driver for the zcard DMA card (virtio device id 38), the card of
  * docs/zcard-spec.md. It gives user space page-backed DMA pools and
- * io_uring-style rings on /dev/zcardN (zcard_file.c, zcard_pool.c); this
- * file drives the card: probe and config validation, the request queues,
- * completions, the timeout watchdog, reset and removal.
- *
- * The driver distrusts the card: a completion is matched to its request by
- * the driver's own slot, its tag is checked, and a status the card never
- * wrote reads as an I/O error.
+ * io_uring-style rings on /dev/zcardN (zcard_file.c, zcard_pool.c) and
+ * sends the card their work (zcard_req.c); this file is the card's
+ * lifetime: probe and config validation, reset, suspend and resume,
+ * removal, and the sysfs counters.
  */
 
+#include <linux/debugfs.h>
 #include <linux/dma-mapping.h>
 #include <linux/idr.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
 #include "zcard_internal.h"
-
-static unsigned int timeout_ms = 5000;
-module_param(timeout_ms, uint, 0644);
-MODULE_PARM_DESC(timeout_ms, "Milliseconds before a request the card does not complete fails with -ETIMEDOUT and the card is reset (default 5000)");
 
 static unsigned int pinned_limit_mb = 256;
 module_param(pinned_limit_mb, uint, 0444);
@@ -32,6 +27,9 @@ static DEFINE_IDA(zcard_ida);
 
 /* Frees contexts and pools; drained before the module goes away. */
 struct workqueue_struct *zcard_wq;
+
+/* /sys/kernel/debug/zcard: a directory per card (fault injection). */
+static struct dentry *zcard_debugfs;
 
 static void zcard_free(struct kref *ref)
 {
@@ -53,281 +51,6 @@ void zcard_put(struct zcard *card)
 	kref_put(&card->ref, zcard_free);
 }
 
-static unsigned long zcard_timeout(void)
-{
-	return msecs_to_jiffies(max(READ_ONCE(timeout_ms), 10U));
-}
-
-static int zcard_errno(u8 status)
-{
-	switch (status) {
-	case ZCARD_ST_OK:
-		return 0;
-	case ZCARD_ST_UNSUPPORTED:
-		return -EOPNOTSUPP;
-	case ZCARD_ST_BAD_ADDRESS:
-		return -EFAULT;
-	case ZCARD_ST_OUT_OF_RANGE:
-		return -ERANGE;
-	case ZCARD_ST_NEEDS_RESET:
-		return -ECANCELED;
-	default:	/* io_error, a malformed-request status, or none at all */
-		return -EIO;
-	}
-}
-
-/*
- * Completes a slot: syncs the destination back to the CPU, posts the CQE,
- * drops the slot's references and frees it. Called with q->lock held.
- */
-static void zcard_finish(struct zcard_queue *q, struct zcard_slot *s, int err)
-{
-	struct zcard_wire *w = &q->wire[s->index];
-	struct zcard_ctx *ctx = s->ctx;
-	s32 result = 0;
-	u64 value = 0;
-
-	if (!err) {
-		err = zcard_errno(READ_ONCE(w->status));
-		if (!err && le64_to_cpu(READ_ONCE(w->st_tag)) != s->tag)
-			err = -EIO;
-		if (err == -EIO || err == -ECANCELED)
-			dev_warn_ratelimited(&q->card->vdev->dev,
-					     "queue %u: status %u for opcode %u\n",
-					     q->index, w->status, s->opcode);
-		/* A reset in progress (or a stop) already handles it. */
-		if (w->status == ZCARD_ST_NEEDS_RESET && !READ_ONCE(q->card->stopped))
-			schedule_work(&q->card->reset_work);
-	}
-	if (s->dst && s->length && s->dst->mapped)
-		zcard_pool_sync(s->dst, s->dst_off, s->length, true);
-	if (!err) {
-		if (s->opcode != ZCARD_OP_NOP && s->opcode != ZCARD_OP_FLUSH)
-			result = s->length;
-		if (s->opcode == ZCARD_OP_CRC32C)
-			value = le32_to_cpu(w->result);
-	} else {
-		result = err;
-	}
-	list_del(&s->node);
-	zcard_post_cqe(ctx, s->user_data, result, value, true);
-	if (s->src)
-		zcard_pool_put(s->src);
-	if (s->dst)
-		zcard_pool_put(s->dst);
-	zcard_ctx_put(ctx);
-	s->ctx = NULL;
-	s->src = NULL;
-	s->dst = NULL;
-	list_add(&s->node, &q->free);
-}
-
-/* Harvests the used ring. Called with q->lock held. */
-static void zcard_reap(struct zcard_queue *q)
-{
-	struct zcard_slot *s;
-	unsigned int len;
-
-	/* The used length is the card's word: only the status is read. */
-	while ((s = virtqueue_get_buf(q->vq, &len)))
-		zcard_finish(q, s, s->timed_out ? -ETIMEDOUT : 0);
-}
-
-static void zcard_vq_done(struct virtqueue *vq)
-{
-	struct zcard *card = vq->vdev->priv;
-	struct zcard_queue *q = &card->queues[vq->index];
-	unsigned long flags;
-
-	spin_lock_irqsave(&q->lock, flags);
-	do {
-		virtqueue_disable_cb(vq);
-		zcard_reap(q);
-	} while (!virtqueue_enable_cb(vq));
-	spin_unlock_irqrestore(&q->lock, flags);
-}
-
-/**
- * zcard_submit() - hand one checked SQE to the card.
- * @ctx: the submitting file.
- * @sqe: the SQE (checked by the caller against ctx's pools).
- * @src: its source pool or NULL.
- * @dst: its destination pool or NULL.
- *
- * Context: process, card->reset_sem held for reading, ctx->lock held.
- * Return: 0 when the request is on the queue (it takes references to ctx
- * and the pools), -EBUSY when the queue is full.
- */
-int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
-		 struct zcard_pool *src, struct zcard_pool *dst)
-{
-	struct zcard_queue *q = ctx->queue;
-	struct zcard *card = q->card;
-	struct scatterlist *sgs[4];	/* header, sources, destinations, status */
-	unsigned int nsrc = 0, ndst = 0, out = 0, in = 0, max;
-	struct zcard_slot *s;
-	struct zcard_wire *w;
-	unsigned long flags;
-	int err;
-
-	max = card->info.max_segments;
-	if (card->stopped)	/* a reset failed half-way; removal follows */
-		return -EBUSY;
-	spin_lock_irqsave(&q->lock, flags);
-	s = list_first_entry_or_null(&q->free, struct zcard_slot, node);
-	if (!s) {
-		spin_unlock_irqrestore(&q->lock, flags);
-		return -EBUSY;
-	}
-	w = &q->wire[s->index];
-	memset(w, 0, sizeof(*w));
-	w->opcode = sqe->opcode;
-	s->tag = q->next_tag++;
-	w->tag = cpu_to_le64(s->tag);
-	w->length = cpu_to_le64(sqe->length);
-	w->storage_offset = cpu_to_le64(sqe->storage_offset);
-	w->pattern = cpu_to_le64(sqe->pattern);
-	w->status = ZCARD_ST_UNWRITTEN;
-
-	/* Header, then sources, then destinations, then the status. */
-	sg_init_table(q->sg, q->nsg);
-	sg_set_page(&q->sg[0], NULL, ZCARD_HDR_SIZE, 0);
-	sg_dma_address(&q->sg[0]) = q->wire_dma + s->index * sizeof(*w);
-	sg_dma_len(&q->sg[0]) = ZCARD_HDR_SIZE;
-	sg_mark_end(&q->sg[0]);
-	sgs[out++] = &q->sg[0];
-	if (src && sqe->length) {
-		err = zcard_pool_segments(src, sqe->src_offset, sqe->length,
-					  &q->sg[1], max);
-		if (err < 0)
-			goto err_unlock;
-		nsrc = err;
-		sg_mark_end(&q->sg[nsrc]);
-		sgs[out++] = &q->sg[1];
-	}
-	if (dst && sqe->length) {
-		err = zcard_pool_segments(dst, sqe->dst_offset, sqe->length,
-					  &q->sg[1 + nsrc], max);
-		if (err < 0)
-			goto err_unlock;
-		ndst = err;
-		sg_mark_end(&q->sg[nsrc + ndst]);
-		sgs[out + in++] = &q->sg[1 + nsrc];
-	}
-	sg_set_page(&q->sg[1 + nsrc + ndst], NULL, ZCARD_STATUS_SIZE, 0);
-	sg_dma_address(&q->sg[1 + nsrc + ndst]) = q->wire_dma +
-		s->index * sizeof(*w) + ZCARD_HDR_SIZE;
-	sg_dma_len(&q->sg[1 + nsrc + ndst]) = ZCARD_STATUS_SIZE;
-	sg_mark_end(&q->sg[1 + nsrc + ndst]);
-	sgs[out + in++] = &q->sg[1 + nsrc + ndst];
-
-	/* The card reads the sources and may leave part of a destination. */
-	if (nsrc)
-		zcard_pool_sync(src, sqe->src_offset, sqe->length, false);
-	if (ndst)
-		zcard_pool_sync(dst, sqe->dst_offset, sqe->length, false);
-
-	err = virtqueue_add_sgs(q->vq, sgs, out, in, s, GFP_ATOMIC);
-	if (err)
-		goto err_unlock;
-
-	list_move_tail(&s->node, &q->inflight);
-	zcard_ctx_get(ctx);
-	s->ctx = ctx;
-	s->src = (src && sqe->length) ? src : NULL;
-	s->dst = (dst && sqe->length) ? dst : NULL;
-	if (s->src)
-		kref_get(&src->ref);
-	if (s->dst)
-		kref_get(&dst->ref);
-	s->src_off = sqe->src_offset;
-	s->dst_off = sqe->dst_offset;
-	s->length = sqe->length;
-	s->opcode = sqe->opcode;
-	s->user_data = sqe->user_data;
-	s->timed_out = false;
-	s->deadline = jiffies + zcard_timeout();
-	atomic_inc(&ctx->inflight);
-	atomic64_inc(&card->stats.inflight);
-	atomic64_inc(&card->stats.submitted);
-	spin_unlock_irqrestore(&q->lock, flags);
-	/* Not pushed back by later submissions: the oldest request counts. */
-	schedule_delayed_work(&card->watchdog, zcard_timeout() / 4 + 1);
-	return 0;
-
-err_unlock:
-	spin_unlock_irqrestore(&q->lock, flags);
-	if (err == -E2BIG)	/* cannot happen within max_op_bytes */
-		dev_warn_ratelimited(&card->vdev->dev, "request needs too many segments\n");
-	return -EBUSY;
-}
-
-/**
- * zcard_kick() - notify the card of new requests on a queue.
- * @q: the queue.
- *
- * Context: process, card->reset_sem held for reading.
- */
-void zcard_kick(struct zcard_queue *q)
-{
-	unsigned long flags;
-	bool notify;
-
-	if (q->card->stopped)
-		return;
-	spin_lock_irqsave(&q->lock, flags);
-	notify = virtqueue_kick_prepare(q->vq);
-	spin_unlock_irqrestore(&q->lock, flags);
-	if (notify)
-		virtqueue_notify(q->vq);
-}
-
-/*
- * The watchdog: reaps used rings (a completion whose interrupt was lost is
- * found here), and when the oldest request of a queue is past its deadline,
- * marks it timed out and resets the card.
- */
-static void zcard_watchdog(struct work_struct *work)
-{
-	struct zcard *card = container_of(to_delayed_work(work), struct zcard,
-					  watchdog);
-	bool expired = false, busy = false;
-	unsigned int i;
-
-	if (!down_read_trylock(&card->reset_sem)) {
-		/* A reset or removal is running; it fails whatever is left. */
-		return;
-	}
-	if (READ_ONCE(card->removed) || card->stopped)
-		goto out;
-	for (i = 0; i < card->info.num_queues; i++) {
-		struct zcard_queue *q = &card->queues[i];
-		struct zcard_slot *s;
-		unsigned long flags;
-
-		spin_lock_irqsave(&q->lock, flags);
-		zcard_reap(q);
-		list_for_each_entry(s, &q->inflight, node) {
-			busy = true;
-			if (time_after(jiffies, s->deadline) && !s->timed_out) {
-				s->timed_out = true;
-				atomic64_inc(&card->stats.timeouts);
-				expired = true;
-			}
-		}
-		spin_unlock_irqrestore(&q->lock, flags);
-	}
-	if (expired) {
-		dev_warn(&card->vdev->dev, "request timed out after %u ms: resetting the card\n",
-			 READ_ONCE(timeout_ms));
-		schedule_work(&card->reset_work);
-	} else if (busy) {
-		schedule_delayed_work(&card->watchdog, zcard_timeout() / 4 + 1);
-	}
-out:
-	up_read(&card->reset_sem);
-}
-
 /*
  * Stops the card and fails every request still on it: the device is reset
  * first, so nothing it does can race with the queues being emptied.
@@ -341,17 +64,9 @@ static void zcard_stop(struct zcard *card, int err)
 	virtio_reset_device(card->vdev);
 	for (i = 0; i < card->info.num_queues; i++) {
 		struct zcard_queue *q = &card->queues[i];
-		struct zcard_slot *s;
-		unsigned long flags;
 
-		if (!q->vq)	/* already stopped (a reset that failed) */
-			continue;
-		spin_lock_irqsave(&q->lock, flags);
-		zcard_reap(q);	/* completed before the reset: keep the results */
-		while ((s = virtqueue_detach_unused_buf(q->vq)))
-			zcard_finish(q, s, s->timed_out ? -ETIMEDOUT : err);
-		q->vq = NULL;
-		spin_unlock_irqrestore(&q->lock, flags);
+		if (q->vq)	/* else already stopped (a reset that failed) */
+			zcard_queue_cancel(q, err);
 	}
 	card->vdev->config->del_vqs(card->vdev);
 }
@@ -375,14 +90,16 @@ static int zcard_find_vqs(struct zcard *card)
 		info[i].callback = zcard_vq_done;
 	}
 	err = virtio_find_vqs(card->vdev, n, vqs, info, NULL);
-	if (err)
+	if (err) {
+		dev_err(&card->vdev->dev, "cannot set up the card's %u queues (%d)\n", n, err);
 		goto out;
+	}
 	for (i = 0; i < n; i++) {
 		/* Pool memory is mapped once by the driver, not per request. */
 		err = virtqueue_set_dma_premapped(vqs[i]);
 		if (err) {
-			dev_err(&card->vdev->dev,
-				"the card must offer VIRTIO_F_ACCESS_PLATFORM (premapped DMA)\n");
+			dev_err(&card->vdev->dev, "queue %u cannot take premapped DMA (%d)\n",
+				i, err);
 			card->vdev->config->del_vqs(card->vdev);
 			goto out;
 		}
@@ -397,23 +114,40 @@ out:
 	return err;
 }
 
+/*
+ * Marks the card gone, so that every operation fails with -ENODEV, and
+ * wakes every waiter and poller of its files, which then see EPOLLERR |
+ * EPOLLHUP even with nothing in flight.
+ */
+static void zcard_mark_removed(struct zcard *card)
+{
+	struct zcard_ctx *ctx;
+
+	mutex_lock(&card->lock);
+	WRITE_ONCE(card->removed, true);
+	list_for_each_entry(ctx, &card->ctxs, node)
+		wake_up_all(&ctx->wait);
+	mutex_unlock(&card->lock);
+}
+
 static void zcard_reset_work(struct work_struct *work)
 {
 	struct zcard *card = container_of(work, struct zcard, reset_work);
 	int err;
 
 	down_write(&card->reset_sem);
-	if (card->removed)
+	/* A card frozen for sleep is restarted by its restore, not here. */
+	if (card->removed || card->suspended)
 		goto out;
 	atomic64_inc(&card->stats.resets);
-	card->resetting = true;
+	WRITE_ONCE(card->reset_owner, current);
 	err = virtio_device_freeze(card->vdev);
 	if (!err)
 		err = virtio_device_restore(card->vdev);
-	card->resetting = false;
+	WRITE_ONCE(card->reset_owner, NULL);
 	if (err) {
 		dev_err(&card->vdev->dev, "reset failed (%d): the card is unusable\n", err);
-		WRITE_ONCE(card->removed, true);
+		zcard_mark_removed(card);
 	} else {
 		dev_info(&card->vdev->dev, "card reset\n");
 	}
@@ -421,24 +155,33 @@ out:
 	up_write(&card->reset_sem);
 }
 
+/* Whether the caller is zcard_reset_work(), which holds reset_sem. */
+static bool zcard_in_reset(struct zcard *card)
+{
+	return READ_ONCE(card->reset_owner) == current;
+}
+
 /*
- * virtio_device_freeze() calls this for a reset (reset_work holds reset_sem)
- * and on suspend (then the watchdog and reset work are stopped and the
- * queues stopped under reset_sem here).
+ * virtio_device_freeze() calls this for a reset (from zcard_reset_work(),
+ * which holds reset_sem) and for system sleep. For sleep, taking reset_sem
+ * waits for a reset in progress, and once the card is marked suspended no
+ * reset starts until zcard_restore(); the reset work and the watchdog are
+ * then stopped outside reset_sem, which both take.
  */
 static int zcard_freeze(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
 
-	if (card->resetting) {
+	if (zcard_in_reset(card)) {
 		zcard_stop(card, -ECANCELED);
 		return 0;
 	}
-	cancel_work_sync(&card->reset_work);
-	cancel_delayed_work_sync(&card->watchdog);
 	down_write(&card->reset_sem);
+	card->suspended = true;
 	zcard_stop(card, -ECANCELED);
 	up_write(&card->reset_sem);
+	cancel_work_sync(&card->reset_work);
+	cancel_delayed_work_sync(&card->watchdog);
 	return 0;
 }
 
@@ -446,15 +189,28 @@ static int zcard_freeze(struct virtio_device *vdev)
 static int zcard_restore(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
+	bool in_reset = zcard_in_reset(card);
 	int err;
 
-	if (!card->resetting)
+	if (!in_reset)
 		down_write(&card->reset_sem);
-	err = zcard_find_vqs(card);
+	if (card->fail_restarts) {
+		card->fail_restarts--;
+		dev_warn(&vdev->dev, "restart failed on purpose (debugfs fail_restarts)\n");
+		err = -EIO;
+	} else {
+		err = zcard_find_vqs(card);
+	}
 	if (!err)
 		virtio_device_ready(vdev);
-	if (!card->resetting)
+	if (!in_reset) {
+		card->suspended = false;
+		if (err) {
+			dev_err(&vdev->dev, "resume failed (%d): the card is unusable\n", err);
+			zcard_mark_removed(card);
+		}
 		up_write(&card->reset_sem);
+	}
 	return err;
 }
 
@@ -468,58 +224,21 @@ static void zcard_config_changed(struct virtio_device *vdev)
 		schedule_work(&card->reset_work);
 }
 
-/* Slots and wire areas for the queues found by zcard_find_vqs(). */
-static int zcard_alloc_queues(struct zcard *card)
-{
-	unsigned int i, j;
-
-	for (i = 0; i < card->info.num_queues; i++) {
-		struct zcard_queue *q = &card->queues[i];
-
-		q->nslots = virtqueue_get_vring_size(q->vq);
-		q->nsg = 2 * card->info.max_segments + 2;
-		q->slots = kcalloc(q->nslots, sizeof(*q->slots), GFP_KERNEL);
-		q->sg = kcalloc(q->nsg, sizeof(*q->sg), GFP_KERNEL);
-		q->wire = dma_alloc_coherent(card->dma_dev, q->nslots * sizeof(*q->wire),
-					     &q->wire_dma, GFP_KERNEL);
-		if (!q->slots || !q->sg || !q->wire)
-			return -ENOMEM;
-		for (j = 0; j < q->nslots; j++) {
-			q->slots[j].index = j;
-			list_add_tail(&q->slots[j].node, &q->free);
-		}
-	}
-	return 0;
-}
-
-/* Frees what zcard_alloc_queues() allocated (the wire areas need dma_dev). */
-static void zcard_free_queues(struct zcard *card)
-{
-	unsigned int i;
-
-	for (i = 0; i < card->info.num_queues; i++) {
-		struct zcard_queue *q = &card->queues[i];
-
-		if (q->wire)
-			dma_free_coherent(card->dma_dev, q->nslots * sizeof(*q->wire),
-					  q->wire, q->wire_dma);
-		q->wire = NULL;
-		kfree(q->slots);
-		q->slots = NULL;
-		kfree(q->sg);
-		q->sg = NULL;
-	}
-}
-
 static int zcard_read_config(struct zcard *card)
 {
 	struct virtio_device *vdev = card->vdev;
 	struct zcard_info *info = &card->info;
 	u32 magic, max_request;
 
+	/* The config space of include/uapi/zcard_virtio.h. */
+	BUILD_BUG_ON(sizeof(struct zcard_config) != 64);
+	BUILD_BUG_ON(offsetof(struct zcard_config, storage_capacity) != 0x10);
+	BUILD_BUG_ON(offsetof(struct zcard_config, device_state) != 0x20);
+	BUILD_BUG_ON(offsetof(struct zcard_config, reserved) != 0x28);
+
 	virtio_cread_le(vdev, struct zcard_config, magic, &magic);
 	virtio_cread_le(vdev, struct zcard_config, version, &info->card_version);
-	if (magic != ZCARD_MAGIC || info->card_version >> 16 != 1) {
+	if (magic != ZCARD_MAGIC || info->card_version >> 16 != ZCARD_VERSION >> 16) {
 		dev_err(&vdev->dev, "not a zcard 1.x (magic %#x, version %#x)\n",
 			magic, info->card_version);
 		return -ENODEV;
@@ -602,6 +321,26 @@ static struct attribute *zcard_attrs[] = {
 };
 ATTRIBUTE_GROUPS(zcard);
 
+/* The transport features the driver cannot work without. */
+static int zcard_check_features(struct virtio_device *vdev)
+{
+	/*
+	 * Pools are DMA-mapped once through the DMA API and the card is handed
+	 * those addresses; without ACCESS_PLATFORM the ring bypasses the DMA
+	 * API and has no DMA device to map against.
+	 */
+	if (!virtio_has_feature(vdev, VIRTIO_F_ACCESS_PLATFORM)) {
+		dev_err(&vdev->dev, "the card must offer VIRTIO_F_ACCESS_PLATFORM (the driver maps pool memory with the DMA API)\n");
+		return -ENODEV;
+	}
+	/* A request needs up to 2 * max_segments + 2 descriptors: one indirect. */
+	if (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC)) {
+		dev_err(&vdev->dev, "the card must offer VIRTIO_RING_F_INDIRECT_DESC\n");
+		return -ENODEV;
+	}
+	return 0;
+}
+
 static int zcard_probe(struct virtio_device *vdev)
 {
 	struct zcard *card;
@@ -648,16 +387,18 @@ static int zcard_probe(struct virtio_device *vdev)
 		INIT_LIST_HEAD(&q->free);
 		INIT_LIST_HEAD(&q->inflight);
 	}
-	/* A request needs up to 2 * max_segments + 2 descriptors: one indirect. */
-	if (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC)) {
-		dev_err(&vdev->dev, "the card must offer VIRTIO_RING_F_INDIRECT_DESC\n");
-		err = -EINVAL;
+	err = zcard_check_features(vdev);
+	if (err)
 		goto err_put;
-	}
 	err = zcard_find_vqs(card);
 	if (err)
 		goto err_put;
 	card->dma_dev = virtqueue_dma_dev(card->queues[0].vq);
+	if (!card->dma_dev) {
+		dev_err(&vdev->dev, "the card's queues have no DMA device\n");
+		err = -ENODEV;
+		goto err_vqs;
+	}
 	err = zcard_alloc_queues(card);
 	if (err)
 		goto err_vqs;
@@ -672,6 +413,8 @@ static int zcard_probe(struct virtio_device *vdev)
 	err = misc_register(&card->misc);
 	if (err)
 		goto err_reset;
+	card->debugfs = debugfs_create_dir(card->name, zcard_debugfs);
+	debugfs_create_u32("fail_restarts", 0600, card->debugfs, &card->fail_restarts);
 	dev_info(&vdev->dev, "%s: %u queues, %u segments, storage %llu bytes, max op %u bytes\n",
 		 card->name, card->info.num_queues, card->info.max_segments,
 		 card->info.storage_capacity, card->info.max_op_bytes);
@@ -691,9 +434,9 @@ err_put:
 static void zcard_remove(struct virtio_device *vdev)
 {
 	struct zcard *card = vdev->priv;
-	struct zcard_ctx *ctx;
 
 	misc_deregister(&card->misc);
+	debugfs_remove_recursive(card->debugfs);
 	mutex_lock(&card->lock);
 	WRITE_ONCE(card->removed, true);
 	mutex_unlock(&card->lock);
@@ -706,10 +449,7 @@ static void zcard_remove(struct virtio_device *vdev)
 	cancel_delayed_work_sync(&card->watchdog);
 
 	/* Waiters and pollers with nothing in flight learn of it here. */
-	mutex_lock(&card->lock);
-	list_for_each_entry(ctx, &card->ctxs, node)
-		wake_up_all(&ctx->wait);
-	mutex_unlock(&card->lock);
+	zcard_mark_removed(card);
 	zcard_pools_unmap(card);
 	zcard_free_queues(card);
 	card->dma_dev = NULL;
@@ -743,9 +483,12 @@ static int __init zcard_init(void)
 	zcard_wq = alloc_workqueue("zcard", 0, 0);
 	if (!zcard_wq)
 		return -ENOMEM;
+	zcard_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
 	err = register_virtio_driver(&zcard_driver);
-	if (err)
+	if (err) {
+		debugfs_remove_recursive(zcard_debugfs);
 		destroy_workqueue(zcard_wq);
+	}
 	return err;
 }
 module_init(zcard_init);
@@ -753,6 +496,7 @@ module_init(zcard_init);
 static void __exit zcard_exit(void)
 {
 	unregister_virtio_driver(&zcard_driver);
+	debugfs_remove_recursive(zcard_debugfs);
 	/* Frees of contexts and pools closed last run to completion first. */
 	destroy_workqueue(zcard_wq);
 }

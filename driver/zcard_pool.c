@@ -6,8 +6,12 @@
  * pages), so a mapping of it works with get_user_pages: ibv_reg_mr, O_DIRECT
  * and io_uring accept it. Each block is DMA-mapped once, with the streaming
  * API, when the pool is created; requests sync the ranges they touch. The
- * pages are refcounted one by one: a mapping keeps its pages after the pool
- * is destroyed or the card goes away, until it is unmapped.
+ * pages are charged to the memory cgroup of the process that creates the
+ * pool, until the last of them is freed. Each mapping holds a reference to
+ * the pool: a pool destroyed while mapped stays, with its pages and its
+ * share of the card's pinned limit, until the last mapping goes, and a page
+ * dropped from a mapping (madvise MADV_DONTNEED) comes back on the next
+ * access.
  */
 
 #include <linux/anon_inodes.h>
@@ -42,7 +46,8 @@ static void zcard_pool_free_pages(struct zcard_pool *pool)
 {
 	unsigned long i;
 
-	for (i = 0; i < pool->npages; i++)
+	/* The page array itself may be what could not be allocated. */
+	for (i = 0; pool->pages && i < pool->npages; i++)
 		if (pool->pages[i])
 			put_page(pool->pages[i]);
 	kvfree(pool->pages);
@@ -94,7 +99,12 @@ static int zcard_pool_alloc_chunk(struct zcard_pool *pool, unsigned int c)
 	unsigned long i;
 	dma_addr_t dma;
 
-	page = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN |
+	/*
+	 * Charged to the creator's memory cgroup; split_page() gives each page
+	 * its share of the charge. __GFP_NORETRY: a cgroup at its limit fails
+	 * the pool with ENOMEM instead of calling its OOM killer.
+	 */
+	page = alloc_pages(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN |
 			   __GFP_NORETRY, ZCARD_CHUNK_ORDER);
 	if (!page)
 		return -ENOMEM;
@@ -120,9 +130,13 @@ static int zcard_pool_alloc_chunk(struct zcard_pool *pool, unsigned int c)
  * @size: bytes, a nonzero multiple of PAGE_SIZE within the limits.
  *
  * Context: process; takes card->lock.
- * Return: the pool with one reference, or an ERR_PTR: -ENOMEM when memory,
- * DMA mappings or the card's pinned limit run out, -ENODEV when the card is
- * gone.
+ * The pool counts against the card's pinned limit from here until it is
+ * freed, after its last reference (file table, exported fd, mapping,
+ * request) is gone.
+ *
+ * Return: the pool with one reference, or an ERR_PTR: -ENOMEM when memory
+ * (the caller's memory cgroup included), DMA mappings or the card's pinned
+ * limit run out, -ENODEV when the card is gone.
  */
 struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size)
 {
@@ -155,9 +169,10 @@ struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size)
 	pool->size = size;
 	pool->npages = size >> PAGE_SHIFT;
 	pool->nchunks = DIV_ROUND_UP(size, ZCARD_CHUNK);
-	pool->pages = kvcalloc(pool->npages, sizeof(*pool->pages), GFP_KERNEL);
+	pool->pages = kvcalloc(pool->npages, sizeof(*pool->pages),
+			       GFP_KERNEL_ACCOUNT | __GFP_NORETRY);
 	pool->chunk_dma = kvcalloc(pool->nchunks, sizeof(*pool->chunk_dma),
-				   GFP_KERNEL);
+				   GFP_KERNEL_ACCOUNT | __GFP_NORETRY);
 	if (!pool->pages || !pool->chunk_dma)
 		goto err_free;
 
@@ -267,10 +282,48 @@ void zcard_pool_sync(struct zcard_pool *pool, u64 off, u32 len, bool for_cpu)
 	}
 }
 
+static void zcard_pool_vm_open(struct vm_area_struct *vma)
+{
+	struct zcard_pool *pool = vma->vm_private_data;
+
+	/* A split or moved mapping: each part holds the pool. */
+	kref_get(&pool->ref);
+}
+
+static void zcard_pool_vm_close(struct vm_area_struct *vma)
+{
+	zcard_pool_put(vma->vm_private_data);
+}
+
+/*
+ * Every page is inserted at mmap time; this puts one back after it was
+ * dropped from the page tables (madvise MADV_DONTNEED).
+ */
+static vm_fault_t zcard_pool_vm_fault(struct vm_fault *vmf)
+{
+	struct zcard_pool *pool = vmf->vma->vm_private_data;
+	struct page *page;
+
+	if (vmf->pgoff >= pool->npages)
+		return VM_FAULT_SIGBUS;
+	page = pool->pages[vmf->pgoff];
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
+static const struct vm_operations_struct zcard_pool_vm_ops = {
+	.open = zcard_pool_vm_open,
+	.close = zcard_pool_vm_close,
+	.fault = zcard_pool_vm_fault,
+};
+
 /**
  * zcard_pool_mmap() - map a whole pool.
- * @pool: the pool.
- * @vma: a shared, non-executable mapping exactly the pool's size.
+ * @pool: the pool; the mapping takes a reference of its own.
+ * @vma: a shared, non-executable mapping exactly the pool's size (read-only
+ *	when the file was opened read-only: the kernel then clears VM_SHARED
+ *	and keeps VM_MAYSHARE).
  *
  * Return: 0, -EINVAL for a wrong size or a private mapping, -EPERM for an
  * executable one, or the error of vm_insert_pages().
@@ -282,16 +335,27 @@ int zcard_pool_mmap(struct zcard_pool *pool, struct vm_area_struct *vma)
 
 	if (vma->vm_end - vma->vm_start != pool->size)
 		return -EINVAL;
-	if (!(vma->vm_flags & VM_SHARED))
+	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;
 	vm_flags_mod(vma, VM_DONTCOPY | VM_DONTDUMP | VM_DONTEXPAND, VM_MAYEXEC);
+	/*
+	 * From here the mapping's page offset is the page's index in the pool
+	 * (the fault handler and the parts of a split mapping rely on it).
+	 */
+	vma->vm_pgoff = 0;
 	/* Each inserted page gets a reference of the mapping's own. */
 	err = vm_insert_pages(vma, vma->vm_start, pool->pages, &num);
 	if (!err && num)
 		err = -ENOMEM;
-	return err;
+	if (err)
+		return err;
+	/* Installed last: a failed mmap calls no close. */
+	kref_get(&pool->ref);
+	vma->vm_private_data = pool;
+	vma->vm_ops = &zcard_pool_vm_ops;
+	return 0;
 }
 
 static int zcard_pool_fd_release(struct inode *inode, struct file *file)
@@ -306,22 +370,24 @@ static const struct file_operations zcard_pool_fops = {
 };
 
 /**
- * zcard_pool_export() - a new file descriptor that stands for a pool.
- * @pool: the pool (the descriptor takes a reference of its own).
- * @flags: ZCARD_EXPORT_CLOEXEC or 0.
+ * zcard_pool_export_file() - a new file that stands for a pool, not yet in
+ * any descriptor table.
+ * @pool: the pool (the file takes a reference of its own).
  *
- * Return: the descriptor or a negative errno.
+ * The caller installs it with fd_install() once nothing can fail any more,
+ * or drops it with fput().
+ *
+ * Return: the file or an ERR_PTR.
  */
-int zcard_pool_export(struct zcard_pool *pool, unsigned int flags)
+struct file *zcard_pool_export_file(struct zcard_pool *pool)
 {
-	int fd;
+	struct file *file;
 
 	kref_get(&pool->ref);
-	fd = anon_inode_getfd("[zcard-pool]", &zcard_pool_fops, pool,
-			      O_RDWR | ((flags & ZCARD_EXPORT_CLOEXEC) ? O_CLOEXEC : 0));
-	if (fd < 0)
+	file = anon_inode_getfile("[zcard-pool]", &zcard_pool_fops, pool, O_RDWR);
+	if (IS_ERR(file))
 		zcard_pool_put(pool);
-	return fd;
+	return file;
 }
 
 /**

@@ -42,3 +42,18 @@ zc_kernel_log_ok() {
 	grep -E -B2 -A20 "$ZCOPY_KERNEL_BAD" "$1" | head -n 80 >&2
 	return 1
 }
+
+# zc_subid_count USER FILE: the size of USER's first range in FILE
+# (/etc/subuid or /etc/subgid), the range mmdebstrap's unshare mode maps the
+# toolbox's users onto; 0 when there is none.
+zc_subid_count() {
+	cat "$2" 2>/dev/null | awk -F: -v u="$1" '$1 == u { n = $3; exit } END { print n + 0 }'
+}
+
+# zc_subid_free: the start of a free range of 65536 subordinate ids, past
+# every range in /etc/subuid and /etc/subgid (100000 on a fresh machine).
+zc_subid_free() {
+	cat /etc/subuid /etc/subgid 2>/dev/null | awk -F: '
+		{ e = $2 + $3; if (e > m) m = e }
+		END { s = 100000; if (m > s) s = int((m + 65535) / 65536) * 65536; print s }'
+}

@@ -41,6 +41,23 @@ side() {
 	zc_infra "$name did not listen on $sock within 10 s (log: $run/$name.log)"
 }
 
+# platform_port: the guest's port to the host for platform faults
+# (ZCOPY_PLATFORM_PORT=1): the virtio-serial port org.zcopy.platform to
+# qemu/platform.py, which kills and restarts the card's process and unplugs
+# and replugs the card through QMP when a guest test asks. The card then sits
+# behind a PCIe root port of its own: q35's root bus takes no hotplug.
+platform_port() {
+	qemu_opts+=(-device "pcie-root-port,id=zcport,chassis=38")
+	card_dev+=",bus=zcport"
+	side platform "$run/platform.sock" python3 "$here/platform.py" \
+		--socket "$run/platform.sock" --qmp "$run/qmp.sock" \
+		--card-pid "$card_pid" --card-log "$run/zcard-vhost.log" \
+		--card-socket "$run/zcard.sock" --card-device "$card_dev" -- "${card_cmd[@]}"
+	qemu_opts+=(-device "virtio-serial-pci,id=zcplatser"
+		-chardev "socket,id=zcplat,path=$run/platform.sock"
+		-device "virtserialport,bus=zcplatser.0,chardev=zcplat,name=org.zcopy.platform")
+}
+
 qemu_opts=()
 # The VFIO boot (run.sh --vfio): an emulated IOMMU, created before the card
 # so the card sits in an IOMMU group of its own. Interrupt remapping needs
@@ -70,22 +87,33 @@ if [ -x "$card" ]; then
 	read -ra card_args <<<"${ZCOPY_CARD_ARGS:-}"
 	# In the VFIO boot the card does not offer ACCESS_PLATFORM: with it, QEMU
 	# would put it behind the IOMMU and send IOTLB messages the back end
-	# cannot serve (docs/vfio.md).
-	# Queues of 256 there, so 32 copies (4 descriptors each) fit in one.
+	# cannot serve (docs/vfio.md). Queues of 256 there, so 32 copies (4
+	# descriptors each) fit in one.
 	card_vq_size=
 	if [ "${ZCOPY_VFIO:-0}" = 1 ]; then
 		card_args+=(--no-access-platform)
 		card_vq_size=256
 	fi
-	side zcard-vhost "$run/zcard.sock" "$card" --socket "$run/zcard.sock" \
-		--control "$card_ctl" --queues "${ZCOPY_CARD_QUEUES:-2}" \
-		--storage-size "${ZCOPY_CARD_STORAGE:-64M}" "${card_args[@]}"
+	# The storage is a file of this run, fresh at each boot, so that it
+	# outlives the card's process when a test kills and restarts it.
+	rm -f "$run/zcard.storage"
+	card_cmd=("$card" --socket "$run/zcard.sock" --control "$card_ctl"
+		--queues "${ZCOPY_CARD_QUEUES:-2}" --storage "$run/zcard.storage"
+		--storage-size "${ZCOPY_CARD_STORAGE:-64M}" "${card_args[@]}")
+	card_dev="vhost-user-test-device-pci,id=zcard,chardev=zcard,virtio-id=38,num_vqs=${ZCOPY_CARD_QUEUES:-2},config_size=${ZCOPY_CARD_CONFIG:-64}${card_vq_size:+,vq_size=$card_vq_size}"
+	side zcard-vhost "$run/zcard.sock" "${card_cmd[@]}"
+	card_pid=${pids[-1]}
+	[ "${ZCOPY_PLATFORM_PORT:-0}" = 1 ] && platform_port
+	# The control port's chardev reconnects, so it comes back with a
+	# restarted card.
 	qemu_opts+=(-chardev "socket,id=zcard,path=$run/zcard.sock"
-		-device "vhost-user-test-device-pci,chardev=zcard,virtio-id=38,num_vqs=${ZCOPY_CARD_QUEUES:-2},config_size=${ZCOPY_CARD_CONFIG:-64}${card_vq_size:+,vq_size=$card_vq_size}"
+		-device "$card_dev"
 		-device "virtio-serial-pci,id=zcser"
-		-chardev "socket,id=zcctl,path=$card_ctl"
+		-chardev "socket,id=zcctl,path=$card_ctl,reconnect-ms=200"
 		-device "virtserialport,bus=zcser.0,chardev=zcctl,name=org.zcopy.zcard.ctl")
 fi
+# QEMU's monitor, for qemu/platform.py and for a person debugging a run.
+qemu_opts+=(-qmp "unix:$run/qmp.sock,server=on,wait=off")
 
 # Two-node runs: a virtio-net NIC joined to the other guest's over a unix
 # socket (no host network involved); node 0 is the listening end.
@@ -116,9 +144,18 @@ append="${ZCOPY_APPEND:-}${ZCOPY_APPEND:+${vfio_append:+ }}$vfio_append"
 # "=" form: the value starts with a dash, which argparse would take for an option.
 [ ${#qemu_opts[@]} -gt 0 ] && vng_args+=("--qemu-opts=${qemu_opts[*]}")
 
-# Settings reach the guest as environment on the command line.
-guest_cmd="env ZCOPY_RUN=$(printf %q "$run") ZCOPY_RXE=${ZCOPY_RXE:-1} ZCOPY_MTU=${ZCOPY_MTU:-9000} ZCOPY_NODE=${ZCOPY_NODE:-} ZCOPY_VFIO=${ZCOPY_VFIO:-0}"
-guest_cmd+=" $(printf %q "$here/guest/init.sh")"
+# Settings reach the guest in $run/guest-env, which qemu/guest/init.sh loads:
+# the guest's own (with their defaults), then every other ZCOPY_ variable of
+# this environment, so that a knob set on the host (ZCOPY_PROPTEST_CASES,
+# ZCOPY_CARD_QUEUES, ...) is seen by the tests in the guest too. A file, not
+# the kernel command line that carries guest_cmd (2 KiB at most).
+{
+	printf 'ZCOPY_RXE=%q\nZCOPY_MTU=%q\nZCOPY_NODE=%q\n' "${ZCOPY_RXE:-1}" "${ZCOPY_MTU:-9000}" "${ZCOPY_NODE:-}"
+	for v in $(compgen -e); do
+		case $v in ZCOPY_RUN | ZCOPY_RXE | ZCOPY_MTU | ZCOPY_NODE) ;; ZCOPY_*) printf '%s=%q\n' "$v" "${!v}" ;; esac
+	done
+} >"$run/guest-env"
+guest_cmd="env ZCOPY_RUN=$(printf %q "$run") $(printf %q "$here/guest/init.sh")"
 guest_cmd+=" $(printf '%q ' "$@")"
 
 if [ "$interactive" = 1 ]; then

@@ -83,6 +83,21 @@ status() {
 	case $(port_state "$dev") in *ACTIVE*) return 0 ;; *) return 1 ;; esac
 }
 
+# wait_listening PORT PID: until something listens on TCP PORT (at most
+# 10 s), or PID has exited.
+wait_listening() {
+	local port=$1 pid=$2 i
+	if ! command -v ss >/dev/null; then
+		sleep 1
+		return 0
+	fi
+	for ((i = 0; i < 100; i++)); do
+		ss -Hltn "sport = :$port" | grep -q . && return 0
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+}
+
 verify() {
 	local dev=$1 idx spid rc=0 log
 	command -v ibv_devinfo >/dev/null || die 4 "ibv_devinfo is missing: install ibverbs-utils (Fedora: libibverbs-utils)"
@@ -91,7 +106,9 @@ verify() {
 	log=$(mktemp)
 	timeout 30 ibv_rc_pingpong -d "$dev" -g "$idx" -c -n 100 -p 18515 >"$log" 2>&1 &
 	spid=$!
-	sleep 0.5
+	# The client must not start before the server listens: a fixed pause
+	# loses that race on a loaded machine ("Couldn't connect").
+	wait_listening 18515 "$spid"
 	timeout 30 ibv_rc_pingpong -d "$dev" -g "$idx" -c -n 100 -p 18515 127.0.0.1 >>"$log" 2>&1 || rc=$?
 	wait "$spid" || rc=$((rc ? rc : $?))
 	if [ "$rc" != 0 ] || ! grep -q '100 iters' "$log"; then

@@ -35,7 +35,7 @@ fn card_dma_into_a_slot_then_send() {
         .unwrap();
     assert_eq!(cqes[0].bytes().unwrap(), 64 << 10);
 
-    let mut loan = tx.loan().unwrap();
+    let loan = tx.loan().unwrap();
     let dst = Buf::new(tx.pool(), loan.offset());
     let cqes = rings
         .run(
@@ -44,8 +44,7 @@ fn card_dma_into_a_slot_then_send() {
         )
         .unwrap();
     assert_eq!(cqes[0].bytes().unwrap(), 64 << 10);
-    loan.set_len(64 << 10).unwrap();
-    loan.send().unwrap();
+    loan.send(64 << 10).unwrap();
 
     let s = rx.recv().unwrap();
     assert_eq!(&*s, &data[..]);

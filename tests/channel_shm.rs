@@ -125,7 +125,7 @@ fn offer(fd: &OwnedFd) -> Result<Receiver<Shm>, Error> {
         None,
     )
     .unwrap();
-    Receiver::<Shm>::from_socket(&(), &b)
+    Receiver::from_socket(&b)
 }
 
 fn memfd(sealed: bool, bytes: &[u8], len: u64) -> OwnedFd {

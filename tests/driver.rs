@@ -18,7 +18,7 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use proptest::prelude::*;
 use zcopy::card::uapi::{self, ZcardSqe};
 use zcopy::card::{Buf, Card, Counters, Cqe, Rings, Sqe};
-use zcopy_vm_tests::{crc32c_reference, proptest_config, read_attr, zcard_control};
+use zcopy_vm_tests::{crc32c_reference, read_attr, zcard_control};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -66,6 +66,38 @@ impl Fault {
 impl Drop for Fault {
     fn drop(&mut self) {
         zcard_control(&format!(r#"{{"cmd":"clear","id":{}}}"#, self.0));
+    }
+}
+
+/// The card's queue stalls at the next request, and every queue is released
+/// when this is dropped: requests stay in flight for as long as the test
+/// needs them there, however slowly it runs (TCG), never for a fixed time.
+/// The driver's timeout is a minute meanwhile, so they do not time out.
+struct Stalled {
+    rule: Option<Fault>,
+    _timeout: TimeoutMs,
+}
+
+impl Stalled {
+    fn at_next_request() -> Stalled {
+        let timeout = TimeoutMs::set(60_000);
+        Stalled {
+            rule: Some(Fault::add(r#"{"kind":"stall","count":1}"#)),
+            _timeout: timeout,
+        }
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        // The rule goes first: no request can stall after the release.
+        drop(self.rule.take());
+        let queues = zcard_control(r#"{"cmd":"config"}"#)["config"]["num_queues"]
+            .as_u64()
+            .unwrap_or(0);
+        for q in 0..queues {
+            zcard_control(&format!(r#"{{"cmd":"release","queue":{q}}}"#));
+        }
     }
 }
 
@@ -692,18 +724,18 @@ fn read_reply(sock: &UnixStream) -> String {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn kill_9_with_requests_in_flight_leaves_nothing_behind() {
     let before = settle();
-    // Slow the card down so requests are surely in flight at the kill.
-    let _slow = Fault::add(r#"{"kind":"delay","delay_us":20000}"#);
+    // The card holds the requests, so they are surely in flight at the kill.
+    let stalled = Stalled::at_next_request();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let mut child = peer(&["flood"], &theirs);
     assert_eq!(read_reply(&ours), "flooding");
-    std::thread::sleep(Duration::from_millis(100));
     assert!(
         Counters::read(0).unwrap().inflight > 0,
         "requests in flight at the kill"
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    drop(stalled);
     let after = settle();
     assert_eq!(after.timeouts, before.timeouts, "nothing timed out");
     assert_eq!(after.resets, before.resets, "no reset was needed");
@@ -714,7 +746,7 @@ fn kill_9_with_requests_in_flight_leaves_nothing_behind() {
 fn close_with_requests_in_flight_and_munmap_in_any_order() {
     let before = settle();
     {
-        let _slow = Fault::add(r#"{"kind":"delay","delay_us":20000}"#);
+        let _stalled = Stalled::at_next_request();
         let card = card();
         let p = card.create_pool(1 << 20).unwrap();
         let map = p.map().unwrap();
@@ -830,15 +862,17 @@ fn cq_overflow_is_counted_never_silent() {
     let before = settle();
     let p = card.create_pool(64 << 10).unwrap();
     let mut rings = card.setup_rings(4).unwrap(); // CQ of 8
-    let _slow = Fault::add(r#"{"kind":"delay","delay_us":50000}"#);
+    let stalled = Stalled::at_next_request();
     for i in 0..4 {
         rings
             .push(Sqe::fill(Buf::new(&p, i * 4096), 4096, i))
             .unwrap();
     }
     assert_eq!(rings.submit().unwrap(), 4);
-    // User space lies: it moves cq_head back so the CQ looks full.
+    // User space lies: it moves cq_head back so the CQ looks full, before
+    // the card completes anything.
     rings.set_cq_head_raw(0u32.wrapping_sub(8));
+    drop(stalled);
     let deadline = Instant::now() + WAIT;
     while Counters::read(0).unwrap().inflight > 0 {
         assert!(Instant::now() < deadline);
@@ -855,6 +889,451 @@ fn cq_overflow_is_counted_never_silent() {
     );
     drop((p, rings));
     settle();
+}
+
+/// Maps `len` bytes at `off` of `fd`; the mapping or the errno.
+fn map_raw(
+    fd: std::os::fd::BorrowedFd<'_>,
+    off: u64,
+    len: usize,
+    prot: nix::sys::mman::ProtFlags,
+    flags: nix::sys::mman::MapFlags,
+) -> Result<std::ptr::NonNull<std::ffi::c_void>, Errno> {
+    // SAFETY: a fresh mapping at an address the kernel chooses; the caller
+    // unmaps it with `unmap_raw` and the same length.
+    unsafe {
+        nix::sys::mman::mmap(
+            None,
+            std::num::NonZeroUsize::new(len).unwrap(),
+            prot,
+            flags,
+            fd,
+            off as i64,
+        )
+    }
+}
+
+fn unmap_raw(ptr: std::ptr::NonNull<std::ffi::c_void>, len: usize) {
+    // SAFETY: `ptr` is a mapping of `len` bytes made by `map_raw` and not
+    // used after this.
+    unsafe { nix::sys::mman::munmap(ptr, len) }.unwrap();
+}
+
+/// Rebinds the driver to `dev`, for a fresh zcard0 after a test broke the card.
+fn rebind(dev: &str) {
+    std::fs::write("/sys/bus/virtio/drivers/zcard/unbind", dev).expect("unbind");
+    std::fs::write("/sys/bus/virtio/drivers/zcard/bind", dev).expect("bind");
+}
+
+/// The card's debugfs directory (mounting debugfs if the guest has not).
+fn debugfs(card: &str) -> PathBuf {
+    let root = PathBuf::from("/sys/kernel/debug");
+    if !root.join("zcard").exists() {
+        let ok = Command::new("mount")
+            .args(["-t", "debugfs", "debugfs"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount debugfs");
+    }
+    root.join("zcard").join(card)
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_read_only_file_maps_rings_and_pools_read_only() {
+    use nix::sys::mman::{MapFlags, ProtFlags};
+    settle();
+    let ro = std::fs::File::open("/dev/zcard0").unwrap();
+    let mut pc = uapi::ZcardPoolCreate {
+        size: 8192,
+        ..Default::default()
+    };
+    // SAFETY: `ro` is open and `pc` a valid struct zcard_pool_create.
+    unsafe { uapi::zcard_ioc_pool_create(ro.as_raw_fd(), &mut pc) }.unwrap();
+    let mut rs = uapi::ZcardRingSetup {
+        sq_entries: 4,
+        ..Default::default()
+    };
+    // SAFETY: as above, a valid struct zcard_ring_setup.
+    unsafe { uapi::zcard_ioc_ring_setup(ro.as_raw_fd(), &mut rs) }.unwrap();
+    let ring_len = rs.ring_size as usize;
+    for (what, off, len) in [("pool", pc.mmap_offset, 8192), ("rings", 0, ring_len)] {
+        let m = map_raw(
+            ro.as_fd(),
+            off,
+            len,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_SHARED,
+        )
+        .unwrap_or_else(|e| panic!("{what}: MAP_SHARED, PROT_READ of an O_RDONLY file: {e}"));
+        // SAFETY: the mapping is `len` readable bytes.
+        let first = unsafe { std::ptr::read_volatile(m.as_ptr().cast::<u32>()) };
+        assert_eq!(first, 0, "{what}: a zeroed pool, an sq_tail of 0");
+        // Read-only for good: mprotect cannot make it writable.
+        // SAFETY: changes the protection of the mapping just made, nothing else.
+        let wr = unsafe {
+            nix::sys::mman::mprotect(m, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
+        };
+        assert_eq!(wr, Err(Errno::EACCES), "{what}: mprotect to writable");
+        unmap_raw(m, len);
+        assert_eq!(
+            map_raw(
+                ro.as_fd(),
+                off,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED
+            )
+            .err(),
+            Some(Errno::EACCES),
+            "{what}: writable shared map of a read-only file"
+        );
+        assert_eq!(
+            map_raw(
+                ro.as_fd(),
+                off,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE
+            )
+            .err(),
+            Some(Errno::EINVAL),
+            "{what}: private"
+        );
+    }
+    drop(ro);
+    settle();
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn madvise_dontneed_gives_the_same_pages_back() {
+    use nix::sys::mman::{madvise, MapFlags, MmapAdvise, ProtFlags};
+    let card = card();
+    settle();
+    let p = card.create_pool(64 << 10).unwrap();
+    let map = p.map().unwrap();
+    let data = pattern_bytes(9, 64 << 10);
+    map.write(0, &data).unwrap();
+    let base = std::ptr::NonNull::new(map.as_ptr().cast()).unwrap();
+    // SAFETY: drops the page-table entries of this mapping only; the pool's
+    // memory itself is untouched.
+    unsafe { madvise(base, map.len(), MmapAdvise::MADV_DONTNEED) }.unwrap();
+    let mut back = vec![0u8; data.len()];
+    map.read(0, &mut back).unwrap();
+    assert!(back == data, "the pool's contents after MADV_DONTNEED");
+    // Still the pool's own pages: what the card writes shows in this mapping.
+    let mut rings = card.setup_rings(4).unwrap();
+    // SAFETY: as above, the first page, which the FILL then targets.
+    unsafe { madvise(base, 4096, MmapAdvise::MADV_DONTNEED) }.unwrap();
+    assert_eq!(
+        run_one(
+            &mut rings,
+            Sqe::fill(Buf::new(&p, 0), 4096, 0x5a5a_5a5a_5a5a_5a5a)
+        )
+        .result,
+        4096
+    );
+    let mut page = [0u8; 4096];
+    map.read(0, &mut page).unwrap();
+    assert!(
+        page.iter().all(|&b| b == 0x5a),
+        "the card's FILL is visible"
+    );
+
+    // The rings: a second view, written, dropped, read back.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/zcard0")
+        .unwrap();
+    let mut rs = uapi::ZcardRingSetup {
+        sq_entries: 4,
+        ..Default::default()
+    };
+    // SAFETY: `file` is open and `rs` a valid struct zcard_ring_setup.
+    unsafe { uapi::zcard_ioc_ring_setup(file.as_raw_fd(), &mut rs) }.unwrap();
+    let len = rs.ring_size as usize;
+    let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    let m = map_raw(file.as_fd(), 0, len, rw, MapFlags::MAP_SHARED).unwrap();
+    // SAFETY: the SQE array lies inside the `len`-byte mapping (setup said so).
+    let sqe = unsafe { m.as_ptr().cast::<u8>().add(rs.off.sqes as usize) };
+    // SAFETY: `sqe` points at 4 SQEs of 64 writable bytes each.
+    unsafe { std::ptr::write_bytes(sqe, 0xa7, 64) };
+    // SAFETY: drops the page-table entries of this view only.
+    unsafe { madvise(m, len, MmapAdvise::MADV_DONTNEED) }.unwrap();
+    // SAFETY: as above.
+    let again = unsafe { std::slice::from_raw_parts(sqe, 64) }.to_vec();
+    assert_eq!(
+        again,
+        vec![0xa7; 64],
+        "the ring's contents after MADV_DONTNEED"
+    );
+    unmap_raw(m, len);
+    drop((file, rings, map, p, card));
+    settle();
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn an_export_that_cannot_report_its_fd_leaves_none() {
+    use nix::sys::mman::{mprotect, MapFlags, ProtFlags};
+    let card = card();
+    settle();
+    let p = card.create_pool(4096).unwrap();
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    // The argument can be read but not written back.
+    // SAFETY: a fresh anonymous page at an address the kernel chooses,
+    // unmapped below.
+    let arg = unsafe {
+        nix::sys::mman::mmap_anonymous(
+            None,
+            std::num::NonZeroUsize::new(4096).unwrap(),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .unwrap();
+    let pe = arg.as_ptr().cast::<uapi::ZcardPoolExport>();
+    // SAFETY: `pe` points at the start of a fresh, writable, page-aligned page.
+    unsafe {
+        pe.write(uapi::ZcardPoolExport {
+            pool_id: p.id(),
+            ..Default::default()
+        })
+    };
+    // SAFETY: the page just mapped, nothing else.
+    unsafe { mprotect(arg, 4096, ProtFlags::PROT_READ) }.unwrap();
+    let before = fds();
+    // SAFETY: the kernel reads a valid struct at `pe` and fails to write it back.
+    let r = unsafe { uapi::zcard_ioc_pool_export(card.as_fd().as_raw_fd(), pe) };
+    assert_eq!(r, Err(Errno::EFAULT));
+    assert_eq!(fds(), before, "a failed export left a descriptor behind");
+    // SAFETY: the anonymous page mapped above.
+    unsafe { nix::sys::mman::munmap(arg, 4096) }.unwrap();
+    // Export works again with a writable argument, and its descriptor holds the pool.
+    let fd = p.export().unwrap();
+    assert_eq!(fds(), before + 1);
+    drop(p);
+    assert_eq!(
+        Counters::read(0).unwrap().pools,
+        1,
+        "the descriptor holds the pool"
+    );
+    drop((fd, card));
+    settle();
+}
+
+/// The zcard module reloaded with `params`, and reloaded with none on drop.
+struct Reloaded;
+
+impl Reloaded {
+    fn with(params: &[&str]) -> Reloaded {
+        settle();
+        reload_zcard(params);
+        Reloaded
+    }
+}
+
+impl Drop for Reloaded {
+    fn drop(&mut self) {
+        let _ = Counters::read(0).map(|_| settle());
+        reload_zcard(&[]);
+    }
+}
+
+fn reload_zcard(params: &[&str]) {
+    let ko = zcopy_vm_tests::repo_root().join("driver/zcard.ko");
+    let run = |cmd: &mut Command| assert!(cmd.status().expect("kmod tools").success(), "{cmd:?}");
+    run(Command::new("rmmod").arg("zcard"));
+    run(Command::new("insmod").arg(&ko).args(params));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Card::open_index(0).is_err() {
+        assert!(Instant::now() < deadline, "no /dev/zcard0 after insmod");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cgroup v2 memory cgroup, removed on drop.
+struct MemCgroup(PathBuf);
+
+impl MemCgroup {
+    fn new(name: &str, max: &str) -> MemCgroup {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        if !root.join("cgroup.controllers").exists() {
+            let st = Command::new("mount")
+                .args(["-t", "cgroup2", "none"])
+                .arg(&root)
+                .status()
+                .expect("mount");
+            assert!(st.success(), "cannot mount cgroup2 on {}", root.display());
+        }
+        let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+        assert!(
+            controllers.contains("memory"),
+            "no memory controller: {controllers}"
+        );
+        std::fs::write(root.join("cgroup.subtree_control"), "+memory")
+            .expect("enable the memory controller");
+        let dir = root.join(name);
+        if !dir.exists() {
+            std::fs::create_dir(&dir).unwrap();
+        }
+        let cg = MemCgroup(dir);
+        cg.set_max(max);
+        cg
+    }
+
+    fn set_max(&self, max: &str) {
+        std::fs::write(self.0.join("memory.max"), max).expect("memory.max");
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("cgroup.procs");
+    }
+
+    fn current(&self) -> u64 {
+        read_attr(self.0.join("memory.current").to_str().unwrap())
+            .expect("memory.current")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn destroyed_but_mapped_pools_stay_counted_and_charged() {
+    const MIB16: u64 = 16 << 20;
+    let _module = Reloaded::with(&["pinned_limit_mb=16"]);
+    assert_eq!(card().info().pinned_limit, MIB16);
+    let cg = MemCgroup::new("zcard-memcg-test", "64M");
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = peer(&["memcg", "32", &MIB16.to_string()], &theirs);
+    cg.add(child.id());
+    let base = cg.current();
+    let tell = |what: &str| {
+        use std::io::Write;
+        writeln!(&ours, "{what}").unwrap();
+    };
+    tell("go");
+    // 32 rounds of {create 16 MiB, mmap, touch, destroy}, every mapping kept:
+    // the first holds the whole limit, each later one would be the 17th MiB.
+    let mut want = vec!["ok"];
+    want.extend(std::iter::repeat_n("ENOMEM", 31));
+    assert_eq!(read_reply(&ours), format!("held {}", want.join(",")));
+    let c = Counters::read(0).unwrap();
+    assert_eq!(
+        (c.pools, c.pinned),
+        (1, MIB16),
+        "the destroyed, mapped pool counts"
+    );
+    let current = cg.current();
+    assert!(
+        current >= base + MIB16,
+        "memory.current {current} holds the pool's 16 MiB (was {base})"
+    );
+    // Unmapped, the pool goes; 32 rounds that unmap each time all fit.
+    tell("release");
+    assert_eq!(read_reply(&ours), "released 32");
+    // A pool that does not fit under the cgroup's memory.max: ENOMEM, no OOM
+    // kill. (The last pool is freed from a work item: measure after it went.)
+    settle();
+    cg.set_max(&(cg.current() + (4 << 20)).to_string());
+    tell("tight");
+    assert_eq!(read_reply(&ours), "tight ENOMEM");
+    assert!(child.wait().unwrap().success());
+    drop(ours);
+    settle();
+    drop(cg);
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
+    let dev = bound_device();
+    settle();
+    let card = card();
+    let idle = card.setup_rings(4).unwrap();
+    let file = card.as_fd().try_clone_to_owned().unwrap();
+    let poller = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut fds = [nix::poll::PollFd::new(
+            file.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap();
+        (fds[0].revents().unwrap(), start.elapsed())
+    });
+    // The poller sleeps in poll() on a file with nothing in flight when a
+    // request of another file makes the card ask for a reset, and the
+    // restart fails.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(debugfs("zcard0").join("fail_restarts"), "1").expect("fail_restarts");
+    let other = Card::open_index(0).unwrap();
+    let mut rings = other.setup_rings(2).unwrap();
+    {
+        let _f = Fault::add(r#"{"kind":"needs_reset","count":1}"#);
+        let c = run_one(&mut rings, Sqe::nop());
+        assert_eq!(
+            errno_of(&c),
+            Some(Errno::ECANCELED),
+            "needs_reset: {}",
+            c.result
+        );
+    }
+    let (revents, waited) = poller.join().unwrap();
+    let gone = nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP;
+    assert!(
+        revents.contains(gone),
+        "poll returned {revents:?} after {waited:?}, not POLLERR | POLLHUP"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the poller slept {waited:?}"
+    );
+    assert_eq!(
+        card.create_pool(4096).unwrap_err().errno(),
+        Some(Errno::ENODEV)
+    );
+    drop((idle, card, rings, other));
+    rebind(&dev);
+    let fresh = Card::open_index(0).expect("zcard0 after rebind");
+    let mut rings = fresh.setup_rings(2).unwrap();
+    assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0);
+    drop((rings, fresh));
+    settle();
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {
+    settle();
+    // The largest pool's page array (a pointer per page: 512 KiB for 256 MiB)
+    // is more than the memory cgroup's per-CPU charge stock, so it is the
+    // allocation that meets memory.max.
+    let size = card().info().max_pool_bytes;
+    let cg = MemCgroup::new("zcard-memcg-array", "max");
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = peer(&["create", &size.to_string()], &theirs);
+    cg.add(child.id());
+    cg.set_max(&(cg.current() + (128 << 10)).to_string());
+    {
+        use std::io::Write;
+        writeln!(&ours, "go").unwrap();
+    }
+    assert_eq!(read_reply(&ours), "create ENOMEM");
+    assert!(child.wait().unwrap().success());
+    drop(ours);
+    settle();
+    drop(cg);
 }
 
 /// The virtio device the zcard driver is bound to.
@@ -1384,7 +1863,7 @@ fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn pool_and_sqe_sequences_match_the_reference_model() {
     settle();
-    let config = proptest_config("driver model", 16);
+    let config = zcopy_testkit::proptest_config("driver model", 16);
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let result = runner.run(&proptest::collection::vec(step(), 1..24), |steps| {
         run_case(&steps)

@@ -7,8 +7,10 @@
 #                        that far, an infrastructure failure)
 #   $ZCOPY_RUN/kernel.log   the guest kernel log (dmesg) after the command
 #
-# Settings come as environment variables set on the vng command line:
-#   ZCOPY_RUN   run directory (required)   ZCOPY_RXE   1: Soft-RoCE pair up (default)
+# Settings: ZCOPY_RUN (the run directory, required) on the vng command line,
+# the rest from $ZCOPY_RUN/guest-env (qemu/vm.sh writes it: these, with their
+# defaults, and every other ZCOPY_ variable set on the host):
+#   ZCOPY_RXE   1: Soft-RoCE pair up (default)
 #   ZCOPY_MTU   veth MTU (9000)
 #   ZCOPY_VFIO  1: the VFIO boot: vfio-pci loaded for the user-space driver,
 #            zcard.ko not loaded (the card is left to virtio-pci until a
@@ -19,6 +21,13 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${ZCOPY_RUN:?ZCOPY_RUN must name the run directory}"
 export ZCOPY_RUN
+# The host's settings (qemu/vm.sh writes them), exported to the command.
+if [ -f "$ZCOPY_RUN/guest-env" ]; then
+	set -a
+	# shellcheck source=/dev/null
+	. "$ZCOPY_RUN/guest-env"
+	set +a
+fi
 
 setup() {
 	if [ -n "${ZCOPY_NODE:-}" ]; then

@@ -21,32 +21,100 @@ key=$(sha256sum "$here/recipe.sh" | cut -c1-16)
 dir=$cache/toolbox-$key
 stamp=$dir/.zcopy-toolbox
 
+# rootless_check build|enter: the checks a non-root user needs to pass
+# before building (user namespaces, uidmap, subordinate ids) or entering
+# (user namespaces) the toolbox, each failing with what to do about it.
+rootless_check() {
+	unshare --user --map-root-user true 2>/dev/null ||
+		zc_infra "this user cannot create user namespaces, which the rootless toolbox needs: as root, 'sysctl -w user.max_user_namespaces=15000' (older Debian kernels also 'kernel.unprivileged_userns_clone=1', Ubuntu 24.04 'kernel.apparmor_restrict_unprivileged_userns=0')"
+	[ "$1" = build ] || return 0
+	{ command -v newuidmap && command -v newgidmap; } >/dev/null ||
+		zc_infra "newuidmap/newgidmap are missing (mmdebstrap's unshare mode needs them): run 'sudo apt-get install uidmap' (or 'make bootstrap' with sudo)"
+	local user f start
+	user=$(id -un)
+	for f in /etc/subuid /etc/subgid; do
+		# The toolbox's ids run from 0 to 65534 (nobody).
+		[ "$(zc_subid_count "$user" "$f")" -ge 65536 ] && continue
+		start=$(zc_subid_free)
+		zc_infra "user $user has no range of at least 65536 subordinate ids in $f (mmdebstrap's unshare mode maps the toolbox's users onto /etc/subuid and /etc/subgid): as root, 'usermod --add-subuids $start-$((start + 65535)) --add-subgids $start-$((start + 65535)) $user'"
+	done
+}
+
+# rm_tree DIR: remove DIR. Without root, a directory the user may not write
+# is made writable first, and a root that mmdebstrap built in place in
+# unshare mode (owned by the subordinate ids) is emptied from a user
+# namespace mapped onto them (mmdebstrap --unshare-helper).
+rm_tree() {
+	[ -e "$1" ] || return 0
+	rm -rf "$1" 2>/dev/null && return 0
+	chmod -R u+rwX "$1" 2>/dev/null || true
+	rm -rf "$1" 2>/dev/null && return 0
+	mmdebstrap --unshare-helper find "$1" -mindepth 1 -delete 2>/dev/null || true
+	rm -rf "$1"
+}
+
+# build_rootless DIR LOG: build the root into DIR as a non-root user.
+# mmdebstrap's unshare mode builds in a user namespace whose root is the
+# first subordinate id, so a directory it builds belongs to those ids, not to
+# this user: this user could neither read /boot/vmlinuz-* (mode 0600) nor
+# add the stamps and mount points below. So the build comes out as a tarball
+# (its owners exactly as in root mode) that this user unpacks: every file is
+# then its own, and entering the toolbox maps this user to root. Device
+# nodes are left out (the toolbox binds the host's /dev), and setuid bits
+# are dropped so that no other user runs one of these files as this user.
+build_rootless() {
+	local dir=$1 log=$2
+	mkdir "$dir" || return 1
+	# The temporary root goes to a disk-backed directory the unshared
+	# root can write (/tmp may be a small tmpfs).
+	{
+		TMPDIR=${TMPDIR:-/var/tmp} zc_recipe_build - unshare |
+			tar -x -C "$dir" --exclude='./dev/*'
+	} 2>"$log" || return 1
+	find "$dir" -xdev -type f -perm /6000 -exec chmod ug-s {} + || return 1
+	# Directories this user cannot write would block the mount points
+	# bubblewrap creates and a later removal.
+	find "$dir" -xdev -type d ! -perm -u+w -exec chmod u+w {} + || return 1
+}
+
 build() {
 	local mode=root start
-	[ "$(id -u)" = 0 ] || mode=unshare
+	if [ "$(id -u)" != 0 ]; then
+		mode=unshare
+		rootless_check build
+	fi
 	command -v mmdebstrap >/dev/null || zc_infra "mmdebstrap is missing: run 'make bootstrap' (ci/bootstrap.sh)"
 	mkdir -p "$cache"
 	local avail
 	avail=$(df -Pk "$cache" | awk 'NR==2 {print $4}')
 	[ "${avail:-0}" -ge $((4 * 1024 * 1024)) ] ||
 		zc_infra "the toolbox needs about 4 GiB free in $cache (only $((avail / 1024)) MiB): free some space or set ZCOPY_CACHE"
-	rm -rf "$dir.partial"
+	rm_tree "$dir.partial" || zc_infra "cannot remove an old partial build at $dir.partial"
 	zc_log "building the toolbox $dir (mmdebstrap, $mode mode; a few minutes)"
 	start=$(date +%s)
-	if ! zc_recipe_build "$dir.partial" "$mode" >"$cache/toolbox-build.log" 2>&1; then
-		tail -n 40 "$cache/toolbox-build.log" >&2
-		rm -rf "$dir.partial"
-		zc_infra "toolbox build failed; full log: $cache/toolbox-build.log"
+	local log=$cache/toolbox-build.log ok=1
+	if [ "$mode" = root ]; then
+		zc_recipe_build "$dir.partial" "$mode" >"$log" 2>&1 || ok=0
+	else
+		build_rootless "$dir.partial" "$log" || ok=0
+	fi
+	if [ "$ok" = 0 ]; then
+		tail -n 40 "$log" >&2
+		rm_tree "$dir.partial" || true
+		zc_infra "toolbox build failed; full log: $log"
 	fi
 	echo "$(($(date +%s) - start))" >"$dir.partial/.zcopy-build-seconds"
 	du -sm "$dir.partial" | cut -f1 >"$dir.partial/.zcopy-size-mib"
 	echo "$key" >"$dir.partial/.zcopy-toolbox"
-	rm -rf "$dir"
+	rm_tree "$dir"
 	mv "$dir.partial" "$dir"
 	zc_log "toolbox ready in $(cat "$dir/.zcopy-build-seconds") s, $(cat "$dir/.zcopy-size-mib") MiB"
 	# Older toolboxes (other recipe hashes) are dead weight.
-	find "$cache" -maxdepth 1 -name 'toolbox-*' -type d ! -name "toolbox-$key" \
-		! -name '*.partial' -exec rm -rf {} +
+	local old
+	for old in "$cache"/toolbox-*; do
+		[ -d "$old" ] && [ "$old" != "$dir" ] && [ "${old%.partial}" = "$old" ] && rm_tree "$old"
+	done
+	return 0
 }
 
 # ensure [force]: a built toolbox at $dir, built under a lock so concurrent
@@ -64,6 +132,7 @@ ensure() {
 enter() {
 	ensure
 	command -v bwrap >/dev/null || zc_infra "bubblewrap is missing: run 'make bootstrap'"
+	[ "$(id -u)" = 0 ] || rootless_check enter
 	local args=(
 		--bind "$dir" /
 		--dev-bind /dev /dev
@@ -74,8 +143,10 @@ enter() {
 		--chdir "$ZCOPY_ROOT"
 		--unshare-pid --die-with-parent
 		--setenv HOME /root
+		# The caller's temporary and runtime directories are not inside
+		# (/tmp and /run are the toolbox's own).
+		--unsetenv TMPDIR --unsetenv XDG_RUNTIME_DIR
 		--setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-		--setenv ZCOPY_TOOLBOX "$dir"
 		--setenv ZCOPY_KERNEL_ABI "$ZCOPY_KERNEL_ABI"
 	)
 	# Extra host paths the caller needs inside (space separated), e.g. the

@@ -13,7 +13,6 @@
 //! Prints one line ("ok <n>", "held", "shared", "attached") on stdout; exit 1 with a
 //! message on stderr on any failure.
 
-use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
 use zcopy::channel::{Builder, Receiver, Rx};
@@ -21,12 +20,17 @@ use zcopy_vm_tests::channel::{check_message, send_message, Harness, Rdma};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // SAFETY: the parent put the socket on descriptor 3 for us (spawn_with_fd3).
-    let sock = unsafe { UnixStream::from_raw_fd(3) };
+    // For the transport modes the parent put the socket on descriptor 3
+    // (spawn_with_fd3).
+    let sock = || {
+        zcopy::channel::inherited_socket(3)
+            .map(UnixStream::from)
+            .map_err(|e| format!("descriptor 3: {e}"))
+    };
     let r = match args.first().map(String::as_str) {
-        Some("shm") => run::<zcopy::channel::Shm>(&sock, &args[1..]),
-        Some("card") => run::<zcopy::channel::CardSlots>(&sock, &args[1..]),
-        Some("rdma") => run::<Rdma>(&sock, &args[1..]),
+        Some("shm") => sock().and_then(|s| run::<zcopy::channel::Shm>(&s, &args[1..])),
+        Some("card") => sock().and_then(|s| run::<zcopy::channel::CardSlots>(&s, &args[1..])),
+        Some("rdma") => sock().and_then(|s| run::<Rdma>(&s, &args[1..])),
         Some("named") => named(&args[1..]),
         Some("named-recv") => Receiver::open_named(&args[1])
             .map_err(|e| e.to_string())
@@ -83,14 +87,14 @@ fn run<T: Harness>(sock: &UnixStream, args: &[String]) -> Result<String, String>
             }
         }
         Some("send") => {
-            let tx = T::offer(&ctx, num(args, 2)? as u32, 8, sock).map_err(|e| e.to_string())?;
+            let tx = T::offer(&ctx, num(args, 2)? as usize, 8, sock).map_err(|e| e.to_string())?;
             for seq in 0..num(args, 1)? {
                 send_message(&tx, seq).map_err(|e| format!("message {seq}: {e}"))?;
             }
             Ok(format!("ok {}", num(args, 1)?))
         }
         Some("send-forever") => {
-            let tx = T::offer(&ctx, num(args, 1)? as u32, 8, sock).map_err(|e| e.to_string())?;
+            let tx = T::offer(&ctx, num(args, 1)? as usize, 8, sock).map_err(|e| e.to_string())?;
             println!("shared");
             for seq in 0.. {
                 send_message(&tx, seq).map_err(|e| format!("message {seq}: {e}"))?;

@@ -18,10 +18,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use zcopy::channel::{Builder, Error};
-use zcopy::rdma::Listener;
+use zcopy::rdma::{BuilderExt, Listener};
 use zcopy_vm_tests::channel::{check_message, send_message};
 
-const SLOT: u32 = 4096;
+const SLOT: usize = 4096;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,7 +66,7 @@ fn recv(args: &[String], forever: bool) -> Result<String, String> {
         let s = rx
             .recv_timeout(Duration::from_secs(60))
             .map_err(|e| format!("after {next} messages: {e}"))?;
-        let seq = check_message(&s, SLOT as usize)?;
+        let seq = check_message(&s, SLOT)?;
         if seq != next {
             return Err(format!("message {seq} arrived where {next} was due"));
         }

@@ -11,6 +11,15 @@
 //! - `flood`: creates a pool and keeps the queue full of COPY requests
 //!   forever (the test kills it with SIGKILL); says `flooding` once the
 //!   first batch is in flight.
+//! - `memcg <rounds> <bytes>`: waits for `go` (the test has moved it into a
+//!   memory cgroup), then runs `rounds` rounds of {create a pool of `bytes`,
+//!   map it, touch every page, destroy it} keeping every mapping, and says
+//!   `held <ok or errno of each round>`; on `release` unmaps them all, runs
+//!   the rounds again unmapping each time and says `released <rounds that
+//!   worked>`; on `tight` creates one more pool and answers `tight <ok or
+//!   errno>`.
+//! - `create <bytes>`: waits for `go` (the test has set its memory cgroup's
+//!   limit), creates one pool of `bytes` and answers `create <ok or errno>`.
 
 use std::io::{IoSliceMut, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -29,7 +38,19 @@ fn main() {
         Some("import") => import(&sock, args.get(2).map_or("", String::as_str)),
         Some("snoop") => snoop(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1 << 32)),
         Some("flood") => flood(&sock),
-        _ => Err("usage: zcard-peer import HEX | snoop OFFSET | flood".to_string()),
+        Some("memcg") => memcg(
+            &sock,
+            args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1),
+            args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1 << 20),
+        ),
+        Some("create") => create(
+            &sock,
+            args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1 << 20),
+        ),
+        _ => Err(
+            "usage: zcard-peer import HEX | snoop OFFSET | flood | memcg ROUNDS BYTES | create BYTES"
+                .to_string(),
+        ),
     };
     let line = reply.unwrap_or_else(|e| format!("error {e}"));
     let _ = writeln!(&sock, "{line}");
@@ -128,4 +149,66 @@ fn flood(sock: &UnixStream) -> Result<String, String> {
             said = true;
         }
     }
+}
+
+/// Reads one line from the test and checks it is `want`.
+fn expect_line(sock: &UnixStream, want: &str) -> Result<(), String> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(sock), &mut line)
+        .map_err(|e| e.to_string())?;
+    if line.trim() == want {
+        Ok(())
+    } else {
+        Err(format!("expected {want:?}, got {line:?}"))
+    }
+}
+
+/// A pool of `bytes`, mapped, every page touched, then destroyed: the mapping.
+fn create_touch_destroy(
+    card: &Card,
+    bytes: u64,
+) -> Result<zcopy::card::PoolMap, zcopy::card::Error> {
+    let pool = card.create_pool(bytes)?;
+    let map = pool.map()?;
+    for off in (0..bytes).step_by(4096) {
+        map.write(off, &[1])?;
+    }
+    drop(pool);
+    Ok(map)
+}
+
+fn outcome<T>(r: &Result<T, zcopy::card::Error>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => e
+            .errno()
+            .map_or_else(|| e.to_string(), |n| format!("{n:?}")),
+    }
+}
+
+fn memcg(sock: &UnixStream, rounds: usize, bytes: u64) -> Result<String, String> {
+    expect_line(sock, "go")?;
+    let card = Card::open_index(0).map_err(|e| e.to_string())?;
+    let mut held = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..rounds {
+        let r = create_touch_destroy(&card, bytes);
+        seen.push(outcome(&r));
+        held.extend(r.ok());
+    }
+    writeln!(&*sock, "held {}", seen.join(",")).map_err(|e| e.to_string())?;
+    expect_line(sock, "release")?;
+    drop(held);
+    let worked = (0..rounds)
+        .filter(|_| create_touch_destroy(&card, bytes).is_ok())
+        .count();
+    writeln!(&*sock, "released {worked}").map_err(|e| e.to_string())?;
+    expect_line(sock, "tight")?;
+    Ok(format!("tight {}", outcome(&card.create_pool(bytes))))
+}
+
+fn create(sock: &UnixStream, bytes: u64) -> Result<String, String> {
+    let card = Card::open_index(0).map_err(|e| e.to_string())?;
+    expect_line(sock, "go")?;
+    Ok(format!("create {}", outcome(&card.create_pool(bytes))))
 }

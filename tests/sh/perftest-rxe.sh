@@ -5,6 +5,11 @@
 # and ibv_rc_pingpong with receive-buffer validation (-c). Each run must
 # complete, report a figure, and really cross the veth (the two ends show
 # different GIDs).
+#
+# perftest calibrates its cycle counter against the clock when it starts;
+# under TCG the samples can be too noisy for it ("Correlation coefficient
+# r^2: R < 0.9"), and it then reports 0.00. That outcome, and only that one,
+# is run again, at most PERFTEST_TRIES times, each retry said in the log.
 set -euo pipefail
 # shellcheck source=tests/sh/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -23,8 +28,11 @@ wait_server() {
 	done
 }
 
+PERFTEST_TRIES=3
+
 # pair NAME SERVER-ARGS -- CLIENT-ARGS: run a server on zrxe0 and a client on
 # zrxe1, both bounded in time; the output of both is kept and printed.
+# Returns the first nonzero exit status of the two.
 pair() {
 	local name=$1 srv=() cli=()
 	shift
@@ -39,7 +47,7 @@ pair() {
 	wait "$spid" || rc=$((rc ? rc : $?))
 	echo "== $name server"; cat "$T/$name.server"
 	echo "== $name client"; cat "$T/$name.client"
-	[ "$rc" = 0 ] || fail "$name exited with $rc"
+	return "$rc"
 }
 
 # sent DEV: packets DEV has put on the wire so far.
@@ -53,36 +61,53 @@ crosses() {
 	[ "$(sent zrxe1)" -gt "$3" ] || fail "$1: zrxe1 sent nothing (the client did not use it)"
 }
 
-# figure NAME COLUMN: the number under perftest's result header, > 0.
+# figure NAME COLUMN: prints the number under perftest's result header;
+# false unless it is > 0.
 figure() {
 	local v
 	v=$(awk -v c="$2" '/^ *#bytes/ {getline; print $c; exit}' "$T/$1.client")
-	awk -v v="$v" 'BEGIN { exit !(v + 0 > 0) }' || fail "$1 reported no figure (column $2: '$v')"
-	echo "$1: $v"
+	echo "$1: column $2: '$v'"
+	awk -v v="$v" 'BEGIN { exit !(v + 0 > 0) }'
 }
 
-s0=$(sent zrxe0) s1=$(sent zrxe1)
-pair write_bw ib_write_bw -d zrxe0 -x 1 -s 65536 -n 500 -F -- \
+# uncalibrated NAME: perftest said its clock calibration failed, on either end.
+uncalibrated() { grep -qs 'Correlation coefficient r^2' "$T/$1.server" "$T/$1.client"; }
+
+# measure NAME COLUMN SERVER-ARGS -- CLIENT-ARGS: one perftest pair that must
+# complete, cross the veth and report a figure in COLUMN; run again (up to
+# PERFTEST_TRIES in all) only when its clock calibration failed.
+measure() {
+	local name=$1 col=$2 try s0 s1 rc
+	shift 2
+	for try in $(seq "$PERFTEST_TRIES"); do
+		s0=$(sent zrxe0) s1=$(sent zrxe1)
+		rc=0
+		pair "$name" "$@" || rc=$?
+		if uncalibrated "$name"; then
+			echo "RETRY: $name: perftest's clock calibration failed under emulation noise (r^2 < 0.9; exit $rc), figures void; run $try of $PERFTEST_TRIES"
+			continue
+		fi
+		[ "$rc" = 0 ] || fail "$name exited with $rc"
+		crosses "$name" "$s0" "$s1"
+		figure "$name" "$col" || fail "$name reported no figure"
+		return 0
+	done
+	fail "$name: perftest's clock calibration failed $PERFTEST_TRIES times in a row"
+}
+
+measure write_bw 4 ib_write_bw -d zrxe0 -x 1 -s 65536 -n 500 -F -- \
 	ib_write_bw -d zrxe1 -x 1 -s 65536 -n 500 -F "$A"
-crosses write_bw "$s0" "$s1"
-figure write_bw 4
 
-s0=$(sent zrxe0) s1=$(sent zrxe1)
-pair send_lat ib_send_lat -d zrxe0 -x 1 -s 64 -n 500 -F -- \
+measure send_lat 5 ib_send_lat -d zrxe0 -x 1 -s 64 -n 500 -F -- \
 	ib_send_lat -d zrxe1 -x 1 -s 64 -n 500 -F "$A"
-crosses send_lat "$s0" "$s1"
-figure send_lat 5
 
-s0=$(sent zrxe0) s1=$(sent zrxe1)
-pair write_bw_cm ib_write_bw -d zrxe0 -R -s 65536 -n 500 -F -- \
+measure write_bw_cm 4 ib_write_bw -d zrxe0 -R -s 65536 -n 500 -F -- \
 	ib_write_bw -d zrxe1 -R --bind_source_ip "$B" -s 65536 -n 500 -F "$A"
-crosses write_bw_cm "$s0" "$s1"
-figure write_bw_cm 4
 
 # -c: the receiver checks every buffer's contents.
 s0=$(sent zrxe0) s1=$(sent zrxe1)
 pair pingpong ibv_rc_pingpong -d zrxe0 -g 1 -c -n 200 -s 4096 -- \
-	ibv_rc_pingpong -d zrxe1 -g 1 -c -n 200 -s 4096 "$A"
+	ibv_rc_pingpong -d zrxe1 -g 1 -c -n 200 -s 4096 "$A" || fail "pingpong exited with $?"
 crosses pingpong "$s0" "$s1"
 grep -q "::ffff:$B" "$T/pingpong.client" || fail "pingpong client did not use zrxe1's IPv4 GID"
 grep -q '200 iters' "$T/pingpong.client" || fail "pingpong did not complete 200 validated iterations"

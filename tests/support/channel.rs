@@ -14,6 +14,7 @@ use zcopy::card::Card;
 use zcopy::channel::{
     Builder, CardSlots, Error, Receiver, Rx, Sender, Shm, Transport, Tx, TxLoan, Wait,
 };
+use zcopy::rdma::BuilderExt;
 
 /// A transport the conformance suite runs against: how to make a channel
 /// whose two ends meet over a Unix socket (the ends may be in two
@@ -32,7 +33,12 @@ pub trait Harness: 'static {
     fn context() -> Self::Ctx;
     /// A channel of `count` slots of `size` bytes whose receiver is reached
     /// through `sock` (bad sizes fail before `sock` is touched).
-    fn offer(ctx: &Self::Ctx, size: u32, count: u32, sock: &UnixStream) -> Result<Self::Tx, Error>;
+    fn offer(
+        ctx: &Self::Ctx,
+        size: usize,
+        count: u32,
+        sock: &UnixStream,
+    ) -> Result<Self::Tx, Error>;
     /// The receiving end of the channel offered at the other end of `sock`.
     fn accept(ctx: &Self::Ctx, sock: &UnixStream) -> Result<Self::Rx, Error>;
     /// Hands the channel to a further receiver, where the transport lets
@@ -48,11 +54,11 @@ impl Harness for Shm {
     type Tx = Sender<Shm>;
     type Rx = Receiver<Shm>;
     fn context() {}
-    fn offer(ctx: &(), size: u32, count: u32, sock: &UnixStream) -> Result<Sender<Shm>, Error> {
+    fn offer(ctx: &(), size: usize, count: u32, sock: &UnixStream) -> Result<Sender<Shm>, Error> {
         offer_shared::<Shm>(ctx, size, count, sock)
     }
-    fn accept(ctx: &(), sock: &UnixStream) -> Result<Receiver<Shm>, Error> {
-        Receiver::from_socket(ctx, sock)
+    fn accept(_: &(), sock: &UnixStream) -> Result<Receiver<Shm>, Error> {
+        Receiver::from_socket(sock)
     }
     fn reshare(tx: &Sender<Shm>, sock: &UnixStream) -> Option<Result<(), Error>> {
         Some(tx.share(sock))
@@ -69,14 +75,14 @@ impl Harness for CardSlots {
     }
     fn offer(
         ctx: &Card,
-        size: u32,
+        size: usize,
         count: u32,
         sock: &UnixStream,
     ) -> Result<Sender<CardSlots>, Error> {
         offer_shared::<CardSlots>(ctx, size, count, sock)
     }
     fn accept(ctx: &Card, sock: &UnixStream) -> Result<Receiver<CardSlots>, Error> {
-        Receiver::from_socket(ctx, sock)
+        Receiver::from_socket_on_card(ctx, sock)
     }
     fn reshare(tx: &Sender<CardSlots>, sock: &UnixStream) -> Option<Result<(), Error>> {
         Some(tx.share(sock))
@@ -85,7 +91,7 @@ impl Harness for CardSlots {
 
 fn offer_shared<T: Transport>(
     ctx: &T::Context,
-    size: u32,
+    size: usize,
     count: u32,
     sock: &UnixStream,
 ) -> Result<Sender<T>, Error> {
@@ -111,7 +117,7 @@ impl Harness for Rdma {
     fn context() {}
     fn offer(
         _: &(),
-        size: u32,
+        size: usize,
         count: u32,
         sock: &UnixStream,
     ) -> Result<zcopy::rdma::Sender, Error> {
@@ -198,8 +204,7 @@ pub fn check_message(bytes: &[u8], slot_size: usize) -> Result<u64, String> {
 pub fn send_message<S: Tx>(tx: &S, seq: u64) -> Result<(), Error> {
     let mut loan = tx.loan()?;
     let len = fill_message(loan.as_mut_slice(), seq);
-    loan.set_len(len)?;
-    loan.send()
+    loan.send(len)
 }
 
 /// Starts `exe` with `sock` as its descriptor 3, stdout piped (read it
@@ -261,7 +266,7 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> Option<i32> {
 
 /// A channel of `count` slots of `size` bytes, both ends in this process
 /// (meeting over a socket pair as two processes would).
-pub fn pair<H: Harness>(ctx: &H::Ctx, size: u32, count: u32) -> (H::Tx, H::Rx) {
+pub fn pair<H: Harness>(ctx: &H::Ctx, size: usize, count: u32) -> (H::Tx, H::Rx) {
     let (a, b) = UnixStream::pair().unwrap();
     std::thread::scope(|s| {
         let rx = s.spawn(|| H::accept(ctx, &b).expect("accept"));

@@ -38,7 +38,8 @@ macro_rules! conformance_suite {
             unsent_loan_returns_its_slot pod_payloads bad_lengths_and_types recv_on_empty
             close_drains_then_reports_closed sequences_match_the_model random_sizes_and_bursts
             two_processes_many_messages peer_process_sends kill_holding_receiver_reclaims_its_slots
-            kill_receiver_at_random_points kill_sender_at_random_points);
+            kill_receiver_at_random_points kill_sender_at_random_points
+            try_recv_reports_a_closed_or_dead_sender next_loan_is_held_while_messages_are_in_flight);
     };
     (@tests $t:ty [$($attrs:tt)*] $name:ident $($rest:ident)*) => {
         #[test]
@@ -80,8 +81,7 @@ pub fn round_trip_in_place<H: Harness>() {
         let mut loan = tx.loan().unwrap();
         let offset = loan.offset();
         let len = fill_message(loan.as_mut_slice(), seq);
-        loan.set_len(len).unwrap();
-        loan.send().unwrap();
+        loan.send(len).unwrap();
         let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(
             s.offset(),
@@ -93,10 +93,9 @@ pub fn round_trip_in_place<H: Harness>() {
     // Empty and full-slot messages.
     let mut loan = tx.loan().unwrap();
     loan.as_mut_slice().fill(0xa5);
-    loan.set_len(256).unwrap();
-    loan.send().unwrap();
+    loan.send(256).unwrap();
     assert!(rx.recv().unwrap().iter().all(|&b| b == 0xa5));
-    tx.loan().unwrap().send().unwrap();
+    tx.loan().unwrap().send(0).unwrap();
     assert!(rx.recv().unwrap().is_empty());
     assert!(in_flight_soon(&tx, 0));
 }
@@ -184,11 +183,9 @@ pub fn unsent_loan_returns_its_slot<H: Harness>() {
     let mut a = tx.try_loan().unwrap();
     let mut b = tx.try_loan().unwrap();
     let len = fill_message(b.as_mut_slice(), 1);
-    b.set_len(len).unwrap();
-    b.send().unwrap();
+    b.send(len).unwrap();
     let len = fill_message(a.as_mut_slice(), 2);
-    a.set_len(len).unwrap();
-    a.send().unwrap();
+    a.send(len).unwrap();
     assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(1));
     assert_eq!(check_message(&rx.recv().unwrap(), 64), Ok(2));
     assert!(in_flight_soon(&tx, 0));
@@ -207,15 +204,13 @@ pub struct Reading {
 /// Typed payloads are written and read in place.
 pub fn pod_payloads<H: Harness>() {
     let ctx = H::context();
-    let (tx, rx) = pair::<H>(&ctx, std::mem::size_of::<Reading>() as u32, 2);
+    let (tx, rx) = pair::<H>(&ctx, std::mem::size_of::<Reading>(), 2);
     for seq in 0..10u64 {
         let want = Reading {
             seq,
             values: [seq as f32; 6],
         };
-        let mut loan = tx.loan().unwrap();
-        loan.write_pod(&want).unwrap();
-        loan.send().unwrap();
+        tx.loan().unwrap().send_pod(&want).unwrap();
         let s = rx.recv().unwrap();
         assert_eq!(*s.read_pod::<Reading>().unwrap(), want);
         assert!(
@@ -224,29 +219,37 @@ pub fn pod_payloads<H: Harness>() {
         );
     }
     assert!(matches!(
-        tx.loan().unwrap().write_pod(&[0u8; 4096]),
+        tx.loan().unwrap().send_pod(&[0u8; 4096]),
         Err(Error::Type { .. })
     ));
 }
 
-/// Lengths past the slot are refused; the slot stays usable.
+/// Lengths past the slot are refused and the slot goes back unsent.
 pub fn bad_lengths_and_types<H: Harness>() {
     let ctx = H::context();
     let (tx, rx) = pair::<H>(&ctx, 100, 2);
     let mut loan = tx.loan().unwrap();
     assert_eq!(loan.as_mut_slice().len(), 100);
+    assert_eq!(loan.capacity(), 100);
     assert!(matches!(
-        loan.set_len(101),
+        loan.send(101),
         Err(Error::TooLarge {
             len: 101,
             capacity: 100
         })
     ));
-    loan.set_len(100).unwrap();
-    loan.send().unwrap();
+    assert!(matches!(rx.try_recv(), Ok(None)), "nothing was sent");
+    assert!(in_flight_soon(&tx, 0));
+    assert!(matches!(
+        tx.send_copy(&[0; 101]),
+        Err(Error::TooLarge { len: 101, .. })
+    ));
+    let mut loan = tx.loan().unwrap();
+    assert_eq!(loan.as_mut_slice().len(), 100);
+    loan.send(100).unwrap();
     assert_eq!(rx.recv().unwrap().len(), 100);
     let (a, _b) = UnixStream::pair().unwrap();
-    for (size, count) in [(0, 4), (64, 0), (u32::MAX, 1)] {
+    for (size, count) in [(0, 4), (64, 0), (u32::MAX as usize, 1), (usize::MAX, 1)] {
         assert!(matches!(
             H::offer(&ctx, size, count, &a),
             Err(Error::Config(_))
@@ -300,6 +303,106 @@ pub fn close_drains_then_reports_closed<H: Harness>() {
     });
 }
 
+/// Busy-polls `rx` with try_recv until it fails: the messages that came
+/// first (checked in order, `size`-byte slots), and the error.
+fn poll_until_error<H: Harness>(rx: &H::Rx, size: usize) -> (u64, Error) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 0u64;
+    loop {
+        match rx.try_recv() {
+            Ok(Some(s)) => {
+                assert_eq!(check_message(&s, size), Ok(next));
+                next += 1;
+            }
+            Ok(None) => assert!(
+                Instant::now() < deadline,
+                "try_recv kept saying None after {next} messages"
+            ),
+            Err(e) => return (next, e),
+        }
+    }
+}
+
+/// A receiver that only ever calls try_recv learns that the sender closed
+/// (after the messages sent before) or was killed, with no watchdog of its
+/// own; is_closed says so without taking a message.
+pub fn try_recv_reports_a_closed_or_dead_sender<H: Harness>() {
+    let ctx = H::context();
+    let (tx, rx) = pair::<H>(&ctx, 64, 4);
+    assert!(!rx.is_closed());
+    for seq in 0..3 {
+        send_message(&tx, seq).unwrap();
+    }
+    drop(tx);
+    let (n, e) = poll_until_error::<H>(&rx, 64);
+    assert!(matches!(e, Error::Closed), "{e}");
+    assert_eq!(n, 3, "every message sent before the close came first");
+    assert!(rx.is_closed());
+    assert!(matches!(rx.try_recv(), Err(Error::Closed)));
+
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut child = spawn_with_fd3(&peer_exe(), &[H::NAME, "send-forever", "64"], &b);
+    let rx = H::accept(&ctx, &a).unwrap();
+    assert_eq!(read_line(&mut child), "shared");
+    let pid = child.id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let (_, e) = poll_until_error::<H>(&rx, 64);
+    assert!(matches!(e, Error::PeerDied { .. }), "{e}");
+    assert!(rx.is_closed());
+}
+
+/// The next loan can be held next to its sender (the sender in an `Rc`,
+/// the loan borrowing nothing) while earlier messages are in flight:
+/// send, then take the next slot at once, across iterations.
+pub fn next_loan_is_held_while_messages_are_in_flight<H: Harness>() {
+    struct Pinger<S: Tx> {
+        tx: std::rc::Rc<S>,
+        next: Option<S::OwnedLoan>,
+    }
+    impl<S: Tx> Pinger<S> {
+        fn ping(&mut self, seq: u64) -> Result<(), Error> {
+            let mut loan = match self.next.take() {
+                Some(l) => l,
+                None => self.tx.loan_owned()?,
+            };
+            let len = fill_message(loan.as_mut_slice(), seq);
+            loan.send(len)?;
+            self.next = Some(self.tx.loan_owned()?);
+            Ok(())
+        }
+    }
+    let ctx = H::context();
+    let (tx, rx) = pair::<H>(&ctx, 64, 4);
+    let mut p = Pinger {
+        tx: std::rc::Rc::new(tx),
+        next: None,
+    };
+    for seq in 0..3 {
+        p.ping(seq).unwrap();
+    }
+    for seq in 0..3 {
+        let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(check_message(&s, 64), Ok(seq));
+    }
+    for seq in 3..200 {
+        p.ping(seq).unwrap();
+        let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(check_message(&s, 64), Ok(seq));
+    }
+    // The held loan is one of the four slots.
+    assert!(in_flight_soon(&*p.tx, 0));
+    let others: Vec<_> = (0..3).map(|_| p.tx.try_loan().unwrap()).collect();
+    assert!(matches!(p.tx.try_loan(), Err(Error::Full)));
+    drop(others);
+    // Dropping the holder gives the slot back, then closes the channel.
+    drop(p);
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(Error::Closed)
+    ));
+}
+
 /// Only one receiver at a time; when it drops, the next one carries on
 /// with what is queued.
 pub fn one_receiver_at_a_time_and_handover<T: Shared>() {
@@ -312,7 +415,7 @@ pub fn one_receiver_at_a_time_and_handover<T: Shared>() {
     let open = || {
         let (a, b) = UnixStream::pair().unwrap();
         tx.share(&a).unwrap();
-        Receiver::<T>::from_socket(&ctx, &b)
+        Receiver::<T>::from_socket_with(&ctx, &b)
     };
     let rx = open().unwrap();
     match open() {
@@ -361,7 +464,7 @@ pub fn raw_segment<T: Transport>(tx: &Sender<T>) -> MmapRaw {
 /// names a real slot and fits it.
 pub fn garbage_in_shared_indices_is_contained<T: Shared>() {
     let ctx = T::context();
-    let config = crate::proptest_config("garbage_in_shared_indices", scaled(64, 8) as u32);
+    let config = zcopy_testkit::proptest_config("garbage_in_shared_indices", scaled(64, 8) as u32);
     let mut runner = TestRunner::new(config);
     let writes = prop::collection::vec((0u64..4096, any::<u32>()), 1..8);
     runner
@@ -396,7 +499,7 @@ pub fn garbage_in_shared_indices_is_contained<T: Shared>() {
                 match tx.loan_with(Wait::Never) {
                     Ok(l) => {
                         prop_assert!(l.offset() < g.slots_bytes);
-                        match l.send() {
+                        match l.send(0) {
                             Ok(()) | Err(Error::Corrupt(_)) => {}
                             Err(e) => prop_assert!(false, "send: {e}"),
                         }
@@ -437,7 +540,7 @@ pub fn in_flight_soon<S: Tx>(tx: &S, want: usize) -> bool {
 /// when the model has no free slot, nothing received that was not sent.
 pub fn sequences_match_the_model<H: Harness>() {
     let ctx = H::context();
-    let config = crate::proptest_config("channel_sequences", scaled(128, 16) as u32);
+    let config = zcopy_testkit::proptest_config("channel_sequences", scaled(128, 16) as u32);
     let mut runner = TestRunner::new(config);
     let op = prop_oneof![
         3 => Just(Op::Loan),
@@ -472,8 +575,7 @@ pub fn sequences_match_the_model<H: Harness>() {
                         Op::Send(i) if !loans.is_empty() => {
                             let mut l = loans.swap_remove(i % loans.len());
                             let len = fill_message(l.as_mut_slice(), seq);
-                            l.set_len(len).unwrap();
-                            l.send().unwrap();
+                            l.send(len).unwrap();
                             queued.push_back(seq);
                             seq += 1;
                         }
@@ -519,7 +621,7 @@ pub fn pattern_byte(seq: u64, i: usize) -> u8 {
 /// draining gives the sender its slots back.
 pub fn random_sizes_and_bursts<H: Harness>() {
     let ctx = H::context();
-    let config = crate::proptest_config("channel_random_sizes", scaled(32, 6) as u32);
+    let config = zcopy_testkit::proptest_config("channel_random_sizes", scaled(32, 6) as u32);
     let mut runner = TestRunner::new(config);
     let strategy = (
         prop_oneof![1u32..=64, 1u32..=4096, Just(65536u32)],
@@ -528,7 +630,7 @@ pub fn random_sizes_and_bursts<H: Harness>() {
     );
     runner
         .run(&strategy, |(slot, count, bursts)| {
-            let (tx, rx) = pair::<H>(&ctx, slot, count);
+            let (tx, rx) = pair::<H>(&ctx, slot as usize, count);
             let mut seq = 0u64;
             let mut next = 0u64;
             let mut lens = VecDeque::new();
@@ -542,8 +644,7 @@ pub fn random_sizes_and_bursts<H: Harness>() {
                             for (i, b) in loan.as_mut_slice()[..len].iter_mut().enumerate() {
                                 *b = pattern_byte(seq, i);
                             }
-                            loan.set_len(len).unwrap();
-                            loan.send().unwrap();
+                            loan.send(len).unwrap();
                             lens.push_back(len);
                             seq += 1;
                         }
@@ -701,7 +802,7 @@ fn noticed_soon(noticed: Instant, killer: std::thread::JoinHandle<Instant>) {
 }
 
 fn random_delays(name: &str, n: usize, max_ms: u64) -> Vec<u64> {
-    let config = crate::proptest_config(name, 1);
+    let config = zcopy_testkit::proptest_config(name, 1);
     let mut runner = TestRunner::new(config);
     let tree = prop::collection::vec(0..max_ms, n)
         .new_tree(&mut runner)

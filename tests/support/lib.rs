@@ -13,18 +13,12 @@ pub mod differential;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The reason string every guest-only test carries in its `#[ignore]`.
 pub const GUEST_ONLY: &str = "runs in the zcopy guest: make qemu-test";
 
-/// The project's root directory (shared read-write into the guest at the same path).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
+pub use zcopy_testkit::repo_root;
 
 /// The guest kernel release the toolbox recipe pins (`ZCOPY_KERNEL_ABI=` in
 /// `qemu/toolbox/recipe.sh`, the single place it is written down).
@@ -145,57 +139,68 @@ pub fn ipv4_addrs(netdev: &str) -> io::Result<Vec<Ipv4Addr>> {
         .collect())
 }
 
-/// Sends one JSON command line to the card's control port (the virtio-serial
-/// port `org.zcopy.zcard.ctl`) and returns the reply.
-pub fn zcard_control(cmd: &str) -> serde_json::Value {
+/// The device node of the virtio-serial port called `name`, if the guest
+/// has one (`/sys/class/virtio-ports/*/name`; virtio_console loaded).
+pub fn virtio_port(name: &str) -> Option<std::path::PathBuf> {
+    fs::read_dir("/sys/class/virtio-ports")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| read_attr(e.path().join("name")).is_ok_and(|n| n == name))
+        .map(|e| Path::new("/dev").join(e.file_name()))
+}
+
+/// Sends one JSON line to the virtio-serial port `name` and returns the
+/// JSON line that comes back, waiting at most `timeout` for it.
+pub fn port_request(name: &str, cmd: &str, timeout: std::time::Duration) -> serde_json::Value {
     use std::io::{BufRead, BufReader, Write};
-    let mut port = None;
-    for entry in fs::read_dir("/sys/class/virtio-ports")
-        .expect("virtio-serial ports (virtio_console loaded)")
-    {
-        let p = entry.expect("readable sysfs").path();
-        if read_attr(p.join("name")).unwrap_or_default() == "org.zcopy.zcard.ctl" {
-            port = Some(Path::new("/dev").join(p.file_name().expect("a port name")));
-        }
-    }
-    let port = port.expect("control port org.zcopy.zcard.ctl");
+    use std::os::fd::AsFd;
+    let port = virtio_port(name).unwrap_or_else(|| panic!("no virtio-serial port {name}"));
     let mut f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&port)
         .unwrap_or_else(|e| panic!("{}: {e}", port.display()));
-    writeln!(f, "{cmd}").expect("control port writable");
+    // A write waits while the host end is not connected (a card restarting).
+    writeln!(f, "{cmd}").unwrap_or_else(|e| panic!("{name}: write: {e}"));
+    let mut fds = [nix::poll::PollFd::new(
+        f.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let ready = nix::poll::poll(&mut fds, ms).unwrap_or_else(|e| panic!("{name}: poll: {e}"));
+    assert!(ready > 0, "{name}: no reply to {cmd} within {timeout:?}");
     let mut line = String::new();
     BufReader::new(f)
         .read_line(&mut line)
-        .expect("control port readable");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+        .unwrap_or_else(|e| panic!("{name}: read: {e}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name}: reply {line:?} to {cmd}: {e}"))
 }
 
-/// Proptest settings: `cases` unless ZCOPY_PROPTEST_CASES says otherwise (nightly
-/// runs raise it), a seed from ZCOPY_PROPTEST_SEED or the clock, printed so a
-/// failure can be replayed.
-pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config {
-    use proptest::test_runner::{Config, RngSeed};
-    let seed = std::env::var("ZCOPY_PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    let cases = std::env::var("ZCOPY_PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(cases);
-    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZCOPY_PROPTEST_SEED={seed})");
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..Config::default()
-    }
+/// Sends one JSON command line to the card's control port (the virtio-serial
+/// port `org.zcopy.zcard.ctl`) and returns the reply.
+pub fn zcard_control(cmd: &str) -> serde_json::Value {
+    port_request(CARD_CONTROL_PORT, cmd, std::time::Duration::from_secs(60))
+}
+
+/// The virtio-serial port to the card's control socket (`qemu/vm.sh`).
+pub const CARD_CONTROL_PORT: &str = "org.zcopy.zcard.ctl";
+
+/// The virtio-serial port to the host's platform helper (`qemu/platform.py`),
+/// present when the runner was started with `ZCOPY_PLATFORM_PORT=1`.
+pub const PLATFORM_PORT: &str = "org.zcopy.platform";
+
+/// Asks the host's platform helper for `cmd` (`card_kill`, `card_start`,
+/// `unplug`, `replug`, `ping`) and returns its reply, which must say `ok`.
+pub fn platform(cmd: &str) -> serde_json::Value {
+    let r = port_request(
+        PLATFORM_PORT,
+        &format!(r#"{{"cmd":"{cmd}"}}"#),
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(r["ok"], true, "platform {cmd}: {r}");
+    // Not the late reply to an earlier request.
+    assert_eq!(r["cmd"], cmd, "platform {cmd}: {r}");
+    r
 }
 
 /// CRC-32C (Castagnoli) in software, bit by bit: the reference the card's

@@ -11,13 +11,18 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::epoll::EventSet;
+use zcopy_units::parse_size;
 
-use crate::faults::{FaultError, FaultSpec};
+use crate::faults::{FaultError, FaultSpec, MAX_RULES};
 use crate::storage::{Storage, StorageError};
 use crate::vhu_zcard::ZcardBackend;
 use crate::virtio_zcard::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_SEGMENTS, DEFAULT_QUEUES};
 use crate::zcard::{Card, GuestMem, Limits};
 use crate::DEFAULT_STORAGE_BYTES;
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_ACCESS_PLATFORM;
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
 
 /// zcard-vhost: the zcard DMA card, served to QEMU over vhost-user.
 ///
@@ -58,21 +63,16 @@ pub struct Args {
     /// Serve one connection, then exit (default: serve connections forever).
     #[arg(long)]
     pub once: bool,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (num, shift) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 4096, 64M, 1G)"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    /// Withhold VIRTIO_F_ACCESS_PLATFORM: the driver gives guest-physical
+    /// addresses without the DMA API (and no vIOMMU translates them).
+    #[arg(long)]
+    pub no_access_platform: bool,
+    /// Withhold VIRTIO_RING_F_INDIRECT_DESC.
+    #[arg(long)]
+    pub no_indirect_desc: bool,
+    /// Withhold VIRTIO_RING_F_EVENT_IDX.
+    #[arg(long)]
+    pub no_event_idx: bool,
 }
 
 fn parse_fault(text: &str) -> Result<FaultSpec, String> {
@@ -118,6 +118,8 @@ pub struct Config {
     pub faults: Vec<FaultSpec>,
     /// Serve a single connection.
     pub once: bool,
+    /// Virtio feature bits not offered (of `DEVICE_FEATURES`).
+    pub withheld_features: u64,
 }
 
 impl TryFrom<Args> for Config {
@@ -140,9 +142,20 @@ impl TryFrom<Args> for Config {
                 args.max_request_bytes
             ));
         }
+        if args.faults.len() > MAX_RULES {
+            return Err(FaultError::TooMany.into());
+        }
         for rule in &args.faults {
             rule.validate(args.queues)?;
         }
+        let withheld_features = [
+            (args.no_access_platform, VIRTIO_F_ACCESS_PLATFORM),
+            (args.no_indirect_desc, VIRTIO_RING_F_INDIRECT_DESC),
+            (args.no_event_idx, VIRTIO_RING_F_EVENT_IDX),
+        ]
+        .iter()
+        .filter(|(withheld, _)| *withheld)
+        .fold(0, |bits, (_, bit)| bits | 1u64 << bit);
         let control = args.control.unwrap_or_else(|| {
             let mut p = args.socket.clone().into_os_string();
             p.push(".ctl");
@@ -161,6 +174,7 @@ impl TryFrom<Args> for Config {
             seed: args.seed,
             faults: args.faults,
             once: args.once,
+            withheld_features,
         })
     }
 }
@@ -174,7 +188,7 @@ pub fn build_card(config: &Config) -> Result<Card, Error> {
     let card = Card::new(config.limits, storage, config.seed)
         .map_err(|e| Error::Daemon(format!("cannot create the card's eventfds: {e}")))?;
     for rule in &config.faults {
-        card.faults().add(rule.clone());
+        card.faults().add(rule.clone())?;
     }
     Ok(card)
 }
@@ -212,8 +226,10 @@ pub fn serve(backend: Arc<ZcardBackend>, listener: &mut Listener, once: bool) ->
             Ok(()) => info!("front end disconnected"),
             Err(e) => warn!("connection ended: {e}"),
         }
-        // Dropping the daemon stops and joins its worker threads.
+        // Dropping the daemon stops and joins its worker threads; then nothing
+        // of the departed guest (its memory, its request channel) stays mapped.
         drop(daemon);
+        backend.disconnected();
         if once {
             return Ok(());
         }
@@ -225,15 +241,16 @@ pub fn run(args: Args) -> Result<(), Error> {
     let config = Config::try_from(args)?;
     let card = build_card(&config)?;
     info!(
-        "zcard: {} queues, storage {} bytes ({}), seed {}",
+        "zcard: {} queues, storage {} bytes ({}), seed {}, features withheld {:#x}",
         config.limits.num_queues,
         card.storage().capacity(),
         card.storage()
             .path()
             .map_or("temporary".into(), |p| p.display().to_string()),
-        config.seed
+        config.seed,
+        config.withheld_features
     );
-    let backend = Arc::new(ZcardBackend::new(Arc::new(card)));
+    let backend = Arc::new(ZcardBackend::new(Arc::new(card)).withholding(config.withheld_features));
     crate::control::spawn(backend.clone(), &config.control)
         .map_err(|e| Error::Listen(config.control.clone(), e.to_string()))?;
     let mut listener = Listener::new(&config.socket, true)
@@ -260,9 +277,12 @@ mod tests {
         let c = args(&["--storage-size", "8M", "--max-request-bytes", "1G"]).unwrap();
         assert_eq!(c.storage_size, Some(8 << 20));
         assert_eq!(c.limits.max_request_bytes, 1 << 30);
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999G").is_err());
+        let c = args(&["--storage-size", "1MiB"]).unwrap();
+        assert_eq!(c.storage_size, Some(1 << 20));
+        let e = args(&["--storage-size", "lots"]).unwrap_err();
+        assert!(e.contains("is not a size"), "{e}");
+        let e = args(&["--storage-size", "99999999999G"]).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
     }
 
     #[test]
@@ -282,5 +302,19 @@ mod tests {
             .contains("queue 1 does not exist"));
         let c = args(&["--fault", "delay:delay_us=100", "--fault", "crash:nth=5"]).unwrap();
         assert_eq!(c.faults.len(), 2);
+        let many: Vec<&str> = ["--fault", "stall"].repeat(MAX_RULES + 1);
+        assert!(args(&many).unwrap_err().contains("64 fault rules"));
+    }
+
+    #[test]
+    fn feature_bits_can_be_withheld() {
+        assert_eq!(args(&[]).unwrap().withheld_features, 0);
+        let c = args(&["--no-access-platform"]).unwrap();
+        assert_eq!(c.withheld_features, 1 << VIRTIO_F_ACCESS_PLATFORM);
+        let c = args(&["--no-indirect-desc", "--no-event-idx"]).unwrap();
+        assert_eq!(
+            c.withheld_features,
+            1 << VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_RING_F_EVENT_IDX
+        );
     }
 }

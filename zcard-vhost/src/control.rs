@@ -91,10 +91,13 @@ pub fn handle_line(backend: &ZcardBackend, line: &str) -> Value {
                 "max_queue_size": c.max_queue_size,
             }, "seed": card.faults().seed()})
         }
-        Command::Fault { rule } => match rule.validate(card.limits().num_queues) {
-            Ok(()) => {
-                info!("fault rule added: {rule:?}");
-                json!({"ok": true, "id": card.faults().add(rule)})
+        Command::Fault { rule } => match rule
+            .validate(card.limits().num_queues)
+            .and_then(|()| card.faults().add(rule.clone()))
+        {
+            Ok(id) => {
+                info!("fault rule {id} added: {rule:?}");
+                json!({"ok": true, "id": id})
             }
             Err(e) => json!({"ok": false, "error": e.to_string()}),
         },

@@ -19,6 +19,8 @@ use crate::virtio_zcard::{Op, Status};
 
 /// Longest completion delay a rule may ask for.
 pub const MAX_DELAY_US: u64 = 10_000_000;
+/// Most fault rules a card holds at once (every request walks all of them).
+pub const MAX_RULES: usize = 64;
 
 /// What a rule does when it fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +135,9 @@ pub enum FaultError {
     /// The queue does not exist.
     #[error("queue {0} does not exist (the card has {1})")]
     NoQueue(u16, u16),
+    /// The card already holds [`MAX_RULES`] rules.
+    #[error("the card already holds {MAX_RULES} fault rules; clear some first")]
+    TooMany,
 }
 
 impl FaultSpec {
@@ -307,11 +312,15 @@ impl Faults {
         self.seed
     }
 
-    /// Adds a (validated) rule and returns its id.
-    pub fn add(&self, spec: FaultSpec) -> u64 {
+    /// Adds a (validated) rule and returns its id, or [`FaultError::TooMany`]
+    /// when the card already holds [`MAX_RULES`] rules.
+    pub fn add(&self, spec: FaultSpec) -> Result<u64, FaultError> {
+        let mut rules = self.lock();
+        if rules.len() >= MAX_RULES {
+            return Err(FaultError::TooMany);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rng = ChaCha8Rng::seed_from_u64(self.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut rules = self.lock();
         rules.push(Rule {
             id,
             spec,
@@ -320,7 +329,7 @@ impl Faults {
             rng,
         });
         self.armed.store(true, Ordering::Release);
-        id
+        Ok(id)
     }
 
     /// Removes the rule `id` (every rule if `None`); returns how many went.
@@ -441,7 +450,9 @@ mod tests {
     #[test]
     fn triggers_fire_where_they_say() {
         let faults = Faults::new(1);
-        faults.add(rule("fail:op=copy,status=io_error,nth=3"));
+        faults
+            .add(rule("fail:op=copy,status=io_error,nth=3"))
+            .unwrap();
         let fired: Vec<bool> = (0..6)
             .map(|_| faults.evaluate(Some(Op::Copy), 0).fail.is_some())
             .collect();
@@ -450,7 +461,7 @@ mod tests {
         assert_eq!(faults.evaluate(Some(Op::Fill), 0), Actions::default());
 
         faults.clear(None);
-        faults.add(rule("lost_interrupt:every=2,queue=1"));
+        faults.add(rule("lost_interrupt:every=2,queue=1")).unwrap();
         let fired: Vec<bool> = (0..6u16)
             .map(|i| faults.evaluate(Some(Op::Nop), i % 2).lost_interrupt)
             .collect();
@@ -458,7 +469,7 @@ mod tests {
         assert_eq!(fired, [false, false, false, true, false, false]);
 
         faults.clear(None);
-        faults.add(rule("stall"));
+        faults.add(rule("stall")).unwrap();
         assert!(faults.evaluate(None, 0).stall);
         assert!(
             !faults.evaluate(None, 0).stall,
@@ -471,7 +482,9 @@ mod tests {
     fn probability_is_deterministic_from_the_seed() {
         let run = |seed| {
             let faults = Faults::new(seed);
-            faults.add(rule("fail:status=io_error,probability=0.5"));
+            faults
+                .add(rule("fail:status=io_error,probability=0.5"))
+                .unwrap();
             (0..64)
                 .map(|_| faults.evaluate(Some(Op::Nop), 0).fail.is_some())
                 .collect::<Vec<_>>()
@@ -485,7 +498,7 @@ mod tests {
     #[test]
     fn count_limits_and_clear_by_id() {
         let faults = Faults::new(0);
-        let id = faults.add(rule("fail:status=io_error,count=2"));
+        let id = faults.add(rule("fail:status=io_error,count=2")).unwrap();
         let n = (0..5)
             .filter(|_| faults.evaluate(None, 0).fail.is_some())
             .count();
@@ -494,5 +507,17 @@ mod tests {
         assert_eq!(faults.clear(Some(id + 1)), 0);
         assert_eq!(faults.clear(Some(id)), 1);
         assert!(faults.list().is_empty());
+    }
+
+    #[test]
+    fn rules_are_bounded() {
+        let faults = Faults::new(0);
+        for _ in 0..MAX_RULES {
+            faults.add(rule("delay:delay_us=1")).unwrap();
+        }
+        assert_eq!(faults.add(rule("stall")), Err(FaultError::TooMany));
+        assert_eq!(faults.list().len(), MAX_RULES);
+        assert_eq!(faults.clear(Some(1)), 1);
+        assert!(faults.add(rule("stall")).is_ok());
     }
 }

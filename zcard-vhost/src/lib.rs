@@ -3,7 +3,7 @@
 //! The card is specified in docs/zcard-spec.md. The layout follows
 //! rust-vmm's vhost-device crates:
 //!
-//! - [`virtio_zcard`]: the wire format (config space, request header and status, codes);
+//! - [`virtio_zcard`]: the wire format (the `zcard-virtio` crate) and this card's values in it;
 //! - [`zcard`]: the card itself — validation and the copy engine — with no vhost-user;
 //! - [`storage`], [`faults`], [`stats`]: its storage, fault injection and counters;
 //! - [`vhu_zcard`]: the vhost-user backend (worker threads, event-idx);
@@ -11,9 +11,6 @@
 //! - [`backend`]: command line, configuration and the serve loop of `zcard-vhost`.
 
 #![deny(missing_docs)]
-
-#[cfg(target_endian = "big")]
-compile_error!("the zcard wire format is little-endian and the card maps it natively");
 
 pub mod backend;
 pub mod control;

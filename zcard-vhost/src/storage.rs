@@ -1,14 +1,18 @@
-//! The card's storage: a file mapped shared with memmap2.
+//! The card's storage: a sparse file read and written with pread/pwrite.
 //!
-//! Writes land in the mapping (and so in the page cache, surviving a daemon
-//! restart); `flush` makes them durable with msync. Concurrent requests from
-//! several queues take the lock shared for reads and exclusive for writes.
+//! Writes land in the file's page cache (surviving a daemon restart); `flush`
+//! makes them durable with fdatasync. Nothing of the file is mapped, so a
+//! filesystem that runs out of space or fails an I/O gives an error the card
+//! turns into `io_error`, never a SIGBUS. Concurrent requests from several
+//! queues take the lock shared for reads and exclusive for writes.
 
 use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use memmap2::MmapMut;
 use thiserror::Error;
 use vm_memory::VolatileSlice;
 
@@ -31,18 +35,22 @@ pub enum StorageError {
         "storage file {0} holds {1} bytes, more than --storage-size {2}; refusing to truncate"
     )]
     WouldTruncate(PathBuf, u64, u64),
-    /// Growing or mapping the file failed.
-    #[error("cannot size or map storage file: {0}")]
-    Map(std::io::Error),
-    /// msync failed.
+    /// Growing the file failed.
+    #[error("cannot size storage file: {0}")]
+    Size(std::io::Error),
+    /// Reading or writing the file failed (no space, an I/O error, a file
+    /// shortened underneath the card).
+    #[error("storage {0} failed at offset {1}: {2}")]
+    Io(&'static str, u64, std::io::Error),
+    /// fdatasync failed.
     #[error("flush failed: {0}")]
     Flush(std::io::Error),
 }
 
-/// Storage of a fixed capacity backed by a mapped file.
+/// Storage of a fixed capacity backed by a file.
 #[derive(Debug)]
 pub struct Storage {
-    map: RwLock<MmapMut>,
+    file: RwLock<File>,
     capacity: u64,
     path: Option<PathBuf>,
 }
@@ -72,34 +80,24 @@ impl Storage {
             None if current == 0 => crate::DEFAULT_STORAGE_BYTES,
             None => current,
         };
-        Self::map(file, size, Some(path.to_owned()))
+        Self::sized(file, size, Some(path.to_owned()))
     }
 
     /// A sparse, unnamed temporary file of `size` bytes (gone when the daemon exits).
     pub fn temporary(size: u64) -> Result<Storage, StorageError> {
         let file = tempfile::tempfile().map_err(StorageError::Temp)?;
-        Self::map(file, size, None)
+        Self::sized(file, size, None)
     }
 
-    fn map(file: File, size: u64, path: Option<PathBuf>) -> Result<Storage, StorageError> {
-        if size == 0 || size % u64::from(BLOCK_SIZE) != 0 || usize::try_from(size).is_err() {
+    fn sized(file: File, size: u64, path: Option<PathBuf>) -> Result<Storage, StorageError> {
+        if size == 0 || size % u64::from(BLOCK_SIZE) != 0 || i64::try_from(size).is_err() {
             return Err(StorageError::BadSize(size));
         }
-        if file.metadata().map_err(StorageError::Map)?.len() < size {
-            file.set_len(size).map_err(StorageError::Map)?;
+        if file.metadata().map_err(StorageError::Size)?.len() < size {
+            file.set_len(size).map_err(StorageError::Size)?;
         }
-        // SAFETY: the mapping is MAP_SHARED over a file this process opened
-        // read-write. Another process truncating the file underneath would
-        // raise SIGBUS; that is the documented contract of --storage (the file
-        // belongs to the card while it runs), and the card itself never shrinks it.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(size as usize)
-                .map_mut(&file)
-        }
-        .map_err(StorageError::Map)?;
         Ok(Storage {
-            map: RwLock::new(map),
+            file: RwLock::new(file),
             capacity: size,
             path,
         })
@@ -124,34 +122,97 @@ impl Storage {
 
     /// Copies storage bytes starting at `offset` into `dst` (all of it).
     ///
-    /// The caller checked the range with [`Storage::contains`].
-    pub fn read_into(&self, offset: u64, dst: &VolatileSlice<'_, ()>) {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let start = offset as usize;
-        dst.copy_from(&map[start..start + dst.len()]);
+    /// The caller checked the range with [`Storage::contains`]. On an error
+    /// part of `dst` may have been written.
+    pub fn read_into(&self, offset: u64, dst: &VolatileSlice<'_, ()>) -> Result<(), StorageError> {
+        let file = self.file.read().unwrap_or_else(|e| e.into_inner());
+        let guard = dst.ptr_guard_mut();
+        let (base, len) = (guard.as_ptr(), dst.len());
+        all_at(offset, len, "read", |done, at| {
+            // SAFETY: `base..base + len` is the guest memory `dst` stands for,
+            // valid and writable for the slice's lifetime, which outlives this
+            // call; `done < len`, so the range stays inside it. The kernel
+            // copies into it like any other store to guest memory (which the
+            // guest may change concurrently: it is volatile memory, never a
+            // Rust reference).
+            let n = unsafe {
+                libc::pread(
+                    file.as_raw_fd(),
+                    base.wrapping_add(done).cast(),
+                    len - done,
+                    at as libc::off_t,
+                )
+            };
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        })
     }
 
     /// Copies all of `src` into storage starting at `offset`.
     ///
-    /// The caller checked the range with [`Storage::contains`].
-    pub fn write_from(&self, offset: u64, src: &VolatileSlice<'_, ()>) {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let start = offset as usize;
-        src.copy_to(&mut map[start..start + src.len()]);
+    /// The caller checked the range with [`Storage::contains`]. On an error
+    /// (no space left, an I/O error) part of the range may hold new data.
+    pub fn write_from(&self, offset: u64, src: &VolatileSlice<'_, ()>) -> Result<(), StorageError> {
+        let file = self.file.write().unwrap_or_else(|e| e.into_inner());
+        let guard = src.ptr_guard();
+        let (base, len) = (guard.as_ptr(), src.len());
+        all_at(offset, len, "write", |done, at| {
+            // SAFETY: `base..base + len` is the guest memory `src` stands for,
+            // valid and readable for the slice's lifetime; `done < len`. The
+            // kernel only reads it.
+            let n = unsafe {
+                libc::pwrite(
+                    file.as_raw_fd(),
+                    base.wrapping_add(done).cast(),
+                    len - done,
+                    at as libc::off_t,
+                )
+            };
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        })
     }
 
-    /// Makes every completed write durable (msync).
+    /// Makes every completed write durable (fdatasync).
     pub fn flush(&self) -> Result<(), StorageError> {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        map.flush().map_err(StorageError::Flush)
+        let file = self.file.read().unwrap_or_else(|e| e.into_inner());
+        file.sync_data().map_err(StorageError::Flush)
     }
 
     /// Copies `buf.len()` bytes at `offset` into `buf` (tests and tools).
-    pub fn read_bytes(&self, offset: u64, buf: &mut [u8]) {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let start = offset as usize;
-        buf.copy_from_slice(&map[start..start + buf.len()]);
+    pub fn read_bytes(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let file = self.file.read().unwrap_or_else(|e| e.into_inner());
+        file.read_exact_at(buf, offset)
+            .map_err(|e| StorageError::Io("read", offset, e))
     }
+}
+
+/// Moves `len` bytes at file offset `offset` with `step(done, at)`, one
+/// pread/pwrite that returns how many bytes it moved, until all are moved.
+/// Interrupted calls are retried; a call that moves nothing (end of file, no
+/// space) is an error.
+fn all_at(
+    offset: u64,
+    len: usize,
+    what: &'static str,
+    mut step: impl FnMut(usize, u64) -> io::Result<usize>,
+) -> Result<(), StorageError> {
+    let mut done = 0;
+    while done < len {
+        let at = offset + done as u64;
+        match step(done, at) {
+            Ok(0) => {
+                let e = if what == "read" {
+                    io::Error::from(io::ErrorKind::UnexpectedEof)
+                } else {
+                    io::Error::from(io::ErrorKind::WriteZero)
+                };
+                return Err(StorageError::Io(what, at, e));
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StorageError::Io(what, at, e)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -183,18 +244,40 @@ mod tests {
             let s = Storage::open(&path, Some(8192)).unwrap();
             let mut data = *b"persist!";
             let slice = VolatileSlice::from(&mut data[..]);
-            s.write_from(4096, &slice);
+            s.write_from(4096, &slice).unwrap();
             s.flush().unwrap();
         }
         let s = Storage::open(&path, None).unwrap();
         assert_eq!(s.capacity(), 8192);
         let mut back = [0u8; 8];
-        s.read_bytes(4096, &mut back);
+        s.read_bytes(4096, &mut back).unwrap();
         assert_eq!(&back, b"persist!");
         drop(s);
         assert!(matches!(
             Storage::open(&path, Some(4096)),
             Err(StorageError::WouldTruncate(_, 8192, 4096))
         ));
+    }
+
+    #[test]
+    fn a_file_truncated_underneath_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("card.img");
+        let s = Storage::open(&path, Some(8192)).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let slice = VolatileSlice::from(&mut buf[..]);
+        assert!(matches!(
+            s.read_into(4096, &slice),
+            Err(StorageError::Io("read", 4096, _))
+        ));
+        assert!(s.read_into(0, &slice).is_ok());
+        // A write past the new end grows the file again.
+        assert!(s.write_from(7680, &slice).is_ok());
     }
 }

@@ -28,9 +28,17 @@ use vmm_sys_util::event::{
 use crate::virtio_zcard::MAX_QUEUE_SIZE;
 use crate::zcard::{Card, GuestMem, Outcome};
 
+/// Virtio feature bits the card offers (docs/zcard-spec.md, "Feature bits"),
+/// before the command line withholds any.
+pub const DEVICE_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1
+    | 1 << VIRTIO_F_ACCESS_PLATFORM
+    | 1 << VIRTIO_RING_F_EVENT_IDX
+    | 1 << VIRTIO_RING_F_INDIRECT_DESC;
+
 /// The vhost-user backend of one card.
 pub struct ZcardBackend {
     card: Arc<Card>,
+    features: u64,
     event_idx: AtomicBool,
     mem: RwLock<Option<GuestMemoryAtomic<GuestMem>>>,
     frontend: Mutex<Option<Backend>>,
@@ -41,10 +49,17 @@ impl ZcardBackend {
     pub fn new(card: Arc<Card>) -> ZcardBackend {
         ZcardBackend {
             card,
+            features: DEVICE_FEATURES,
             event_idx: AtomicBool::new(false),
             mem: RwLock::new(None),
             frontend: Mutex::new(None),
         }
+    }
+
+    /// The same backend offering none of the virtio feature bits in `bits`.
+    pub fn withholding(mut self, bits: u64) -> ZcardBackend {
+        self.features &= !bits;
+        self
     }
 
     /// The card.
@@ -55,6 +70,14 @@ impl ZcardBackend {
     /// Event id (above the reserved range) of the wake eventfd of worker `thread`.
     pub fn wake_event_id(&self, thread: usize) -> u64 {
         u64::from(self.card.limits().num_queues) + 1 + thread as u64
+    }
+
+    /// Forgets what belonged to the connection that ended: the guest's memory
+    /// (so no mapping of a departed guest's RAM outlives it) and the back-end
+    /// request channel.
+    pub fn disconnected(&self) {
+        *self.mem.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.frontend.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Tells the front end that the config space changed (after NEEDS_RESET), if it listens.
@@ -175,11 +198,7 @@ impl VhostUserBackend for ZcardBackend {
     }
 
     fn features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1
-            | 1 << VIRTIO_F_ACCESS_PLATFORM
-            | 1 << VIRTIO_RING_F_EVENT_IDX
-            | 1 << VIRTIO_RING_F_INDIRECT_DESC
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        self.features | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
     fn acked_features(&self, features: u64) {

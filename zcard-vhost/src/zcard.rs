@@ -79,6 +79,71 @@ struct Request {
     dst: Vec<Seg>,
 }
 
+/// A descriptor chain walked to its end, ending on a usable status descriptor.
+#[derive(Debug)]
+struct Chain {
+    /// The first descriptors, as many as a valid request can have plus one.
+    descs: Vec<Descriptor>,
+    /// How many descriptors the chain has in all.
+    count: usize,
+    /// The last descriptor: device-writable, large enough, in guest memory.
+    status: Descriptor,
+}
+
+impl Chain {
+    /// Walks the whole chain (the iterator bounds it by the queue or indirect
+    /// table size), storing only as many descriptors as a valid request can
+    /// have, plus one to notice too many. None when the chain cannot carry a
+    /// status: it ends on a descriptor still flagged NEXT (cut short by a
+    /// loop, a bad next index or an unreadable table: nothing in it is
+    /// trusted), or its last descriptor is not a usable status descriptor.
+    fn collect<I>(mem: &GuestMem, chain: I, max_segments: u16) -> Option<Chain>
+    where
+        I: Iterator<Item = Descriptor>,
+    {
+        let keep = 2 * usize::from(max_segments) + 3;
+        let mut descs: Vec<Descriptor> = Vec::with_capacity(keep.min(8));
+        let mut count = 0usize;
+        let mut last = None;
+        for d in chain {
+            count += 1;
+            if descs.len() < keep {
+                descs.push(d);
+            }
+            last = Some(d);
+        }
+        let status = last.filter(|d| {
+            !d.has_next()
+                && d.is_write_only()
+                && d.len() >= REQ_STATUS_SIZE
+                && mem.check_range(d.addr(), REQ_STATUS_SIZE as usize)
+        })?;
+        Some(Chain {
+            descs,
+            count,
+            status,
+        })
+    }
+
+    /// The stored descriptors between the header and the status.
+    fn middle(&self) -> &[Descriptor] {
+        &self.descs[1..self.descs.len() - 1]
+    }
+}
+
+/// What a request came to, before its status is written.
+#[derive(Debug)]
+struct Verdict {
+    op: Option<Op>,
+    tag: u64,
+    length: u64,
+    status: Status,
+    result: u32,
+    /// Bytes written to the destinations.
+    written: u32,
+    actions: Actions,
+}
+
 /// The emulated card: limits, storage, faults, counters and device state.
 pub struct Card {
     limits: Limits,
@@ -235,51 +300,28 @@ impl Card {
         self.wake.get(usize::from(queue))
     }
 
-    /// Serves one descriptor chain taken from `queue`.
+    /// Serves one descriptor chain taken from `queue`: collect the chain,
+    /// decide what the request comes to, complete it.
     pub fn process<I>(&self, mem: &GuestMem, chain: I, queue: u16) -> Outcome
     where
         I: Iterator<Item = Descriptor>,
     {
-        // Walk the whole chain (the iterator bounds it by the queue or
-        // indirect table size), storing only as many descriptors as a valid
-        // request can have, plus one to notice too many.
-        let keep = 2 * usize::from(self.limits.max_segments) + 3;
-        let mut descs: Vec<Descriptor> = Vec::with_capacity(keep.min(8));
-        let mut count = 0usize;
-        let mut last = None;
-        for d in chain {
-            count += 1;
-            if descs.len() < keep {
-                descs.push(d);
-            }
-            last = Some(d);
-        }
-        // A chain that ends on a descriptor still flagged NEXT was cut short
-        // (loop, bad next index, unreadable table): nothing in it is trusted.
-        let status_desc = match last {
-            Some(d)
-                if !d.has_next()
-                    && d.is_write_only()
-                    && d.len() >= REQ_STATUS_SIZE
-                    && mem.check_range(d.addr(), REQ_STATUS_SIZE as usize) =>
-            {
-                d
-            }
-            _ => {
-                debug!("queue {queue}: chain without a usable status descriptor dropped");
-                self.stats.dropped_chain();
-                return Outcome::Complete {
-                    used_len: 0,
-                    notify: true,
-                };
-            }
+        let Some(chain) = Chain::collect(mem, chain, self.limits.max_segments) else {
+            debug!("queue {queue}: chain without a usable status descriptor dropped");
+            return self.drop_chain();
         };
+        match self.decide(mem, &chain, queue) {
+            Some(verdict) => self.complete(mem, &chain, verdict, queue),
+            None => Outcome::Stall,
+        }
+    }
 
-        let header = read_header(mem, &descs, count);
+    /// What a collected request comes to: fault rules first (a crash, a
+    /// NEEDS_RESET, a stall take effect here), then validation and execution.
+    /// None when the queue stalls with the request left pending.
+    fn decide(&self, mem: &GuestMem, chain: &Chain, queue: u16) -> Option<Verdict> {
+        let header = read_header(mem, &chain.descs, chain.count);
         let op = header.as_ref().ok().and_then(|h| Op::from_opcode(h.opcode));
-        let tag = header.as_ref().map_or(0, |h| h.tag);
-        let length = header.as_ref().map_or(0, |h| h.length);
-
         let actions = self.faults.evaluate(op, queue);
         if actions.crash {
             warn!("fault: crash on queue {queue} mid-request");
@@ -291,45 +333,62 @@ impl Card {
         if actions.stall {
             warn!("fault: queue {queue} stalled");
             self.stall(queue);
-            return Outcome::Stall;
+            return None;
         }
-
-        let (status, result, written) = if self.needs_reset() {
-            (Status::NeedsReset, 0, 0)
-        } else {
-            match header
-                .and_then(|h| self.validate(mem, h, &descs[1..descs.len() - 1], count))
-                .and_then(|req| match actions.fail {
-                    Some(status) => Err(status),
-                    None => Ok(req),
-                }) {
+        let mut verdict = Verdict {
+            op,
+            tag: header.as_ref().map_or(0, |h| h.tag),
+            length: header.as_ref().map_or(0, |h| h.length),
+            status: Status::NeedsReset,
+            result: 0,
+            written: 0,
+            actions,
+        };
+        if !self.needs_reset() {
+            let checked = header
+                .and_then(|h| self.validate(mem, h, chain.middle(), chain.count))
+                .and_then(|req| actions.fail.map_or(Ok(req), Err));
+            (verdict.status, verdict.result, verdict.written) = match checked {
                 Ok(req) => self.execute(mem, &req, &actions),
                 Err(status) => (status, 0, 0),
-            }
-        };
-        if let Some(delay) = actions.delay {
-            std::thread::sleep(delay);
-        }
-
-        let reply = ReqStatus {
-            status: status as u8,
-            reserved: [0; 3],
-            result,
-            tag,
-        };
-        if mem.write_obj(reply, status_desc.addr()).is_err() {
-            // The status descriptor lies outside guest memory.
-            self.stats.dropped_chain();
-            return Outcome::Complete {
-                used_len: 0,
-                notify: true,
             };
         }
-        let bytes = if status == Status::Ok { length } else { 0 };
-        self.stats.request(queue, op, status, bytes);
+        Some(verdict)
+    }
+
+    /// Writes the status of a decided request and says what goes in the used ring.
+    fn complete(&self, mem: &GuestMem, chain: &Chain, verdict: Verdict, queue: u16) -> Outcome {
+        if let Some(delay) = verdict.actions.delay {
+            std::thread::sleep(delay);
+        }
+        let reply = ReqStatus {
+            status: verdict.status as u8,
+            reserved: [0; 3],
+            result: verdict.result,
+            tag: verdict.tag,
+        };
+        if mem.write_obj(reply, chain.status.addr()).is_err() {
+            // The status descriptor lies outside guest memory.
+            return self.drop_chain();
+        }
+        let bytes = if verdict.status == Status::Ok {
+            verdict.length
+        } else {
+            0
+        };
+        self.stats.request(queue, verdict.op, verdict.status, bytes);
         Outcome::Complete {
-            used_len: written + REQ_STATUS_SIZE,
-            notify: !actions.lost_interrupt,
+            used_len: verdict.written + REQ_STATUS_SIZE,
+            notify: !verdict.actions.lost_interrupt,
+        }
+    }
+
+    /// A chain returned with nothing written (docs/zcard-spec.md, "Dropped chains").
+    fn drop_chain(&self) -> Outcome {
+        self.stats.dropped_chain();
+        Outcome::Complete {
+            used_len: 0,
+            notify: true,
         }
     }
 
@@ -428,19 +487,25 @@ impl Card {
             Op::Crc32c => crc32c(mem, &req.src, req.header.pattern as u32),
             Op::StorageRead => {
                 let mut at = req.header.storage_offset;
+                let mut failed = None;
                 for_each_slice(mem, &req.dst, |s| {
-                    self.storage.read_into(at, &s);
+                    if failed.is_none() {
+                        failed = self.storage.read_into(at, &s).err();
+                    }
                     at += s.len() as u64;
                 })
-                .map(|()| 0)
+                .and_then(|()| storage_status(failed))
             }
             Op::StorageWrite => {
                 let mut at = req.header.storage_offset;
+                let mut failed = None;
                 for_each_slice(mem, &req.src, |s| {
-                    self.storage.write_from(at, &s);
+                    if failed.is_none() {
+                        failed = self.storage.write_from(at, &s).err();
+                    }
                     at += s.len() as u64;
                 })
-                .map(|()| 0)
+                .and_then(|()| storage_status(failed))
             }
             Op::Flush => self.storage.flush().map(|()| 0).map_err(|e| {
                 warn!("flush: {e}");
@@ -456,6 +521,17 @@ impl Card {
         }
         let written = if req.op.has_destinations() { moved } else { 0 };
         (Status::Ok, result, written)
+    }
+}
+
+/// The outcome of a storage transfer: `io_error` (logged) if a part failed.
+fn storage_status(failed: Option<crate::storage::StorageError>) -> Result<u32, Status> {
+    match failed {
+        None => Ok(0),
+        Some(e) => {
+            warn!("{e}");
+            Err(Status::IoError)
+        }
     }
 }
 

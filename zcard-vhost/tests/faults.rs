@@ -25,7 +25,7 @@ fn rig_with(rules: &[&str]) -> Rig {
     for rule in rules {
         let spec = FaultSpec::parse_cli(rule).unwrap();
         spec.validate(2).unwrap();
-        r.card().faults().add(spec);
+        r.card().faults().add(spec).unwrap();
     }
     r
 }
@@ -247,7 +247,8 @@ fn crash_fires_mid_request() {
         f.fetch_add(1, Ordering::SeqCst);
     }));
     card.faults()
-        .add(FaultSpec::parse_cli("crash:nth=2").unwrap());
+        .add(FaultSpec::parse_cli("crash:nth=2").unwrap())
+        .unwrap();
     let mut r = Rig::with_card(card);
     r.run(hdr(Op::Nop, 0), &[], &[]);
     assert_eq!(fired.load(Ordering::SeqCst), 0);
@@ -289,4 +290,37 @@ fn control_socket_manages_rules_and_refuses_nonsense() {
         assert_eq!(reply["ok"], false, "{bad}: {reply}");
         assert!(!reply["error"].as_str().unwrap().is_empty());
     }
+}
+
+#[test]
+fn control_socket_bounds_the_number_of_rules() {
+    let r = Rig::new(Limits::default());
+    let add = || {
+        ctl(
+            &r,
+            json!({"cmd": "fault", "rule": {"kind": "delay", "delay_us": 1, "op": "nop"}}),
+        )
+    };
+    for i in 0..64 {
+        assert_eq!(add()["ok"], true, "rule {i}");
+    }
+    let refused = add();
+    assert_eq!(refused["ok"], false, "the 65th rule: {refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("64 fault rules"),
+        "{refused}"
+    );
+    assert_eq!(
+        ctl(&r, json!({"cmd": "faults"}))["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        64
+    );
+    // Room again once one goes.
+    assert_eq!(ctl(&r, json!({"cmd": "clear", "id": 1}))["removed"], 1);
+    assert_eq!(add()["ok"], true);
 }

@@ -210,7 +210,7 @@ fn written(r: &Req) -> u32 {
 }
 
 proptest! {
-    #![proptest_config(proptest_config("valid_sequences_match_the_model", 48))]
+    #![proptest_config(zcopy_testkit::proptest_config("valid_sequences_match_the_model", 48))]
     #[test]
     fn valid_sequences_match_the_model(reqs in proptest::collection::vec(req(), 1..24), seed in any::<u8>()) {
         let mut rig = Rig::new(Limits::default());
@@ -226,7 +226,7 @@ proptest! {
             prop_assert!(rig.read(WIN, WIN_LEN as usize) == model.mem, "guest memory after request {} {:?}", i, r);
         }
         let mut storage = vec![0; STORAGE as usize];
-        rig.card().storage().read_bytes(0, &mut storage);
+        rig.card().storage().read_bytes(0, &mut storage).unwrap();
         prop_assert!(storage == model.storage, "storage");
     }
 }
@@ -242,7 +242,7 @@ fn any_desc() -> impl Strategy<Value = (u64, u32, u16, u16)> {
 }
 
 proptest! {
-    #![proptest_config(proptest_config("malformed_chains_never_panic", 256))]
+    #![proptest_config(zcopy_testkit::proptest_config("malformed_chains_never_panic", 256))]
     #[test]
     fn malformed_chains_never_panic(
         chain in proptest::collection::vec(any_desc(), 1..40),

@@ -108,7 +108,7 @@ fn storage_round_trip_flush_and_range_checks() {
     assert_eq!(used, 4096 + REQ_STATUS_SIZE);
     assert_eq!(r.read(CROSS, 4096), data);
     let mut stored = vec![0; 4096];
-    r.card().storage().read_bytes(8192, &mut stored);
+    r.card().storage().read_bytes(8192, &mut stored).unwrap();
     assert_eq!(stored, data);
 
     // Beyond capacity is an error, not zeros; so is a misaligned range.

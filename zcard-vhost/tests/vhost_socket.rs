@@ -16,13 +16,14 @@ use vhost::vhost_user::message::{
 };
 use vhost::vhost_user::{Frontend, Listener, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_ACCESS_PLATFORM;
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use zcard_vhost::backend::serve;
 use zcard_vhost::storage::Storage;
-use zcard_vhost::vhu_zcard::ZcardBackend;
+use zcard_vhost::vhu_zcard::{ZcardBackend, DEVICE_FEATURES};
 use zcard_vhost::virtio_zcard::*;
 use zcard_vhost::zcard::{Card, Limits};
 
@@ -46,6 +47,11 @@ struct Session {
 
 impl Session {
     fn connect(sock: &Path) -> Session {
+        Session::connect_named(sock, "zcard-test")
+    }
+
+    /// Connects with guest memory in a memfd called `name` (seen in /proc/self/maps).
+    fn connect_named(sock: &Path, name: &str) -> Session {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut fe = loop {
             match Frontend::connect(sock, 2) {
@@ -66,8 +72,8 @@ impl Session {
         fe.set_protocol_features(proto).unwrap();
         assert_eq!(fe.get_queue_num().unwrap(), 2);
 
-        let memfd = nix::sys::memfd::memfd_create("zcard-test", nix::sys::memfd::MFdFlags::empty())
-            .unwrap();
+        let memfd =
+            nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::empty()).unwrap();
         let file = File::from(memfd);
         file.set_len(MEM).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files(&[(
@@ -165,14 +171,42 @@ impl Session {
 }
 
 fn start_in_process(dir: &Path) -> (Arc<ZcardBackend>, std::path::PathBuf) {
+    start_withholding(dir, 0)
+}
+
+fn start_withholding(dir: &Path, withheld: u64) -> (Arc<ZcardBackend>, std::path::PathBuf) {
     let sock = dir.join("zcard.sock");
     let storage = Storage::open(&dir.join("card.img"), Some(1 << 20)).unwrap();
     let card = Card::new(Limits::default(), storage, 0).unwrap();
-    let backend = Arc::new(ZcardBackend::new(Arc::new(card)));
+    let backend = Arc::new(ZcardBackend::new(Arc::new(card)).withholding(withheld));
     let mut listener = Listener::new(&sock, true).unwrap();
     let b = backend.clone();
     std::thread::spawn(move || serve(b, &mut listener, false));
     (backend, sock)
+}
+
+#[test]
+fn a_withheld_feature_bit_is_not_offered() {
+    let access_platform = 1u64 << VIRTIO_F_ACCESS_PLATFORM;
+    for withheld in [0, access_platform] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_backend, sock) = start_withholding(dir.path(), withheld);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let fe = loop {
+            match Frontend::connect(&sock, 2) {
+                Ok(fe) => break fe,
+                Err(e) if Instant::now() > deadline => panic!("connect: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        fe.set_owner().unwrap();
+        let offered = fe.get_features().unwrap() & DEVICE_FEATURES;
+        assert_eq!(
+            offered,
+            DEVICE_FEATURES & !withheld,
+            "withheld {withheld:#x}"
+        );
+    }
 }
 
 #[test]
@@ -257,16 +291,172 @@ fn negotiation_config_round_trip_and_reconnect() {
     assert!(!backend.card().needs_reset());
 }
 
+/// Lines of /proc/self/maps that map the memfd `name`.
+fn memfd_mappings(name: &str) -> Vec<String> {
+    let path = format!("/memfd:{name}");
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(5) == Some(path.as_str()))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn guest_memory_is_unmapped_when_the_front_end_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, sock) = start_in_process(dir.path());
+    let name = "zcard-test-disconnect";
+    let mut s = Session::connect_named(&sock, name);
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Nop as u8,
+            tag: 1,
+            ..Default::default()
+        },
+        &[],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+    drop(s);
+    // The front end's own mapping went with the session: whatever is left is
+    // the back end's, and it must go once the daemon has seen the disconnect.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = memfd_mappings(name);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guest memory still mapped 5 s after the front end left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        backend.card().stats().snapshot()["connections"].as_u64(),
+        Some(1)
+    );
+}
+
 fn spawn_daemon(dir: &Path, extra: &[&str]) -> Child {
+    spawn_daemon_on(dir, &dir.join("card.img"), "1M", extra)
+}
+
+fn spawn_daemon_on(dir: &Path, storage: &Path, size: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_zcard-vhost"))
         .arg("--socket")
         .arg(dir.join("zcard.sock"))
         .arg("--storage")
-        .arg(dir.join("card.img"))
-        .args(["--storage-size", "1M"])
+        .arg(storage)
+        .args(["--storage-size", size])
         .args(extra)
         .spawn()
         .unwrap()
+}
+
+/// A small tmpfs mounted on a directory for the test's life.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size` of tmpfs on `dir`, or says why it cannot (not root).
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_filesystem_is_an_io_error_and_the_card_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = match Tmpfs::mount(&dir.path().join("small"), "1m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a 1 MiB tmpfs ({why}); needs root");
+            return;
+        }
+    };
+    let mut daemon = spawn_daemon_on(dir.path(), &fs.0.join("card.img"), "64M", &[]);
+    let sock = dir.path().join("zcard.sock");
+    let mut s = Session::connect(&sock);
+    let len = 2u32 << 20;
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    s.mem.write_slice(&data, GuestAddress(DATA)).unwrap();
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::StorageWrite as u8,
+            length: u64::from(len),
+            storage_offset: 1 << 20,
+            tag: 7,
+            ..Default::default()
+        },
+        &[(DATA, len, false)],
+    );
+    assert_eq!(
+        (st.status, st.tag),
+        (Status::IoError as u8, 7),
+        "2 MiB into 1 MiB of tmpfs"
+    );
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon survives a full filesystem"
+    );
+    // The card serves on: a write that fits, read back.
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::StorageWrite as u8,
+            length: 4096,
+            storage_offset: 32 << 20,
+            ..Default::default()
+        },
+        &[(DATA, 4096, false)],
+    );
+    let freed = st.status;
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::StorageRead as u8,
+            length: 4096,
+            storage_offset: 32 << 20,
+            ..Default::default()
+        },
+        &[(DATA + 0x30_0000, 4096, true)],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+    let mut back = vec![0; 4096];
+    s.mem
+        .read_slice(&mut back, GuestAddress(DATA + 0x30_0000))
+        .unwrap();
+    if freed == Status::Ok as u8 {
+        assert_eq!(back, data[..4096]);
+    } else {
+        // Still full: the small write fails the same way, and the block reads as never written.
+        assert_eq!(freed, Status::IoError as u8);
+        assert_eq!(back, vec![0; 4096]);
+    }
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Flush as u8,
+            ..Default::default()
+        },
+        &[],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+    drop(s);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {

@@ -3,7 +3,7 @@
  * zcard user ABI: page-backed DMA pools and io_uring-style rings on /dev/zcardN.
  *
  * This header is the single source of truth of the ABI. The Rust binding
- * (userspace/src/card/uapi.rs) mirrors it and tests pin both layouts.
+ * (userspace/zcopy/src/card/uapi.rs) mirrors it and tests pin both layouts.
  *
  * Use:
  *

@@ -32,8 +32,9 @@ pub mod sysfs;
 pub mod transport;
 pub mod virtqueue;
 
-/// The card's wire format (docs/zcard-spec.md), shared with the device model.
-pub use zcard_vhost::virtio_zcard as wire;
+/// The card's wire format (docs/zcard-spec.md), the one definition the
+/// device model uses too.
+pub use zcard_virtio as wire;
 
 pub use card::{Buffer, Card, Options, Request, Slice};
 pub use virtqueue::{Completion, Outcome};

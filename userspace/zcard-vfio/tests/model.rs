@@ -561,7 +561,8 @@ fn a_lost_interrupt_costs_a_poll_not_a_hang() {
     model
         .model
         .faults()
-        .add(zcard_vhost::faults::FaultSpec::parse_cli("lost_interrupt:nth=1").unwrap());
+        .add(zcard_vhost::faults::FaultSpec::parse_cli("lost_interrupt:nth=1").unwrap())
+        .unwrap();
     let c = card.run(0, &[Request::nop()], T).unwrap();
     assert!(c[0].is_ok());
 }

@@ -6,13 +6,15 @@
 //!
 //! - shm: `zcopy-ipc-bench` (crate `zcopy-bench`), zcopy channels against
 //!   pipe, Unix socket, POSIX mq, a copying ring and a bare shared flag.
-//! - card: `zcard-bench` (crate `zcopy-vm-tests`), COPY through zcard.ko's
+//! - card: `zcard-bench` (crate `zcopy-bench`), COPY through zcard.ko's
 //!   rings at queue depth 1 and 32; needs `/dev/zcard0`.
 //! - rdma: `zcopy-rdma-bench` (crate `zcopy-bench`), the RDMA channel
 //!   against perftest; needs the guest's Soft-RoCE pair `zrxe0`/`zrxe1`.
 //!
-//! The binaries are looked for next to the running `zcopy` (cargo builds
-//! them into the same `target/<profile>/`), or in `$ZCOPY_BENCH_DIR`.
+//! All three are built by the crate `zcopy-bench` (`benchmarks/`), which
+//! zcopy does not depend on: the binaries are looked for next to the
+//! running `zcopy` (cargo builds them into the same `target/<profile>/`),
+//! or in `$ZCOPY_BENCH_DIR`.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use crate::failure::{Failure, Result, MISSING, NO_CARD};
+use crate::failure::{Failure, Result, MISSING};
 use crate::output::print;
 
 /// The environment variable naming the directory of the bench binaries.
@@ -36,7 +38,7 @@ Runs the project's benchmarks. Each prints its table, writes JSON (and SVG plots
         POSIX mq and a copying ring, two processes on two cores and on one core
         (ipc.json, ipc-latency-*.svg, ipc-throughput-*.svg)
   card  zcard-bench: 4 KiB COPY through zcard.ko's rings at queue depth 1 and 32
-        (zcard-driver.json); needs /dev/zcard0: the zcopy guest
+        (zcard-driver.json, zcard-driver.svg); needs /dev/zcard0: the zcopy guest
   rdma  zcopy-rdma-bench: the RDMA channel against ib_write_bw, ib_send_lat and
         ib_write_lat (rdma.json, rdma-bandwidth.svg); needs the Soft-RoCE pair
         zrxe0/zrxe1 (169.254.77.1/.2) and perftest: the zcopy guest
@@ -44,8 +46,7 @@ Runs the project's benchmarks. Each prints its table, writes JSON (and SVG plots
         reported as skipped with the reason, and the others still run
 
 The bench binaries are looked for next to this zcopy (cargo builds them into the same
-target/<profile>/ directory: cargo build -p zcopy-bench --bins, and
-cargo build -p zcopy-vm-tests --bin zcard-bench), or in $ZCOPY_BENCH_DIR.
+target/<profile>/ directory: cargo build -p zcopy-bench --bins), or in $ZCOPY_BENCH_DIR.
 
 --quick passes small settings: a smoke run, not a measurement (well under a minute
 each, even in the emulated guest):
@@ -126,7 +127,7 @@ const SHM: Bench = Bench {
 const CARD: Bench = Bench {
     name: "card",
     binary: "zcard-bench",
-    package: "zcopy-vm-tests",
+    package: "zcopy-bench",
     json: "zcard-driver.json",
 };
 const RDMA: Bench = Bench {
@@ -148,9 +149,6 @@ const RDMA_QUICK: &[(&str, Option<&str>)] = &[
 ];
 /// zcard-bench's seconds per queue depth under `--quick` (its default is 5).
 const CARD_QUICK_SECS: &str = "1";
-
-/// The tools of perftest the RDMA bench runs as its baselines.
-const PERFTEST: [&str; 3] = ["ib_write_bw", "ib_send_lat", "ib_write_lat"];
 
 /// How one bench of `all` ended.
 enum Outcome {
@@ -436,85 +434,22 @@ fn locate(bench: Bench) -> Result<PathBuf> {
     )))
 }
 
-/// What the bench needs from the machine: a card, the RDMA pair.
+/// What the bench needs from the machine: a card, the RDMA pair and perftest.
 fn platform(bench: Bench) -> Result<()> {
     match bench {
-        CARD => card_present(&crate::info::gather()),
+        CARD => crate::platform::open_card().map(drop),
         RDMA => {
-            rdma_pair_present(&crate::info::gather())?;
-            perftest_present(std::env::var_os("PATH").as_deref())
+            crate::platform::rxe_pair()?;
+            crate::platform::perftest(std::env::var_os("PATH").as_deref())
         }
         _ => Ok(()),
-    }
-}
-
-/// zcard-bench uses `/dev/zcard0`.
-fn card_present(report: &crate::info::Report) -> Result<()> {
-    match report.cards.iter().find(|c| c.path == "/dev/zcard0") {
-        Some(card) => match &card.error {
-            Some(e) => Err(Failure::failed(format!("/dev/zcard0: {e}"))),
-            None => Ok(()),
-        },
-        None => Err(Failure::missing(format!(
-            "{} (the card bench opens /dev/zcard0)",
-            report.hints.cards.as_deref().unwrap_or(NO_CARD)
-        ))),
-    }
-}
-
-/// zcopy-rdma-bench runs between the guest's Soft-RoCE pair.
-fn rdma_pair_present(report: &crate::info::Report) -> Result<()> {
-    let names: Vec<&str> = report.rdma.iter().map(|d| d.name.as_str()).collect();
-    if names.is_empty() {
-        let hint = report
-            .hints
-            .rdma
-            .as_deref()
-            .unwrap_or("no RDMA device: run scripts/rxe-setup.sh");
-        return Err(Failure::missing(format!(
-            "{hint} (the RDMA bench runs between the zcopy guest's Soft-RoCE pair zrxe0/zrxe1: \
-             make qemu-shell)"
-        )));
-    }
-    let missing: Vec<&str> = ["zrxe0", "zrxe1"]
-        .into_iter()
-        .filter(|n| !names.contains(n))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(Failure::missing(format!(
-        "no {} (RDMA devices here: {}): the RDMA bench runs between the zcopy guest's Soft-RoCE \
-         pair zrxe0/zrxe1 on 169.254.77.1/.2 (make qemu-shell; qemu/guest/rxe-veth.sh sets it up)",
-        missing.join(", "),
-        names.join(", ")
-    )))
-}
-
-/// perftest's tools on `path` (a `$PATH`).
-fn perftest_present(path: Option<&OsStr>) -> Result<()> {
-    let dirs: Vec<PathBuf> = path
-        .map(|p| std::env::split_paths(p).collect())
-        .unwrap_or_default();
-    let missing: Vec<&str> = PERFTEST
-        .into_iter()
-        .filter(|tool| !dirs.iter().any(|d| d.join(tool).is_file()))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::missing(format!(
-            "{} not found on PATH: install perftest (the RDMA bench's baselines; the zcopy \
-             guest has it)",
-            missing.join(", ")
-        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::info::{CardReport, Hints, RdmaDevice, Report};
+    use crate::failure::NO_CARD;
 
     fn args(kind: Kind, quick: bool, extra: &[&str]) -> BenchArgs {
         BenchArgs {
@@ -593,79 +528,6 @@ mod tests {
         assert!(!has_option(&[OsString::from("--outside")], "--out"));
         assert!(asks_for_help(&[OsString::from("--help")]));
         assert!(!asks_for_help(&[OsString::from("--helpful")]));
-    }
-
-    fn report(cards: &[&str], rdma: &[&str]) -> Report {
-        Report {
-            cards: cards
-                .iter()
-                .enumerate()
-                .map(|(i, p)| CardReport {
-                    path: p.to_string(),
-                    instance: i as u32,
-                    error: None,
-                    config: None,
-                    counters: None,
-                    users: Vec::new(),
-                })
-                .collect(),
-            pci: Vec::new(),
-            rdma: rdma
-                .iter()
-                .map(|n| RdmaDevice {
-                    name: n.to_string(),
-                    max_mr_size: 0,
-                    max_qp_wr: 0,
-                    ports: Vec::new(),
-                })
-                .collect(),
-            channels: Vec::new(),
-            hints: Hints {
-                cards: cards.is_empty().then(|| NO_CARD.to_string()),
-                rdma: rdma
-                    .is_empty()
-                    .then(|| "no RDMA device: run scripts/rxe-setup.sh".to_string()),
-                channels: None,
-            },
-        }
-    }
-
-    #[test]
-    fn the_platform_check_gives_the_hints() {
-        let f = card_present(&report(&[], &[])).unwrap_err();
-        assert_eq!(f.code, MISSING);
-        assert!(
-            f.message.starts_with("no zcard: load zcard.ko"),
-            "{}",
-            f.message
-        );
-        assert!(f.message.contains("device model running"), "{}", f.message);
-        assert!(card_present(&report(&["/dev/zcard0"], &[])).is_ok());
-        let mut r = report(&["/dev/zcard0"], &[]);
-        r.cards[0].error = Some("Permission denied".into());
-        assert_eq!(card_present(&r).unwrap_err().code, crate::failure::FAILED);
-
-        let f = rdma_pair_present(&report(&[], &[])).unwrap_err();
-        assert_eq!(f.code, MISSING);
-        assert!(
-            f.message.contains("run scripts/rxe-setup.sh"),
-            "{}",
-            f.message
-        );
-        let f = rdma_pair_present(&report(&[], &["rxe_eth0", "zrxe0"])).unwrap_err();
-        assert_eq!(f.code, MISSING);
-        assert!(
-            f.message
-                .starts_with("no zrxe1 (RDMA devices here: rxe_eth0, zrxe0)"),
-            "{}",
-            f.message
-        );
-        assert!(rdma_pair_present(&report(&[], &["zrxe0", "zrxe1"])).is_ok());
-
-        let f = perftest_present(Some(OsStr::new("/nonexistent"))).unwrap_err();
-        assert_eq!(f.code, MISSING);
-        assert!(f.message.contains("ib_write_bw, ib_send_lat, ib_write_lat"));
-        assert_eq!(perftest_present(None).unwrap_err().code, MISSING);
     }
 
     #[test]

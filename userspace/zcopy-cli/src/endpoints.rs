@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use zcopy::card::Card;
 use zcopy::channel::{self, Builder, CardSlots, Error, Receiver, Sender, Shm};
-use zcopy::rdma;
+use zcopy::rdma::{self, BuilderExt};
 
-use crate::failure::{no_rdma, Failure, Result, NO_CARD};
+use crate::failure::{no_rdma_for, Failure, Result};
 use crate::output::{print, print_json};
+use crate::platform::{open_card, rdma_for};
 use crate::transfer::{self, secs, Stats};
 use crate::{RecvArgs, SendArgs, Via};
 
@@ -96,7 +97,7 @@ pub fn send(args: &SendArgs) -> Result<()> {
     let label = args.file.display().to_string();
     let name = args.name.as_deref().unwrap_or(DEFAULT_NAME);
     let builder = Builder::new()
-        .slot_size(args.slot_size)
+        .slot_size(args.slot_size as usize)
         .slot_count(args.slots);
     let stats = match args.via {
         Via::Shm => {
@@ -326,21 +327,6 @@ fn passed(deadline: Option<Instant>) -> bool {
 
 // --- card ------------------------------------------------------------------
 
-/// Opens `/dev/zcard0`; its absence is the platform's (exit 3).
-pub fn open_card() -> Result<Card> {
-    Card::open_index(0).map_err(|e| match &e {
-        zcopy::card::Error::Open { source, .. }
-            if matches!(
-                source.raw_os_error(),
-                Some(libc::ENOENT | libc::ENODEV | libc::ENXIO)
-            ) =>
-        {
-            Failure::missing(format!("{NO_CARD} ({e})"))
-        }
-        _ => Failure::failed(e.to_string()),
-    })
-}
-
 fn socket_path(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{name}.sock"))
 }
@@ -447,66 +433,28 @@ fn connect_card(card: &Card, name: &str, timeout: Option<Duration>) -> Result<Re
         }
     };
     stream.set_read_timeout(Some(HANDSHAKE)).map_err(fail)?;
-    let rx = Receiver::<CardSlots>::from_socket(card, &stream).map_err(setup_failure)?;
+    let rx = Receiver::<CardSlots>::from_socket_on_card(card, &stream).map_err(setup_failure)?;
     (&stream).write_all(&[ATTACHED]).map_err(fail)?;
     Ok(rx)
 }
 
 // --- rdma ------------------------------------------------------------------
 
-/// Fails with exit 3 unless there is an RDMA device and `ip` (when given
-/// and not the wildcard) is an address of one of its ports.
-fn check_rdma(addr: impl std::fmt::Display, ip: Option<IpAddr>) -> Result<()> {
-    let devices = match rdma::devices() {
-        Ok(d) => d,
-        // The kernel has no RDMA support at all.
-        Err(rdma::Error::NoDevice(_)) => Vec::new(),
-        Err(e) => return Err(Failure::failed(format!("RDMA: listing the devices: {e}"))),
-    };
-    if devices.is_empty() {
-        return Err(Failure::missing(no_rdma(addr)));
-    }
-    let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) else {
-        return Ok(());
-    };
-    let gids = || devices.iter().flat_map(|d| &d.ports).flat_map(|p| &p.gids);
-    let is_ip = |gid: &std::net::Ipv6Addr| match ip {
-        IpAddr::V4(v4) => gid.to_ipv4_mapped() == Some(v4),
-        IpAddr::V6(v6) => *gid == v6,
-    };
-    if gids().any(|(_, gid)| is_ip(gid)) {
-        return Ok(());
-    }
-    let mut here: Vec<String> = gids()
-        .filter_map(|(_, g)| g.to_ipv4_mapped().map(|a| a.to_string()))
-        .collect();
-    here.dedup();
-    Err(Failure::missing(format!(
-        "{} ({ip} is on no RDMA device; RDMA addresses here: {})",
-        no_rdma(addr),
-        if here.is_empty() {
-            "none".into()
-        } else {
-            here.join(", ")
-        }
-    )))
-}
-
 /// An RDMA failure: no device or no route for the address is the
 /// platform's (exit 3), the rest a failure (exit 1); the message names RDMA.
 fn rdma_failure(addr: impl std::fmt::Display, e: Error) -> Failure {
-    let platform = match &e {
-        Error::Rdma(rdma::Error::NoDevice(_)) => true,
-        Error::Rdma(rdma::Error::Cm { errno, .. } | rdma::Error::Verbs { errno, .. }) => {
+    let platform = match e.transport::<rdma::Error>() {
+        Some(rdma::Error::NoDevice(_)) => true,
+        Some(rdma::Error::Cm { errno, .. } | rdma::Error::Verbs { errno, .. }) => {
             matches!(*errno, libc::EADDRNOTAVAIL | libc::ENODEV)
         }
-        Error::Rdma(rdma::Error::Event { event, .. }) => {
+        Some(rdma::Error::Event { event, .. }) => {
             event == "RDMA_CM_EVENT_ADDR_ERROR" || event == "RDMA_CM_EVENT_ROUTE_ERROR"
         }
         _ => false,
     };
     match e {
-        _ if platform => Failure::missing(format!("{} ({e})", no_rdma(addr))),
+        _ if platform => Failure::missing(format!("{} ({e})", no_rdma_for(addr))),
         Error::Config(_) => Failure::usage(format!("RDMA channel: {e}")),
         e => Failure::failed(format!("RDMA {addr}: {e}")),
     }
@@ -520,14 +468,16 @@ fn connect_rdma(
     to: SocketAddr,
     timeout: Option<Duration>,
 ) -> Result<rdma::Sender> {
-    check_rdma(to, from)?;
+    rdma_for(to, from)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut noted = false;
     loop {
         match b.clone().connect_rdma(from, to) {
             Ok(tx) => return Ok(tx),
-            Err(Error::Rdma(rdma::Error::Event { ref event, .. }))
-                if event == "RDMA_CM_EVENT_REJECTED" && !passed(deadline) =>
+            Err(e)
+                if matches!(e.transport::<rdma::Error>(),
+                    Some(rdma::Error::Event { event, .. }) if event == "RDMA_CM_EVENT_REJECTED")
+                    && !passed(deadline) =>
             {
                 if !noted {
                     note(&format!(
@@ -544,18 +494,20 @@ fn connect_rdma(
 
 /// Listens on `addr` and takes the first sender, waiting up to `timeout`.
 fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Receiver> {
-    check_rdma(addr, Some(addr.ip()))?;
+    rdma_for(addr, Some(addr.ip()))?;
     let listener = rdma::Listener::bind(addr).map_err(|e| rdma_failure(addr, e))?;
     if let Some(bound) = listener.local_addr() {
         note(&format!(
             "waiting for a sender: zcopy send FILE --via rdma --to {bound}"
         ));
     }
-    listener.accept(timeout).map_err(|e| match e {
-        Error::Rdma(rdma::Error::Timeout(_)) => Failure::failed(format!(
-            "no RDMA sender connected to {addr} within {}",
-            timeout.map_or_else(String::new, secs)
-        )),
-        e => rdma_failure(addr, e),
-    })
+    listener
+        .accept(timeout)
+        .map_err(|e| match e.transport::<rdma::Error>() {
+            Some(rdma::Error::Timeout(_)) => Failure::failed(format!(
+                "no RDMA sender connected to {addr} within {}",
+                timeout.map_or_else(String::new, secs)
+            )),
+            _ => rdma_failure(addr, e),
+        })
 }

@@ -9,23 +9,49 @@ pub const USAGE: u8 = 2;
 /// Exit code: the platform is missing something (no zcard, no RDMA device).
 pub const MISSING: u8 = 3;
 
-/// What `--help` says about exit codes (every subcommand shows it).
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
+/// What `--help` says about exit codes (every subcommand shows it), with
+/// the hints of exit 3.
+pub fn exit_codes_help() -> String {
+    format!(
+        "Exit codes:
   0  done
   1  failed: checksum or length mismatch, the peer died or timed out, an I/O error
   2  usage error (bad flags or arguments)
-  3  the platform is missing something: no /dev/zcard0 (load zcard.ko, or start
-     the device model), no RDMA device for the address (run scripts/rxe-setup.sh)";
+  3  the platform is missing something; the message says what to do, e.g.
+       {NO_CARD}
+       {}",
+        no_rdma_for("the address")
+    )
+}
+
+// The hints: what to do when the platform lacks something. Each is written
+// here once; `crate::platform` attaches them to its failures and
+// `zcopy info` to its empty sections.
 
 /// The hint when there is no zcard.
 pub const NO_CARD: &str =
     "no zcard: load zcard.ko (make qemu-shell boots a guest with it) / is the device model running?";
 
-/// The hint when there is no RDMA device for `addr`.
-pub fn no_rdma(addr: impl Display) -> String {
-    format!("no RDMA device for {addr}: run scripts/rxe-setup.sh")
+/// What sets up an RDMA device on a machine that has none.
+const RXE_SETUP: &str = "run scripts/rxe-setup.sh";
+
+/// The hint when there is no RDMA device at all.
+pub fn no_rdma() -> String {
+    format!("no RDMA device: {RXE_SETUP}")
 }
+
+/// The hint when there is no RDMA device for `addr`.
+pub fn no_rdma_for(addr: impl Display) -> String {
+    format!("no RDMA device for {addr}: {RXE_SETUP}")
+}
+
+/// Where the RDMA bench runs, for when the Soft-RoCE pair is not there.
+pub const RXE_PAIR_HINT: &str = "the RDMA bench runs between the zcopy guest's Soft-RoCE pair \
+zrxe0/zrxe1 on 169.254.77.1/.2 (make qemu-shell; qemu/guest/rxe-veth.sh sets it up)";
+
+/// The hint when perftest's tools are not on PATH.
+pub const NO_PERFTEST: &str =
+    "install perftest (the RDMA bench's baselines; the zcopy guest has it)";
 
 /// A failure: the message for stderr and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,11 +11,8 @@ use zcard_vfio::sysfs::{Sysfs, VFIO_DRIVER};
 use zcopy::card::{uapi, Card, Counters};
 
 use crate::channels::{self, ChannelReport};
-use crate::failure::{Result, NO_CARD};
+use crate::failure::{no_rdma, Result, NO_CARD};
 use crate::output::{human_bytes, print, print_json};
-
-/// The hint when there is no RDMA device.
-const NO_RDMA: &str = "no RDMA device: run scripts/rxe-setup.sh";
 
 /// Everything `zcopy info --json` prints: one object, these keys always there.
 #[derive(Debug, Serialize)]
@@ -194,17 +191,15 @@ pub fn gather() -> Report {
     if cards.is_empty() {
         hints.cards = Some(no_card_hint(&pci));
     }
-    let rdma: Vec<RdmaDevice> = match zcopy::rdma::devices() {
+    let rdma: Vec<RdmaDevice> = match crate::platform::rdma_devices() {
         Ok(devices) => devices.iter().map(rdma_device).collect(),
-        // The kernel has no RDMA support at all: the same hint.
-        Err(zcopy::rdma::Error::NoDevice(_)) => Vec::new(),
         Err(e) => {
             hints.rdma = Some(format!("RDMA devices could not be listed: {e}"));
             Vec::new()
         }
     };
     if rdma.is_empty() && hints.rdma.is_none() {
-        hints.rdma = Some(NO_RDMA.to_string());
+        hints.rdma = Some(no_rdma());
     }
     let channels = channels::reports().unwrap_or_else(|e| {
         hints.channels = Some(format!("named channels could not be listed: {}", e.message));
@@ -646,11 +641,11 @@ mod tests {
         r.cards.clear();
         r.rdma.clear();
         r.hints.cards = Some(NO_CARD.into());
-        r.hints.rdma = Some(NO_RDMA.into());
+        r.hints.rdma = Some(no_rdma());
         let text = human(&r);
         assert!(text.contains(&format!("Cards\n  {NO_CARD}\n")), "{text}");
         assert!(
-            text.contains(&format!("RDMA devices\n  {NO_RDMA}\n")),
+            text.contains(&format!("RDMA devices\n  {}\n", no_rdma())),
             "{text}"
         );
         let json = serde_json::to_value(&r).unwrap();

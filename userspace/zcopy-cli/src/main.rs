@@ -17,7 +17,8 @@
 //! `info` the report, `channels` the channel list, `endpoints` how each
 //! transport's two ends meet, `transfer` the file transfer written once
 //! over the channel traits, `bench` the benchmarks, `pipeline` the seed
-//! experiment, `failure` the exit codes, `output` stdout.
+//! experiment, `platform` what the machine offers (card, RDMA, perftest),
+//! `failure` the exit codes and hints, `output` stdout.
 
 mod bench;
 mod channels;
@@ -26,6 +27,7 @@ mod failure;
 mod info;
 mod output;
 mod pipeline;
+mod platform;
 mod transfer;
 
 use std::net::{IpAddr, SocketAddr};
@@ -35,14 +37,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use failure::{Failure, Result, EXIT_CODES_HELP};
+use failure::{exit_codes_help, Failure, Result};
+use zcopy_units::parse_size;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "zcopy",
     version,
     about = "zero-copy data movement on Linux",
-    after_help = EXIT_CODES_HELP
+    after_help = exit_codes_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,16 +55,16 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// What this machine offers: zcard devices, RDMA devices and ports, named channels.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = exit_codes_help())]
     Info {
         /// One JSON object {"cards": [...], "rdma": [...], "channels": [...], "hints": {...}}
-        /// instead of tables.
+        /// on one line instead of tables.
         #[arg(long)]
         json: bool,
     },
     /// Sends a file to `zcopy recv`: read straight into the channel's slots, no copy on the way.
     #[command(
-        after_help = EXIT_CODES_HELP,
+        after_help = exit_codes_help(),
         long_about = "Sends a file to `zcopy recv` over a zero-copy channel: each chunk is read \
 from the file straight into a loaned slot and sent; the receiver writes it out from the same \
 slot. A header (file size) goes first, a trailer (size, crc32c) last; the receiver checks both.\n\n\
@@ -73,7 +76,7 @@ zcopy send big.bin --via rdma --to 169.254.77.1:7471 --from 169.254.77.2"
     Send(SendArgs),
     /// Receives a file from `zcopy send` and checks its length and crc32c.
     #[command(
-        after_help = EXIT_CODES_HELP,
+        after_help = exit_codes_help(),
         long_about = "Receives a file from `zcopy send`, reading each chunk in place in the \
 channel's slot, and checks its length and crc32c against the sender's. OUTFILE appears only \
 when both match (it is written under a temporary name beside it first); on any failure it is \
@@ -85,14 +88,14 @@ zcopy recv out.bin --via rdma --listen 169.254.77.1:7471"
     )]
     Recv(RecvArgs),
     /// Runs the benchmarks: shm (IPC), card (zcard.ko's rings), rdma (vs perftest), or all.
-    #[command(after_help = EXIT_CODES_HELP, long_about = bench::LONG_ABOUT)]
+    #[command(after_help = exit_codes_help(), long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
     /// Named shared-memory channels (/dev/shm/zcopy.*).
     #[command(subcommand)]
     Channel(ChannelCmd),
     /// Serves a file from storage to a peer six ways and measures each (the seed experiment).
     #[command(
-        after_help = EXIT_CODES_HELP,
+        after_help = exit_codes_help(),
         long_about = "Serves the same file from storage to a network peer six ways in one run and \
 measures each: read+write, mmap+write, sendfile and splice to a TCP peer, and the zero-copy ways, \
 where the card reads its storage (STORAGE_READ) straight into pool buffers that go out as they \
@@ -122,14 +125,14 @@ zcopy pipeline --ways read-write,card-tcp --json"
 #[derive(Debug, Subcommand)]
 enum ChannelCmd {
     /// Lists named channels: sender, receiver, shape, and whether stale.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = exit_codes_help())]
     List {
-        /// JSON instead of a table.
+        /// One line of JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Removes stale channels (their sender is gone); live ones are kept.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = exit_codes_help())]
     Clean {
         /// Channels to remove (default: every stale one).
         names: Vec<String>,
@@ -188,7 +191,7 @@ pub struct SendArgs {
     /// (default: wait as long as it takes; a receiver that dies is noticed anyway).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
-    /// Print the summary as JSON.
+    /// Print the summary as one line of JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -232,7 +235,7 @@ pub struct RecvArgs {
     /// (default: wait as long as it takes; a sender that dies is noticed anyway).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
-    /// Print the summary as JSON.
+    /// Print the summary as one line of JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -256,33 +259,11 @@ impl RecvArgs {
     }
 }
 
-/// A channel name: 1 to 200 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
+/// A channel name, as `zcopy::channel::check_name` takes it.
 fn parse_name(s: &str) -> std::result::Result<String, String> {
-    let ok = (1..=200).contains(&s.len())
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err("use 1 to 200 of A-Z a-z 0-9 . _ - and do not start with a dot".into())
-    }
-}
-
-/// A byte count: a number with an optional K, M or G suffix (powers of 1024).
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let (digits, shift) = match s.trim_end_matches(['i', 'B']).char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 10),
-        Some((i, 'm' | 'M')) => (&s[..i], 20),
-        Some((i, 'g' | 'G')) => (&s[..i], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1M)"))?;
-    n.checked_shl(shift)
-        .filter(|b| b >> shift == n)
-        .ok_or_else(|| format!("{s}: too large"))
+    zcopy::channel::check_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A slot size: a byte count from 64 to 1G.
@@ -365,7 +346,11 @@ mod tests {
         }
         assert!(parse_name("demo-1.a_b").is_ok());
         for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(201)] {
-            assert!(parse_name(bad).is_err(), "{bad:?}");
+            let e = parse_name(bad).unwrap_err();
+            assert!(
+                e.contains("use 1 to 200 of A-Z a-z 0-9 . _ -"),
+                "{bad:?}: {e}"
+            );
         }
     }
 

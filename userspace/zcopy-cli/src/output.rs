@@ -18,11 +18,17 @@ pub fn print(text: &str) -> Result<()> {
     }
 }
 
-/// Writes `value` to stdout as pretty JSON and a newline.
+/// Writes `value` to stdout as one line of JSON (JSON Lines: what tools
+/// that read a pipe line by line expect).
 pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Failure::failed(format!("encoding JSON: {e}")))?;
-    print(&format!("{text}\n"))
+    print(&json_line(value)?)
+}
+
+/// `value` as one line of JSON with its newline.
+fn json_line<T: Serialize>(value: &T) -> Result<String> {
+    let text =
+        serde_json::to_string(value).map_err(|e| Failure::failed(format!("encoding JSON: {e}")))?;
+    Ok(format!("{text}\n"))
 }
 
 /// `bytes` for people: `512 B`, `64 KiB`, `1.5 MiB`, `16 GiB`.
@@ -43,7 +49,7 @@ pub fn human_bytes(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, json_line};
 
     #[test]
     fn sizes_read_as_people_write_them() {
@@ -52,5 +58,18 @@ mod tests {
         assert_eq!(human_bytes(64 << 10), "64 KiB");
         assert_eq!(human_bytes(3 << 19), "1.5 MiB");
         assert_eq!(human_bytes(16 << 30), "16 GiB");
+    }
+
+    #[test]
+    fn json_is_one_line_per_object() {
+        let value = serde_json::json!({
+            "cards": [{"path": "/dev/zcard0", "ops": ["copy", "fill"]}],
+            "hints": {"rdma": "no RDMA device:\nrun scripts/rxe-setup.sh"},
+        });
+        let line = json_line(&value).unwrap();
+        assert!(line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, value);
     }
 }

@@ -133,8 +133,7 @@ pub fn send<T: Tx>(
             Failure::failed(format!("reading {name} at byte {sent} of {size}: {why}"))
         })?;
         crc = crc32c::crc32c_append(crc, slot);
-        loan.set_len(n).map_err(peer)?;
-        loan.send().map_err(peer)?;
+        loan.send(n).map_err(peer)?;
         sent += n as u64;
         progress.add(n as u64);
     }
@@ -159,8 +158,7 @@ fn send_small<T: Tx>(tx: &T, wait: Wait, bytes: &[u8]) -> zcopy::channel::Result
         });
     };
     dst.copy_from_slice(bytes);
-    loan.set_len(bytes.len())?;
-    loan.send()
+    loan.send(bytes.len())
 }
 
 /// Waits until the receiver has given back every slot sent, i.e. taken
@@ -314,7 +312,7 @@ mod tests {
     use super::*;
 
     /// A memfd channel with both ends in this process.
-    fn pair(slot_size: u32, slots: u32) -> (Sender<Shm>, Receiver<Shm>) {
+    fn pair(slot_size: usize, slots: u32) -> (Sender<Shm>, Receiver<Shm>) {
         let tx = Builder::new()
             .slot_size(slot_size)
             .slot_count(slots)
@@ -322,7 +320,7 @@ mod tests {
             .unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         tx.share(&a).unwrap();
-        let rx = Receiver::<Shm>::from_socket(&(), &b).unwrap();
+        let rx = Receiver::from_socket(&b).unwrap();
         (tx, rx)
     }
 
@@ -429,7 +427,7 @@ mod tests {
             let mut f = File::open(&path).unwrap();
             send(&tx, &mut f, "in", 352, Some(Duration::from_secs(10)))
         });
-        let rx = Receiver::<Shm>::from_socket(&(), &b).unwrap();
+        let rx = Receiver::from_socket(&b).unwrap();
         let mut out = Vec::new();
         let got = receive(&rx, &mut out, Some(Duration::from_secs(10))).unwrap();
         let sent = sender.join().unwrap().unwrap();

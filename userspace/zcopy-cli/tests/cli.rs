@@ -182,6 +182,7 @@ fn channel_list_and_clean() {
 
     let (code, out, _) = zcopy(&["channel", "list", "--json"]);
     assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "one JSON value per line: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let find = |n: &str| {
         v.as_array()
@@ -232,6 +233,7 @@ fn info_json_has_the_schema() {
         .unwrap();
     let (code, out, err) = zcopy(&["info", "--json"]);
     assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "one JSON object per line: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("info --json is JSON");
     let obj = v.as_object().expect("an object");
     for key in ["cards", "rdma", "channels"] {
@@ -400,6 +402,7 @@ fn send_recv_shm_file_not_a_multiple_of_the_slot_size() {
     assert_eq!(t.sent.0, 0, "{:?}", t.sent);
     assert_eq!(t.received.0, 0, "{:?}", t.received);
     assert!(t.out == data, "the received file differs");
+    assert_eq!(t.received.1.lines().count(), 1, "{}", t.received.1);
     let j: serde_json::Value = serde_json::from_str(&t.received.1).expect("JSON summary");
     assert_eq!(j["direction"], "received");
     assert_eq!(j["via"], "shm");
@@ -537,8 +540,7 @@ fn recv_refuses_a_wrong_checksum() {
     for m in [&header, &data, &trailer] {
         let mut loan = tx.try_loan().unwrap();
         loan.as_mut_slice()[..m.len()].copy_from_slice(m);
-        loan.set_len(m.len()).unwrap();
-        loan.send().unwrap();
+        loan.send(m.len()).unwrap();
     }
     let (code, stdout, err) = zcopy(&[
         "recv",
@@ -583,8 +585,7 @@ fn recv_of_a_cut_stream_fails_and_leaves_no_file() {
     for m in [&header[..], &[7u8; 10][..]] {
         let mut loan = tx.try_loan().unwrap();
         loan.as_mut_slice()[..m.len()].copy_from_slice(m);
-        loan.set_len(m.len()).unwrap();
-        loan.send().unwrap();
+        loan.send(m.len()).unwrap();
     }
     // Wait until the receiver has taken both, then close.
     let t0 = Instant::now();
@@ -1230,11 +1231,12 @@ fn bench_help_is_complete() {
 }
 
 /// In the guest: the driver bench, quick (1 s per queue depth), writes
-/// its JSON (depth 1 and 32, ops counted) and prints its table.
+/// its JSON (depth 1 and 32, ops counted) and its bar chart, and prints
+/// its table.
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn bench_card_quick_in_the_guest() {
-    bench_binary("zcopy-vm-tests", "zcard-bench");
+    bench_binary("zcopy-bench", "zcard-bench");
     let dir = TempDir::new("bench-card");
     let out = dir.path("out");
     let (code, stdout, err) =
@@ -1255,6 +1257,11 @@ fn bench_card_quick_in_the_guest() {
             "--quick runs 1 s per depth: {r}"
         );
     }
+    let svg = std::fs::read_to_string(out.join("zcard-driver.svg")).expect("the plot");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("queue depth 32"),
+        "{svg}"
+    );
 }
 
 /// In the guest: the RDMA bench, quick, against perftest on zrxe0/zrxe1:

@@ -18,11 +18,11 @@
 // The loom build compiles only the ring and its tests.
 #![cfg_attr(loom, allow(dead_code))]
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "card"))]
 pub mod card;
 #[cfg(not(loom))]
 pub mod channel;
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "rdma"))]
 pub mod rdma;
 pub mod ring;
 mod sync;

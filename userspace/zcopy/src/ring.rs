@@ -326,7 +326,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(zcopy_testkit::proptest_config("ring_matches_vecdeque", 256))]
 
         /// Any sequence of pushes and pops behaves like a bounded VecDeque,
         /// through wrap-around and at the full and empty edges; the shared

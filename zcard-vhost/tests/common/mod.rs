@@ -297,28 +297,3 @@ pub fn pattern_bytes(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
-
-/// Proptest settings: `cases` unless PROPTEST_CASES says otherwise, a seed
-/// from ZCOPY_PROPTEST_SEED or the clock, printed so a failure can be replayed.
-pub fn proptest_config(name: &str, cases: u32) -> proptest::test_runner::Config {
-    use proptest::test_runner::{Config, RngSeed};
-    let seed = std::env::var("ZCOPY_PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(cases);
-    eprintln!("{name}: proptest seed {seed}, {cases} cases (replay: ZCOPY_PROPTEST_SEED={seed})");
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}

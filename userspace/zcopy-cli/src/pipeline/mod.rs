@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use zcopy::card::{Buf, Card, Pool, Rings, Sqe};
 use zcopy::channel::Builder;
+use zcopy::rdma::BuilderExt;
 
 use crate::failure::{self, Failure, Result};
 use crate::output;
@@ -97,11 +98,11 @@ impl Way {
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
     /// Bytes to serve: a multiple of 4K; K, M, G suffixes. At most the card's storage.
-    #[arg(long, default_value = "32M", value_parser = crate::parse_size)]
+    #[arg(long, default_value = "32M", value_parser = zcopy_units::parse_size)]
     pub size: u64,
     /// Bytes per read, per buffer and per message: a multiple of 4K, at most the card's
     /// largest request.
-    #[arg(long, default_value = "512K", value_parser = crate::parse_size)]
+    #[arg(long, default_value = "512K", value_parser = zcopy_units::parse_size)]
     pub chunk: u64,
     /// Buffers in flight between the card and the sender (zero-copy ways).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1024))]
@@ -132,7 +133,7 @@ pub struct PipelineArgs {
     /// Also write pipeline.json and pipeline.svg (time per way) into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Print JSON instead of the table.
+    /// Print the report as one line of JSON instead of the table.
     #[arg(long)]
     pub json: bool,
 }
@@ -247,7 +248,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         }
     }
     if kit.is_some() && chosen.contains(&Way::CardRdma) {
-        if let Err(f) = rdma_present(a.rdma_to) {
+        if let Err(f) = crate::platform::rdma_for(a.rdma_to, Some(a.rdma_to)) {
             if explicit {
                 return Err(f);
             }
@@ -368,7 +369,7 @@ impl Drop for RemoveOnDrop {
 }
 
 fn open_card(a: &PipelineArgs) -> Result<CardKit> {
-    let card = crate::endpoints::open_card()?;
+    let card = crate::platform::open_card()?;
     let info = *card.info();
     if a.size > info.storage_capacity {
         return Err(Failure::usage(format!(
@@ -387,24 +388,6 @@ fn open_card(a: &PipelineArgs) -> Result<CardKit> {
         .setup_rings(entries)
         .map_err(|e| Failure::failed(format!("setting up the card's rings: {e}")))?;
     Ok(CardKit { card, rings })
-}
-
-/// Fails with the rxe hint when no RDMA device has `ip` among its GIDs.
-fn rdma_present(ip: IpAddr) -> Result<()> {
-    let mapped = match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    let devices = zcopy::rdma::devices().unwrap_or_default();
-    let found = devices
-        .iter()
-        .flat_map(|d| &d.ports)
-        .any(|p| p.gids.iter().any(|&(_, g)| g == mapped));
-    if found {
-        Ok(())
-    } else {
-        Err(Failure::missing(failure::no_rdma(ip)))
-    }
 }
 
 /// `size` bytes from a xorshift generator seeded with `seed`.
@@ -535,7 +518,7 @@ fn run_once(
                 .create_pool(a.chunk * u64::from(a.buffers))
                 .map_err(card)?;
             let tx = Builder::new()
-                .slot_size(a.chunk as u32)
+                .slot_size(a.chunk as usize)
                 .slot_count(a.buffers)
                 .connect_rdma_on(pool.map().map_err(card)?, Some(a.rdma_from), peer.addr)
                 .map_err(|e| Failure::failed(format!("connecting over RDMA: {e}")))?;
@@ -742,17 +725,29 @@ fn write_files(dir: &Path, r: &Report) -> Result<()> {
         .map_err(|e| Failure::failed(format!("encoding JSON: {e}")))?;
     let p = dir.join("pipeline.json");
     std::fs::write(&p, json + "\n").map_err(|e| io(&p, e))?;
-    let bars: Vec<(String, f64)> = r
-        .ways
-        .iter()
-        .map(|w| (w.name.to_string(), w.seconds))
-        .collect();
-    let svg = zcopy_bench::plot::bars(
-        &format!("Serving {} from storage to a peer: time (lower is better)", output::human_bytes(r.bytes)),
-        &format!("median of {} runs, {} CPUs, kernel {}; copies on the serving side: read+write 2, mmap 1, others 0", r.runs, r.cpus, r.kernel),
-        "s",
-        &bars,
-    );
+    if r.ways.is_empty() {
+        // Nothing ran: no time to draw.
+        return Ok(());
+    }
+    let chart = zcopy_plot::Bars {
+        title: format!(
+            "Serving {} from storage to a peer (lower is better)",
+            output::human_bytes(r.bytes)
+        ),
+        note: format!(
+            "median of {} runs, {} CPUs, kernel {}; copies on the serving side: read+write 2, \
+             mmap 1, others 0",
+            r.runs, r.cpus, r.kernel
+        ),
+        value: "time per way".into(),
+        unit: zcopy_plot::Unit::Seconds,
+        bars: r
+            .ways
+            .iter()
+            .map(|w| (w.name.to_string(), w.seconds))
+            .collect(),
+    };
+    let svg = zcopy_plot::bars(&chart).map_err(|e| Failure::failed(e.to_string()))?;
     let p = dir.join("pipeline.svg");
     let mut f = File::create(&p).map_err(|e| io(&p, e))?;
     f.write_all(svg.as_bytes()).map_err(|e| io(&p, e))

@@ -191,11 +191,10 @@ pub fn send_rdma(
         }
         let mut sent = false;
         while let Some((off, len)) = order.pop(h) {
-            let mut l = loans
+            let l = loans
                 .remove(&off)
                 .ok_or_else(|| Failure::failed("the card filled a slot that was not loaned"))?;
-            l.set_len(len as usize).map_err(chan)?;
-            l.send().map_err(chan)?;
+            l.send(len as usize).map_err(chan)?;
             sent = true;
         }
         if sent {

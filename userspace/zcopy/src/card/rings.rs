@@ -251,7 +251,9 @@ impl Rings {
         Ok(())
     }
 
-    /// Writes raw entries as they are (a test aid: the driver must refuse bad ones).
+    /// Writes raw entries as they are (a test aid: the driver must refuse
+    /// bad ones). Only with the `test-aids` feature.
+    #[cfg(feature = "test-aids")]
     pub fn push_raw(&mut self, sqe: ZcardSqe) -> Result<()> {
         self.push(Sqe(sqe))
     }
@@ -321,7 +323,9 @@ impl Rings {
     }
 
     /// Moves the CQ head to an arbitrary value (a test aid: a corrupt head
-    /// must be survived by the driver and reported as overflow).
+    /// must be survived by the driver and reported as overflow). Only with
+    /// the `test-aids` feature.
+    #[cfg(feature = "test-aids")]
     pub fn set_cq_head_raw(&mut self, head: u32) {
         self.cq_head = head;
         self.index(self.off.cq_head).store(head, Ordering::Release);

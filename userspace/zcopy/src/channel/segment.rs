@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::{liveness, Error, Result};
-use crate::ring::{ring_bytes, RingHeader, RingPtr, CACHE_LINE};
+pub use super::geometry::{MAX_SLOTS_BYTES, MAX_SLOT_COUNT, MAX_SLOT_SIZE};
+use super::{liveness, Error, Geometry, Result, TransportKind};
+use crate::ring::{RingHeader, RingPtr};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// First bytes of every channel segment.
@@ -33,12 +34,6 @@ pub const VERSION: u32 = 1;
 pub const SHM_DIR: &str = "/dev/shm";
 /// File name prefix of named channels in [`SHM_DIR`].
 pub const NAME_PREFIX: &str = "zcopy.";
-/// Largest slot payload.
-pub const MAX_SLOT_SIZE: u32 = 1 << 30;
-/// Most slots in one channel.
-pub const MAX_SLOT_COUNT: u32 = 1 << 16;
-/// Largest slot memory of one channel.
-pub const MAX_SLOTS_BYTES: u64 = 16 << 30;
 
 /// `flags`: the sender closed the channel (dropped its end).
 pub const FLAG_SENDER_CLOSED: u32 = 1 << 0;
@@ -97,108 +92,7 @@ pub struct SegmentHeader {
     pub reserved: [u64; 17],
 }
 
-/// Which transport a channel's slots use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum TransportKind {
-    /// Slots in the shared-memory segment itself.
-    Shm = 1,
-    /// Slots in a zcard pool shared by exported fd.
-    Card = 2,
-}
-
-impl TransportKind {
-    fn from_u32(v: u32) -> Option<TransportKind> {
-        match v {
-            1 => Some(TransportKind::Shm),
-            2 => Some(TransportKind::Card),
-            _ => None,
-        }
-    }
-}
-
-/// Everything about a channel's shape, computed from three numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Geometry {
-    /// Transport.
-    pub transport: TransportKind,
-    /// Payload bytes per slot.
-    pub slot_size: u32,
-    /// Number of slots.
-    pub slot_count: u32,
-    /// Entries per ring.
-    pub ring_capacity: u32,
-    /// Bytes between slots.
-    pub slot_stride: u64,
-    /// Submit ring offset.
-    pub submit_ring: u64,
-    /// Return ring offset.
-    pub return_ring: u64,
-    /// Slot 0's offset.
-    pub slots_offset: u64,
-    /// Bytes of slot memory.
-    pub slots_bytes: u64,
-    /// Bytes of the segment.
-    pub segment_bytes: u64,
-}
-
-fn align_up(v: u64, a: u64) -> u64 {
-    v.div_ceil(a) * a
-}
-
 impl Geometry {
-    /// The layout for a channel of `slot_count` slots of `slot_size` bytes.
-    pub fn new(transport: TransportKind, slot_size: u32, slot_count: u32) -> Result<Geometry> {
-        if slot_size == 0 || slot_size > MAX_SLOT_SIZE {
-            return Err(Error::Config(format!(
-                "slot size {slot_size}: must be 1..={MAX_SLOT_SIZE} bytes"
-            )));
-        }
-        if slot_count == 0 || slot_count > MAX_SLOT_COUNT {
-            return Err(Error::Config(format!(
-                "slot count {slot_count}: must be 1..={MAX_SLOT_COUNT}"
-            )));
-        }
-        // Small slots pack on cache lines; page-sized and larger ones start on
-        // a page, which is what DMA and big copies like.
-        let slot_stride = if slot_size < 4096 {
-            align_up(slot_size.into(), CACHE_LINE as u64)
-        } else {
-            align_up(slot_size.into(), 4096)
-        };
-        let slots_bytes = slot_stride * u64::from(slot_count);
-        if slots_bytes > MAX_SLOTS_BYTES {
-            return Err(Error::Config(format!(
-                "{slot_count} slots of {slot_size} bytes need {slots_bytes} bytes: more than {MAX_SLOTS_BYTES}"
-            )));
-        }
-        let ring_capacity = slot_count.next_power_of_two();
-        let header = align_up(
-            std::mem::size_of::<SegmentHeader>() as u64,
-            CACHE_LINE as u64,
-        );
-        let ring = align_up(ring_bytes(ring_capacity) as u64, CACHE_LINE as u64);
-        let submit_ring = header;
-        let return_ring = submit_ring + ring;
-        let rings_end = align_up(return_ring + ring, 4096);
-        let (slots_offset, segment_bytes) = match transport {
-            TransportKind::Shm => (rings_end, rings_end + slots_bytes),
-            TransportKind::Card => (0, rings_end),
-        };
-        Ok(Geometry {
-            transport,
-            slot_size,
-            slot_count,
-            ring_capacity,
-            slot_stride,
-            submit_ring,
-            return_ring,
-            slots_offset,
-            slots_bytes,
-            segment_bytes,
-        })
-    }
-
     /// Reads and checks the geometry a header records.
     fn from_header(h: &SegmentHeader, file_len: u64) -> Result<Geometry> {
         if h.magic != MAGIC {
@@ -219,7 +113,7 @@ impl Geometry {
         }
         let transport = TransportKind::from_u32(h.transport)
             .ok_or_else(|| Error::Layout(format!("unknown transport {}", h.transport)))?;
-        let g = Geometry::new(transport, h.slot_size, h.slot_count)
+        let g = Geometry::new(transport, h.slot_size as usize, h.slot_count)
             .map_err(|e| Error::Layout(e.to_string()))?;
         let recorded = (
             h.ring_capacity,
@@ -434,7 +328,9 @@ impl Segment {
         &self.geo
     }
 
-    /// The header.
+    /// The header (inline: a receiver polling without waiting reads its
+    /// flags on every call).
+    #[inline]
     pub(crate) fn header(&self) -> &SegmentHeader {
         // SAFETY: the mapping is segment_bytes ≥ a header long, page aligned,
         // and lives as long as self; the fields that change are atomics.
@@ -513,17 +409,28 @@ fn open_rw(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Checks a channel name and gives its path.
-pub(crate) fn path_of(name: &str) -> Result<PathBuf> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
+/// The longest channel name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Checks a channel name: 1 to [`MAX_NAME_LEN`] of `A-Z a-z 0-9 . _ -`,
+/// not starting with a dot. Every named channel, and every tool that takes a
+/// name for one, checks it here.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = (1..=MAX_NAME_LEN).contains(&name.len())
         && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !ok {
-        return Err(Error::BadName(name.to_string()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadName(name.to_string()))
     }
+}
+
+/// Checks a channel name and gives its path.
+pub(crate) fn path_of(name: &str) -> Result<PathBuf> {
+    check_name(name)?;
     Ok(Path::new(SHM_DIR).join(format!("{NAME_PREFIX}{name}")))
 }
 
@@ -652,37 +559,20 @@ mod tests {
     }
 
     #[test]
-    fn geometry_rejects_bad_shapes_and_places_things_aligned() {
-        for (size, count) in [
-            (0, 1),
-            (1, 0),
-            (MAX_SLOT_SIZE + 1, 1),
-            (1, MAX_SLOT_COUNT + 1),
-            (MAX_SLOT_SIZE, 17),
-        ] {
-            assert!(matches!(
-                Geometry::new(TransportKind::Shm, size, count),
-                Err(Error::Config(_))
-            ));
-        }
-        let g = Geometry::new(TransportKind::Shm, 100, 5).unwrap();
-        assert_eq!(g.slot_stride, 128);
-        assert_eq!(g.ring_capacity, 8);
-        assert_eq!(g.submit_ring % 64, 0);
-        assert_eq!(g.return_ring % 64, 0);
-        assert_eq!(g.slots_offset % 4096, 0);
-        assert_eq!(g.segment_bytes, g.slots_offset + 5 * 128);
-        let big = Geometry::new(TransportKind::Card, 5000, 3).unwrap();
-        assert_eq!(big.slot_stride, 8192);
-        assert_eq!(big.slots_offset, 0);
-        assert_eq!(big.segment_bytes % 4096, 0);
-    }
-
-    #[test]
     fn names_are_checked() {
-        for bad in ["", ".hidden", "a/b", "sp ace", &"x".repeat(201), "nul\0"] {
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "sp ace",
+            &"x".repeat(201),
+            "nul\0",
+            "ü",
+        ] {
             assert!(matches!(path_of(bad), Err(Error::BadName(_))), "{bad:?}");
         }
+        assert!(check_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(check_name("a.").is_ok());
         assert_eq!(
             path_of("ok-1.2_3").unwrap(),
             Path::new("/dev/shm/zcopy.ok-1.2_3")

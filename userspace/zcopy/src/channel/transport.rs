@@ -5,11 +5,15 @@
 //!   card can DMA straight into a slot (e.g. STORAGE_READ into a loaned slot,
 //!   then send it).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(feature = "card")]
+use std::os::fd::AsFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::segment::{Segment, TransportKind};
+use super::segment::Segment;
+use super::TransportKind;
 use super::{Error, Result};
+#[cfg(feature = "card")]
 use crate::card::{Card, Pool, PoolMap};
 
 mod sealed {
@@ -87,6 +91,7 @@ impl Shm {
 }
 
 /// Slots in a zcard pool (one per channel), shared by exported fd.
+#[cfg(feature = "card")]
 #[derive(Debug)]
 pub struct CardSlots {
     pool: Pool,
@@ -94,11 +99,14 @@ pub struct CardSlots {
     export: OwnedFd,
 }
 
+#[cfg(feature = "card")]
 impl sealed::Sealed for CardSlots {}
 
 /// The card pool granule: pools are whole 64 KiB chunks.
+#[cfg(feature = "card")]
 const POOL_GRANULE: u64 = 64 << 10;
 
+#[cfg(feature = "card")]
 impl Transport for CardSlots {
     type Context = Card;
     const KIND: TransportKind = TransportKind::Card;
@@ -128,6 +136,7 @@ impl Transport for CardSlots {
     }
 }
 
+#[cfg(feature = "card")]
 impl CardSlots {
     fn with(pool: Pool, bytes: u64) -> Result<CardSlots> {
         if pool.size() < bytes {

@@ -8,14 +8,15 @@
 //! - [`cm`]: RC queue pairs connected with rdma_cm (listen, accept,
 //!   connect, private data), torn down in order on every path.
 //! - [`Sender`] / [`Receiver`]: the RDMA transport of the channel API
-//!   ([`crate::channel::Tx`], [`crate::channel::Rx`]): the sender writes
+//!   ([`crate::channel::Tx`], [`crate::channel::Rx`]), made by
+//!   [`BuilderExt::connect_rdma`] and [`Listener::accept`]: the sender writes
 //!   each message with RDMA WRITE WITH IMMEDIATE straight into a slot of the
 //!   receiver's registered ring (immediate = slot), the receiver hands
 //!   slots back as credits when samples drop.
 //!
 //! ```no_run
 //! use zcopy::channel::{Builder, Rx, Tx, TxLoan};
-//! use zcopy::rdma::{Listener, Receiver};
+//! use zcopy::rdma::{BuilderExt, Listener, Receiver};
 //!
 //! // Receiving side (one machine or process).
 //! let listener = Listener::bind("169.254.77.1:7471".parse()?)?;
@@ -32,8 +33,7 @@
 //!     .connect_rdma(Some("169.254.77.2".parse()?), "169.254.77.1:7471".parse()?)?;
 //! let mut loan = tx.loan()?;
 //! loan.as_mut_slice()[..5].copy_from_slice(b"hello");
-//! loan.set_len(5)?;
-//! loan.send()?;
+//! loan.send(5)?;
 //! # handle.join().unwrap()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -43,7 +43,8 @@ pub mod cm;
 pub mod verbs;
 
 pub use channel::{
-    check_geometry, Listener, Loan, Receiver, Sample, Sender, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
+    check_geometry, BuilderExt, Listener, Loan, OwnedLoan, Receiver, Sample, Sender, SenderRef,
+    SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
 };
 pub use verbs::{devices, Device, Port};
 
@@ -110,6 +111,15 @@ pub enum Error {
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An RDMA failure under the channel API is its
+/// [`Transport`](crate::channel::Error::Transport) error: reach it with
+/// `e.transport::<zcopy::rdma::Error>()`.
+impl From<Error> for crate::channel::Error {
+    fn from(e: Error) -> crate::channel::Error {
+        crate::channel::Error::Transport(Box::new(e))
+    }
+}
+
 impl Error {
     fn verbs(op: &'static str) -> Error {
         Error::Verbs { op, errno: errno() }
@@ -155,4 +165,23 @@ fn event_hint(event: &str) -> &'static str {
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_rdma_error_reaches_channel_callers_typed_and_worded_as_itself() {
+        let e = Error::Refused("slot count 70000".into());
+        let text = e.to_string();
+        let ch: crate::channel::Error = e.into();
+        assert_eq!(ch.to_string(), text);
+        assert!(matches!(
+            ch.transport::<Error>(),
+            Some(Error::Refused(why)) if why == "slot count 70000"
+        ));
+        assert!(ch.transport::<std::io::Error>().is_none());
+        assert!(crate::channel::Error::Full.transport::<Error>().is_none());
+    }
 }

@@ -354,6 +354,7 @@ unsafe impl Region for memmap2::MmapMut {
 
 // SAFETY: the pool mapping is struct-page backed and stays mapped for the
 // life of the PoolMap.
+#[cfg(feature = "card")]
 unsafe impl Region for crate::card::PoolMap {
     fn as_mut_ptr(&mut self) -> *mut u8 {
         self.as_ptr()

@@ -3,7 +3,8 @@
 //! `cargo bench -p zcard-vhost` (or `make bench`): COPY throughput for
 //! 4 KiB … 4 MiB segments beside plain memcpy of the same sizes in the same
 //! run, CPU time per small request, and CRC32C throughput. Prints a table and
-//! writes JSON to target/bench/zcard-engine.json.
+//! writes JSON and a plot of the COPY figures to target/bench/
+//! (zcard-engine.json, zcard-engine.svg).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -80,6 +81,7 @@ fn main() {
     };
 
     let mut rows = Vec::new();
+    let (mut card_line, mut memcpy_line) = (Vec::new(), Vec::new());
     println!(
         "{:>10} {:>14} {:>14} {:>8}",
         "bytes", "card GB/s", "memcpy GB/s", "ratio"
@@ -102,6 +104,8 @@ fn main() {
             black_box(dst_p);
         });
         let gbs = |t: f64| f64::from(len) / t / 1e9;
+        card_line.push((f64::from(len), f64::from(len) / t_card));
+        memcpy_line.push((f64::from(len), f64::from(len) / t_memcpy));
         let ratio = t_memcpy / t_card;
         println!(
             "{:>10} {:>14.2} {:>14.2} {:>7.0}%",
@@ -151,5 +155,28 @@ fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("zcard-engine.json"), &json).unwrap();
-    println!("JSON: target/bench/zcard-engine.json");
+    let chart = zcopy_plot::Lines {
+        title: "The card's engine against memcpy: COPY (higher is better)".into(),
+        note: format!(
+            "host-native, in-process guest memory; one request of one segment each way; \
+             memcpy between the same pages{}",
+            if quick { " (QUICK RUN)" } else { "" }
+        ),
+        value: "throughput".into(),
+        sizes: "request size (one segment)".into(),
+        unit: zcopy_plot::Unit::BytesPerSecond,
+        series: vec![
+            zcopy_plot::Series {
+                name: "card COPY".into(),
+                points: card_line,
+            },
+            zcopy_plot::Series {
+                name: "memcpy".into(),
+                points: memcpy_line,
+            },
+        ],
+    };
+    let svg = zcopy_plot::lines(&chart).unwrap();
+    std::fs::write(dir.join("zcard-engine.svg"), svg).unwrap();
+    println!("JSON and plot: target/bench/zcard-engine.json, target/bench/zcard-engine.svg");
 }

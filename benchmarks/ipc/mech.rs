@@ -111,6 +111,21 @@ impl Mech {
         }
     }
 
+    /// The name with what it is, for a plot's legend.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mech::Floor => "floor (a bare shared flag)",
+            Mech::ZcopyBusy => "zcopy-busy (busy-poll)",
+            Mech::ZcopyBlocking => "zcopy-blocking (futex)",
+            Mech::CopyRing => "copy-ring (copying shm ring)",
+            Mech::Pipe => "pipe",
+            Mech::Uds => "uds (Unix socket)",
+            Mech::Mq => "mq (POSIX mq)",
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2 => "iceoryx2",
+        }
+    }
+
     /// Moves the payload without copying it.
     pub fn zero_copy(self) -> bool {
         match self {
@@ -312,7 +327,7 @@ fn ioe(e: impl std::fmt::Display) -> String {
 
 fn channel_out(ctl: &UnixStream, size: usize) -> Result<Sender<Shm>, String> {
     let tx = Builder::new()
-        .slot_size(size as u32)
+        .slot_size(size)
         .slot_count(64)
         .create()
         .map_err(ioe)?;
@@ -321,7 +336,7 @@ fn channel_out(ctl: &UnixStream, size: usize) -> Result<Sender<Shm>, String> {
 }
 
 fn channel_in(ctl: &UnixStream) -> Result<Receiver<Shm>, String> {
-    Receiver::<Shm>::from_socket(&(), ctl).map_err(ioe)
+    Receiver::from_socket(ctl).map_err(ioe)
 }
 
 /// Parent side: returns one-way latencies, or [total ns] for a stream.
@@ -359,8 +374,7 @@ fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> 
                     l.as_mut_slice()[..size].copy_from_slice(&src);
                 }
                 l.as_mut_slice()[..8].copy_from_slice(&i.to_le_bytes());
-                l.set_len(size).map_err(ioe)?;
-                l.send().map_err(ioe)
+                l.send(size).map_err(ioe)
             };
             match job {
                 Job::Latency(n) => {
@@ -480,8 +494,7 @@ fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
                         l.as_mut_slice()[..size].copy_from_slice(&src);
                     }
                     l.as_mut_slice()[..8].copy_from_slice(&head);
-                    l.set_len(size).map_err(ioe)?;
-                    l.send().map_err(ioe)?;
+                    l.send(size).map_err(ioe)?;
                 }
                 // An echo server answers first and gives the slot back after.
                 drop(sample);

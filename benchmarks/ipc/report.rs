@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::mech::{Mech, Pin, HEADER};
-use zcopy_bench::plot::{size, svg};
+use zcopy_plot::{size, Lines, Series, Unit};
 
 /// One (mechanism, pinning, size) point.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl Point {
             "{:<15} {:<6} {:>9} {lat} {tput}",
             self.mech.name(),
             self.pin.name(),
-            size(self.size)
+            size(self.size as f64)
         )
     }
 
@@ -221,44 +221,155 @@ pub fn write(points: &[Point], out: &Path, quick: bool) -> Result<(), String> {
         "ipc.json",
         serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
     )?;
+    for (name, chart) in charts(points, quick) {
+        let svg = zcopy_plot::lines(&chart).map_err(|e| format!("{name}: {e}"))?;
+        write(&name, svg)?;
+    }
+    Ok(())
+}
+
+/// The plots of a run: (file name, chart) for latency and throughput at
+/// each pinning that has a measured point; one series per mechanism, in
+/// the order the run measured them, in every chart (one without a figure
+/// there is not drawn, and keeps its place so that each mechanism has the
+/// same colour in every plot).
+pub fn charts(points: &[Point], quick: bool) -> Vec<(String, Lines)> {
+    let mut mechs: Vec<Mech> = Vec::new();
+    for p in points {
+        if !mechs.contains(&p.mech) {
+            mechs.push(p.mech);
+        }
+    }
+    let quick = if quick {
+        " (QUICK RUN, not a measurement)"
+    } else {
+        ""
+    };
+    let mut out = Vec::new();
     for pin in [Pin::Cross, Pin::Same] {
-        let series = |f: &dyn Fn(&Point) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
-            let mut names: Vec<&str> = points.iter().map(|p| p.mech.name()).collect();
-            names.dedup();
-            names
-                .into_iter()
-                .map(|n| {
-                    let pts = points
+        let series = |f: &dyn Fn(&Point) -> Option<f64>| -> Vec<Series> {
+            mechs
+                .iter()
+                .map(|&m| Series {
+                    name: m.label().to_string(),
+                    points: points
                         .iter()
-                        .filter(|p| p.mech.name() == n && p.pin == pin)
+                        .filter(|p| p.mech == m && p.pin == pin)
                         .filter_map(|p| f(p).map(|v| (p.size as f64, v)))
-                        .collect();
-                    (n.to_string(), pts)
+                        .collect(),
                 })
                 .collect()
         };
-        let lat = series(&|p| p.lat.as_ref().ok().map(|l| l[0] as f64 / 1000.0));
-        if lat.iter().any(|(_, v)| !v.is_empty()) {
-            write(
-                &format!("ipc-latency-{}.svg", pin.name()),
-                svg(
-                    &format!("one-way latency p50, {} core", pin.name()),
-                    "µs",
-                    &lat,
-                ),
-            )?;
+        let measured = |s: &[Series]| s.iter().any(|s| !s.points.is_empty());
+        let cores = match pin {
+            Pin::Cross => "two processes on two cores",
+            Pin::Same => "two processes on one core",
+        };
+        let lat = series(&|p| p.lat.as_ref().ok().map(|l| l[0] as f64 / 1e9));
+        if measured(&lat) {
+            out.push((
+                format!("ipc-latency-{}.svg", pin.name()),
+                Lines {
+                    title: format!("IPC one-way latency, {cores} (lower is better)"),
+                    note: format!(
+                        "ping-pong round trip / 2; zero-copy ways touch a {HEADER}-byte header, \
+                         the others copy every byte{quick}"
+                    ),
+                    value: "one-way latency, p50".into(),
+                    sizes: "message size".into(),
+                    unit: Unit::Seconds,
+                    series: lat,
+                },
+            ));
         }
-        let tput = series(&|p| p.tput.as_ref().ok().map(|m| m * p.size as f64 / 1e9));
-        if tput.iter().any(|(_, v)| !v.is_empty()) {
-            write(
-                &format!("ipc-throughput-{}.svg", pin.name()),
-                svg(
-                    &format!("one-way throughput, {} core", pin.name()),
-                    "GB/s",
-                    &tput,
-                ),
-            )?;
+        let tput = series(&|p| p.tput.as_ref().ok().map(|m| m * p.size as f64));
+        if measured(&tput) {
+            out.push((
+                format!("ipc-throughput-{}.svg", pin.name()),
+                Lines {
+                    title: format!("IPC one-way throughput, {cores} (higher is better)"),
+                    note: format!(
+                        "message bytes delivered per second; zero-copy ways hand the payload \
+                         over in place (a {HEADER}-byte header touched){quick}"
+                    ),
+                    value: "throughput".into(),
+                    sizes: "message size".into(),
+                    unit: Unit::BytesPerSecond,
+                    series: tput,
+                },
+            ));
         }
     }
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(mech: Mech, pin: Pin, size: usize, ns: u64) -> Point {
+        Point::new(mech, pin, size, Ok(vec![ns]), Ok(1e6))
+    }
+
+    #[test]
+    fn each_plot_has_one_line_per_mechanism_with_its_own_pinning() {
+        let mut points = Vec::new();
+        for pin in [Pin::Cross, Pin::Same] {
+            for m in [Mech::Floor, Mech::ZcopyBusy, Mech::Pipe] {
+                for size in [64, 4096] {
+                    let ns = if pin == Pin::Cross { 100 } else { 50_000 };
+                    points.push(point(m, pin, size, ns));
+                }
+            }
+        }
+        let charts = charts(&points, false);
+        let names: Vec<&str> = charts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ipc-latency-cross.svg",
+                "ipc-throughput-cross.svg",
+                "ipc-latency-same.svg",
+                "ipc-throughput-same.svg"
+            ]
+        );
+        for (name, chart) in &charts {
+            let legend: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(
+                legend,
+                [
+                    Mech::Floor.label(),
+                    Mech::ZcopyBusy.label(),
+                    Mech::Pipe.label()
+                ],
+                "{name}"
+            );
+            for s in &chart.series {
+                assert_eq!(s.points.len(), 2, "{name} {}: its own pinning only", s.name);
+            }
+        }
+        let lat = &charts[0].1.series[0].points;
+        assert_eq!(lat, &[(64.0, 100e-9), (4096.0, 100e-9)]);
+        assert_eq!(charts[2].1.series[0].points[0], (64.0, 50e-6));
+    }
+
+    #[test]
+    fn a_mechanism_without_figures_has_no_line() {
+        let points = vec![
+            point(Mech::ZcopyBusy, Pin::Cross, 64, 500),
+            Point::new(
+                Mech::Mq,
+                Pin::Cross,
+                65536,
+                Err("too big".into()),
+                Err("too big".into()),
+            ),
+        ];
+        let charts = charts(&points, true);
+        assert_eq!(charts.len(), 2, "cross only");
+        let series = &charts[0].1.series;
+        assert_eq!(series.len(), 2, "a place for each mechanism");
+        assert!(series[1].points.is_empty(), "{series:?}");
+        assert!(charts[0].1.note.contains("QUICK RUN"));
+    }
 }

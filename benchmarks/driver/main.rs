@@ -1,7 +1,9 @@
 //! Driver benchmark, run in the guest by `make bench` (ci/bench-driver.sh):
 //! 4 KiB COPY through the rings at queue depth 1 and 32, ops/s and ioctls
-//! per op. Prints a table and writes JSON (path in argv[1], else stdout only).
-//! Under TCG the absolute numbers are indicative; the ratio is the point.
+//! per op. Prints a table and writes JSON (path in argv[1], else stdout
+//! only) and, beside it, a bar chart of ops/s (the same path ending in
+//! .svg). Under TCG the absolute numbers are indicative; the ratio is the
+//! point.
 
 use std::time::{Duration, Instant};
 
@@ -86,21 +88,35 @@ fn main() {
             r.depth, r.ops, r.secs, rate, per, rate / qd1
         ));
     }
-    // A text plot: ops/s as bars, scaled to the fastest run.
-    let top = runs
-        .iter()
-        .map(|r| r.ops as f64 / r.secs)
-        .fold(1.0, f64::max);
-    println!();
-    for r in &runs {
-        let rate = r.ops as f64 / r.secs;
-        let bar = "#".repeat(((rate / top) * 50.0).round().max(1.0) as usize);
-        println!("QD{:<3} {bar:<50} {rate:.0} ops/s", r.depth);
-    }
     let text = format!("[{}]\n", json.join(","));
-    if let Some(path) = std::env::args().nth(1) {
-        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    } else {
+    let Some(path) = std::env::args().nth(1) else {
         print!("{text}");
-    }
+        return;
+    };
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let per_op: Vec<String> = runs
+        .iter()
+        .map(|r| format!("QD{} {:.3}", r.depth, r.ioctls as f64 / r.ops as f64))
+        .collect();
+    let chart = zcopy_plot::Bars {
+        title: format!(
+            "zcard.ko's rings: {} COPY by queue depth (higher is better)",
+            zcopy_plot::size(f64::from(OP))
+        ),
+        note: format!(
+            "one ENTER submits a batch of d requests and waits for all d; {secs} s per depth; \
+             ioctls per op: {}",
+            per_op.join(", ")
+        ),
+        value: "COPY requests completed per second".into(),
+        unit: zcopy_plot::Unit::PerSecond("ops".into()),
+        bars: runs
+            .iter()
+            .map(|r| (format!("queue depth {}", r.depth), r.ops as f64 / r.secs))
+            .collect(),
+    };
+    let svg_path = std::path::Path::new(&path).with_extension("svg");
+    let svg = zcopy_plot::bars(&chart).unwrap_or_else(|e| panic!("the plot: {e}"));
+    std::fs::write(&svg_path, svg).unwrap_or_else(|e| panic!("{}: {e}", svg_path.display()));
+    println!("\nwrote {path} and {}", svg_path.display());
 }

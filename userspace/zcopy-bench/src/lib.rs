@@ -1,3 +1,0 @@
-//! Shared pieces of the zcopy benchmarks.
-
-pub mod plot;

@@ -1,0 +1,92 @@
+//! [`Builder`]: a channel's shape, then where it lives.
+
+use super::segment::Segment;
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{Geometry, Result, Sender, Shm, Transport, TransportKind, Wait};
+
+/// Builds a channel: slot size and count, then where it lives.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    slot_size: usize,
+    slot_count: u32,
+    backpressure: Wait,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// Slot size, slot count and backpressure, for transports built
+    /// outside this module.
+    #[cfg(feature = "rdma")]
+    pub(crate) fn shape(&self) -> (usize, u32, Wait) {
+        (self.slot_size, self.slot_count, self.backpressure)
+    }
+
+    /// 64 slots of 4 KiB, blocking when full.
+    pub fn new() -> Builder {
+        Builder {
+            slot_size: 4096,
+            slot_count: 64,
+            backpressure: Wait::Forever,
+        }
+    }
+
+    /// Payload bytes per slot.
+    pub fn slot_size(mut self, bytes: usize) -> Builder {
+        self.slot_size = bytes;
+        self
+    }
+
+    /// Slots that can be loaned or in flight at once.
+    pub fn slot_count(mut self, n: u32) -> Builder {
+        self.slot_count = n;
+        self
+    }
+
+    /// Slots sized for one `P`.
+    pub fn slot_for<P: bytemuck::Pod>(self) -> Builder {
+        self.slot_size(std::mem::size_of::<P>().max(1))
+    }
+
+    /// What [`Sender::loan`] does when every slot is taken (default: wait).
+    pub fn backpressure(mut self, wait: Wait) -> Builder {
+        self.backpressure = wait;
+        self
+    }
+
+    /// An shm channel in a sealed memfd, shared by [`Sender::share`].
+    pub fn create(self) -> Result<Sender<Shm>> {
+        self.create_with::<Shm>(&())
+    }
+
+    /// An shm channel named `/dev/shm/zcopy.<name>`, opened by
+    /// [`Receiver::open_named`](super::Receiver::open_named). The name goes when the sender drops. A stale
+    /// one (its sender crashed) gives [`Error::Stale`](super::Error::Stale): remove it with
+    /// [`remove_stale`](super::remove_stale). Named segments are files (0600) and cannot be
+    /// sealed; share by descriptor where the peer is not trusted.
+    pub fn create_named(self, name: &str) -> Result<Sender<Shm>> {
+        let geo = Geometry::new(TransportKind::Shm, self.slot_size, self.slot_count)?;
+        let seg = Segment::create_named(name, geo)?;
+        let slots = Shm::create(&(), &seg, geo.slots_bytes)?;
+        Ok(Sender::new(seg, slots, self.backpressure))
+    }
+
+    /// A channel whose slots live in a new pool on `card`.
+    #[cfg(feature = "card")]
+    pub fn create_on_card(self, card: &crate::card::Card) -> Result<Sender<CardSlots>> {
+        self.create_with::<CardSlots>(card)
+    }
+
+    /// A channel over transport `T` (segment in a sealed memfd).
+    pub fn create_with<T: Transport>(self, ctx: &T::Context) -> Result<Sender<T>> {
+        let geo = Geometry::new(T::KIND, self.slot_size, self.slot_count)?;
+        let seg = Segment::create_memfd(geo)?;
+        let slots = T::create(ctx, &seg, geo.slots_bytes)?;
+        Ok(Sender::new(seg, slots, self.backpressure))
+    }
+}

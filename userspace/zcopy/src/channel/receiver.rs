@@ -1,0 +1,337 @@
+//! The receiving end: [`Receiver`] and the [`Sample`]s it hands out.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use super::error::corrupt;
+use super::liveness::{self, Watch};
+use super::segment::{Segment, FLAG_SENDER_CLOSED};
+use super::wait::{wait_on, Pacer, DEFAULT_SPIN};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{check_pod, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
+use crate::ring::{Consumer, Producer};
+use crate::sync::Ordering;
+
+#[derive(Debug)]
+struct RecvState {
+    submit: Consumer,
+    returns: Producer,
+    held: Vec<bool>,
+    sender: Watch,
+    /// When a call that does not wait next asks after the sender.
+    pacer: Pacer,
+    /// A failure while giving a slot back in Drop, reported by the next call.
+    deferred: Option<Error>,
+}
+
+/// The receiving end of a channel.
+#[derive(Debug)]
+pub struct Receiver<T: Transport> {
+    pub(super) seg: Segment,
+    pub(super) slots: T,
+    geo: Geometry,
+    state: RefCell<RecvState>,
+    spin: Cell<u32>,
+}
+
+impl Receiver<Shm> {
+    /// Opens the named channel `/dev/shm/zcopy.<name>`.
+    pub fn open_named(name: &str) -> Result<Receiver<Shm>> {
+        let seg = Segment::open_named(name)?;
+        let (pid, start) = seg.sender();
+        if !liveness::alive(pid, start) {
+            return Err(Error::Stale {
+                name: name.to_string(),
+                pid,
+            });
+        }
+        Receiver::attach(&(), seg, Vec::new())
+    }
+}
+
+impl<T: Transport> Receiver<T> {
+    pub(super) fn attach(ctx: &T::Context, seg: Segment, fds: Vec<OwnedFd>) -> Result<Receiver<T>> {
+        let geo = *seg.geometry();
+        if geo.transport != T::KIND {
+            return Err(Error::Layout(format!(
+                "the channel's transport is {:?}, this receiver's is {:?}",
+                geo.transport,
+                T::KIND
+            )));
+        }
+        let (me, start) = liveness::me();
+        let owner = &seg.header().receiver;
+        if let Err(pid) = owner
+            .pid
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        {
+            let alive = liveness::alive(pid, owner.start.load(Ordering::Acquire));
+            return Err(Error::ReceiverAttached { pid, alive });
+        }
+        owner.start.store(start, Ordering::Release);
+        let detach = |e| {
+            owner.start.store(0, Ordering::Release);
+            owner.pid.store(0, Ordering::Release);
+            e
+        };
+        let slots = T::open(ctx, &seg, geo.slots_bytes, fds).map_err(detach)?;
+        let submit = Consumer::attach(seg.submit_ring())
+            .map_err(corrupt("submit ring indices"))
+            .map_err(detach)?;
+        let returns = Producer::attach(seg.return_ring())
+            .map_err(corrupt("return ring indices"))
+            .map_err(detach)?;
+        let (spid, sstart) = seg.sender();
+        let state = RecvState {
+            submit,
+            returns,
+            held: vec![false; geo.slot_count as usize],
+            sender: Watch::new(spid, sstart),
+            pacer: Pacer::new(),
+            deferred: None,
+        };
+        Ok(Receiver {
+            seg,
+            slots,
+            geo,
+            state: RefCell::new(state),
+            spin: Cell::new(DEFAULT_SPIN),
+        })
+    }
+
+    /// The channel's shape.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The transport (e.g. [`CardSlots::pool`]).
+    pub fn transport(&self) -> &T {
+        &self.slots
+    }
+
+    /// Busy-poll rounds before each sleep when waiting (default
+    /// [`DEFAULT_SPIN`]; 0: sleep at once). See [`Receiver::recv`].
+    pub fn set_spin(&self, rounds: u32) {
+        self.spin.set(rounds);
+    }
+
+    /// The next message, waiting as long as it takes.
+    ///
+    /// How it waits: it checks the submit ring up to `spin` times (256,
+    /// [`DEFAULT_SPIN`], unless [`Receiver::set_spin`] says otherwise), with
+    /// a spin-loop hint between checks, then sleeps on the ring's futex
+    /// until the sender's next message wakes it, for at most
+    /// [`LIVENESS_SLICE`](super::LIVENESS_SLICE) (20 ms). After each sleep it checks whether the
+    /// sender closed ([`Error::Closed`]) or died ([`Error::PeerDied`]),
+    /// both only once every message sent has been taken, and spins again.
+    pub fn recv(&self) -> Result<Sample<'_, T>> {
+        self.recv_with(Wait::Forever)?.ok_or(Error::Timeout)
+    }
+
+    /// The next message if one is there, without waiting: `None` when
+    /// there is none yet. When there is none and the sender has closed
+    /// the channel, [`Error::Closed`] (one atomic load tells); when its
+    /// process is gone, [`Error::PeerDied`] (asked of its pidfd, one
+    /// system call, at most once per [`LIVENESS_SLICE`](super::LIVENESS_SLICE),
+    /// the clock read on every [`PEER_CHECK_EVERY`](super::PEER_CHECK_EVERY)th
+    /// call that finds nothing). [`Receiver::is_closed`] asks both at once.
+    pub fn try_recv(&self) -> Result<Option<Sample<'_, T>>> {
+        self.recv_with(Wait::Never)
+    }
+
+    /// The next message, waiting at most `timeout` ([`Error::Timeout`]),
+    /// as [`Receiver::recv`] waits.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Sample<'_, T>> {
+        self.recv_with(Wait::Timeout(timeout))?
+            .ok_or(Error::Timeout)
+    }
+
+    /// True once nothing beyond the messages already in the channel can
+    /// come: the sender closed it (dropped its end) or its process is
+    /// gone. Messages sent before that are still received.
+    pub fn is_closed(&self) -> bool {
+        self.sender_closed() || self.state.borrow().sender.gone()
+    }
+
+    fn sender_closed(&self) -> bool {
+        // CLOSED (acquire): pairs with the sender's fetch_or in Drop, so
+        // every message it sent before is visible in the ring.
+        self.seg.header().flags.load(Ordering::Acquire) & FLAG_SENDER_CLOSED != 0
+    }
+
+    /// The next message, waiting as `wait` says (`None`: nothing there and
+    /// `Wait::Never`), as [`Receiver::recv`] and [`Receiver::try_recv`]
+    /// describe.
+    pub fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
+        let mut st = self.state.borrow_mut();
+        if let Some(e) = st.deferred.take() {
+            return Err(e);
+        }
+        let mut deadline = None;
+        loop {
+            if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
+                let index = (v & 0xffff_ffff) as u32;
+                let len = (v >> 32) as u32;
+                if index >= self.geo.slot_count {
+                    return Err(Error::Corrupt("message names a slot past the end"));
+                }
+                if len > self.geo.slot_size {
+                    return Err(Error::Corrupt("message longer than its slot"));
+                }
+                if std::mem::replace(&mut st.held[index as usize], true) {
+                    return Err(Error::Corrupt("message names a slot the receiver holds"));
+                }
+                return Ok(Some(Sample {
+                    receiver: self,
+                    index,
+                    len,
+                }));
+            }
+            let d = *deadline.get_or_insert_with(|| wait.deadline());
+            // The ring was found empty before the flag was read: look once
+            // more, so a message sent just before the close is not lost.
+            if self.sender_closed() {
+                if st.submit.ready().map_err(corrupt("submit ring indices"))? {
+                    continue;
+                }
+                return Err(Error::Closed);
+            }
+            let ask = match d {
+                Some(_) => true,
+                None => st.pacer.due(),
+            };
+            if ask && st.sender.gone() {
+                if st.submit.ready().map_err(corrupt("submit ring indices"))? {
+                    continue;
+                }
+                return Err(Error::PeerDied {
+                    pid: st.sender.pid,
+                    reclaimed: 0,
+                });
+            }
+            let Some(d) = d else {
+                return Ok(None);
+            };
+            wait_on(&mut st.submit, self.spin.get(), d)?;
+        }
+    }
+
+    fn release(&self, index: u32) {
+        let mut st = self.state.borrow_mut();
+        st.held[index as usize] = false;
+        if st.returns.push(u64::from(index)).is_err() {
+            st.deferred = Some(Error::Corrupt("return ring full: impossible head index"));
+        }
+    }
+
+    fn slot(&self, index: u32) -> *const u8 {
+        self.slots
+            .base()
+            .as_ptr()
+            .wrapping_add(index as usize * self.geo.slot_stride as usize)
+    }
+}
+
+impl<T: Transport> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // Detach: every Sample is gone (they borrow self), so every slot this
+        // receiver took has been returned; a new receiver can carry on.
+        let owner = &self.seg.header().receiver;
+        owner.start.store(0, Ordering::Release);
+        owner.pid.store(0, Ordering::Release);
+    }
+}
+
+/// A received message: derefs to its bytes, in the slot the sender wrote;
+/// the slot goes back to the sender when this is dropped.
+#[derive(Debug)]
+pub struct Sample<'a, T: Transport> {
+    receiver: &'a Receiver<T>,
+    index: u32,
+    len: u32,
+}
+
+impl<T: Transport> std::ops::Deref for Sample<'_, T> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: index < slot_count and len ≤ slot_size were checked when
+        // the message was taken, so the bytes lie inside the transport's
+        // mapping; the slot is held by this receiver (held[index]) until this
+        // Sample drops, and the protocol keeps the sender from writing it
+        // meanwhile (a misbehaving sender could still change the bytes: that
+        // changes data, never where this slice points).
+        unsafe { std::slice::from_raw_parts(self.receiver.slot(self.index), self.len as usize) }
+    }
+}
+
+impl<T: Transport> Sample<'_, T> {
+    /// The slot's number.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Where the slot starts in the transport's memory (card: pool offset).
+    pub fn offset(&self) -> u64 {
+        u64::from(self.index) * self.receiver.geo.slot_stride
+    }
+
+    /// The message as a `P`: its length must be `size_of::<P>()`.
+    pub fn as_pod<P: bytemuck::Pod>(&self) -> Result<&P> {
+        check_pod::<P>(
+            self.receiver.slot(self.index),
+            self.receiver.geo.slot_size as usize,
+        )?;
+        if self.len as usize != std::mem::size_of::<P>() {
+            return Err(Error::Type {
+                ty: std::any::type_name::<P>(),
+                why: format!(
+                    "the message is {} bytes, the type {}",
+                    self.len,
+                    std::mem::size_of::<P>()
+                ),
+            });
+        }
+        // SAFETY: check_pod made sure the slot is aligned for P and a P fits;
+        // the length matches; P is Pod so any bytes are a valid P; the slot
+        // is held for as long as `self` lives.
+        Ok(unsafe { &*self.receiver.slot(self.index).cast::<P>() })
+    }
+}
+
+impl<T: Transport> Drop for Sample<'_, T> {
+    fn drop(&mut self) {
+        self.receiver.release(self.index);
+    }
+}
+
+#[cfg(feature = "card")]
+impl Receiver<CardSlots> {
+    /// The pool the slots live in (this process's import).
+    pub fn pool(&self) -> &crate::card::Pool {
+        self.slots.pool()
+    }
+}
+
+impl<T: Transport> Rx for Receiver<T> {
+    type Sample<'a>
+        = Sample<'a, T>
+    where
+        T: 'a;
+    fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
+        Receiver::recv_with(self, wait)
+    }
+    fn is_closed(&self) -> bool {
+        Receiver::is_closed(self)
+    }
+    fn slot_size(&self) -> usize {
+        self.geo.slot_size as usize
+    }
+}
+
+impl<T: Transport> RxSample for Sample<'_, T> {
+    fn offset(&self) -> u64 {
+        Sample::offset(self)
+    }
+}

@@ -1,0 +1,494 @@
+//! The sending end: [`Sender`], its [`Loan`]s, [`OwnedLoan`]s and
+//! [`PodLoan`]s.
+
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::rc::Rc;
+
+use super::error::corrupt;
+use super::ledger::{Events, Ledger};
+use super::liveness::Watch;
+use super::segment::{Segment, FLAG_SENDER_CLOSED};
+use super::wait::{wait_on, DEFAULT_SPIN};
+#[cfg(feature = "card")]
+use super::CardSlots;
+use super::{check_pod, Error, Geometry, Result, Transport, Tx, TxLoan, Wait};
+use crate::ring::{Consumer, Producer};
+use crate::sync::Ordering;
+
+/// The one event a sent slot waits for: the receiver gave it back.
+const RETURNED: Events = 1;
+
+#[derive(Debug)]
+struct SendState {
+    submit: Producer,
+    returns: Consumer,
+    ledger: Ledger,
+    receiver: Option<Watch>,
+}
+
+/// The sending end of a channel.
+#[derive(Debug)]
+pub struct Sender<T: Transport> {
+    pub(super) seg: Segment,
+    pub(super) slots: T,
+    geo: Geometry,
+    state: RefCell<SendState>,
+    backpressure: Cell<Wait>,
+    spin: Cell<u32>,
+}
+
+impl<T: Transport> Sender<T> {
+    pub(super) fn new(seg: Segment, slots: T, backpressure: Wait) -> Sender<T> {
+        let geo = *seg.geometry();
+        // Fresh rings (all zero): attaching cannot fail.
+        let submit = Producer::attach(seg.submit_ring()).expect("fresh ring");
+        let returns = Consumer::attach(seg.return_ring()).expect("fresh ring");
+        Sender {
+            state: RefCell::new(SendState {
+                submit,
+                returns,
+                ledger: Ledger::new(geo.slot_count),
+                receiver: None,
+            }),
+            seg,
+            slots,
+            geo,
+            backpressure: Cell::new(backpressure),
+            spin: Cell::new(DEFAULT_SPIN),
+        }
+    }
+
+    /// The channel's shape.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The transport (e.g. [`CardSlots::pool`]).
+    pub fn transport(&self) -> &T {
+        &self.slots
+    }
+
+    /// Changes what [`Sender::loan`] does when every slot is taken.
+    pub fn set_backpressure(&self, wait: Wait) {
+        self.backpressure.set(wait);
+    }
+
+    /// Busy-poll rounds before sleeping when waiting (0: sleep at once).
+    pub fn set_spin(&self, rounds: u32) {
+        self.spin.set(rounds);
+    }
+
+    /// Slots sent and not yet given back (after taking in what the
+    /// receiver has returned so far).
+    pub fn in_flight(&self) -> u32 {
+        let mut st = self.state.borrow_mut();
+        // A corrupt return ring surfaces on the next loan; here it only
+        // means the count is as of the last good entry.
+        let _ = self.collect(&mut st);
+        st.ledger.in_flight()
+    }
+
+    /// A free slot, waiting as the channel's backpressure setting says.
+    pub fn loan(&self) -> Result<Loan<'_, T>> {
+        self.loan_with(self.backpressure.get())
+    }
+
+    /// A free slot, or [`Error::Full`] at once.
+    pub fn try_loan(&self) -> Result<Loan<'_, T>> {
+        self.loan_with(Wait::Never)
+    }
+
+    /// A free slot, waiting as `wait` says.
+    pub fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan::new(self, index))
+    }
+
+    /// A free slot of a sender kept in an `Rc`, waiting as the
+    /// backpressure setting says. The loan holds the `Rc`, not a borrow,
+    /// so it can live next to the sender (in the same struct, say) while
+    /// earlier messages are in flight: "send, then loan the next slot at
+    /// once" across loop iterations.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use zcopy::channel::{Builder, OwnedLoan, Sender, Shm};
+    ///
+    /// struct Pinger {
+    ///     tx: Rc<Sender<Shm>>,
+    ///     next: Option<OwnedLoan<Shm>>,
+    /// }
+    ///
+    /// impl Pinger {
+    ///     fn ping(&mut self, msg: &[u8]) -> zcopy::channel::Result<()> {
+    ///         let mut loan = match self.next.take() {
+    ///             Some(l) => l,
+    ///             None => self.tx.loan_owned()?,
+    ///         };
+    ///         loan.as_mut_slice()[..msg.len()].copy_from_slice(msg);
+    ///         loan.send(msg.len())?;
+    ///         // The next slot, taken off the critical path.
+    ///         self.next = Some(self.tx.try_loan_owned()?);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let tx = Rc::new(Builder::new().slot_size(64).slot_count(4).create()?);
+    /// let mut p = Pinger { tx, next: None };
+    /// p.ping(b"one")?;
+    /// p.ping(b"two")?;
+    /// assert_eq!(p.tx.in_flight(), 2);
+    /// # Ok::<(), zcopy::channel::Error>(())
+    /// ```
+    pub fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        self.loan_owned_with(self.backpressure.get())
+    }
+
+    /// As [`Sender::loan_owned`], or [`Error::Full`] at once.
+    pub fn try_loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        self.loan_owned_with(Wait::Never)
+    }
+
+    /// As [`Sender::loan_owned`], waiting as `wait` says.
+    pub fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan<T>> {
+        let index = self.take_slot(wait)?;
+        Ok(SlotLoan::new(Rc::clone(self), index))
+    }
+
+    /// Takes a free slot for a loan, waiting as `wait` says.
+    fn take_slot(&self, wait: Wait) -> Result<u32> {
+        let mut st = self.state.borrow_mut();
+        let mut deadline = None;
+        loop {
+            if let Some(index) = st.ledger.loan() {
+                return Ok(index);
+            }
+            self.collect(&mut st)?;
+            if st.ledger.has_free() {
+                continue;
+            }
+            let d = *deadline.get_or_insert_with(|| wait.deadline());
+            let Some(d) = d else {
+                return Err(Error::Full);
+            };
+            self.check_receiver(&mut st)?;
+            wait_on(&mut st.returns, self.spin.get(), d)?;
+        }
+    }
+
+    /// Copies `data` into a slot and sends it (for callers that have the
+    /// bytes already; writing into a [`Loan`] avoids this copy).
+    pub fn send_copy(&self, data: &[u8]) -> Result<()> {
+        Tx::send_copy(self, data)
+    }
+
+    /// A slot holding a `P`, written in place, then [`PodLoan::send`].
+    pub fn loan_pod<P: bytemuck::Pod>(&self) -> Result<PodLoan<'_, T, P>> {
+        let loan = self.loan()?;
+        check_pod::<P>(loan.slot_ptr(), self.geo.slot_size as usize)?;
+        Ok(PodLoan {
+            loan,
+            _p: PhantomData,
+        })
+    }
+
+    /// Checks whether the receiver died; if it did, reclaims the slots it
+    /// held and returns [`Error::PeerDied`] (once). Waiting calls do this by
+    /// themselves; a sender that never waits can call it now and then.
+    pub fn check_peer(&self) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        self.collect(&mut st)?;
+        self.check_receiver(&mut st)
+    }
+
+    /// Takes back the slots the receiver returned.
+    fn collect(&self, st: &mut SendState) -> Result<()> {
+        while let Some(v) = st.returns.pop().map_err(corrupt("return ring indices"))? {
+            let index = (v & 0xffff_ffff) as u32;
+            st.ledger
+                .settle(index, RETURNED)
+                .map_err(|_| Error::Corrupt("the receiver returned a slot that was not sent"))?;
+        }
+        Ok(())
+    }
+
+    fn check_receiver(&self, st: &mut SendState) -> Result<()> {
+        let owner = &self.seg.header().receiver;
+        let pid = owner.pid.load(Ordering::Acquire);
+        let start = owner.start.load(Ordering::Acquire);
+        if pid == 0 || start == 0 {
+            // None attached, or one is attaching right now.
+            st.receiver = None;
+            return Ok(());
+        }
+        let known = st.receiver.as_ref().map(|w| (w.pid, w.start));
+        if known != Some((pid, start)) {
+            st.receiver = Some(Watch::new(pid, start));
+        }
+        if !st.receiver.as_ref().is_some_and(Watch::gone) {
+            return Ok(());
+        }
+        let reclaimed = self.reclaim(st)?;
+        // Free the receiver position for a new receiver (only if it still
+        // names the dead one).
+        let _ = owner
+            .pid
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire);
+        st.receiver = None;
+        Err(Error::PeerDied { pid, reclaimed })
+    }
+
+    /// After the receiver died: every slot in flight that is neither in the
+    /// submit ring (the next receiver gets those) nor returned was held by
+    /// the dead receiver; it is free again.
+    fn reclaim(&self, st: &mut SendState) -> Result<u32> {
+        self.collect(st)?;
+        let mut queued = vec![false; self.geo.slot_count as usize];
+        for v in st
+            .submit
+            .pending()
+            .map_err(corrupt("submit ring indices"))?
+        {
+            let index = (v & 0xffff_ffff) as usize;
+            if !st.ledger.is_in_flight(index) || queued[index] {
+                return Err(Error::Corrupt(
+                    "the submit ring holds a slot that was not sent",
+                ));
+            }
+            queued[index] = true;
+        }
+        Ok(st.ledger.reclaim(|index| queued[index]))
+    }
+
+    fn slot(&self, index: u32) -> *mut u8 {
+        self.slots
+            .base()
+            .as_ptr()
+            .wrapping_add(index as usize * self.geo.slot_stride as usize)
+    }
+}
+
+impl<T: Transport> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let h = self.seg.header();
+        // CLOSED (release): the receiver reads everything sent, then Closed.
+        h.flags.fetch_or(FLAG_SENDER_CLOSED, Ordering::AcqRel);
+        self.state.get_mut().submit.wake();
+        if let Some(path) = self.seg.path() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a loan holds on to its [`Sender`]: by borrowing it (`&Sender`, a
+/// [`Loan`]) or through an `Rc` (`Rc<Sender>`, an [`OwnedLoan`], which
+/// borrows nothing). Sealed: these two are all there are.
+pub trait SenderRef<T: Transport>: Deref<Target = Sender<T>> + sealed::Sealed {}
+
+impl<T: Transport> sealed::Sealed for &Sender<T> {}
+impl<T: Transport> SenderRef<T> for &Sender<T> {}
+impl<T: Transport> sealed::Sealed for Rc<Sender<T>> {}
+impl<T: Transport> SenderRef<T> for Rc<Sender<T>> {}
+
+/// A loaned slot: write the message in place, then [`SlotLoan::send`] it
+/// with its length. `send` takes the loan, so a slot cannot be sent twice
+/// or written after it went; dropping it unsent gives the slot back.
+///
+/// ```compile_fail,E0382
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let loan = tx.loan().unwrap();
+/// loan.send(0).unwrap();
+/// loan.send(0).unwrap(); // the loan is gone
+/// ```
+///
+/// ```compile_fail,E0382
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let mut loan = tx.loan().unwrap();
+/// loan.send(1).unwrap();
+/// loan.as_mut_slice()[0] = 1; // the slot is the receiver's now
+/// ```
+///
+/// A message has the length `send` is given: there is no length to
+/// forget, and no default that would send an empty message.
+///
+/// ```compile_fail,E0061
+/// # let tx = zcopy::channel::Builder::new().create().unwrap();
+/// let mut loan = tx.loan().unwrap();
+/// loan.as_mut_slice()[..5].copy_from_slice(b"hello");
+/// loan.send().unwrap(); // send takes the length
+/// ```
+#[derive(Debug)]
+pub struct SlotLoan<T: Transport, S: SenderRef<T>> {
+    sender: S,
+    index: u32,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// A slot loaned from a borrowed [`Sender`] ([`Sender::loan`]).
+pub type Loan<'a, T> = SlotLoan<T, &'a Sender<T>>;
+
+/// A slot loaned from a [`Sender`] kept in an `Rc`
+/// ([`Sender::loan_owned`]): it borrows nothing.
+pub type OwnedLoan<T> = SlotLoan<T, Rc<Sender<T>>>;
+
+impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
+    fn new(sender: S, index: u32) -> SlotLoan<T, S> {
+        SlotLoan {
+            sender,
+            index,
+            _t: PhantomData,
+        }
+    }
+
+    fn slot_ptr(&self) -> *mut u8 {
+        self.sender.slot(self.index)
+    }
+
+    /// The whole slot, writable (its old contents are whatever was there).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the slot lies inside the transport's mapping (index <
+        // slot_count, stride × count = slots_bytes, checked at creation or
+        // open), which lives as long as the sender this loan holds (by
+        // borrow or by Rc); it is Loaned, so the receiver does not own it
+        // and no other loan names it; the borrow of `self` bounds the
+        // slice's life. (A misbehaving peer can still write these bytes
+        // from its side; that changes data, never where this slice points.)
+        unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(), self.capacity()) }
+    }
+
+    /// Slot capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.sender.geo.slot_size as usize
+    }
+
+    /// The slot's number.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Where the slot starts in the transport's memory (for the card
+    /// transport: the offset in [`CardSlots::pool`] to name in an SQE).
+    pub fn offset(&self) -> u64 {
+        u64::from(self.index) * self.sender.geo.slot_stride
+    }
+
+    /// Sends the first `len` bytes of the slot as the message; the
+    /// receiver reads them in place. `len` past the slot is
+    /// [`Error::TooLarge`] and the slot goes back unsent.
+    pub fn send(self, len: usize) -> Result<()> {
+        if len > self.capacity() {
+            return Err(Error::TooLarge {
+                len,
+                capacity: self.capacity(),
+            });
+        }
+        let index = self.index;
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the handle is moved out of `this` once, and `this` is
+        // ManuallyDrop, so neither its Drop (which would give the slot
+        // back) nor the handle's own drop runs for it again; the other
+        // fields need no drop.
+        let sender: S = unsafe { std::ptr::read(&this.sender) };
+        let mut st = sender.state.borrow_mut();
+        st.ledger.send(index, RETURNED);
+        let entry = u64::from(index) | (len as u64) << 32;
+        // The ring has room for every slot, so Full means the receiver's
+        // head is lying.
+        st.submit
+            .push(entry)
+            .map_err(|_| Error::Corrupt("submit ring full: impossible head index"))
+    }
+}
+
+impl<T: Transport, S: SenderRef<T>> Drop for SlotLoan<T, S> {
+    fn drop(&mut self) {
+        let mut st = self.sender.state.borrow_mut();
+        st.ledger.unloan(self.index);
+    }
+}
+
+/// A loaned slot holding a `P`: write it through `DerefMut`, then send.
+#[derive(Debug)]
+pub struct PodLoan<'a, T: Transport, P> {
+    loan: Loan<'a, T>,
+    _p: PhantomData<P>,
+}
+
+impl<T: Transport, P: bytemuck::Pod> std::ops::Deref for PodLoan<'_, T, P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        // SAFETY: check_pod made sure a P fits the slot and the slot is
+        // aligned for P; P is Pod, so whatever bytes are there are a valid P;
+        // the slot is Loaned (ours alone) for as long as `self` lives.
+        unsafe { &*self.loan.slot_ptr().cast::<P>() }
+    }
+}
+
+impl<T: Transport, P: bytemuck::Pod> std::ops::DerefMut for PodLoan<'_, T, P> {
+    fn deref_mut(&mut self) -> &mut P {
+        // SAFETY: as in deref, and `&mut self` makes the borrow unique.
+        unsafe { &mut *self.loan.slot_ptr().cast::<P>() }
+    }
+}
+
+impl<T: Transport, P: bytemuck::Pod> PodLoan<'_, T, P> {
+    /// Sends the value.
+    pub fn send(self) -> Result<()> {
+        self.loan.send(std::mem::size_of::<P>())
+    }
+}
+
+#[cfg(feature = "card")]
+impl Sender<CardSlots> {
+    /// The pool the slots live in (this process's import).
+    pub fn pool(&self) -> &crate::card::Pool {
+        self.slots.pool()
+    }
+}
+
+impl<T: Transport> Tx for Sender<T> {
+    type Loan<'a>
+        = Loan<'a, T>
+    where
+        T: 'a;
+    type OwnedLoan = OwnedLoan<T>;
+    fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
+        Sender::loan_with(self, wait)
+    }
+    fn loan(&self) -> Result<Loan<'_, T>> {
+        Sender::loan(self)
+    }
+    fn loan_owned_with(self: &Rc<Self>, wait: Wait) -> Result<OwnedLoan<T>> {
+        Sender::loan_owned_with(self, wait)
+    }
+    fn loan_owned(self: &Rc<Self>) -> Result<OwnedLoan<T>> {
+        Sender::loan_owned(self)
+    }
+    fn in_flight(&self) -> u32 {
+        Sender::in_flight(self)
+    }
+    fn slot_size(&self) -> usize {
+        self.geo.slot_size as usize
+    }
+}
+
+impl<T: Transport, S: SenderRef<T>> TxLoan for SlotLoan<T, S> {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        SlotLoan::as_mut_slice(self)
+    }
+    fn capacity(&self) -> usize {
+        SlotLoan::capacity(self)
+    }
+    fn offset(&self) -> u64 {
+        SlotLoan::offset(self)
+    }
+    fn send(self, len: usize) -> Result<()> {
+        SlotLoan::send(self, len)
+    }
+}

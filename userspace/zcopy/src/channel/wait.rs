@@ -1,0 +1,99 @@
+//! How a channel end waits for its peer: the [`Wait`] policy, and the
+//! spin-then-sleep loop on an index ring.
+
+use std::time::{Duration, Instant};
+
+use super::error::corrupt;
+use super::{Error, Result};
+use crate::ring::Consumer;
+
+/// What to do when there is nothing to take (no free slot, no message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail at once ([`Error::Full`], or `None` from `try_recv`).
+    Never,
+    /// Wait as long as it takes (a dead peer still ends the wait).
+    Forever,
+    /// Wait at most this long ([`Error::Timeout`]).
+    Timeout(Duration),
+}
+
+impl Wait {
+    pub(crate) fn deadline(self) -> Option<Option<Instant>> {
+        match self {
+            Wait::Never => None,
+            Wait::Forever => Some(None),
+            Wait::Timeout(d) => Some(Some(Instant::now() + d)),
+        }
+    }
+}
+
+/// How long one sleep lasts before the peer's liveness is checked again:
+/// the bound on noticing a dead peer while waiting.
+pub const LIVENESS_SLICE: Duration = Duration::from_millis(20);
+/// Default busy-poll rounds before sleeping.
+pub const DEFAULT_SPIN: u32 = 256;
+/// A `try_recv` that finds nothing looks at the clock on every this many
+/// such calls, and asks whether the sender is still there (a system call)
+/// when [`LIVENESS_SLICE`] has passed since it last asked. The closed flag
+/// it reads on every call.
+pub const PEER_CHECK_EVERY: u32 = 256;
+
+/// Paces the liveness checks of a receiver polled without waiting, so a
+/// busy-polling loop makes a system call at most once per
+/// [`LIVENESS_SLICE`] and reads the clock once per [`PEER_CHECK_EVERY`]
+/// empty polls.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    idle: u32,
+    next: Instant,
+}
+
+impl Pacer {
+    pub(crate) fn new() -> Pacer {
+        Pacer {
+            idle: 0,
+            next: Instant::now(),
+        }
+    }
+
+    /// A poll found nothing: true when it is time to ask after the peer.
+    #[inline]
+    pub(crate) fn due(&mut self) -> bool {
+        self.idle = self.idle.wrapping_add(1);
+        if self.idle % PEER_CHECK_EVERY != 0 {
+            return false;
+        }
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + LIVENESS_SLICE;
+        true
+    }
+}
+
+/// Sleeps on `ring` until it has an entry, the deadline passes, or one
+/// liveness slice ends. Spins `spin` rounds first.
+pub(crate) fn wait_on(ring: &mut Consumer, spin: u32, deadline: Option<Instant>) -> Result<()> {
+    for _ in 0..spin {
+        if ring.ready().map_err(corrupt("ring indices out of range"))? {
+            return Ok(());
+        }
+        std::hint::spin_loop();
+    }
+    let slice = match deadline {
+        None => LIVENESS_SLICE,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            left.min(LIVENESS_SLICE)
+        }
+    };
+    // Woken or timed out alike: the caller re-checks the ring and the peer.
+    ring.wait(Some(slice))
+        .map_err(corrupt("ring indices out of range"))?;
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! What both ends of an RDMA channel share: the handshake, the work
+//! request ids, and [`Link`], the connection with its registered ring.
+
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+use memmap2::MmapMut;
+
+use crate::channel::segment::MAX_SLOT_COUNT;
+use crate::channel::{Error, Geometry, Result, TransportKind};
+use crate::rdma::cm::{Connection, MrHandle, QpConfig};
+use crate::rdma::verbs::{poll_in, Completion, Region};
+
+/// The immediate of the close message.
+pub const CLOSE: u32 = u32::MAX;
+/// How often a waiting end checks that a silent peer is still there.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Most slots of an RDMA channel (one posted receive per slot).
+pub const MAX_RDMA_SLOTS: u32 = 4096;
+const _: () = assert!(MAX_RDMA_SLOTS <= MAX_SLOT_COUNT);
+/// Bytes a message may have to go inline (copied into the work request).
+pub(super) const INLINE: u32 = 256;
+/// How long connection steps may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) const MAGIC: [u8; 4] = *b"ZCRM";
+pub(super) const VERSION: u32 = 1;
+
+/// What each end tells the other when connecting (rdma_cm private data).
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub(super) struct Hello {
+    pub(super) magic: [u8; 4],
+    pub(super) version: u32,
+    pub(super) slot_size: u32,
+    pub(super) slot_count: u32,
+    pub(super) pid: u32,
+    pub(super) rkey: u32,
+    pub(super) addr: u64,
+}
+
+impl Hello {
+    pub(super) fn parse(bytes: &[u8]) -> Result<Hello> {
+        let size = std::mem::size_of::<Hello>();
+        let h: Hello = bytes
+            .get(..size)
+            .map(bytemuck::pod_read_unaligned)
+            .ok_or(Error::NotAChannel)?;
+        if h.magic != MAGIC {
+            return Err(Error::NotAChannel);
+        }
+        if h.version != VERSION {
+            return Err(Error::Version {
+                found: h.version,
+                expected: VERSION,
+            });
+        }
+        Ok(h)
+    }
+}
+
+// Work request ids: kind in the high half, slot in the low.
+pub(super) const WR_WRITE: u64 = 1 << 32;
+pub(super) const WR_CREDIT: u64 = 2 << 32;
+pub(super) const WR_PROBE: u64 = 3 << 32;
+pub(super) const WR_RECV: u64 = 4 << 32;
+pub(super) const WR_CLOSE: u64 = 5 << 32;
+pub(super) const KIND: u64 = 0xffff_ffff << 32;
+
+pub(super) const IBV_WC_SUCCESS: u32 = 0;
+pub(super) const IBV_WC_RECV_RDMA_WITH_IMM: u32 = 129;
+pub(super) const IBV_WC_RECV: u32 = 128;
+
+pub(super) fn geometry(slot_size: usize, slot_count: u32) -> Result<Geometry> {
+    if slot_count > MAX_RDMA_SLOTS {
+        return Err(Error::Config(format!(
+            "slot count {slot_count}: an RDMA channel has at most {MAX_RDMA_SLOTS}"
+        )));
+    }
+    Geometry::new(TransportKind::Shm, slot_size, slot_count)
+}
+
+/// Checks an RDMA channel's shape (slot size and count) without
+/// connecting: what [`BuilderExt::connect_rdma`](crate::rdma::BuilderExt::connect_rdma) refuses with
+/// [`Error::Config`].
+pub fn check_geometry(slot_size: usize, slot_count: u32) -> Result<()> {
+    geometry(slot_size, slot_count).map(|_| ())
+}
+
+/// The connection, the local ring and what is known of the peer's.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub(super) conn: Connection,
+    pub(super) ring: MrHandle,
+    pub(super) base: *mut u8,
+    pub(super) remote_addr: u64,
+    pub(super) remote_rkey: u32,
+    pub(super) peer_pid: u32,
+    /// Why the connection ended (set once).
+    pub(super) broken: Option<String>,
+    pub(super) probe_at: Instant,
+    pub(super) probing: bool,
+    pub(super) wcs: Vec<Completion>,
+    /// Completions taken from the CQ, not yet handled.
+    pub(super) stash: Vec<Completion>,
+    /// Sends posted whose completion has not been taken from the CQ: the
+    /// send queue (and the CQ) never hold more than they have room for.
+    pub(super) sq_used: u32,
+    pub(super) sq_depth: u32,
+}
+
+// SAFETY: `base` points into the ring the connection owns (registered and
+// mapped for the connection's life); nothing here is tied to a thread.
+unsafe impl Send for Link {}
+
+impl Link {
+    pub(super) fn new<R>(mut conn: Connection, geo: &Geometry, recvs: u32, ring: R) -> Result<Link>
+    where
+        R: Region + Send + std::fmt::Debug + 'static,
+    {
+        let sq_depth = geo.slot_count + 4;
+        conn.create_qp(QpConfig {
+            send_depth: sq_depth,
+            recv_depth: recvs,
+            max_inline: INLINE,
+            events: true,
+        })?;
+        if (ring.len() as u64) < geo.slots_bytes {
+            return Err(Error::Config(format!(
+                "the ring memory has {} bytes; {} slots of {} need {}",
+                ring.len(),
+                geo.slot_count,
+                geo.slot_size,
+                geo.slots_bytes
+            )));
+        }
+        let ring = conn.register(ring)?;
+        let base = conn.region_ptr(ring);
+        for i in 0..recvs {
+            conn.post_recv(WR_RECV | u64::from(i))?;
+        }
+        Ok(Link {
+            conn,
+            ring,
+            base,
+            remote_addr: 0,
+            remote_rkey: 0,
+            peer_pid: 0,
+            broken: None,
+            probe_at: Instant::now() + PROBE_EVERY,
+            probing: false,
+            wcs: Vec::new(),
+            stash: Vec::new(),
+            sq_used: 0,
+            sq_depth,
+        })
+    }
+
+    pub(super) fn hello(&self, geo: &Geometry) -> Hello {
+        Hello {
+            magic: MAGIC,
+            version: VERSION,
+            slot_size: geo.slot_size,
+            slot_count: geo.slot_count,
+            pid: std::process::id(),
+            rkey: self.ring.rkey,
+            addr: self.ring.addr,
+        }
+    }
+
+    pub(super) fn peer(&mut self, h: &Hello) {
+        self.remote_addr = h.addr;
+        self.remote_rkey = h.rkey;
+        self.peer_pid = h.pid;
+    }
+
+    pub(super) fn break_with(&mut self, why: String) {
+        if self.broken.is_none() {
+            // Stop the QP at once (rdma_disconnect moves it to the error
+            // state): left alone it would retransmit to a dead peer whose
+            // QP number a new connection may already have reused.
+            self.conn.disconnect();
+            if std::env::var_os("ZCOPY_RDMA_DEBUG").is_some() {
+                eprintln!("zcopy rdma: pid {}: link broken: {why}", std::process::id());
+            }
+            self.broken = Some(why);
+        }
+    }
+
+    /// Takes completions into `wcs`; failures mark the link broken.
+    pub(super) fn poll(&mut self) -> Result<()> {
+        self.wcs.clear();
+        if self.stash.is_empty() {
+            self.poll_cq()?;
+        }
+        std::mem::swap(&mut self.wcs, &mut self.stash);
+        for i in 0..self.wcs.len() {
+            let wc = self.wcs[i];
+            if wc.status != IBV_WC_SUCCESS {
+                let why = format!("work completion: {}", wc.status_str());
+                self.break_with(why);
+            } else if wc.wr_id & KIND == WR_PROBE {
+                self.probing = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves completions from the CQ to the stash; how many.
+    pub(super) fn poll_cq(&mut self) -> Result<usize> {
+        let from = self.stash.len();
+        let n = self.conn.poll(&mut self.stash, 16)?;
+        for wc in &self.stash[from..] {
+            if wc.wr_id & KIND != WR_RECV {
+                self.sq_used -= 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Room for one more send: waits (boundedly) for sends to complete.
+    /// Credits can outrun their acknowledgements, so the receiver's send
+    /// queue fills up when the sender is quick.
+    pub(super) fn reserve_send(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.sq_used >= self.sq_depth {
+            if self.poll_cq()? == 0 {
+                if Instant::now() > deadline {
+                    return Err(
+                        crate::rdma::Error::Timeout("waiting for room in the send queue").into(),
+                    );
+                }
+                std::thread::yield_now();
+            }
+        }
+        self.sq_used += 1;
+        Ok(())
+    }
+
+    /// Posts a zero-length SEND WITH IMMEDIATE.
+    pub(super) fn send_imm(&mut self, wr_id: u64, imm: u32) -> Result<()> {
+        self.reserve_send()?;
+        self.conn
+            .post_send_imm(wr_id, imm)
+            .inspect_err(|_| self.sq_used -= 1)?;
+        Ok(())
+    }
+
+    /// Posts an RDMA WRITE of `len` bytes from `offset` of the local ring to
+    /// the same offset of the peer's, with `imm` when given.
+    pub(super) fn write(
+        &mut self,
+        wr_id: u64,
+        offset: u64,
+        len: u32,
+        imm: Option<u32>,
+    ) -> Result<()> {
+        self.reserve_send()?;
+        let (ring, addr, rkey) = (self.ring, self.remote_addr + offset, self.remote_rkey);
+        self.conn
+            .post_write(wr_id, ring, offset as usize, len as usize, addr, rkey, imm)
+            .inspect_err(|_| self.sq_used -= 1)?;
+        Ok(())
+    }
+
+    /// Waits until a completion or connection event may be there, at most
+    /// until `deadline`; probes a silent peer on the way.
+    pub(super) fn wait(&mut self, deadline: Option<Instant>) -> Result<()> {
+        let now = Instant::now();
+        if let Some(d) = deadline {
+            if now >= d {
+                return Ok(());
+            }
+        }
+        if now >= self.probe_at && !self.probing && self.broken.is_none() {
+            // Zero bytes to the peer's ring: fails only if the peer is gone.
+            if self.write(WR_PROBE, 0, 0, None).is_ok() {
+                self.probing = true;
+            }
+            self.probe_at = now + PROBE_EVERY;
+        }
+        self.conn.cq()?.arm()?;
+        // A completion that came before arming raises no event: look again.
+        if self.poll_cq()? > 0 {
+            return Ok(());
+        }
+        let mut left = self.probe_at.saturating_duration_since(now);
+        if let Some(d) = deadline {
+            left = left.min(d.saturating_duration_since(now));
+        }
+        let cq_fd = self.conn.cq_fd().expect("the CQ is in event mode");
+        poll_in(&[cq_fd, self.conn.event_fd()], left)?;
+        self.conn.cq()?.take_event()?;
+        self.check_events();
+        Ok(())
+    }
+
+    /// Reads the connection's events without waiting: a disconnect marks
+    /// the link broken.
+    pub(super) fn check_events(&mut self) {
+        if let Err(e) = self.conn.poll_events() {
+            self.break_with(e.to_string());
+        }
+    }
+
+    pub(super) fn slot(&self, geo: &Geometry, index: u32) -> *mut u8 {
+        // SAFETY: index < slot_count (callers check), so the offset lies
+        // inside the registered ring of slots_bytes bytes.
+        unsafe { self.base.add((u64::from(index) * geo.slot_stride) as usize) }
+    }
+}
+
+/// Receives posted at each end. One per slot is the need (messages one
+/// way, credits the other) plus the close; the rest is headroom, since an
+/// empty receive queue makes the peer's Soft-RoCE answer with an RNR NAK
+/// and retry.
+pub(super) fn recv_depth(geo: &Geometry) -> u32 {
+    2 * geo.slot_count + 8
+}
+
+/// Anonymous memory for a ring of this shape.
+pub(super) fn anon_ring(geo: &Geometry) -> Result<MmapMut> {
+    let len =
+        usize::try_from(geo.slots_bytes).map_err(|_| Error::Config("ring too large".into()))?;
+    MmapMut::map_anon(len).map_err(Error::io("mapping the ring"))
+}
+
+/// Checks the peer's half of the handshake against our geometry.
+pub(super) fn check_peer(h: &Hello, geo: &Geometry) -> Result<()> {
+    if h.slot_size != geo.slot_size || h.slot_count != geo.slot_count {
+        return Err(Error::Layout(format!(
+            "the peer has {} slots of {} bytes, this end {} of {}",
+            h.slot_count, h.slot_size, geo.slot_count, geo.slot_size
+        )));
+    }
+    if h.addr == 0 || h.rkey == 0 {
+        return Err(Error::Layout(
+            "the peer's ring has no address or key".into(),
+        ));
+    }
+    Ok(())
+}
