@@ -76,7 +76,7 @@ printf 'host\tdriver: W=1, sparse and checkpatch --strict clean\t%s\t%s\t%s\n' "
 [ -f driver/zcard.ko ] || zc_infra "building zcard.ko failed (see $out/logs/build-driver.log)"
 
 zc_log "building the guest test binaries and the card (zcard-vhost)"
-cargo build -p zcard-vhost --bins --color never >"$out/logs/build-card.log" 2>&1 ||
+cargo build -p zcard-vhost -p zcard-vfio --bins --color never >"$out/logs/build-card.log" 2>&1 ||
 	{ tail -n 40 "$out/logs/build-card.log"; zc_infra "building zcard-vhost failed"; }
 cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
 	python3 "$here/report.py" guest-bins >"$out/guest-bins.txt" ||
@@ -160,6 +160,12 @@ if [ -z "$focused" ]; then
 		ZCOPY_CARD_ARGS=--no-event-idx -- ZCOPY_ONLY=probe
 	tagged_boot one-segment "the probe on a card with --max-segments 1" \
 		ZCOPY_CARD_ARGS="--max-segments 1" -- ZCOPY_ONLY=probe
+
+	# The user-space driver (userspace/zcard-vfio, docs/vfio.md) in the VFIO
+	# boot (qemu/run.sh --vfio): an emulated IOMMU, the card without
+	# ACCESS_PLATFORM, bound to vfio-pci by the tests.
+	tagged_boot iommu "the VFIO driver's suite in the VFIO boot" --log-shows "DMAR: IOMMU enabled" \
+		ZCOPY_VFIO=1 -- ZCOPY_ONLY=vfio
 fi
 
 if [ -z "$focused" ]; then

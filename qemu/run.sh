@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The VM runner: boot the zcopy guest and run one command in it.
 #
-#   qemu/run.sh [--timeout SECS] [--interactive] [--no-rxe] [--] CMD...
+#   qemu/run.sh [--timeout SECS] [--interactive] [--no-rxe] [--vfio] [--] CMD...
 #
 # The guest: the pinned kernel of the toolbox, booted by virtme-ng with the
 # toolbox as its root and this project shared read-write at the same path,
 # 2 vCPUs, guest RAM in a shared memfd (vhost-user needs it), no network
 # device (-net none), Soft-RoCE up on a veth pair (unless --no-rxe), the card
 # attached and its driver loaded once they are built.
+#
+# --vfio: the boot for the user-space driver (userspace/zcard-vfio,
+# docs/vfio.md): q35 with an emulated Intel IOMMU ahead of the card,
+# intel_iommu=on iommu=pt, 16 hugepages of 2 MiB reserved, the card started
+# without VIRTIO_F_ACCESS_PLATFORM (so it uses guest-physical addresses),
+# vfio-pci loaded and zcard.ko not.
 #
 # Exit code: the guest command's, or 69 for an infrastructure failure
 # (toolbox, QEMU, side daemon, boot or run timeout), or 1 when the command
@@ -31,6 +37,7 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout=$2; shift 2 ;;
 	--interactive) interactive=1; shift ;;
 	--no-rxe) ZCOPY_RXE=0; shift ;;
+	--vfio) export ZCOPY_VFIO=1; shift ;;
 	--) shift; break ;;
 	-*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	*) break ;;

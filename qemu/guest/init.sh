@@ -12,6 +12,9 @@
 # defaults, and every other ZCOPY_ variable set on the host):
 #   ZCOPY_RXE   1: Soft-RoCE pair up (default)
 #   ZCOPY_MTU   veth MTU (9000)
+#   ZCOPY_VFIO  1: the VFIO boot: vfio-pci loaded for the user-space driver,
+#            zcard.ko not loaded (the card is left to virtio-pci until a
+#            test binds it to vfio-pci)
 #   ZCOPY_NODE  0|1: one of two guests; Soft-RoCE on the link between them
 #            (qemu/guest/rxe-link.sh) instead of the veth pair
 set -u
@@ -35,6 +38,10 @@ setup() {
 	# The card's control port (virtio-serial) when the card is attached.
 	if [ -d /sys/bus/pci/drivers/virtio-pci ]; then
 		modprobe virtio_console 2>/dev/null || true
+	fi
+	if [ "${ZCOPY_VFIO:-0}" = 1 ]; then
+		modprobe vfio-pci || return 1
+		return 0
 	fi
 	# The card hook: once driver/zcard.ko is built, load it here.
 	if [ -f "$ZCOPY_ROOT_DIR/driver/zcard.ko" ]; then

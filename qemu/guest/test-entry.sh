@@ -13,7 +13,8 @@
 # only those; "sh" names the shell cases), ZCOPY_FILTER (a libtest name filter
 # given to every Rust binary; shell cases run when their name contains it),
 # ZCOPY_TAG (added to suite names in the results, e.g. "swiotlb" for the
-# bounce-buffer run).
+# bounce-buffer run), ZCOPY_VFIO (1 in the VFIO boot: the vfio suite runs
+# only then).
 #
 # Exit code: 0 when nothing failed.
 set -u
@@ -38,7 +39,12 @@ record() { # record SUITE NAME STATUS SECONDS LOG [WHY]
 now() { date +%s.%N; }
 since() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }'; }
 
-selected() { [ -z "${ZCOPY_ONLY:-}" ] || [[ " $ZCOPY_ONLY " == *" $1 "* ]]; }
+# The vfio suite needs the VFIO boot (ZCOPY_VFIO=1, qemu/run.sh --vfio) and
+# runs only there.
+selected() {
+	if [ "$1" = vfio ] && [ "${ZCOPY_VFIO:-0}" != 1 ]; then return 1; fi
+	[ -z "${ZCOPY_ONLY:-}" ] || [[ " $ZCOPY_ONLY " == *" $1 "* ]]
+}
 filter=${ZCOPY_FILTER:-}
 
 # Shell tests, each bounded in time.

@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod conformance;
+pub mod differential;
 
 use std::fs;
 use std::io;

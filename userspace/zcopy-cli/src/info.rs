@@ -1,11 +1,13 @@
 //! `zcopy info`: what this machine offers: zcard devices (config, counters,
-//! the processes using them), RDMA devices and ports, named channels.
+//! the processes using them), the cards on the PCI bus and the driver each
+//! is bound to, RDMA devices and ports, named channels.
 //!
 //! Nothing missing is an error here: an empty section gets a hint line.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use zcard_vfio::sysfs::{Sysfs, VFIO_DRIVER};
 use zcopy::card::{uapi, Card, Counters};
 
 use crate::channels::{self, ChannelReport};
@@ -17,6 +19,8 @@ use crate::output::{human_bytes, print, print_json};
 pub struct Report {
     /// zcard devices (`/dev/zcardN`), empty when there is none.
     pub cards: Vec<CardReport>,
+    /// The cards on the PCI bus, whatever drives them.
+    pub pci: Vec<PciCard>,
     /// RDMA devices, empty when there is none.
     pub rdma: Vec<RdmaDevice>,
     /// Named shared-memory channels.
@@ -34,6 +38,18 @@ pub struct Hints {
     pub rdma: Option<String>,
     /// The named channels could not be listed.
     pub channels: Option<String>,
+}
+
+/// One card on the PCI bus.
+#[derive(Debug, Serialize)]
+pub struct PciCard {
+    /// PCI address.
+    pub address: String,
+    /// The driver bound to it: `virtio-pci` (then zcard.ko, as `/dev/zcardN`)
+    /// or `vfio-pci` (the user-space driver, zcard-vfio); null when none.
+    pub driver: Option<String>,
+    /// Its IOMMU group, null without an IOMMU.
+    pub iommu_group: Option<u32>,
 }
 
 /// One zcard.
@@ -171,8 +187,9 @@ pub fn run(as_json: bool) -> Result<()> {
 pub fn gather() -> Report {
     let mut hints = Hints::default();
     let cards = cards();
+    let pci = pci_cards();
     if cards.is_empty() {
-        hints.cards = Some(NO_CARD.to_string());
+        hints.cards = Some(no_card_hint(&pci));
     }
     let rdma: Vec<RdmaDevice> = match crate::platform::rdma_devices() {
         Ok(devices) => devices.iter().map(rdma_device).collect(),
@@ -190,10 +207,40 @@ pub fn gather() -> Report {
     });
     Report {
         cards,
+        pci,
         rdma,
         channels,
         hints,
     }
+}
+
+/// Why there is no `/dev/zcardN`: a card on vfio-pci, or no card or driver at all.
+fn no_card_hint(pci: &[PciCard]) -> String {
+    match pci
+        .iter()
+        .find(|p| p.driver.as_deref() == Some(VFIO_DRIVER))
+    {
+        Some(p) => format!(
+            "no /dev/zcard: the card {} is bound to vfio-pci (the user-space driver); \
+             zcard-vfio unbind gives it back",
+            p.address
+        ),
+        None => NO_CARD.to_string(),
+    }
+}
+
+/// The cards sysfs shows on the PCI bus.
+fn pci_cards() -> Vec<PciCard> {
+    Sysfs::default()
+        .cards()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| PciCard {
+            address: c.bdf,
+            driver: c.driver,
+            iommu_group: c.iommu_group,
+        })
+        .collect()
 }
 
 /// `/dev/zcardN` nodes, in order of N.
@@ -393,6 +440,16 @@ pub fn human(r: &Report) -> String {
     if let Some(h) = &r.hints.cards {
         s += &format!("  {h}\n");
     }
+    for p in &r.pci {
+        let group = p
+            .iommu_group
+            .map_or(String::new(), |g| format!(", IOMMU group {g}"));
+        s += &format!(
+            "  PCI {}: bound to {}{group}\n",
+            p.address,
+            p.driver.as_deref().unwrap_or("no driver")
+        );
+    }
 
     s += "\nRDMA devices\n";
     if !r.rdma.is_empty() {
@@ -549,6 +606,11 @@ mod tests {
                     }],
                 })
                 .collect(),
+            pci: vec![PciCard {
+                address: "0000:00:0a.0".into(),
+                driver: Some("virtio-pci".into()),
+                iommu_group: None,
+            }],
             channels: Vec::new(),
             hints: Hints::default(),
         }
@@ -563,6 +625,7 @@ mod tests {
             "ops: copy crc32c",
             "pools: 2 alive, 128 KiB pinned",
             "open by: 42 (zcopy, 1 fd)",
+            "  PCI 0000:00:0a.0: bound to virtio-pci\n",
             "RDMA devices\n  DEVICE",
             "zrxe1               1 ACTIVE    4096    1  169.254.77.2",
             "Channels\n  no named channels",
@@ -588,5 +651,23 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["hints"]["cards"], NO_CARD);
         assert!(json["hints"]["channels"].is_null());
+    }
+
+    #[test]
+    fn a_card_on_vfio_says_so() {
+        let mut r = guest_like();
+        r.cards.clear();
+        r.pci[0].driver = Some(VFIO_DRIVER.into());
+        r.pci[0].iommu_group = Some(10);
+        let text = human(&r);
+        assert!(
+            text.contains("  PCI 0000:00:0a.0: bound to vfio-pci, IOMMU group 10\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["pci"][0]["driver"], "vfio-pci");
+        assert!(no_card_hint(&r.pci).contains("0000:00:0a.0 is bound to vfio-pci"));
+        r.pci.clear();
+        assert_eq!(no_card_hint(&r.pci), NO_CARD);
     }
 }

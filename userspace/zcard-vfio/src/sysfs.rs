@@ -1,0 +1,317 @@
+//! Finding the card in sysfs and moving it between drivers.
+//!
+//! The card is found by its PCI vendor and device id, never by a fixed
+//! address. Binding to `vfio-pci` is the kernel's documented sequence:
+//! `driver_override`, unbind from the current driver, `drivers_probe`;
+//! giving it back clears the override and probes again, so `virtio-pci`
+//! (and through it `zcard.ko`) takes it. Every path is under a root that
+//! tests point at a made-up tree.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::pci::VIRTIO_VENDOR_ID;
+use crate::wire::PCI_DEVICE_ID;
+
+/// The driver a card must be bound to for this crate to open it.
+pub const VFIO_DRIVER: &str = "vfio-pci";
+
+/// How long a bind or unbind may take to show in sysfs.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// What went wrong in sysfs.
+#[derive(Debug, Error)]
+pub enum SysfsError {
+    /// A sysfs file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// No PCI function with the card's ids.
+    #[error("no zcard (PCI {VIRTIO_VENDOR_ID:04x}:{PCI_DEVICE_ID:04x}) in {0}")]
+    NoCard(PathBuf),
+    /// The address given is not a card.
+    #[error("{0} is not a zcard")]
+    NotACard(String),
+    /// The card shares its IOMMU group: handing the group to user space would hand others too.
+    #[error("IOMMU group {group} of {bdf} holds other devices too ({others}); refusing")]
+    SharedGroup {
+        /// The card.
+        bdf: String,
+        /// Its group.
+        group: u32,
+        /// The other members.
+        others: String,
+    },
+    /// The card has no IOMMU group: the kernel runs without an IOMMU.
+    #[error(
+        "{0} has no IOMMU group: boot with an IOMMU (intel_iommu=on iommu=pt) or none can use VFIO"
+    )]
+    NoGroup(String),
+    /// vfio-pci is not loaded.
+    #[error("the vfio-pci driver is not loaded (modprobe vfio-pci)")]
+    NoVfioDriver,
+    /// A bind or unbind did not take effect.
+    #[error("{bdf} is bound to {now:?}, expected {want:?} after {SETTLE:?}")]
+    NotBound {
+        /// The card.
+        bdf: String,
+        /// Driver it is bound to now.
+        now: Option<String>,
+        /// Driver it should be bound to.
+        want: Option<String>,
+    },
+}
+
+/// Sysfs, rooted somewhere (`/sys` on a real system).
+#[derive(Clone, Debug)]
+pub struct Sysfs {
+    root: PathBuf,
+}
+
+impl Default for Sysfs {
+    fn default() -> Self {
+        Sysfs::new("/sys")
+    }
+}
+
+/// One card as sysfs shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciCard {
+    /// PCI address, e.g. `0000:00:03.0`.
+    pub bdf: String,
+    /// The sysfs directory of the function.
+    pub path: PathBuf,
+    /// The driver bound to it, if any (`virtio-pci`, `vfio-pci`).
+    pub driver: Option<String>,
+    /// Its IOMMU group, if the kernel has an IOMMU.
+    pub iommu_group: Option<u32>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SysfsError + '_ {
+    move |source| SysfsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_hex(path: &Path) -> Option<u32> {
+    let s = fs::read_to_string(path).ok()?;
+    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+fn link_name(path: &Path) -> Option<String> {
+    Some(fs::read_link(path).ok()?.file_name()?.to_str()?.to_owned())
+}
+
+impl Sysfs {
+    /// Sysfs mounted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Sysfs {
+        Sysfs { root: root.into() }
+    }
+
+    fn devices(&self) -> PathBuf {
+        self.root.join("bus/pci/devices")
+    }
+
+    fn write(&self, path: &Path, value: &str) -> Result<(), SysfsError> {
+        fs::write(path, value).map_err(io_err(path))
+    }
+
+    /// The card at `bdf` as sysfs shows it now.
+    pub fn card(&self, bdf: &str) -> Result<PciCard, SysfsError> {
+        let path = self.devices().join(bdf);
+        let vendor = read_hex(&path.join("vendor"));
+        let device = read_hex(&path.join("device"));
+        if vendor != Some(u32::from(VIRTIO_VENDOR_ID)) || device != Some(u32::from(PCI_DEVICE_ID)) {
+            return Err(SysfsError::NotACard(bdf.to_owned()));
+        }
+        Ok(PciCard {
+            bdf: bdf.to_owned(),
+            driver: link_name(&path.join("driver")),
+            iommu_group: link_name(&path.join("iommu_group")).and_then(|g| g.parse().ok()),
+            path,
+        })
+    }
+
+    /// Every card, in address order.
+    pub fn cards(&self) -> Result<Vec<PciCard>, SysfsError> {
+        let dir = self.devices();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names.iter().filter_map(|n| self.card(n).ok()).collect())
+    }
+
+    /// The card at `bdf`, or the first card when `bdf` is `None`.
+    pub fn find(&self, bdf: Option<&str>) -> Result<PciCard, SysfsError> {
+        match bdf {
+            Some(b) => self.card(b),
+            None => self
+                .cards()?
+                .into_iter()
+                .next()
+                .ok_or_else(|| SysfsError::NoCard(self.devices())),
+        }
+    }
+
+    /// The card's IOMMU group, checked to hold the card alone.
+    pub fn sole_group(&self, card: &PciCard) -> Result<u32, SysfsError> {
+        let group = card
+            .iommu_group
+            .ok_or_else(|| SysfsError::NoGroup(card.bdf.clone()))?;
+        let dir = card.path.join("iommu_group/devices");
+        let others: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| *n != card.bdf)
+            .collect();
+        if others.is_empty() {
+            Ok(group)
+        } else {
+            Err(SysfsError::SharedGroup {
+                bdf: card.bdf.clone(),
+                group,
+                others: others.join(", "),
+            })
+        }
+    }
+
+    /// Binds the card to `driver` (`None`: whichever driver claims it
+    /// without an override) and waits until sysfs shows it.
+    fn rebind(&self, card: &PciCard, driver: Option<&str>) -> Result<PciCard, SysfsError> {
+        if card.driver.as_deref() == driver && driver.is_some() {
+            return Ok(card.clone());
+        }
+        self.write(&card.path.join("driver_override"), driver.unwrap_or("\n"))?;
+        if card.driver.is_some() {
+            self.write(&card.path.join("driver/unbind"), &card.bdf)?;
+        }
+        self.write(&self.root.join("bus/pci/drivers_probe"), &card.bdf)?;
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let now = self.card(&card.bdf)?;
+            let done = match driver {
+                Some(d) => now.driver.as_deref() == Some(d),
+                None => now.driver.as_deref() != Some(VFIO_DRIVER),
+            };
+            if done {
+                return Ok(now);
+            }
+            if Instant::now() >= deadline {
+                return Err(SysfsError::NotBound {
+                    bdf: card.bdf.clone(),
+                    now: now.driver,
+                    want: driver.map(str::to_owned),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Hands the card to vfio-pci, after checking its IOMMU group holds it alone.
+    pub fn bind_vfio(&self, card: &PciCard) -> Result<PciCard, SysfsError> {
+        self.sole_group(card)?;
+        if !self.root.join("bus/pci/drivers").join(VFIO_DRIVER).is_dir() {
+            return Err(SysfsError::NoVfioDriver);
+        }
+        self.rebind(card, Some(VFIO_DRIVER))
+    }
+
+    /// Gives the card back to the kernel's own driver (virtio-pci).
+    pub fn unbind_vfio(&self, card: &PciCard) -> Result<PciCard, SysfsError> {
+        if card.driver.as_deref() != Some(VFIO_DRIVER) {
+            return Ok(card.clone());
+        }
+        self.rebind(card, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let dev = r.join("bus/pci/devices");
+        fs::create_dir_all(&dev).unwrap();
+        fs::create_dir_all(r.join("bus/pci/drivers/vfio-pci")).unwrap();
+        fs::create_dir_all(r.join("bus/pci/drivers/virtio-pci")).unwrap();
+        fs::create_dir_all(r.join("kernel/iommu_groups/7/devices")).unwrap();
+        fs::write(r.join("bus/pci/drivers_probe"), "").unwrap();
+        for (bdf, vendor, device) in [
+            ("0000:00:02.0", "0x1af4", "0x1041"),
+            ("0000:00:04.0", "0x1af4", "0x1066"),
+        ] {
+            let d = dev.join(bdf);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("vendor"), format!("{vendor}\n")).unwrap();
+            fs::write(d.join("device"), format!("{device}\n")).unwrap();
+            fs::write(d.join("driver_override"), "(null)\n").unwrap();
+        }
+        let card = dev.join("0000:00:04.0");
+        symlink(r.join("kernel/iommu_groups/7"), card.join("iommu_group")).unwrap();
+        symlink(&card, r.join("kernel/iommu_groups/7/devices/0000:00:04.0")).unwrap();
+        symlink(r.join("bus/pci/drivers/vfio-pci"), card.join("driver")).unwrap();
+        t
+    }
+
+    #[test]
+    fn finds_the_card_by_id() {
+        let t = tree();
+        let s = Sysfs::new(t.path());
+        let c = s.find(None).unwrap();
+        assert_eq!(c.bdf, "0000:00:04.0");
+        assert_eq!(c.driver.as_deref(), Some("vfio-pci"));
+        assert_eq!(c.iommu_group, Some(7));
+        assert_eq!(s.sole_group(&c).unwrap(), 7);
+        assert!(matches!(
+            s.card("0000:00:02.0"),
+            Err(SysfsError::NotACard(_))
+        ));
+        assert_eq!(s.bind_vfio(&c).unwrap(), c, "already bound: nothing to do");
+    }
+
+    #[test]
+    fn refuses_a_shared_group() {
+        let t = tree();
+        let r = t.path();
+        symlink(
+            r.join("bus/pci/devices/0000:00:02.0"),
+            r.join("kernel/iommu_groups/7/devices/0000:00:02.0"),
+        )
+        .unwrap();
+        let s = Sysfs::new(r);
+        let c = s.find(None).unwrap();
+        let e = s.bind_vfio(&c).unwrap_err();
+        assert!(e.to_string().contains("0000:00:02.0"), "{e}");
+    }
+
+    #[test]
+    fn no_card_and_no_group_say_so() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("bus/pci/devices")).unwrap();
+        assert!(matches!(
+            Sysfs::new(t.path()).find(None),
+            Err(SysfsError::NoCard(_))
+        ));
+        let t = tree();
+        fs::remove_file(t.path().join("bus/pci/devices/0000:00:04.0/iommu_group")).unwrap();
+        let s = Sysfs::new(t.path());
+        let c = s.find(None).unwrap();
+        assert!(matches!(s.sole_group(&c), Err(SysfsError::NoGroup(_))));
+    }
+}
