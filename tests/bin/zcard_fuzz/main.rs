@@ -387,12 +387,15 @@ fn errno_name(slot: usize) -> String {
 fn report(cfg: &Config, shared: &Shared, rounds: u64, killed: u64, secs: f64) {
     let calls = shared.total_calls();
     println!(
-        "zcard-fuzz: seed {}: {calls} calls ({} SQEs) by {} workers in {rounds} rounds, \
+        "zcard-fuzz: seed {}: {calls} calls ({} SQEs) by {} in {rounds} rounds, \
          {killed} workers killed mid-flight, {} children forked ({} killed), {secs:.1} s \
          ({:.0} calls/s)",
         cfg.seed,
         shared.sqes.load(Ordering::Relaxed),
-        cfg.workers,
+        match cfg.only {
+            Some((r, w)) => format!("worker {w} of round {r} alone"),
+            None => format!("{} workers", cfg.workers),
+        },
         shared.forks.load(Ordering::Relaxed),
         shared.child_kills.load(Ordering::Relaxed),
         calls as f64 / secs.max(0.001)

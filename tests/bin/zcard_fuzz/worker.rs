@@ -1511,8 +1511,10 @@ impl<'a> Worker<'a> {
                 let r = self.expected(&s);
                 (s, r, Check::Crc(crc))
             }
-            (3, Some(o), _) if self.job.storage.1 > 0 => {
-                // Oracle bytes to this worker's storage; read back later.
+            (3, Some(o), _) if self.job.storage.1 > 0 && !*writer => {
+                // Oracle bytes to this worker's storage; read back in a
+                // later batch. It writes (storage): the batch's one writer.
+                *writer = true;
                 let bs = u64::from(self.job.info.block_size);
                 let (base, room) = self.job.storage;
                 let blocks = 1 + self.rng.below((room / bs).min(u64::from(max) / bs).min(16));
