@@ -94,7 +94,7 @@ enum Content {
     Oracle(u64),
     /// A pool of ours (contents not modelled).
     Pool,
-    /// A ring area.
+    /// A ring area (or part of one): the kernel may write it at any time.
     Ring,
 }
 
@@ -1280,9 +1280,6 @@ impl<'a> Worker<'a> {
                         if let Content::Oracle(o) = e.content {
                             e.content = Content::Oracle(o + 4096);
                         }
-                        if e.content == Content::Ring {
-                            e.content = Content::Pool;
-                        }
                     }
                     let e = self.maps[i];
                     self.check_map(e);
@@ -1985,10 +1982,12 @@ impl<'a> Worker<'a> {
                 let r = sys::munmap(base, rs.ring_size as usize);
                 self.expect(Call::Munmap, &r, Ok(()), &|| "rings in flight".into());
             } else {
+                // The kernel goes on writing it (CQEs of the requests in
+                // flight): a ring, whose bytes may change.
                 self.add_map(Map {
                     addr: base,
                     len: rs.ring_size as usize,
-                    content: Content::Pool,
+                    content: Content::Ring,
                     readable: true,
                     read_only_file: false,
                     primary: false,
@@ -2050,11 +2049,7 @@ impl<'a> Worker<'a> {
                 let map = Map {
                     addr,
                     len: size as usize,
-                    content: if content == Content::Ring {
-                        Content::Pool
-                    } else {
-                        content
-                    },
+                    content,
                     readable: true,
                     read_only_file: true,
                     primary: false,
