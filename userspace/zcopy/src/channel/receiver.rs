@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::corrupt;
 use super::liveness::{self, Watch};
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
-use super::wait::{wait_on, DEFAULT_SPIN};
+use super::wait::{prefetch, wait_on, DEFAULT_SPIN};
 use super::{check_pod, CardSlots, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
@@ -20,6 +20,9 @@ struct RecvState {
     sender: Watch,
     /// A failure while giving a slot back in Drop, reported by the next call.
     deferred: Option<Error>,
+    /// The slots of the last two messages: the sender lends the slot
+    /// returned last first, so the next message is likely in one of them.
+    recent: [u32; 2],
 }
 
 /// The receiving end of a channel.
@@ -86,6 +89,7 @@ impl<T: Transport> Receiver<T> {
             held: vec![false; geo.slot_count as usize],
             sender: Watch::new(spid, sstart),
             deferred: None,
+            recent: [0, 0],
         };
         Ok(Receiver {
             seg,
@@ -148,11 +152,18 @@ impl<T: Transport> Receiver<T> {
                 if std::mem::replace(&mut st.held[index as usize], true) {
                     return Err(Error::Corrupt("message names a slot the receiver holds"));
                 }
+                st.recent = [index, st.recent[0]];
                 return Ok(Some(Sample {
                     receiver: self,
                     index,
                     len,
                 }));
+            }
+            // Nothing yet: start fetching the slots the next message is
+            // likely in, so that their first line travels alongside the
+            // entry's instead of after it.
+            for i in st.recent {
+                prefetch(self.slot(i));
             }
             let d = *deadline.get_or_insert_with(|| wait.deadline());
             let Some(d) = d else {
