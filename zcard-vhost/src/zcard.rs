@@ -63,27 +63,42 @@ pub enum Outcome {
     Stall,
 }
 
-/// A guest memory range named by one descriptor.
-#[derive(Clone, Copy, Debug)]
-struct Seg {
-    addr: GuestAddress,
-    len: u32,
-}
-
-/// A request that passed every check.
+/// A request that passed every check: its segments are the chain's own
+/// descriptors, each checked to lie in guest memory.
 #[derive(Debug)]
-struct Request {
+struct Request<'c> {
     op: Op,
     header: ReqHeader,
-    src: Vec<Seg>,
-    dst: Vec<Seg>,
+    src: &'c [Descriptor],
+    dst: &'c [Descriptor],
+}
+
+/// Descriptors a chain keeps without a heap allocation: a header, three
+/// segments each way and a status, what almost every request has.
+const INLINE_DESCS: usize = 8;
+
+/// The descriptors a [`Chain`] keeps: inline up to [`INLINE_DESCS`], on the
+/// heap past that (requests of many segments only).
+#[derive(Debug)]
+enum Descs {
+    Inline([Descriptor; INLINE_DESCS], usize),
+    Heap(Vec<Descriptor>),
+}
+
+impl Descs {
+    fn as_slice(&self) -> &[Descriptor] {
+        match self {
+            Descs::Inline(buf, len) => &buf[..*len],
+            Descs::Heap(v) => v,
+        }
+    }
 }
 
 /// A descriptor chain walked to its end, ending on a usable status descriptor.
 #[derive(Debug)]
 struct Chain {
     /// The first descriptors, as many as a valid request can have plus one.
-    descs: Vec<Descriptor>,
+    descs: Descs,
     /// How many descriptors the chain has in all.
     count: usize,
     /// The last descriptor: device-writable, large enough, in guest memory.
@@ -102,16 +117,28 @@ impl Chain {
         I: Iterator<Item = Descriptor>,
     {
         let keep = 2 * usize::from(max_segments) + 3;
-        let mut descs: Vec<Descriptor> = Vec::with_capacity(keep.min(8));
+        let mut inline = [Descriptor::default(); INLINE_DESCS];
+        let mut heap = Vec::new();
         let mut count = 0usize;
         let mut last = None;
         for d in chain {
-            count += 1;
-            if descs.len() < keep {
-                descs.push(d);
+            if count < INLINE_DESCS {
+                inline[count] = d;
+            } else if count < keep {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&inline);
+                }
+                heap.push(d);
             }
+            count += 1;
             last = Some(d);
         }
+        let stored = count.min(keep);
+        let descs = if stored <= INLINE_DESCS {
+            Descs::Inline(inline, stored)
+        } else {
+            Descs::Heap(heap)
+        };
         let status = last.filter(|d| {
             !d.has_next()
                 && d.is_write_only()
@@ -127,7 +154,8 @@ impl Chain {
 
     /// The stored descriptors between the header and the status.
     fn middle(&self) -> &[Descriptor] {
-        &self.descs[1..self.descs.len() - 1]
+        let d = self.descs.as_slice();
+        &d[1..d.len() - 1]
     }
 }
 
@@ -320,7 +348,7 @@ impl Card {
     /// NEEDS_RESET, a stall take effect here), then validation and execution.
     /// None when the queue stalls with the request left pending.
     fn decide(&self, mem: &GuestMem, chain: &Chain, queue: u16) -> Option<Verdict> {
-        let header = read_header(mem, &chain.descs, chain.count);
+        let header = read_header(mem, chain.descs.as_slice(), chain.count);
         let op = header.as_ref().ok().and_then(|h| Op::from_opcode(h.opcode));
         let actions = self.faults.evaluate(op, queue);
         if actions.crash {
@@ -394,13 +422,13 @@ impl Card {
 
     /// Checks a request whose header was read; `middle` are the descriptors
     /// between header and status (all of them unless `count` says more exist).
-    fn validate(
+    fn validate<'c>(
         &self,
         mem: &GuestMem,
         header: ReqHeader,
-        middle: &[Descriptor],
+        middle: &'c [Descriptor],
         count: usize,
-    ) -> Result<Request, Status> {
+    ) -> Result<Request<'c>, Status> {
         let op = Op::from_opcode(header.opcode).ok_or(Status::Unsupported)?;
         if header.flags != 0
             || header.reserved0 != 0
@@ -454,26 +482,17 @@ impl Card {
             }
         }
 
-        let to_segs = |segs: &[Descriptor]| -> Result<Vec<Seg>, Status> {
-            segs.iter()
-                .map(|d| {
-                    let seg = Seg {
-                        addr: d.addr(),
-                        len: d.len(),
-                    };
-                    if mem.check_range(seg.addr, seg.len as usize) {
-                        Ok(seg)
-                    } else {
-                        Err(Status::BadAddress)
-                    }
-                })
-                .collect()
-        };
+        if !middle
+            .iter()
+            .all(|d| mem.check_range(d.addr(), d.len() as usize))
+        {
+            return Err(Status::BadAddress);
+        }
         Ok(Request {
             op,
             header,
-            src: to_segs(src)?,
-            dst: to_segs(dst)?,
+            src,
+            dst,
         })
     }
 
@@ -482,13 +501,13 @@ impl Card {
         let moved = u32::try_from(req.header.length).unwrap_or(u32::MAX);
         let res = match req.op {
             Op::Nop => Ok(0),
-            Op::Copy => copy(mem, &req.src, &req.dst).map(|()| 0),
-            Op::Fill => fill(mem, &req.dst, req.header.pattern).map(|()| 0),
-            Op::Crc32c => crc32c(mem, &req.src, req.header.pattern as u32),
+            Op::Copy => copy(mem, req.src, req.dst).map(|()| 0),
+            Op::Fill => fill(mem, req.dst, req.header.pattern).map(|()| 0),
+            Op::Crc32c => crc32c(mem, req.src, req.header.pattern as u32),
             Op::StorageRead => {
                 let mut at = req.header.storage_offset;
                 let mut failed = None;
-                for_each_slice(mem, &req.dst, |s| {
+                for_each_slice(mem, req.dst, |s| {
                     if failed.is_none() {
                         failed = self.storage.read_into(at, &s).err();
                     }
@@ -499,7 +518,7 @@ impl Card {
             Op::StorageWrite => {
                 let mut at = req.header.storage_offset;
                 let mut failed = None;
-                for_each_slice(mem, &req.src, |s| {
+                for_each_slice(mem, req.src, |s| {
                     if failed.is_none() {
                         failed = self.storage.write_from(at, &s).err();
                     }
@@ -517,7 +536,7 @@ impl Card {
             Err(status) => return (status, 0, 0),
         };
         if let (Some(bit), Op::Copy, 1..) = (actions.flip_bit, req.op, req.header.length) {
-            flip_bit(mem, &req.dst, bit % (req.header.length * 8));
+            flip_bit(mem, req.dst, bit % (req.header.length * 8));
         }
         let written = if req.op.has_destinations() { moved } else { 0 };
         (Status::Ok, result, written)
@@ -551,60 +570,96 @@ fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<Req
         .map_err(|_| Status::BadAddress)
 }
 
+/// The host slices of `segs`, in order, each an `Err` where a segment
+/// leaves guest memory.
+fn host_slices<'m, 'c>(
+    mem: &'m GuestMem,
+    segs: &'c [Descriptor],
+) -> impl Iterator<Item = Result<VolatileSlice<'m, ()>, Status>> + use<'m, 'c> {
+    segs.iter().flat_map(move |d| {
+        mem.get_slices(d.addr(), d.len() as usize)
+            .map(|s| s.map_err(|_| Status::BadAddress))
+    })
+}
+
 /// Calls `f` on every host slice of `segs`, in order.
-fn for_each_slice<'m, F>(mem: &'m GuestMem, segs: &[Seg], mut f: F) -> Result<(), Status>
+fn for_each_slice<'m, F>(mem: &'m GuestMem, segs: &[Descriptor], mut f: F) -> Result<(), Status>
 where
     F: FnMut(VolatileSlice<'m, ()>),
 {
-    for seg in segs {
-        for slice in mem.get_slices(seg.addr, seg.len as usize) {
-            f(slice.map_err(|_| Status::BadAddress)?);
-        }
+    for slice in host_slices(mem, segs) {
+        f(slice?);
     }
     Ok(())
 }
 
-/// Host slices of `segs`, in order.
-fn slices<'m>(mem: &'m GuestMem, segs: &[Seg]) -> Result<Vec<VolatileSlice<'m, ()>>, Status> {
-    let mut out = Vec::with_capacity(segs.len());
-    for_each_slice(mem, segs, |s| out.push(s))?;
-    Ok(out)
-}
-
-/// Gathers `src` and scatters it over `dst` (equal totals, checked by the caller).
-fn copy(mem: &GuestMem, src: &[Seg], dst: &[Seg]) -> Result<(), Status> {
-    let src = slices(mem, src)?;
-    let dst = slices(mem, dst)?;
-    let (mut si, mut so, mut di, mut doff) = (0, 0, 0, 0);
-    while si < src.len() && di < dst.len() {
-        let n = (src[si].len() - so).min(dst[di].len() - doff);
-        let from = src[si].subslice(so, n).map_err(|_| Status::BadAddress)?;
-        let to = dst[di].subslice(doff, n).map_err(|_| Status::BadAddress)?;
+/// Gathers `src` and scatters it over `dst` (equal totals, checked by the
+/// caller), walking both lists of host slices once, with no allocation.
+fn copy(mem: &GuestMem, src: &[Descriptor], dst: &[Descriptor]) -> Result<(), Status> {
+    // One segment each way, each inside one memory region (the common
+    // request): one translation per side.
+    if let ([s], [d]) = (src, dst) {
+        let one = |d: &Descriptor| mem.get_slice(d.addr(), d.len() as usize);
+        if let (Ok(from), Ok(to)) = (one(s), one(d)) {
+            // memmove semantics, as below.
+            from.copy_to_volatile_slice(to);
+            return Ok(());
+        }
+    }
+    let mut from_all = host_slices(mem, src);
+    let mut to_all = host_slices(mem, dst);
+    let (mut from, mut to) = (None, None);
+    loop {
+        let f = match from.take() {
+            Some(f) => f,
+            None => match from_all.next() {
+                Some(f) => f?,
+                None => return Ok(()),
+            },
+        };
+        let t = match to.take() {
+            Some(t) => t,
+            None => match to_all.next() {
+                Some(t) => t?,
+                None => return Ok(()),
+            },
+        };
+        let n = f.len().min(t.len());
+        let (head, rest) = (
+            f.subslice(0, n).map_err(|_| Status::BadAddress)?,
+            f.offset(n).map_err(|_| Status::BadAddress)?,
+        );
+        let to_here = t.subslice(0, n).map_err(|_| Status::BadAddress)?;
         // memmove semantics: overlapping guest ranges give defined host behaviour.
-        from.copy_to_volatile_slice(to);
-        so += n;
-        doff += n;
-        if so == src[si].len() {
-            si += 1;
-            so = 0;
+        head.copy_to_volatile_slice(to_here);
+        if !rest.is_empty() {
+            from = Some(rest);
         }
-        if doff == dst[di].len() {
-            di += 1;
-            doff = 0;
+        let t_rest = t.offset(n).map_err(|_| Status::BadAddress)?;
+        if !t_rest.is_empty() {
+            to = Some(t_rest);
         }
     }
-    Ok(())
 }
 
 /// Writes the little-endian `pattern` over `dst`, continuing across segments.
-fn fill(mem: &GuestMem, dst: &[Seg], pattern: u64) -> Result<(), Status> {
+fn fill(mem: &GuestMem, dst: &[Descriptor], pattern: u64) -> Result<(), Status> {
     const CHUNK: usize = 4096;
-    let total: usize = dst.iter().map(|s| s.len as usize).sum();
-    let mut buf = [0u8; CHUNK + 8];
-    let bytes = pattern.to_le_bytes();
-    // Room for any phase (0..8) plus the longest write, whole patterns only.
+    const SMALL: usize = 256;
+    let total: usize = dst.iter().map(|s| s.len() as usize).sum();
+    // Room for any phase (0..8) plus the longest write, whole patterns only;
+    // a small request fills a small buffer (no 4 KiB to clear first).
     let needed = (total.min(CHUNK) + 15) & !7;
-    for chunk in buf[..needed].chunks_exact_mut(8) {
+    let mut small = [0u8; SMALL + 16];
+    let mut big;
+    let buf: &mut [u8] = if needed <= small.len() {
+        &mut small[..needed]
+    } else {
+        big = [0u8; CHUNK + 16];
+        &mut big[..needed]
+    };
+    let bytes = pattern.to_le_bytes();
+    for chunk in buf.chunks_exact_mut(8) {
         chunk.copy_from_slice(&bytes);
     }
     let mut pos = 0usize;
@@ -622,10 +677,28 @@ fn fill(mem: &GuestMem, dst: &[Seg], pattern: u64) -> Result<(), Status> {
     })
 }
 
+thread_local! {
+    /// Each worker's CRC32C bounce buffer, grown once to [`CRC_CHUNK`].
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// CRC32C of `src`, continuing from `init`.
-fn crc32c(mem: &GuestMem, src: &[Seg], init: u32) -> Result<u32, Status> {
-    let total: usize = src.iter().map(|s| s.len as usize).sum();
-    let mut bounce = vec![0u8; total.min(CRC_CHUNK)];
+fn crc32c(mem: &GuestMem, src: &[Descriptor], init: u32) -> Result<u32, Status> {
+    BOUNCE.with_borrow_mut(|bounce| crc32c_through(mem, src, init, bounce))
+}
+
+/// CRC32C of `src` read through `bounce` (grown to at most [`CRC_CHUNK`]).
+fn crc32c_through(
+    mem: &GuestMem,
+    src: &[Descriptor],
+    init: u32,
+    bounce: &mut Vec<u8>,
+) -> Result<u32, Status> {
+    let total: usize = src.iter().map(|s| s.len() as usize).sum();
+    if bounce.len() < total.min(CRC_CHUNK) {
+        bounce.resize(total.min(CRC_CHUNK), 0);
+    }
+    let bounce = &mut bounce[..total.min(CRC_CHUNK)];
     let mut crc = init;
     for_each_slice(mem, src, |s| {
         let mut off = 0;
@@ -642,17 +715,17 @@ fn crc32c(mem: &GuestMem, src: &[Seg], init: u32) -> Result<u32, Status> {
 }
 
 /// Flips bit `bit` of the destination byte stream.
-fn flip_bit(mem: &GuestMem, dst: &[Seg], bit: u64) {
+fn flip_bit(mem: &GuestMem, dst: &[Descriptor], bit: u64) {
     let mut byte = bit / 8;
     for seg in dst {
-        if byte < u64::from(seg.len) {
-            let addr = GuestAddress(seg.addr.0 + byte);
+        if byte < u64::from(seg.len()) {
+            let addr = GuestAddress(seg.addr().0 + byte);
             if let Ok(v) = mem.read_obj::<u8>(addr) {
                 let _ = mem.write_obj(v ^ (1 << (bit % 8)), addr);
             }
             return;
         }
-        byte -= u64::from(seg.len);
+        byte -= u64::from(seg.len());
     }
 }
 
