@@ -66,11 +66,15 @@ pub enum Outcome {
 /// A request that passed every check: its segments are the chain's own
 /// descriptors, each checked to lie in guest memory.
 #[derive(Debug)]
-struct Request<'c> {
+struct Request<'m, 'c> {
     op: Op,
     header: ReqHeader,
     src: &'c [Descriptor],
     dst: &'c [Descriptor],
+    /// The host memory of the only source and the only destination, when
+    /// there is one of each and it lies in one memory region: translated
+    /// once, while checking.
+    one_to_one: Option<(VolatileSlice<'m, ()>, VolatileSlice<'m, ()>)>,
 }
 
 /// Descriptors a chain keeps without a heap allocation: a header, three
@@ -96,23 +100,25 @@ impl Descs {
 
 /// A descriptor chain walked to its end, ending on a usable status descriptor.
 #[derive(Debug)]
-struct Chain {
+struct Chain<'m> {
     /// The first descriptors, as many as a valid request can have plus one.
     descs: Descs,
     /// How many descriptors the chain has in all.
     count: usize,
     /// The last descriptor: device-writable, large enough, in guest memory.
     status: Descriptor,
+    /// Its host memory when it lies in one region (translated once).
+    status_slice: Option<VolatileSlice<'m, ()>>,
 }
 
-impl Chain {
+impl<'m> Chain<'m> {
     /// Walks the whole chain (the iterator bounds it by the queue or indirect
     /// table size), storing only as many descriptors as a valid request can
     /// have, plus one to notice too many. None when the chain cannot carry a
     /// status: it ends on a descriptor still flagged NEXT (cut short by a
     /// loop, a bad next index or an unreadable table: nothing in it is
     /// trusted), or its last descriptor is not a usable status descriptor.
-    fn collect<I>(mem: &GuestMem, chain: I, max_segments: u16) -> Option<Chain>
+    fn collect<I>(mem: &'m GuestMem, chain: I, max_segments: u16) -> Option<Chain<'m>>
     where
         I: Iterator<Item = Descriptor>,
     {
@@ -139,16 +145,19 @@ impl Chain {
         } else {
             Descs::Heap(heap)
         };
-        let status = last.filter(|d| {
-            !d.has_next()
-                && d.is_write_only()
-                && d.len() >= REQ_STATUS_SIZE
-                && mem.check_range(d.addr(), REQ_STATUS_SIZE as usize)
-        })?;
+        let status =
+            last.filter(|d| !d.has_next() && d.is_write_only() && d.len() >= REQ_STATUS_SIZE)?;
+        let status_slice = match mem.get_slice(status.addr(), REQ_STATUS_SIZE as usize) {
+            Ok(s) => Some(s),
+            // Across two regions: written through guest memory instead.
+            Err(_) if mem.check_range(status.addr(), REQ_STATUS_SIZE as usize) => None,
+            Err(_) => return None,
+        };
         Some(Chain {
             descs,
             count,
             status,
+            status_slice,
         })
     }
 
@@ -395,7 +404,11 @@ impl Card {
             result: verdict.result,
             tag: verdict.tag,
         };
-        if mem.write_obj(reply, chain.status.addr()).is_err() {
+        let written = match chain.status_slice {
+            Some(s) => s.write_obj(reply, 0).is_ok(),
+            None => mem.write_obj(reply, chain.status.addr()).is_ok(),
+        };
+        if !written {
             // The status descriptor lies outside guest memory.
             return self.drop_chain();
         }
@@ -422,13 +435,13 @@ impl Card {
 
     /// Checks a request whose header was read; `middle` are the descriptors
     /// between header and status (all of them unless `count` says more exist).
-    fn validate<'c>(
+    fn validate<'m, 'c>(
         &self,
-        mem: &GuestMem,
+        mem: &'m GuestMem,
         header: ReqHeader,
         middle: &'c [Descriptor],
         count: usize,
-    ) -> Result<Request<'c>, Status> {
+    ) -> Result<Request<'m, 'c>, Status> {
         let op = Op::from_opcode(header.opcode).ok_or(Status::Unsupported)?;
         if header.flags != 0
             || header.reserved0 != 0
@@ -482,17 +495,31 @@ impl Card {
             }
         }
 
-        if !middle
-            .iter()
-            .all(|d| mem.check_range(d.addr(), d.len() as usize))
-        {
-            return Err(Status::BadAddress);
+        // Every segment in guest memory; a segment inside one region is
+        // translated here, once.
+        let mut slices = [None, None];
+        for (i, d) in middle.iter().enumerate() {
+            let slice = match mem.get_slice(d.addr(), d.len() as usize) {
+                Ok(s) => Some(s),
+                Err(_) if mem.check_range(d.addr(), d.len() as usize) => None,
+                Err(_) => return Err(Status::BadAddress),
+            };
+            if i == 0 && src.len() == 1 {
+                slices[0] = slice;
+            } else if i == split && dst.len() == 1 {
+                slices[1] = slice;
+            }
         }
+        let one_to_one = match slices {
+            [Some(s), Some(d)] => Some((s, d)),
+            _ => None,
+        };
         Ok(Request {
             op,
             header,
             src,
             dst,
+            one_to_one,
         })
     }
 
@@ -501,7 +528,14 @@ impl Card {
         let moved = u32::try_from(req.header.length).unwrap_or(u32::MAX);
         let res = match req.op {
             Op::Nop => Ok(0),
-            Op::Copy => copy(mem, req.src, req.dst).map(|()| 0),
+            Op::Copy => match req.one_to_one {
+                // memmove semantics, as in copy().
+                Some((from, to)) => {
+                    from.copy_to_volatile_slice(to);
+                    Ok(0)
+                }
+                None => copy(mem, req.src, req.dst).map(|()| 0),
+            },
             Op::Fill => fill(mem, req.dst, req.header.pattern).map(|()| 0),
             Op::Crc32c => crc32c(mem, req.src, req.header.pattern as u32),
             Op::StorageRead => {
@@ -596,16 +630,6 @@ where
 /// Gathers `src` and scatters it over `dst` (equal totals, checked by the
 /// caller), walking both lists of host slices once, with no allocation.
 fn copy(mem: &GuestMem, src: &[Descriptor], dst: &[Descriptor]) -> Result<(), Status> {
-    // One segment each way, each inside one memory region (the common
-    // request): one translation per side.
-    if let ([s], [d]) = (src, dst) {
-        let one = |d: &Descriptor| mem.get_slice(d.addr(), d.len() as usize);
-        if let (Ok(from), Ok(to)) = (one(s), one(d)) {
-            // memmove semantics, as below.
-            from.copy_to_volatile_slice(to);
-            return Ok(());
-        }
-    }
     let mut from_all = host_slices(mem, src);
     let mut to_all = host_slices(mem, dst);
     let (mut from, mut to) = (None, None);
