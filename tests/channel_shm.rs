@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use zcopy::channel::segment::VERSION;
 use zcopy::channel::{self, Builder, Error, Receiver, Shm};
 use zcopy_vm_tests::channel::{check_message, read_line, send_message, spawn_with_fd3, wait_child};
 use zcopy_vm_tests::conformance::{peer_exe, raw_segment};
@@ -168,16 +169,17 @@ fn foreign_or_mismatched_segments_are_refused() {
         offer(&memfd(true, &good[..100], 100)),
         Err(Error::NotAChannel)
     ));
-    let mut v2 = good.clone();
-    v2[8] = 2;
-    match offer(&memfd(true, &v2, len)) {
-        Err(
-            e @ Error::Version {
-                found: 2,
-                expected: 1,
-            },
-        ) => assert!(e.to_string().contains("version 2")),
-        other => panic!("{:?}", other.map(|_| ())),
+    // A newer format, and the one before the lap-tagged rings.
+    for other in [VERSION + 1, 1] {
+        let mut v = good.clone();
+        v[8..12].copy_from_slice(&other.to_le_bytes());
+        match offer(&memfd(true, &v, len)) {
+            Err(e @ Error::Version { found, expected }) => {
+                assert_eq!((found, expected), (other, VERSION));
+                assert!(e.to_string().contains(&format!("version {other}")), "{e}");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
     let mut moved = good.clone();
     moved[40] ^= 0x40; // submit ring offset

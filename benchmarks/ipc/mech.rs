@@ -17,10 +17,16 @@ use zcopy::channel::{Builder, Receiver, Sender, Shm};
 pub enum Mech {
     /// A bare shared-memory flag: the floor any shared-memory IPC can reach.
     Floor,
+    /// The flag after the sender wrote every byte of a shared buffer.
+    FloorFill,
     /// zcopy channel, busy-polling.
     ZcopyBusy,
-    /// zcopy channel, sleeping in the futex (no spinning).
+    /// zcopy channel, busy-polling, the sender writing every byte of the slot.
+    ZcopyFill,
+    /// zcopy channel, blocking `recv` (its bounded spin, then the futex).
     ZcopyBlocking,
+    /// zcopy channel, sleeping in the futex at once (no spin).
+    ZcopyFutex,
     /// The same rings with the payload copied in and out (a copying shm ring).
     CopyRing,
     /// pipe(2).
@@ -74,8 +80,11 @@ impl Mech {
     pub fn all() -> Vec<Mech> {
         vec![
             Mech::Floor,
+            Mech::FloorFill,
             Mech::ZcopyBusy,
+            Mech::ZcopyFill,
             Mech::ZcopyBlocking,
+            Mech::ZcopyFutex,
             Mech::CopyRing,
             Mech::Pipe,
             Mech::Uds,
@@ -100,8 +109,11 @@ impl Mech {
     pub fn name(self) -> &'static str {
         match self {
             Mech::Floor => "floor",
+            Mech::FloorFill => "floor-fill",
             Mech::ZcopyBusy => "zcopy-busy",
+            Mech::ZcopyFill => "zcopy-fill",
             Mech::ZcopyBlocking => "zcopy-blocking",
+            Mech::ZcopyFutex => "zcopy-futex",
             Mech::CopyRing => "copy-ring",
             Mech::Pipe => "pipe",
             Mech::Uds => "uds",
@@ -115,8 +127,11 @@ impl Mech {
     pub fn label(self) -> &'static str {
         match self {
             Mech::Floor => "floor (a bare shared flag)",
+            Mech::FloorFill => "floor-fill (flag, every byte written)",
             Mech::ZcopyBusy => "zcopy-busy (busy-poll)",
-            Mech::ZcopyBlocking => "zcopy-blocking (futex)",
+            Mech::ZcopyFill => "zcopy-fill (busy-poll, every byte written)",
+            Mech::ZcopyBlocking => "zcopy-blocking (spin, then futex)",
+            Mech::ZcopyFutex => "zcopy-futex (futex, no spin)",
             Mech::CopyRing => "copy-ring (copying shm ring)",
             Mech::Pipe => "pipe",
             Mech::Uds => "uds (Unix socket)",
@@ -129,17 +144,28 @@ impl Mech {
     /// Moves the payload without copying it.
     pub fn zero_copy(self) -> bool {
         match self {
-            Mech::Floor | Mech::ZcopyBusy | Mech::ZcopyBlocking => true,
+            Mech::Floor
+            | Mech::FloorFill
+            | Mech::ZcopyBusy
+            | Mech::ZcopyFill
+            | Mech::ZcopyBlocking
+            | Mech::ZcopyFutex => true,
             #[cfg(feature = "iceoryx2")]
             Mech::Iceoryx2 => true,
             _ => false,
         }
     }
 
+    /// The sender writes every byte of each message (the copying ways,
+    /// and the zero-copy ways' full-fill variants).
+    pub fn writes_all(self) -> bool {
+        !self.zero_copy() || matches!(self, Mech::FloorFill | Mech::ZcopyFill)
+    }
+
     /// One-way latencies (round trip / 2) in ns, or why not measured.
     pub fn latency(self, size: usize, pin: Pin, iters: usize) -> Result<Vec<u64>, String> {
-        // Copying 4 MiB takes a while: fewer rounds, same bytes order.
-        let iters = if self.zero_copy() {
+        // Writing 4 MiB takes a while: fewer rounds, same bytes order.
+        let iters = if !self.writes_all() {
             iters
         } else {
             iters.min((1usize << 30) / size).max(50)
@@ -153,10 +179,10 @@ impl Mech {
 
     /// Messages per second streaming one way, or why not measured.
     pub fn throughput(self, size: usize, pin: Pin, count: usize) -> Result<f64, String> {
-        if self == Mech::Floor {
+        if matches!(self, Mech::Floor | Mech::FloorFill) {
             return Err("a flag carries no stream".into());
         }
-        let count = if self.zero_copy() {
+        let count = if !self.writes_all() {
             count
         } else {
             count.min((2usize << 30) / size).max(100)
@@ -250,8 +276,9 @@ fn prepare(m: Mech, size: usize) -> Result<Shared, String> {
             };
             s.mq = Some((open("a")?, open("b")?));
         }
-        Mech::Floor => {
-            // A shared page (MAP_SHARED over a memfd: fork keeps it shared).
+        Mech::Floor | Mech::FloorFill => {
+            // The flags' page, then (fill) one buffer per direction
+            // (MAP_SHARED over a memfd: fork keeps it shared).
             // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
             let raw =
                 unsafe { libc::memfd_create(c"zcopy-bench-flag".as_ptr(), libc::MFD_CLOEXEC) };
@@ -260,11 +287,16 @@ fn prepare(m: Mech, size: usize) -> Result<Shared, String> {
             }
             // SAFETY: a descriptor the kernel just gave us.
             let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-            file.set_len(4096).map_err(e)?;
-            // SAFETY: the memfd is ours alone and 4096 bytes long; nothing
+            let len = if m == Mech::FloorFill {
+                4096 + 2 * size.next_multiple_of(4096)
+            } else {
+                4096
+            };
+            file.set_len(len as u64).map_err(e)?;
+            // SAFETY: the memfd is ours alone and `len` bytes long; nothing
             // truncates it while mapped.
             s.flag =
-                Some(unsafe { memmap2::MmapOptions::new().len(4096).map_mut(&file) }.map_err(e)?);
+                Some(unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }.map_err(e)?);
         }
         _ => {}
     }
@@ -344,34 +376,42 @@ fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> 
     let ctl = &s.ctl.0;
     let mut out = Vec::new();
     match m {
-        Mech::Floor => {
+        Mech::Floor | Mech::FloorFill => {
             let map = s.flag.as_ref().ok_or("no map")?;
             let (a, b) = flags(map);
+            let out_buf = fill_buffer(map, m, size, 0);
             let Job::Latency(n) = job else {
                 return Err("n/a".into());
             };
             for i in 1..=n as u64 {
                 let t = Instant::now();
+                if let Some(buf) = out_buf {
+                    write_all(buf, size, i);
+                }
                 a.store(i, Ordering::Release);
                 spin_until(|| (b.load(Ordering::Acquire) == i).then_some(()));
                 out.push(t.elapsed().as_nanos() as u64 / 2);
             }
         }
-        Mech::ZcopyBusy | Mech::ZcopyBlocking | Mech::CopyRing => {
+        Mech::ZcopyBusy
+        | Mech::ZcopyFill
+        | Mech::ZcopyBlocking
+        | Mech::ZcopyFutex
+        | Mech::CopyRing => {
             let tx = channel_out(ctl, size)?;
             let rx = channel_in(ctl)?;
-            let blocking = m == Mech::ZcopyBlocking;
-            if blocking {
-                tx.set_spin(0);
-                rx.set_spin(0);
-            }
+            let blocking = set_blocking(m, &tx, &rx);
             let copy = m == Mech::CopyRing;
+            let fill = m == Mech::ZcopyFill;
             let src = vec![7u8; size];
             let mut dst = vec![0u8; size];
             let send = |i: u64| -> Result<(), String> {
                 let mut l = tx.loan().map_err(ioe)?;
                 if copy {
                     l.as_mut_slice()[..size].copy_from_slice(&src);
+                }
+                if fill {
+                    l.as_mut_slice()[..size].fill(i as u8);
                 }
                 l.as_mut_slice()[..8].copy_from_slice(&i.to_le_bytes());
                 l.send(size).map_err(ioe)
@@ -450,24 +490,29 @@ fn job_n(job: Job) -> usize {
 fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
     let ctl = &s.ctl.1;
     match m {
-        Mech::Floor => {
+        Mech::Floor | Mech::FloorFill => {
             let map = s.flag.as_ref().ok_or("no map")?;
             let (a, b) = flags(map);
+            let out_buf = fill_buffer(map, m, size, 1);
             let Job::Latency(n) = job else { return Ok(()) };
             for i in 1..=n as u64 {
                 spin_until(|| (a.load(Ordering::Acquire) == i).then_some(()));
+                if let Some(buf) = out_buf {
+                    write_all(buf, size, i);
+                }
                 b.store(i, Ordering::Release);
             }
         }
-        Mech::ZcopyBusy | Mech::ZcopyBlocking | Mech::CopyRing => {
+        Mech::ZcopyBusy
+        | Mech::ZcopyFill
+        | Mech::ZcopyBlocking
+        | Mech::ZcopyFutex
+        | Mech::CopyRing => {
             let rx = channel_in(ctl)?;
             let tx = channel_out(ctl, size)?;
-            let blocking = m == Mech::ZcopyBlocking;
-            if blocking {
-                tx.set_spin(0);
-                rx.set_spin(0);
-            }
+            let blocking = set_blocking(m, &tx, &rx);
             let copy = m == Mech::CopyRing;
+            let fill = m == Mech::ZcopyFill;
             let mut dst = vec![0u8; size];
             let src = vec![9u8; size];
             let recv = || -> Result<_, String> {
@@ -492,6 +537,9 @@ fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
                     let mut l = tx.loan().map_err(ioe)?;
                     if copy {
                         l.as_mut_slice()[..size].copy_from_slice(&src);
+                    }
+                    if fill {
+                        l.as_mut_slice()[..size].fill(head[0]);
                     }
                     l.as_mut_slice()[..8].copy_from_slice(&head);
                     l.send(size).map_err(ioe)?;
@@ -531,6 +579,35 @@ fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether `m` receives by blocking `recv`, and with which spin: the
+/// library's default for [`Mech::ZcopyBlocking`], none for
+/// [`Mech::ZcopyFutex`].
+fn set_blocking(m: Mech, tx: &Sender<Shm>, rx: &Receiver<Shm>) -> bool {
+    if m == Mech::ZcopyFutex {
+        tx.set_spin(0);
+        rx.set_spin(0);
+    }
+    matches!(m, Mech::ZcopyBlocking | Mech::ZcopyFutex)
+}
+
+/// The floor's buffer for direction `dir` (0: ping → pong) when `m` writes
+/// every byte: after the flags' page, one page-aligned buffer each way.
+fn fill_buffer(map: &memmap2::MmapMut, m: Mech, size: usize, dir: usize) -> Option<*mut u8> {
+    (m == Mech::FloorFill).then(|| {
+        map.as_ptr()
+            .wrapping_add(4096 + dir * size.next_multiple_of(4096))
+            .cast_mut()
+    })
+}
+
+/// Writes every byte of a message of `size` bytes at `buf` (round `i`).
+fn write_all(buf: *mut u8, size: usize, i: u64) {
+    // SAFETY: `buf` is one of the mapping's two buffers of at least `size`
+    // bytes (fill_buffer); this side alone writes it, and the peer reads
+    // it only after the flag store that follows (Release/Acquire).
+    unsafe { std::ptr::write_bytes(buf, i as u8, size) };
 }
 
 fn flags(map: &memmap2::MmapMut) -> (&AtomicU64, &AtomicU64) {

@@ -124,7 +124,14 @@ fn goals(points: &[Point]) -> Vec<Value> {
                 (Some(a), Some(b)) => Some(ok(a, b)),
                 _ => None,
             };
-            out.push(json!({ "goal": name, "ours": ours, "reference": theirs, "met": met }));
+            let unit = if name.contains("throughput") {
+                "msgs/s"
+            } else {
+                "ns"
+            };
+            out.push(json!({
+                "goal": name, "ours": ours, "reference": theirs, "unit": unit, "met": met
+            }));
         };
     goal(
         "64 B one-way p50 (cross-core) ≤ 1.5 × the bare shared flag",
@@ -147,6 +154,18 @@ fn goals(points: &[Point]) -> Vec<Value> {
     goal(
         "largest size p50 within 2 × the 64 B p50 (cross-core)",
         p50(points, "zcopy-busy", pin, big).map(|v| v as f64),
+        z.map(|v| v as f64),
+        &|a, b| a <= 2.0 * b,
+    );
+    goal(
+        "largest size, sender writes every byte: p50 ≤ 1.2 × the floor doing the same",
+        p50(points, "zcopy-fill", pin, big).map(|v| v as f64),
+        p50(points, "floor-fill", pin, big).map(|v| v as f64),
+        &|a, b| a <= 1.2 * b,
+    );
+    goal(
+        "64 B blocking recv p50 (cross-core, busy sender) ≤ 2 × busy-poll",
+        p50(points, "zcopy-blocking", pin, small).map(|v| v as f64),
         z.map(|v| v as f64),
         &|a, b| a <= 2.0 * b,
     );
@@ -202,7 +221,23 @@ pub fn write(points: &[Point], out: &Path, quick: bool) -> Result<(), String> {
             Some(false) => "NOT met",
             None => "not measured",
         };
-        println!("  {:<70} {verdict}", g["goal"].as_str().unwrap_or(""));
+        let figures = match (g["ours"].as_f64(), g["reference"].as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => {
+                let v = |x: f64| {
+                    if g["unit"] == "ns" {
+                        ns(x.round() as u64)
+                    } else {
+                        format!("{:.2} M/s", x / 1e6)
+                    }
+                };
+                format!("{} vs {} ({:.2}×)", v(a), v(b), a / b)
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  {:<78} {figures:<32} {verdict}",
+            g["goal"].as_str().unwrap_or("")
+        );
     }
     let doc = json!({
         "bench": "zcopy-ipc",

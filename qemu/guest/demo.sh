@@ -69,7 +69,7 @@ if p:
     for w in p["ways"]:
         pct = lambda v: "-" if v is None else f"{v * 100:.0f} %"
         ratio = f"time {pct(w['vs_read_write'])}, CPU {pct(w['cpu_vs_read_write'])} of read+write's"
-        print(f"  {w['name']:<22} {w['seconds']:7.3f} s  {w['mb_per_s']:7.1f} MB/s  {w['cpu_copies']} CPU copies  {ratio}")
+        print(f"  {w['name']:<22} {w['seconds']:7.3f} s  {w['mb_per_s']:7.1f} MB/s  {w['application_copies']}+{w['kernel_copies']} CPU copies (app+kernel)  {ratio}")
     if rw and p["best_zero_copy_ratio"] is not None:
         b = p["best_zero_copy_ratio"]
         verdict = "met" if p["goal_met"] else "not met"

@@ -63,71 +63,108 @@ pub enum Outcome {
     Stall,
 }
 
-/// A guest memory range named by one descriptor.
-#[derive(Clone, Copy, Debug)]
-struct Seg {
-    addr: GuestAddress,
-    len: u32,
-}
-
-/// A request that passed every check.
+/// A request that passed every check: its segments are the chain's own
+/// descriptors, each checked to lie in guest memory.
 #[derive(Debug)]
-struct Request {
+struct Request<'m, 'c> {
     op: Op,
     header: ReqHeader,
-    src: Vec<Seg>,
-    dst: Vec<Seg>,
+    src: &'c [Descriptor],
+    dst: &'c [Descriptor],
+    /// The host memory of the only source and the only destination, when
+    /// there is one of each and it lies in one memory region: translated
+    /// once, while checking.
+    one_to_one: Option<(VolatileSlice<'m, ()>, VolatileSlice<'m, ()>)>,
+}
+
+/// Descriptors a chain keeps without a heap allocation: a header, three
+/// segments each way and a status, what almost every request has.
+const INLINE_DESCS: usize = 8;
+
+/// The descriptors a [`Chain`] keeps: inline up to [`INLINE_DESCS`], on the
+/// heap past that (requests of many segments only).
+#[derive(Debug)]
+enum Descs {
+    Inline([Descriptor; INLINE_DESCS], usize),
+    Heap(Vec<Descriptor>),
+}
+
+impl Descs {
+    fn as_slice(&self) -> &[Descriptor] {
+        match self {
+            Descs::Inline(buf, len) => &buf[..*len],
+            Descs::Heap(v) => v,
+        }
+    }
 }
 
 /// A descriptor chain walked to its end, ending on a usable status descriptor.
 #[derive(Debug)]
-struct Chain {
+struct Chain<'m> {
     /// The first descriptors, as many as a valid request can have plus one.
-    descs: Vec<Descriptor>,
+    descs: Descs,
     /// How many descriptors the chain has in all.
     count: usize,
     /// The last descriptor: device-writable, large enough, in guest memory.
     status: Descriptor,
+    /// Its host memory when it lies in one region (translated once).
+    status_slice: Option<VolatileSlice<'m, ()>>,
 }
 
-impl Chain {
+impl<'m> Chain<'m> {
     /// Walks the whole chain (the iterator bounds it by the queue or indirect
     /// table size), storing only as many descriptors as a valid request can
     /// have, plus one to notice too many. None when the chain cannot carry a
     /// status: it ends on a descriptor still flagged NEXT (cut short by a
     /// loop, a bad next index or an unreadable table: nothing in it is
     /// trusted), or its last descriptor is not a usable status descriptor.
-    fn collect<I>(mem: &GuestMem, chain: I, max_segments: u16) -> Option<Chain>
+    fn collect<I>(mem: &'m GuestMem, chain: I, max_segments: u16) -> Option<Chain<'m>>
     where
         I: Iterator<Item = Descriptor>,
     {
         let keep = 2 * usize::from(max_segments) + 3;
-        let mut descs: Vec<Descriptor> = Vec::with_capacity(keep.min(8));
+        let mut inline = [Descriptor::default(); INLINE_DESCS];
+        let mut heap = Vec::new();
         let mut count = 0usize;
         let mut last = None;
         for d in chain {
-            count += 1;
-            if descs.len() < keep {
-                descs.push(d);
+            if count < INLINE_DESCS {
+                inline[count] = d;
+            } else if count < keep {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&inline);
+                }
+                heap.push(d);
             }
+            count += 1;
             last = Some(d);
         }
-        let status = last.filter(|d| {
-            !d.has_next()
-                && d.is_write_only()
-                && d.len() >= REQ_STATUS_SIZE
-                && mem.check_range(d.addr(), REQ_STATUS_SIZE as usize)
-        })?;
+        let stored = count.min(keep);
+        let descs = if stored <= INLINE_DESCS {
+            Descs::Inline(inline, stored)
+        } else {
+            Descs::Heap(heap)
+        };
+        let status =
+            last.filter(|d| !d.has_next() && d.is_write_only() && d.len() >= REQ_STATUS_SIZE)?;
+        let status_slice = match mem.get_slice(status.addr(), REQ_STATUS_SIZE as usize) {
+            Ok(s) => Some(s),
+            // Across two regions: written through guest memory instead.
+            Err(_) if mem.check_range(status.addr(), REQ_STATUS_SIZE as usize) => None,
+            Err(_) => return None,
+        };
         Some(Chain {
             descs,
             count,
             status,
+            status_slice,
         })
     }
 
     /// The stored descriptors between the header and the status.
     fn middle(&self) -> &[Descriptor] {
-        &self.descs[1..self.descs.len() - 1]
+        let d = self.descs.as_slice();
+        &d[1..d.len() - 1]
     }
 }
 
@@ -320,7 +357,7 @@ impl Card {
     /// NEEDS_RESET, a stall take effect here), then validation and execution.
     /// None when the queue stalls with the request left pending.
     fn decide(&self, mem: &GuestMem, chain: &Chain, queue: u16) -> Option<Verdict> {
-        let header = read_header(mem, &chain.descs, chain.count);
+        let header = read_header(mem, chain.descs.as_slice(), chain.count);
         let op = header.as_ref().ok().and_then(|h| Op::from_opcode(h.opcode));
         let actions = self.faults.evaluate(op, queue);
         if actions.crash {
@@ -367,7 +404,11 @@ impl Card {
             result: verdict.result,
             tag: verdict.tag,
         };
-        if mem.write_obj(reply, chain.status.addr()).is_err() {
+        let written = match chain.status_slice {
+            Some(s) => s.write_obj(reply, 0).is_ok(),
+            None => mem.write_obj(reply, chain.status.addr()).is_ok(),
+        };
+        if !written {
             // The status descriptor lies outside guest memory.
             return self.drop_chain();
         }
@@ -394,13 +435,13 @@ impl Card {
 
     /// Checks a request whose header was read; `middle` are the descriptors
     /// between header and status (all of them unless `count` says more exist).
-    fn validate(
+    fn validate<'m, 'c>(
         &self,
-        mem: &GuestMem,
+        mem: &'m GuestMem,
         header: ReqHeader,
-        middle: &[Descriptor],
+        middle: &'c [Descriptor],
         count: usize,
-    ) -> Result<Request, Status> {
+    ) -> Result<Request<'m, 'c>, Status> {
         let op = Op::from_opcode(header.opcode).ok_or(Status::Unsupported)?;
         if header.flags != 0
             || header.reserved0 != 0
@@ -454,26 +495,31 @@ impl Card {
             }
         }
 
-        let to_segs = |segs: &[Descriptor]| -> Result<Vec<Seg>, Status> {
-            segs.iter()
-                .map(|d| {
-                    let seg = Seg {
-                        addr: d.addr(),
-                        len: d.len(),
-                    };
-                    if mem.check_range(seg.addr, seg.len as usize) {
-                        Ok(seg)
-                    } else {
-                        Err(Status::BadAddress)
-                    }
-                })
-                .collect()
+        // Every segment in guest memory; a segment inside one region is
+        // translated here, once.
+        let mut slices = [None, None];
+        for (i, d) in middle.iter().enumerate() {
+            let slice = match mem.get_slice(d.addr(), d.len() as usize) {
+                Ok(s) => Some(s),
+                Err(_) if mem.check_range(d.addr(), d.len() as usize) => None,
+                Err(_) => return Err(Status::BadAddress),
+            };
+            if i == 0 && src.len() == 1 {
+                slices[0] = slice;
+            } else if i == split && dst.len() == 1 {
+                slices[1] = slice;
+            }
+        }
+        let one_to_one = match slices {
+            [Some(s), Some(d)] => Some((s, d)),
+            _ => None,
         };
         Ok(Request {
             op,
             header,
-            src: to_segs(src)?,
-            dst: to_segs(dst)?,
+            src,
+            dst,
+            one_to_one,
         })
     }
 
@@ -482,13 +528,20 @@ impl Card {
         let moved = u32::try_from(req.header.length).unwrap_or(u32::MAX);
         let res = match req.op {
             Op::Nop => Ok(0),
-            Op::Copy => copy(mem, &req.src, &req.dst).map(|()| 0),
-            Op::Fill => fill(mem, &req.dst, req.header.pattern).map(|()| 0),
-            Op::Crc32c => crc32c(mem, &req.src, req.header.pattern as u32),
+            Op::Copy => match req.one_to_one {
+                // memmove semantics, as in copy().
+                Some((from, to)) => {
+                    from.copy_to_volatile_slice(to);
+                    Ok(0)
+                }
+                None => copy(mem, req.src, req.dst).map(|()| 0),
+            },
+            Op::Fill => fill(mem, req.dst, req.header.pattern).map(|()| 0),
+            Op::Crc32c => crc32c(mem, req.src, req.header.pattern as u32),
             Op::StorageRead => {
                 let mut at = req.header.storage_offset;
                 let mut failed = None;
-                for_each_slice(mem, &req.dst, |s| {
+                for_each_slice(mem, req.dst, |s| {
                     if failed.is_none() {
                         failed = self.storage.read_into(at, &s).err();
                     }
@@ -499,7 +552,7 @@ impl Card {
             Op::StorageWrite => {
                 let mut at = req.header.storage_offset;
                 let mut failed = None;
-                for_each_slice(mem, &req.src, |s| {
+                for_each_slice(mem, req.src, |s| {
                     if failed.is_none() {
                         failed = self.storage.write_from(at, &s).err();
                     }
@@ -517,7 +570,7 @@ impl Card {
             Err(status) => return (status, 0, 0),
         };
         if let (Some(bit), Op::Copy, 1..) = (actions.flip_bit, req.op, req.header.length) {
-            flip_bit(mem, &req.dst, bit % (req.header.length * 8));
+            flip_bit(mem, req.dst, bit % (req.header.length * 8));
         }
         let written = if req.op.has_destinations() { moved } else { 0 };
         (Status::Ok, result, written)
@@ -551,60 +604,86 @@ fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<Req
         .map_err(|_| Status::BadAddress)
 }
 
+/// The host slices of `segs`, in order, each an `Err` where a segment
+/// leaves guest memory.
+fn host_slices<'m, 'c>(
+    mem: &'m GuestMem,
+    segs: &'c [Descriptor],
+) -> impl Iterator<Item = Result<VolatileSlice<'m, ()>, Status>> + use<'m, 'c> {
+    segs.iter().flat_map(move |d| {
+        mem.get_slices(d.addr(), d.len() as usize)
+            .map(|s| s.map_err(|_| Status::BadAddress))
+    })
+}
+
 /// Calls `f` on every host slice of `segs`, in order.
-fn for_each_slice<'m, F>(mem: &'m GuestMem, segs: &[Seg], mut f: F) -> Result<(), Status>
+fn for_each_slice<'m, F>(mem: &'m GuestMem, segs: &[Descriptor], mut f: F) -> Result<(), Status>
 where
     F: FnMut(VolatileSlice<'m, ()>),
 {
-    for seg in segs {
-        for slice in mem.get_slices(seg.addr, seg.len as usize) {
-            f(slice.map_err(|_| Status::BadAddress)?);
-        }
+    for slice in host_slices(mem, segs) {
+        f(slice?);
     }
     Ok(())
 }
 
-/// Host slices of `segs`, in order.
-fn slices<'m>(mem: &'m GuestMem, segs: &[Seg]) -> Result<Vec<VolatileSlice<'m, ()>>, Status> {
-    let mut out = Vec::with_capacity(segs.len());
-    for_each_slice(mem, segs, |s| out.push(s))?;
-    Ok(out)
-}
-
-/// Gathers `src` and scatters it over `dst` (equal totals, checked by the caller).
-fn copy(mem: &GuestMem, src: &[Seg], dst: &[Seg]) -> Result<(), Status> {
-    let src = slices(mem, src)?;
-    let dst = slices(mem, dst)?;
-    let (mut si, mut so, mut di, mut doff) = (0, 0, 0, 0);
-    while si < src.len() && di < dst.len() {
-        let n = (src[si].len() - so).min(dst[di].len() - doff);
-        let from = src[si].subslice(so, n).map_err(|_| Status::BadAddress)?;
-        let to = dst[di].subslice(doff, n).map_err(|_| Status::BadAddress)?;
+/// Gathers `src` and scatters it over `dst` (equal totals, checked by the
+/// caller), walking both lists of host slices once, with no allocation.
+fn copy(mem: &GuestMem, src: &[Descriptor], dst: &[Descriptor]) -> Result<(), Status> {
+    let mut from_all = host_slices(mem, src);
+    let mut to_all = host_slices(mem, dst);
+    let (mut from, mut to) = (None, None);
+    loop {
+        let f = match from.take() {
+            Some(f) => f,
+            None => match from_all.next() {
+                Some(f) => f?,
+                None => return Ok(()),
+            },
+        };
+        let t = match to.take() {
+            Some(t) => t,
+            None => match to_all.next() {
+                Some(t) => t?,
+                None => return Ok(()),
+            },
+        };
+        let n = f.len().min(t.len());
+        let (head, rest) = (
+            f.subslice(0, n).map_err(|_| Status::BadAddress)?,
+            f.offset(n).map_err(|_| Status::BadAddress)?,
+        );
+        let to_here = t.subslice(0, n).map_err(|_| Status::BadAddress)?;
         // memmove semantics: overlapping guest ranges give defined host behaviour.
-        from.copy_to_volatile_slice(to);
-        so += n;
-        doff += n;
-        if so == src[si].len() {
-            si += 1;
-            so = 0;
+        head.copy_to_volatile_slice(to_here);
+        if !rest.is_empty() {
+            from = Some(rest);
         }
-        if doff == dst[di].len() {
-            di += 1;
-            doff = 0;
+        let t_rest = t.offset(n).map_err(|_| Status::BadAddress)?;
+        if !t_rest.is_empty() {
+            to = Some(t_rest);
         }
     }
-    Ok(())
 }
 
 /// Writes the little-endian `pattern` over `dst`, continuing across segments.
-fn fill(mem: &GuestMem, dst: &[Seg], pattern: u64) -> Result<(), Status> {
+fn fill(mem: &GuestMem, dst: &[Descriptor], pattern: u64) -> Result<(), Status> {
     const CHUNK: usize = 4096;
-    let total: usize = dst.iter().map(|s| s.len as usize).sum();
-    let mut buf = [0u8; CHUNK + 8];
-    let bytes = pattern.to_le_bytes();
-    // Room for any phase (0..8) plus the longest write, whole patterns only.
+    const SMALL: usize = 256;
+    let total: usize = dst.iter().map(|s| s.len() as usize).sum();
+    // Room for any phase (0..8) plus the longest write, whole patterns only;
+    // a small request fills a small buffer (no 4 KiB to clear first).
     let needed = (total.min(CHUNK) + 15) & !7;
-    for chunk in buf[..needed].chunks_exact_mut(8) {
+    let mut small = [0u8; SMALL + 16];
+    let mut big;
+    let buf: &mut [u8] = if needed <= small.len() {
+        &mut small[..needed]
+    } else {
+        big = [0u8; CHUNK + 16];
+        &mut big[..needed]
+    };
+    let bytes = pattern.to_le_bytes();
+    for chunk in buf.chunks_exact_mut(8) {
         chunk.copy_from_slice(&bytes);
     }
     let mut pos = 0usize;
@@ -622,10 +701,28 @@ fn fill(mem: &GuestMem, dst: &[Seg], pattern: u64) -> Result<(), Status> {
     })
 }
 
+thread_local! {
+    /// Each worker's CRC32C bounce buffer, grown once to [`CRC_CHUNK`].
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// CRC32C of `src`, continuing from `init`.
-fn crc32c(mem: &GuestMem, src: &[Seg], init: u32) -> Result<u32, Status> {
-    let total: usize = src.iter().map(|s| s.len as usize).sum();
-    let mut bounce = vec![0u8; total.min(CRC_CHUNK)];
+fn crc32c(mem: &GuestMem, src: &[Descriptor], init: u32) -> Result<u32, Status> {
+    BOUNCE.with_borrow_mut(|bounce| crc32c_through(mem, src, init, bounce))
+}
+
+/// CRC32C of `src` read through `bounce` (grown to at most [`CRC_CHUNK`]).
+fn crc32c_through(
+    mem: &GuestMem,
+    src: &[Descriptor],
+    init: u32,
+    bounce: &mut Vec<u8>,
+) -> Result<u32, Status> {
+    let total: usize = src.iter().map(|s| s.len() as usize).sum();
+    if bounce.len() < total.min(CRC_CHUNK) {
+        bounce.resize(total.min(CRC_CHUNK), 0);
+    }
+    let bounce = &mut bounce[..total.min(CRC_CHUNK)];
     let mut crc = init;
     for_each_slice(mem, src, |s| {
         let mut off = 0;
@@ -642,17 +739,17 @@ fn crc32c(mem: &GuestMem, src: &[Seg], init: u32) -> Result<u32, Status> {
 }
 
 /// Flips bit `bit` of the destination byte stream.
-fn flip_bit(mem: &GuestMem, dst: &[Seg], bit: u64) {
+fn flip_bit(mem: &GuestMem, dst: &[Descriptor], bit: u64) {
     let mut byte = bit / 8;
     for seg in dst {
-        if byte < u64::from(seg.len) {
-            let addr = GuestAddress(seg.addr.0 + byte);
+        if byte < u64::from(seg.len()) {
+            let addr = GuestAddress(seg.addr().0 + byte);
             if let Ok(v) = mem.read_obj::<u8>(addr) {
                 let _ = mem.write_obj(v ^ (1 << (bit % 8)), addr);
             }
             return;
         }
-        byte -= u64::from(seg.len);
+        byte -= u64::from(seg.len());
     }
 }
 

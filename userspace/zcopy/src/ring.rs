@@ -6,23 +6,41 @@
 //! written only by a consumer about to sleep, so a busy pair never writes it
 //! and never makes a system call.
 //!
+//! **Lap-tagged entries** (as in FastForward-style queues): bit 63 of an
+//! entry ([`LAP_BIT`]) says which lap of the ring wrote it, so a busy
+//! consumer polls the entry at its own `head` and never reads `tail`: a
+//! message then costs the consumer one cache-line transfer (the entry)
+//! instead of two (`tail`, then the entry). The bit written at position
+//! `p` is the inverse of bit `log2(capacity)` of `p`: lap 0 writes 1, so
+//! the zeroed entries of a fresh ring read as the lap before it, and the
+//! entry the producer left one lap earlier never passes for a new one.
+//! Values are 63 bits; the channel's entries (slot ≤ 2^16, length ≤ 2^30)
+//! leave bit 63 clear.
+//!
 //! Both sides keep their own index privately and never read it back from
 //! shared memory, and every index read from the other side is validated
 //! (`tail - head` must lie in `0..=capacity`): a peer scribbling on the
 //! header can make a ring report [`RingError::Corrupt`], never make this side
-//! touch memory outside the ring.
+//! touch memory outside the ring (entry indices are masked). A scribbled
+//! entry is a wrong value, which the channel validates.
 //!
 //! Sync points (each pair is named at both ends):
-//! - **TAIL**: the producer writes an entry, then stores `tail` with Release;
-//!   the consumer loads `tail` with Acquire before reading entries below it.
+//! - **ENTRY**: the producer stores an entry, tagged with its lap, with
+//!   Release; the consumer loads the entry at `head` with Acquire and takes
+//!   it when the tag is this lap's (what the producer wrote before the entry
+//!   is then visible).
+//! - **TAIL**: the producer stores `tail` with Release after the entry; the
+//!   consumer loads it with Acquire only when about to sleep (it is the
+//!   futex word) and when attaching.
 //! - **HEAD**: the consumer reads an entry, then stores `head` with Release;
 //!   the producer loads `head` with Acquire before overwriting entries below it.
-//! - **WAKE**: Dekker pair. Producer: store `tail`, SeqCst fence, load
-//!   `need_wakeup`. Consumer: store `need_wakeup`, SeqCst fence, load `tail`.
-//!   At least one sees the other's store, so a consumer never sleeps through a
-//!   push: either it sees the new tail and does not sleep, or the producer sees
-//!   the flag and wakes it. The futex word is `tail` itself, so a push that
-//!   lands between the check and the sleep makes FUTEX_WAIT return at once.
+//! - **WAKE**: Dekker pair. Producer: store entry and `tail`, SeqCst fence,
+//!   load `need_wakeup`. Consumer: store `need_wakeup`, SeqCst fence, load
+//!   `tail`. At least one sees the other's store, so a consumer never sleeps
+//!   through a push: either it sees the new tail (and, by TAIL, the entry)
+//!   and does not sleep, or the producer sees the flag and wakes it. The
+//!   futex word is `tail` itself, so a push that lands between the check and
+//!   the sleep makes FUTEX_WAIT return at once.
 
 use std::time::Duration;
 
@@ -37,6 +55,9 @@ pub(crate) use crate::sync::Woke;
 
 /// Cache line size the layout is built around.
 pub const CACHE_LINE: usize = 64;
+
+/// The entry bit that carries the lap tag; values pushed must leave it clear.
+pub const LAP_BIT: u64 = 1 << 63;
 
 /// One value alone on a cache line.
 #[repr(C, align(64))]
@@ -77,6 +98,8 @@ pub(crate) struct RingPtr {
     hdr: *const RingHeader,
     entries: *const AtomicU64,
     mask: u32,
+    /// log2(capacity): the position bit that flips every lap.
+    lap_shift: u32,
 }
 
 // SAFETY: a RingPtr only names shared memory that every access reaches
@@ -98,6 +121,7 @@ impl RingPtr {
                 .wrapping_add(std::mem::size_of::<RingHeader>())
                 .cast(),
             mask: capacity - 1,
+            lap_shift: capacity.trailing_zeros(),
         }
     }
 
@@ -115,6 +139,28 @@ impl RingPtr {
 
     fn capacity(&self) -> u32 {
         self.mask + 1
+    }
+
+    /// The tag an entry written at position `index` carries: [`LAP_BIT`]
+    /// on even laps, 0 on odd ones (so zeroed entries belong to lap -1).
+    fn lap_tag(&self, index: u32) -> u64 {
+        if (index >> self.lap_shift) & 1 == 0 {
+            LAP_BIT
+        } else {
+            0
+        }
+    }
+
+    /// `tail - head` as the consumer may see it: None when `head` is one
+    /// past `tail` (the consumer took an entry by its tag before the
+    /// producer's `tail` store after it became visible), else the count,
+    /// checked against the capacity.
+    fn consumer_view(&self, tail: u32, head: u32) -> Result<Option<u32>, RingError> {
+        if head.wrapping_sub(tail) == 1 {
+            Ok(None)
+        } else {
+            self.used(tail, head).map(Some)
+        }
     }
 
     /// Checks `tail - head` against the capacity.
@@ -151,7 +197,9 @@ impl Producer {
     }
 
     /// Appends one entry, waking the consumer if it asked to be woken.
+    /// `value` must leave [`LAP_BIT`] clear (debug builds check).
     pub(crate) fn push(&mut self, value: u64) -> Result<(), RingError> {
+        debug_assert_eq!(value & LAP_BIT, 0, "ring values are 63 bits");
         let cap = self.ring.capacity();
         if self.tail.wrapping_sub(self.head_cache) >= cap {
             // HEAD (acquire): pairs with Consumer::pop's release store.
@@ -162,10 +210,13 @@ impl Producer {
                 return Err(RingError::Full);
             }
         }
-        self.ring.entry(self.tail).store(value, Ordering::Relaxed);
+        let tagged = (value & !LAP_BIT) | self.ring.lap_tag(self.tail);
+        // ENTRY (release): publishes the entry, and whatever this side wrote
+        // before it (the slot), to a consumer polling it.
+        self.ring.entry(self.tail).store(tagged, Ordering::Release);
         self.tail = self.tail.wrapping_add(1);
         let hdr = self.ring.hdr();
-        // TAIL (release): publishes the entry written above.
+        // TAIL (release): the entry above is below the new tail.
         hdr.tail.0.store(self.tail, Ordering::Release);
         // WAKE: tail store before need_wakeup load (pairs with Consumer::wait).
         fence(Ordering::SeqCst);
@@ -185,6 +236,7 @@ impl Producer {
                 self.ring
                     .entry(head.wrapping_add(i))
                     .load(Ordering::Relaxed)
+                    & !LAP_BIT
             })
             .collect())
     }
@@ -202,7 +254,6 @@ impl Producer {
 pub(crate) struct Consumer {
     ring: RingPtr,
     head: u32,
-    tail_cache: u32,
 }
 
 impl Consumer {
@@ -211,25 +262,24 @@ impl Consumer {
         let head = ring.hdr().head.0.load(Ordering::Relaxed);
         // TAIL (acquire): entries below tail are written.
         let tail = ring.hdr().tail.0.load(Ordering::Acquire);
-        ring.used(tail, head)?;
-        Ok(Consumer {
-            ring,
-            head,
-            tail_cache: tail,
-        })
+        ring.consumer_view(tail, head)?;
+        Ok(Consumer { ring, head })
+    }
+
+    /// The entry at `head` if it is this lap's.
+    fn peek(&self) -> Option<u64> {
+        // ENTRY (acquire): pairs with Producer::push's release store of the
+        // entry; a tag of this lap means the producer wrote it (and what
+        // it wrote before) for this position.
+        let v = self.ring.entry(self.head).load(Ordering::Acquire);
+        (v & LAP_BIT == self.ring.lap_tag(self.head)).then_some(v & !LAP_BIT)
     }
 
     /// Takes the oldest entry, if any.
     pub(crate) fn pop(&mut self) -> Result<Option<u64>, RingError> {
-        if self.head == self.tail_cache {
-            // TAIL (acquire): pairs with Producer::push's release store.
-            let tail = self.ring.hdr().tail.0.load(Ordering::Acquire);
-            if self.ring.used(tail, self.head)? == 0 {
-                return Ok(None);
-            }
-            self.tail_cache = tail;
-        }
-        let value = self.ring.entry(self.head).load(Ordering::Relaxed);
+        let Some(value) = self.peek() else {
+            return Ok(None);
+        };
         self.head = self.head.wrapping_add(1);
         // HEAD (release): the entry is read; the producer may reuse it.
         self.ring.hdr().head.0.store(self.head, Ordering::Release);
@@ -238,13 +288,7 @@ impl Consumer {
 
     /// True when an entry is ready (without taking it).
     pub(crate) fn ready(&mut self) -> Result<bool, RingError> {
-        if self.head != self.tail_cache {
-            return Ok(true);
-        }
-        // TAIL (acquire): as in pop.
-        let tail = self.ring.hdr().tail.0.load(Ordering::Acquire);
-        self.tail_cache = tail;
-        Ok(self.ring.used(tail, self.head)? != 0)
+        Ok(self.peek().is_some())
     }
 
     /// Sleeps until the producer pushes, the timeout passes, or a signal.
@@ -256,13 +300,19 @@ impl Consumer {
         fence(Ordering::SeqCst);
         // TAIL (acquire): as in pop.
         let tail = hdr.tail.0.load(Ordering::Acquire);
-        let woke = if self.ring.used(tail, self.head)? == 0 {
-            futex_wait(&hdr.tail.0, tail, timeout)
-        } else {
-            Woke::Maybe
+        let woke = match self.ring.consumer_view(tail, self.head)? {
+            // Empty, or one past: this side took the last entry by its tag
+            // and has not seen the tail store after it; that store then
+            // comes before the producer's fence, so either FUTEX_WAIT sees
+            // the word changed or the producer sees need_wakeup and wakes.
+            Some(0) | None => Ok(futex_wait(&hdr.tail.0, tail, timeout)),
+            // By TAIL the entry at head, below this tail, is visible: one
+            // that does not carry this lap's tag was overwritten.
+            Some(_) if self.peek().is_none() => Err(RingError::Corrupt),
+            Some(_) => Ok(Woke::Maybe),
         };
         hdr.need_wakeup.0.store(0, Ordering::Relaxed);
-        Ok(woke)
+        woke
     }
 }
 
@@ -295,6 +345,18 @@ mod tests {
         fn hdr(&mut self) -> &RingHeader {
             // SAFETY: as in ptr(); the header is at the start.
             unsafe { &*self.buf.as_ptr().cast::<RingHeader>() }
+        }
+        /// An empty ring whose indices stand at `start`: every entry
+        /// carries the tag of the lap before its next position, as a ring
+        /// that got there by pushes and pops would.
+        fn start_at(&mut self, start: u32) {
+            self.hdr().tail.0.store(start, Ordering::Relaxed);
+            self.hdr().head.0.store(start, Ordering::Relaxed);
+            let ring = self.ptr();
+            for p in (0..self.cap).map(|i| start.wrapping_add(i)) {
+                ring.entry(p)
+                    .store(ring.lap_tag(p) ^ LAP_BIT, Ordering::Relaxed);
+            }
         }
     }
 
@@ -335,14 +397,14 @@ mod tests {
         fn ring_matches_vecdeque(cap_log in 0u32..5, start in any::<u32>(), ops in ops()) {
             let cap = 1u32 << cap_log;
             let mut heap = Heap::new(cap);
-            heap.hdr().tail.0.store(start, Ordering::Relaxed);
-            heap.hdr().head.0.store(start, Ordering::Relaxed);
+            heap.start_at(start);
             let mut p = Producer::attach(heap.ptr()).unwrap();
             let mut c = Consumer::attach(heap.ptr()).unwrap();
             let mut model = VecDeque::new();
             for op in ops {
                 match op {
                     Op::Push(v) => {
+                        let v = v & !LAP_BIT;
                         let got = p.push(v);
                         if model.len() == cap as usize {
                             prop_assert_eq!(got, Err(RingError::Full));
@@ -370,13 +432,15 @@ mod tests {
             heap.hdr().tail.0.store(tail, Ordering::Relaxed);
             heap.hdr().head.0.store(head, Ordering::Relaxed);
             let sane = tail.wrapping_sub(head) <= cap;
-            prop_assert_eq!(Consumer::attach(heap.ptr()).is_ok(), sane);
+            // A consumer may stand one past the tail it sees (see consumer_view).
+            let one_past = head.wrapping_sub(tail) == 1;
+            prop_assert_eq!(Consumer::attach(heap.ptr()).is_ok(), sane || one_past);
             prop_assert_eq!(Producer::attach(heap.ptr()).is_ok(), sane);
             for op in ops {
                 // Ok or Corrupt; never a panic or a wild access (the entry
                 // index is always masked, the header is always in bounds).
                 match op {
-                    Op::Push(v) => { let _ = p.push(v); }
+                    Op::Push(v) => { let _ = p.push(v & !LAP_BIT); }
                     Op::Pop => { let _ = c.pop(); }
                     Op::Reattach => { let _ = Consumer::attach(heap.ptr()).map(|n| c = n); }
                 }
@@ -385,14 +449,65 @@ mod tests {
     }
 
     #[test]
-    fn consumer_sees_an_impossible_tail() {
+    fn consumer_sees_an_impossible_tail_when_it_would_sleep() {
         let mut heap = Heap::new(8);
         let mut c = Consumer::attach(heap.ptr()).unwrap();
         heap.hdr().tail.0.store(9, Ordering::Relaxed);
-        assert_eq!(c.pop(), Err(RingError::Corrupt));
+        // A busy consumer polls its entry, not the tail: nothing there.
+        assert_eq!(c.pop(), Ok(None));
         assert_eq!(c.wait(Some(Duration::ZERO)), Err(RingError::Corrupt));
+        heap.hdr().tail.0.store(u32::MAX - 1, Ordering::Relaxed);
+        assert_eq!(c.wait(Some(Duration::ZERO)), Err(RingError::Corrupt));
+        assert_eq!(Consumer::attach(heap.ptr()).err(), Some(RingError::Corrupt));
+    }
+
+    #[test]
+    fn the_entry_a_lap_earlier_is_not_taken_for_a_new_one() {
+        let mut heap = Heap::new(2);
+        let mut p = Producer::attach(heap.ptr()).unwrap();
+        let mut c = Consumer::attach(heap.ptr()).unwrap();
+        for v in 1..=6 {
+            assert_eq!(c.pop(), Ok(None));
+            p.push(v).unwrap();
+            assert_eq!(c.pop(), Ok(Some(v)));
+        }
+        // Each entry still holds what two positions earlier wrote.
+        assert_eq!(c.pop(), Ok(None));
+        assert_eq!(c.ready(), Ok(false));
+    }
+
+    #[test]
+    fn a_consumer_one_past_the_visible_tail_is_not_corrupt() {
+        // The consumer took an entry by its tag; the producer's tail store
+        // after it is not visible yet (tail one behind head).
+        let mut heap = Heap::new(4);
+        let mut p = Producer::attach(heap.ptr()).unwrap();
+        let mut c = Consumer::attach(heap.ptr()).unwrap();
+        p.push(1).unwrap();
+        assert_eq!(c.pop(), Ok(Some(1)));
+        heap.hdr().tail.0.store(0, Ordering::Relaxed);
+        let t = Some(Duration::from_millis(1));
+        assert_eq!(c.wait(t), Ok(Woke::TimedOut), "nothing new: not Corrupt");
+        assert!(Consumer::attach(heap.ptr()).is_ok());
         heap.hdr().tail.0.store(u32::MAX, Ordering::Relaxed);
-        assert_eq!(c.pop(), Err(RingError::Corrupt));
+        assert_eq!(
+            c.wait(None),
+            Err(RingError::Corrupt),
+            "two behind is impossible"
+        );
+    }
+
+    #[test]
+    fn an_untagged_entry_below_the_tail_is_corrupt() {
+        let mut heap = Heap::new(4);
+        let mut p = Producer::attach(heap.ptr()).unwrap();
+        let mut c = Consumer::attach(heap.ptr()).unwrap();
+        p.push(5).unwrap();
+        // The peer rewrites the entry with the wrong lap's tag.
+        heap.ptr().entry(0).store(5, Ordering::Relaxed);
+        assert_eq!(c.pop(), Ok(None));
+        assert_eq!(c.wait(Some(Duration::ZERO)), Err(RingError::Corrupt));
+        assert_eq!(heap.hdr().need_wakeup.0.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -465,6 +580,7 @@ mod loom_tests {
             hdr: &*hdr,
             entries: entries.as_ptr(),
             mask: cap - 1,
+            lap_shift: cap.trailing_zeros(),
         };
         (ptr, hdr, entries)
     }
@@ -489,6 +605,47 @@ mod loom_tests {
                     match c.pop().unwrap() {
                         Some(v) => {
                             assert_eq!(v, want);
+                            break;
+                        }
+                        None => thread::yield_now(),
+                    }
+                }
+            }
+            t.join().unwrap();
+            drop((hdr, entries));
+        });
+    }
+
+    /// With one entry, every push overwrites the one a lap earlier: a busy
+    /// consumer polling the entry takes each value once, in order, and
+    /// never an old lap's (the lap tag and ENTRY's release/acquire).
+    #[test]
+    fn lap_tags_through_one_entry() {
+        loom::model(|| {
+            let (ptr, hdr, entries) = ring(1);
+            let mut p = Producer::attach(ptr).unwrap();
+            let mut c = Consumer::attach(ptr).unwrap();
+            let data = std::sync::Arc::new(AtomicU64::new(0));
+            let d = data.clone();
+            let t = thread::spawn(move || {
+                for v in 1..=3u64 {
+                    // The "slot": written before the entry, read after it.
+                    d.store(v * 10, Ordering::Relaxed);
+                    while p.push(v) == Err(RingError::Full) {
+                        thread::yield_now();
+                    }
+                    while d.load(Ordering::Acquire) != 0 {
+                        thread::yield_now();
+                    }
+                }
+            });
+            for want in 1..=3u64 {
+                loop {
+                    match c.pop().unwrap() {
+                        Some(v) => {
+                            assert_eq!(v, want);
+                            assert_eq!(data.load(Ordering::Relaxed), want * 10);
+                            data.store(0, Ordering::Release);
                             break;
                         }
                         None => thread::yield_now(),

@@ -74,18 +74,35 @@ impl Way {
         }
     }
 
-    /// CPU copies of the payload on the serving side, by construction, and how.
-    fn copies(self) -> (u32, &'static str) {
-        match self {
-            Way::ReadWrite => (2, "read: page cache -> buffer; write: buffer -> socket"),
-            Way::MmapWrite => (1, "write: mapped page cache -> socket"),
-            Way::Sendfile => (0, "the socket references page-cache pages"),
-            Way::Splice => (0, "pages move by reference through a pipe"),
-            Way::CardRdma => (0, "the card DMAs storage -> slot; the NIC reads the slot"),
+    /// CPU copies of the payload on the serving side, by construction:
+    /// those the serving process makes itself, those the kernel makes for
+    /// it, and how.
+    fn copies(self) -> Copies {
+        let (application, kernel, how) = match self {
+            Way::ReadWrite => (
+                0,
+                2,
+                "read: the kernel copies page cache -> buffer; write: buffer -> socket",
+            ),
+            Way::MmapWrite => (0, 1, "write: the kernel copies mapped page cache -> socket"),
+            Way::Sendfile => (0, 0, "the socket references page-cache pages"),
+            Way::Splice => (0, 0, "pages move by reference through a pipe"),
+            Way::CardRdma => (
+                0,
+                1,
+                "the card DMAs storage -> slot; the NIC is Soft-RoCE (software): its kernel \
+                 driver copies the slot into every packet (a hardware RNIC reads it by DMA: 0)",
+            ),
             Way::CardTcp => (
+                0,
                 0,
                 "the card DMAs storage -> buffer; the socket references it",
             ),
+        };
+        Copies {
+            application,
+            kernel,
+            how,
         }
     }
 
@@ -138,6 +155,16 @@ pub struct PipelineArgs {
     pub json: bool,
 }
 
+/// A way's CPU copies of the payload on the serving side.
+#[derive(Debug, Clone, Copy)]
+struct Copies {
+    /// Made by the serving process itself.
+    application: u32,
+    /// Made by the kernel on its behalf (system calls, a software NIC).
+    kernel: u32,
+    how: &'static str,
+}
+
 /// One way's reported run.
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -152,8 +179,13 @@ struct Row {
     system_seconds: f64,
     voluntary_switches: i64,
     involuntary_switches: i64,
-    /// CPU copies of the payload on the serving side (by construction).
+    /// CPU copies of the payload on the serving side (by construction, or
+    /// as a counter showed): the two below together.
     cpu_copies: u32,
+    /// Of those, made by the serving process itself.
+    application_copies: u32,
+    /// Of those, made by the kernel (system calls, a software NIC).
+    kernel_copies: u32,
     how: &'static str,
     /// What a counter showed, where one can.
     checked: String,
@@ -202,7 +234,7 @@ struct Sample {
     vcsw: i64,
     ivcsw: i64,
     checked: String,
-    /// CPU copies a counter showed, where it overrides the construction
+    /// Kernel copies a counter showed, where it overrides the construction
     /// (MSG_ZEROCOPY sends the kernel copied after all).
     copies_seen: Option<u32>,
 }
@@ -288,8 +320,8 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         let mut order: Vec<usize> = (0..samples.len()).collect();
         order.sort_by(|&x, &y| samples[x].seconds.total_cmp(&samples[y].seconds));
         let m = &samples[order[order.len() / 2]];
-        let (copies, how) = way.copies();
-        let copies = m.copies_seen.unwrap_or(copies);
+        let c = way.copies();
+        let kernel = m.copies_seen.unwrap_or(c.kernel);
         rows.push(Row {
             way,
             name: way.name(),
@@ -300,8 +332,10 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
             system_seconds: m.system,
             voluntary_switches: m.vcsw,
             involuntary_switches: m.ivcsw,
-            cpu_copies: copies,
-            how,
+            cpu_copies: c.application + kernel,
+            application_copies: c.application,
+            kernel_copies: kernel,
+            how: c.how,
             checked: m.checked.clone(),
             vs_read_write: None,
             cpu_vs_read_write: None,
@@ -661,6 +695,7 @@ fn table(r: &Report) -> String {
         "{:<22} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>9} {:>9}\n",
         "way", "time s", "MB/s", "CPU s", "vol cs", "invol cs", "copies", "time/r+w", "CPU/r+w"
     );
+    s += &format!("{:<68}(app+kernel)\n", "");
     for w in &r.ways {
         s += &format!(
             "{:<22} {:>8.3} {:>8.1} {:>8.3} {:>7} {:>8} {:>6} {:>9} {:>9}\n",
@@ -670,15 +705,16 @@ fn table(r: &Report) -> String {
             w.cpu_seconds,
             w.voluntary_switches,
             w.involuntary_switches,
-            w.cpu_copies,
+            format!("{}+{}", w.application_copies, w.kernel_copies),
             percent(w.vs_read_write),
             percent(w.cpu_vs_read_write)
         );
     }
     s += "\ncopies: CPU copies of the payload on the serving side, by construction (a counter\n\
-        overrides it where one shows more). The classic ways read a file in the page cache;\n\
-        the card ways read the card's storage, every byte through the device. The far end\n\
-        copies once more for TCP (socket -> its buffer), not for RDMA.\n";
+        overrides it where one shows more): made by the serving process + made by the kernel\n\
+        for it. The classic ways read a file in the page cache; the card ways read the card's\n\
+        storage, every byte through the device. The far end copies once more for TCP\n\
+        (socket -> its buffer), not for RDMA.\n";
     for w in &r.ways {
         s += &format!("  {:<22} {}\n", w.name, w.how);
         if !w.checked.is_empty() {
@@ -735,9 +771,16 @@ fn write_files(dir: &Path, r: &Report) -> Result<()> {
             output::human_bytes(r.bytes)
         ),
         note: format!(
-            "median of {} runs, {} CPUs, kernel {}; copies on the serving side: read+write 2, \
-             mmap 1, others 0",
-            r.runs, r.cpus, r.kernel
+            "median of {} runs, {} CPUs, kernel {}; CPU copies on the serving side \
+             (app+kernel): {}",
+            r.runs,
+            r.cpus,
+            r.kernel,
+            r.ways
+                .iter()
+                .map(|w| format!("{} {}+{}", w.name, w.application_copies, w.kernel_copies))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         value: "time per way".into(),
         unit: zcopy_plot::Unit::Seconds,

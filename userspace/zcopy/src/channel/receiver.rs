@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::corrupt;
 use super::liveness::{self, Watch};
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
-use super::wait::{wait_on, Pacer, DEFAULT_SPIN};
+use super::wait::{prefetch, wait_on, Pacer, DEFAULT_SPIN};
 #[cfg(feature = "card")]
 use super::CardSlots;
 use super::{check_pod, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
@@ -24,6 +24,9 @@ struct RecvState {
     pacer: Pacer,
     /// A failure while giving a slot back in Drop, reported by the next call.
     deferred: Option<Error>,
+    /// The slots of the last two messages: the sender lends the slot
+    /// returned last first, so the next message is likely in one of them.
+    recent: [u32; 2],
 }
 
 /// The receiving end of a channel.
@@ -91,6 +94,7 @@ impl<T: Transport> Receiver<T> {
             sender: Watch::new(spid, sstart),
             pacer: Pacer::new(),
             deferred: None,
+            recent: [0, 0],
         };
         Ok(Receiver {
             seg,
@@ -183,11 +187,18 @@ impl<T: Transport> Receiver<T> {
                 if std::mem::replace(&mut st.held[index as usize], true) {
                     return Err(Error::Corrupt("message names a slot the receiver holds"));
                 }
+                st.recent = [index, st.recent[0]];
                 return Ok(Some(Sample {
                     receiver: self,
                     index,
                     len,
                 }));
+            }
+            // Nothing yet: start fetching the slots the next message is
+            // likely in, so that their first line travels alongside the
+            // entry's instead of after it.
+            for i in st.recent {
+                prefetch(self.slot(i));
             }
             let d = *deadline.get_or_insert_with(|| wait.deadline());
             // The ring was found empty before the flag was read: look once

@@ -28,8 +28,9 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// First bytes of every channel segment.
 pub const MAGIC: [u8; 8] = *b"ZCOPYCH\0";
-/// Segment format version this library writes and accepts.
-pub const VERSION: u32 = 1;
+/// Segment format version this library writes and accepts (2: lap-tagged
+/// ring entries, see [`crate::ring`]).
+pub const VERSION: u32 = 2;
 /// Where named channels live.
 pub const SHM_DIR: &str = "/dev/shm";
 /// File name prefix of named channels in [`SHM_DIR`].

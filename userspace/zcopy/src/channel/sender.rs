@@ -402,7 +402,14 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
         // head is lying.
         st.submit
             .push(entry)
-            .map_err(|_| Error::Corrupt("submit ring full: impossible head index"))
+            .map_err(|_| Error::Corrupt("submit ring full: impossible head index"))?;
+        // Take back what the receiver returned now, while the message is on
+        // its way: the next loan then reuses the slot returned last (the
+        // ledger lends the most recently freed slot first), which is still
+        // in cache, instead of walking every slot. A corrupt return ring
+        // surfaces on the next loan.
+        let _ = this.sender.collect(&mut st);
+        Ok(())
     }
 }
 
