@@ -125,7 +125,7 @@ static int zcard_pool_alloc_chunk(struct zcard_pool *pool, unsigned int c)
 }
 
 /**
- * zcard_pool_alloc() - allocate, zero and DMA-map a pool.
+ * zcard_pool_try_alloc() - allocate, zero and DMA-map a pool.
  * @card: the card.
  * @size: bytes, a nonzero multiple of PAGE_SIZE within the limits.
  *
@@ -138,7 +138,7 @@ static int zcard_pool_alloc_chunk(struct zcard_pool *pool, unsigned int c)
  * (the caller's memory cgroup included), DMA mappings or the card's pinned
  * limit run out, -ENODEV when the card is gone.
  */
-struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size)
+static struct zcard_pool *zcard_pool_try_alloc(struct zcard *card, u64 size)
 {
 	struct zcard_pool *pool;
 	unsigned int c;
@@ -204,6 +204,30 @@ err_free:
 err_unpin:
 	atomic64_sub(size, &card->stats.pinned);
 	return ERR_PTR(err);
+}
+
+/**
+ * zcard_pool_alloc() - allocate, pin and DMA-map a pool.
+ * @card: the card.
+ * @size: bytes, a nonzero multiple of PAGE_SIZE within the limits.
+ *
+ * Context: process; takes card->lock.
+ * A pool destroyed just before this call gives back its pages and its DMA
+ * mappings (bounce buffers under swiotlb) only when its free work has run:
+ * when the first try runs out of either, those frees are let finish and
+ * the allocation is tried once more.
+ *
+ * Return: the pool with one reference, or an ERR_PTR as
+ * zcard_pool_try_alloc() gives.
+ */
+struct zcard_pool *zcard_pool_alloc(struct zcard *card, u64 size)
+{
+	struct zcard_pool *pool = zcard_pool_try_alloc(card, size);
+
+	if (PTR_ERR_OR_ZERO(pool) != -ENOMEM)
+		return pool;
+	flush_workqueue(zcard_wq);
+	return zcard_pool_try_alloc(card, size);
 }
 
 /**
