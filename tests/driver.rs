@@ -1324,6 +1324,9 @@ fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let mut child = peer(&["create", &size.to_string()], &theirs);
     cg.add(child.id());
+    // The peer is resident and waiting: only the pool's own allocations
+    // can meet the limit now.
+    assert_eq!(read_reply(&ours), "ready");
     cg.set_max(&(cg.current() + (128 << 10)).to_string());
     {
         use std::io::Write;

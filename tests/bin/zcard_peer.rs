@@ -209,6 +209,12 @@ fn memcg(sock: &UnixStream, rounds: usize, bytes: u64) -> Result<String, String>
 
 fn create(sock: &UnixStream, bytes: u64) -> Result<String, String> {
     let card = Card::open_index(0).map_err(|e| e.to_string())?;
+    // Everything mapped now is made resident before the test tightens the
+    // memory cgroup: a page fault after that would meet memory.max and the
+    // cgroup's OOM killer instead of the allocation under test.
+    nix::sys::mman::mlockall(nix::sys::mman::MlockAllFlags::MCL_CURRENT)
+        .map_err(|e| format!("mlockall: {e}"))?;
+    writeln!(&mut &*sock, "ready").map_err(|e| format!("ready: {e}"))?;
     expect_line(sock, "go")?;
     Ok(format!("create {}", outcome(&card.create_pool(bytes))))
 }
