@@ -25,10 +25,13 @@
 
 #include "include/uapi/zcard.h"
 #include "include/uapi/zcard_virtio.h"
+#include "zcard_compat.h"
 
 /**
- * struct zcard_wire - one request slot's header and status, in coherent
- * DMA memory: the header is device-readable, the status device-writable.
+ * struct zcard_wire - one request slot's header and status: the header is
+ * device-readable, the status device-writable. In coherent DMA memory on
+ * premapped queues, else in kernel memory the ring maps per request
+ * (zcard_compat.h); one cache line either way.
  * @hdr: the request header.
  * @st: the request status (written by the card).
  */
@@ -43,7 +46,8 @@ struct zcard_wire {
 /*
  * Pools are built from physically contiguous chunks of this size (an
  * order-4 allocation split into ordinary pages), each DMA-mapped as one
- * range, so a buffer of n bytes needs at most n / ZCARD_CHUNK + 2 segments.
+ * range (once, or per request by the ring: zcard_compat.h), so a buffer of
+ * n bytes needs at most n / ZCARD_CHUNK + 2 segments.
  */
 #define ZCARD_CHUNK_ORDER	4
 #define ZCARD_CHUNK		(PAGE_SIZE << ZCARD_CHUNK_ORDER)
@@ -64,7 +68,8 @@ struct zcard_ctx;
  * @pages: the pages; ordinary order-0 pages, refcounted one by one.
  * @nchunks: DMA chunks.
  * @chunk_dma: DMA address of each chunk (valid while @mapped).
- * @mapped: chunks are DMA-mapped; cleared when the card goes away
+ * @mapped: chunks are DMA-mapped; cleared when the card goes away, never
+ *	set where the ring maps pool pages per request (ZCARD_PREMAPPED 0)
  *	(protected by card->lock).
  * @node: entry in card->pools (protected by card->lock).
  * @free_work: frees the pool outside atomic context.
@@ -125,8 +130,8 @@ struct zcard_slot {
  * @inflight: slots on the card, oldest first.
  * @slots: @nslots slots.
  * @nslots: slots (the virtqueue size at probe).
- * @wire: @nslots wire areas in coherent DMA memory.
- * @wire_dma: their DMA address.
+ * @wire: @nslots wire areas (struct zcard_wire says where they live).
+ * @wire_dma: their DMA address (premapped queues only).
  * @sg: scatterlist used while adding a request (under @lock).
  * @nsg: entries in @sg.
  * @next_tag: tag of the next request.

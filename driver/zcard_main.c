@@ -95,8 +95,8 @@ static int zcard_find_vqs(struct zcard *card)
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		/* Pool memory is mapped once by the driver, not per request. */
-		err = virtqueue_set_dma_premapped(vqs[i]);
+		/* Where the kernel lets it: zcard_compat.h. */
+		err = zcard_vq_set_premapped(vqs[i]);
 		if (err) {
 			dev_err(&card->vdev->dev, "queue %u cannot take premapped DMA (%d)\n",
 				i, err);
@@ -325,9 +325,10 @@ ATTRIBUTE_GROUPS(zcard);
 static int zcard_check_features(struct virtio_device *vdev)
 {
 	/*
-	 * Pools are DMA-mapped once through the DMA API and the card is handed
-	 * those addresses; without ACCESS_PLATFORM the ring bypasses the DMA
-	 * API and has no DMA device to map against.
+	 * Pool memory reaches the card through the DMA API (mapped once by
+	 * the driver, or per request by the ring: zcard_compat.h); without
+	 * ACCESS_PLATFORM the ring bypasses the DMA API and has no DMA device
+	 * to map against.
 	 */
 	if (!virtio_has_feature(vdev, VIRTIO_F_ACCESS_PLATFORM)) {
 		dev_err(&vdev->dev, "the card must offer VIRTIO_F_ACCESS_PLATFORM (the driver maps pool memory with the DMA API)\n");
@@ -415,9 +416,10 @@ static int zcard_probe(struct virtio_device *vdev)
 		goto err_reset;
 	card->debugfs = debugfs_create_dir(card->name, zcard_debugfs);
 	debugfs_create_u32("fail_restarts", 0600, card->debugfs, &card->fail_restarts);
-	dev_info(&vdev->dev, "%s: %u queues, %u segments, storage %llu bytes, max op %u bytes\n",
+	dev_info(&vdev->dev, "%s: %u queues, %u segments, storage %llu bytes, max op %u bytes, pools mapped %s\n",
 		 card->name, card->info.num_queues, card->info.max_segments,
-		 card->info.storage_capacity, card->info.max_op_bytes);
+		 card->info.storage_capacity, card->info.max_op_bytes,
+		 ZCARD_PREMAPPED ? "once" : "per request");
 	return 0;
 
 err_reset:

@@ -5,13 +5,14 @@
  * A pool is ordinary struct-page memory (order-4 blocks split into order-0
  * pages), so a mapping of it works with get_user_pages: ibv_reg_mr, O_DIRECT
  * and io_uring accept it. Each block is DMA-mapped once, with the streaming
- * API, when the pool is created; requests sync the ranges they touch. The
- * pages are charged to the memory cgroup of the process that creates the
- * pool, until the last of them is freed. Each mapping holds a reference to
- * the pool: a pool destroyed while mapped stays, with its pages and its
- * share of the card's pinned limit, until the last mapping goes, and a page
- * dropped from a mapping (madvise MADV_DONTNEED) comes back on the next
- * access.
+ * API, when the pool is created, and requests sync the ranges they touch;
+ * on kernels whose virtqueues take no premapped chains the ring maps each
+ * request's pages instead (zcard_compat.h). The pages are charged to the
+ * memory cgroup of the process that creates the pool, until the last of
+ * them is freed. Each mapping holds a reference to the pool: a pool
+ * destroyed while mapped stays, with its pages and its share of the card's
+ * pinned limit, until the last mapping goes, and a page dropped from a
+ * mapping (madvise MADV_DONTNEED) comes back on the next access.
  */
 
 #include <linux/anon_inodes.h>
@@ -28,6 +29,8 @@ static void zcard_pool_unmap(struct zcard_pool *pool)
 	struct device *dev = pool->card->dma_dev;
 	unsigned int i;
 
+	if (!ZCARD_PREMAPPED)
+		return;
 	for (i = 0; i < pool->nchunks; i++) {
 		u64 len = min_t(u64, ZCARD_CHUNK, pool->size - (u64)i * ZCARD_CHUNK);
 
@@ -116,6 +119,8 @@ static int zcard_pool_alloc_chunk(struct zcard_pool *pool, unsigned int c)
 		else
 			__free_page(page + i);
 	}
+	if (!ZCARD_PREMAPPED)
+		return 0;	/* the ring maps the pages per request */
 	dma = dma_map_page(pool->card->dma_dev, page, 0, n << PAGE_SHIFT,
 			   DMA_BIDIRECTIONAL);
 	if (dma_mapping_error(pool->card->dma_dev, dma))
@@ -189,7 +194,7 @@ static struct zcard_pool *zcard_pool_try_alloc(struct zcard *card, u64 size)
 			goto err_unlock;
 		}
 	}
-	pool->mapped = true;
+	pool->mapped = ZCARD_PREMAPPED;
 	list_add(&pool->node, &card->pools);
 	kref_get(&card->ref);
 	mutex_unlock(&card->lock);
@@ -250,10 +255,11 @@ void zcard_pools_unmap(struct zcard *card)
 
 /**
  * zcard_pool_segments() - describe a pool range as DMA segments.
- * @pool: the pool (mapped).
+ * @pool: the pool (mapped, where pools are: zcard_compat.h).
  * @off: byte offset, checked by the caller to lie in the pool with @len.
  * @len: bytes (nonzero).
- * @sg: filled with one premapped entry per segment.
+ * @sg: filled with one entry per segment: premapped, or the segment's pages
+ *	for the ring to map.
  * @max: entries available in @sg.
  *
  * Return: the number of segments, or -E2BIG when more than @max are needed.
@@ -269,9 +275,15 @@ int zcard_pool_segments(struct zcard_pool *pool, u64 off, u32 len,
 
 		if (n == max)
 			return -E2BIG;
-		sg_set_page(&sg[n], NULL, part, 0);
-		sg_dma_address(&sg[n]) = pool->chunk_dma[c] + in;
-		sg_dma_len(&sg[n]) = part;
+		if (ZCARD_PREMAPPED) {
+			sg_set_page(&sg[n], NULL, part, 0);
+			sg_dma_address(&sg[n]) = pool->chunk_dma[c] + in;
+			sg_dma_len(&sg[n]) = part;
+		} else {
+			/* A chunk is contiguous: one entry spans its pages. */
+			sg_set_page(&sg[n], pool->pages[off >> PAGE_SHIFT], part,
+				    offset_in_page(off));
+		}
 		n++;
 		off += part;
 		len -= part;
@@ -285,10 +297,16 @@ int zcard_pool_segments(struct zcard_pool *pool, u64 off, u32 len,
  * @off: byte offset.
  * @len: bytes.
  * @for_cpu: true after the card is done with it, false before.
+ *
+ * Nothing to do where the ring maps pool pages per request: its map and
+ * unmap hand them over.
  */
 void zcard_pool_sync(struct zcard_pool *pool, u64 off, u32 len, bool for_cpu)
 {
 	struct device *dev = pool->card->dma_dev;
+
+	if (!ZCARD_PREMAPPED)
+		return;
 
 	while (len) {
 		u64 c = off / ZCARD_CHUNK, in = off % ZCARD_CHUNK;

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * zcard: the request path. A checked SQE becomes a descriptor chain on the
- * file's queue (header and status in the queue's coherent wire area, pool
- * ranges as premapped DMA segments); the completion interrupt, or the
- * watchdog when an interrupt was lost, matches it to its slot, checks the
- * card's status and tag and posts the CQE. The watchdog also gives up on a
- * request past its deadline and has the card reset (zcard_main.c).
+ * file's queue (header and status in the queue's wire area, pool ranges as
+ * DMA segments: premapped, or mapped by the ring, see zcard_compat.h); the
+ * completion interrupt, or the watchdog when an interrupt was lost, matches
+ * it to its slot, checks the card's status and tag and posts the CQE. The
+ * watchdog also gives up on a request past its deadline and has the card
+ * reset (zcard_main.c).
  *
  * The driver distrusts the card: a completion is matched to its request by
  * the driver's own slot, its tag is checked, and a status the card never
@@ -103,6 +104,24 @@ static void zcard_reap(struct zcard_queue *q, struct virtqueue *vq)
 		zcard_finish(q, s, s->timed_out ? -ETIMEDOUT : 0);
 }
 
+/*
+ * Points @sg at @len bytes at @off in slot @s's wire area: by DMA address on
+ * premapped queues (the area is coherent), else by address for the ring to
+ * map.
+ */
+static void zcard_wire_sg(struct zcard_queue *q, struct zcard_slot *s,
+			  struct scatterlist *sg, size_t off, unsigned int len)
+{
+	if (ZCARD_PREMAPPED) {
+		sg_set_page(sg, NULL, len, 0);
+		sg_dma_address(sg) = q->wire_dma + s->index * sizeof(*q->wire) + off;
+		sg_dma_len(sg) = len;
+	} else {
+		sg_set_buf(sg, (void *)&q->wire[s->index] + off, len);
+	}
+	sg_mark_end(sg);
+}
+
 /**
  * zcard_vq_done() - the request queues' virtqueue callback.
  * @vq: the virtqueue whose used ring has new entries.
@@ -172,10 +191,7 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 
 	/* Header, then sources, then destinations, then the status. */
 	sg_init_table(q->sg, q->nsg);
-	sg_set_page(&q->sg[0], NULL, sizeof(w->hdr), 0);
-	sg_dma_address(&q->sg[0]) = q->wire_dma + s->index * sizeof(*w);
-	sg_dma_len(&q->sg[0]) = sizeof(w->hdr);
-	sg_mark_end(&q->sg[0]);
+	zcard_wire_sg(q, s, &q->sg[0], offsetof(struct zcard_wire, hdr), sizeof(w->hdr));
 	sgs[out++] = &q->sg[0];
 	if (src && sqe->length) {
 		err = zcard_pool_segments(src, sqe->src_offset, sqe->length,
@@ -195,11 +211,8 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 		sg_mark_end(&q->sg[nsrc + ndst]);
 		sgs[out + in++] = &q->sg[1 + nsrc];
 	}
-	sg_set_page(&q->sg[1 + nsrc + ndst], NULL, sizeof(w->st), 0);
-	sg_dma_address(&q->sg[1 + nsrc + ndst]) = q->wire_dma +
-		s->index * sizeof(*w) + offsetof(struct zcard_wire, st);
-	sg_dma_len(&q->sg[1 + nsrc + ndst]) = sizeof(w->st);
-	sg_mark_end(&q->sg[1 + nsrc + ndst]);
+	zcard_wire_sg(q, s, &q->sg[1 + nsrc + ndst], offsetof(struct zcard_wire, st),
+		      sizeof(w->st));
 	sgs[out + in++] = &q->sg[1 + nsrc + ndst];
 
 	/* The card reads the sources and may leave part of a destination. */
@@ -352,6 +365,7 @@ int zcard_alloc_queues(struct zcard *card)
 	BUILD_BUG_ON(offsetof(struct zcard_req_status, result) != 4);
 	BUILD_BUG_ON(offsetof(struct zcard_req_status, tag) != 8);
 	BUILD_BUG_ON(offsetof(struct zcard_wire, st) != sizeof(struct zcard_req_hdr));
+	BUILD_BUG_ON(sizeof(struct zcard_wire) != 64);
 	/* SQE opcodes go to the card unchanged. */
 	BUILD_BUG_ON((int)ZCARD_OP_NOP != (int)ZCARD_REQ_NOP);
 	BUILD_BUG_ON((int)ZCARD_OP_COPY != (int)ZCARD_REQ_COPY);
@@ -369,8 +383,18 @@ int zcard_alloc_queues(struct zcard *card)
 		q->nsg = 2 * card->info.max_segments + 2;
 		q->slots = kcalloc(q->nslots, sizeof(*q->slots), GFP_KERNEL);
 		q->sg = kcalloc(q->nsg, sizeof(*q->sg), GFP_KERNEL);
-		q->wire = dma_alloc_coherent(card->dma_dev, q->nslots * sizeof(*q->wire),
-					     &q->wire_dma, GFP_KERNEL);
+		/*
+		 * Coherent memory on premapped queues; else kernel memory for
+		 * the ring to map, 64-byte aligned as kmalloc keeps multiples
+		 * of 64: a status the card writes shares no cache line with
+		 * another slot.
+		 */
+		if (ZCARD_PREMAPPED)
+			q->wire = dma_alloc_coherent(card->dma_dev,
+						     q->nslots * sizeof(*q->wire),
+						     &q->wire_dma, GFP_KERNEL);
+		else
+			q->wire = kcalloc(q->nslots, sizeof(*q->wire), GFP_KERNEL);
 		if (!q->slots || !q->sg || !q->wire)
 			return -ENOMEM;
 		for (j = 0; j < q->nslots; j++) {
@@ -392,7 +416,9 @@ void zcard_free_queues(struct zcard *card)
 	for (i = 0; i < card->info.num_queues; i++) {
 		struct zcard_queue *q = &card->queues[i];
 
-		if (q->wire)
+		if (!ZCARD_PREMAPPED)
+			kfree(q->wire);
+		else if (q->wire)
 			dma_free_coherent(card->dma_dev, q->nslots * sizeof(*q->wire),
 					  q->wire, q->wire_dma);
 		q->wire = NULL;
