@@ -128,7 +128,7 @@ if [ -n "${ZCOPY_NODE:-}" ]; then
 fi
 
 vng_args=(
-	--run "/boot/vmlinuz-$ZCOPY_KERNEL_ABI"
+	--run "${ZCOPY_KERNEL_IMAGE:?the guest kernel image, set by qemu/toolbox/toolbox.sh}"
 	--cpus "${ZCOPY_VM_CPUS:-2}"
 	--memory "${ZCOPY_VM_MEM:-2G}" --numa "${ZCOPY_VM_MEM:-2G}"
 	--rwdir "$ZCOPY_ROOT=$ZCOPY_ROOT"
