@@ -3,7 +3,8 @@
 # debug kernel (qemu/kernel/debug.config: KASAN, lockdep, atomic-sleep,
 # DMA-API debug, kmemleak, UBSAN, fault injection, gcov; built once and
 # cached, see qemu/toolbox/toolbox.sh) and runs the driver, card and RDMA
-# suites there, then scans for leaks and reports zcard.ko's coverage.
+# suites and the allocation-failure sweep (tests/failnth.rs) there, then
+# scans for leaks and reports zcard.ko's coverage.
 #
 # Fails on any test failure, on any KASAN/lockdep/UBSAN/DMA-API report or
 # other splat in the kernel log, and on any leak kmemleak reports.
@@ -53,7 +54,7 @@ cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.l
 zc_log "guest tests on the debug kernel (driver, card, RDMA)"
 gstart=$(date +%s)
 "$ZCOPY_ROOT/qemu/run.sh" --timeout "${ZCOPY_GUEST_TIMEOUT:-3600}" -- sh -c '
-	env ZCOPY_RESULTS="$1" ZCOPY_ONLY="driver card channel_card rdma channel_rdma" ZCOPY_TAG=debug \
+	env ZCOPY_RESULTS="$1" ZCOPY_ONLY="driver failnth card channel_card rdma channel_rdma" ZCOPY_TAG=debug \
 		qemu/guest/test-entry.sh
 	rc=$?
 	qemu/guest/debug-checks.sh "$2" || rc=69
