@@ -208,6 +208,11 @@ enter() {
 		abi=$(cat "$kdir/.zcopy-kernel")
 		image=$kdir/vmlinuz
 		kargs=(--ro-bind "$kdir" "$kdir" --ro-bind "$kdir/lib/modules/$abi" "/lib/modules/$abi")
+		# The modules' build link names the tree where it was built; a cache
+		# moved since (another ZCOPY_CACHE) still has it there.
+		local built
+		built=$(readlink "$kdir/lib/modules/$abi/build")
+		[ "$built" = "$kdir/build" ] || kargs+=(--ro-bind "$kdir/build" "$built")
 	fi
 	local args=(
 		--bind "$dir" /
