@@ -10,7 +10,7 @@ set -euo pipefail
 out=$1
 rm -rf "$out"
 mkdir -p "$out"
-rc=(--rc branch_coverage=1 --ignore-errors "inconsistent,unused,empty")
+rc=(--rc branch_coverage=1 --ignore-errors "inconsistent,unused,empty,source")
 lcov --quiet "${rc[@]}" --capture --directory driver --base-directory driver \
 	--output-file "$out/zcard.info"
 lcov --quiet "${rc[@]}" --extract "$out/zcard.info" '*/driver/zcard_*' --output-file "$out/zcard.info"
