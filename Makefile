@@ -4,12 +4,17 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR := $(CURDIR)/target
 
 CMD ?= uname -r
+# KERNEL=stock|backports|debug: the guest kernel of every target that boots
+# one (qemu/toolbox/recipe.sh); stock when unset.
+ifneq ($(KERNEL),)
+export ZCOPY_KERNEL := $(KERNEL)
+endif
 
 # shell-quote TEXT: TEXT as one single-quoted shell word. $(value ...) hands
 # it over unexpanded, so the shell gets `$d` as written, not make's $(d).
 shell-quote = '$(subst ','\'',$(1))'
 
-.PHONY: help demo qemu-test qemu-test-2node test lint loom bootstrap toolbox qemu-exec \
+.PHONY: help demo qemu-test qemu-test-backports qemu-test-debug qemu-test-2node test lint loom bootstrap toolbox qemu-exec \
 	qemu-shell bench bench-ipc bench-rdma bench-vfio bench-platform clean
 
 help: ## this list
@@ -22,6 +27,12 @@ demo: ## the main job: zcopy info, the pipeline (six ways), short IPC and RDMA b
 qemu-test: ## the whole suite (host, then guest; JUnit in target/qemu-test/); ONLY='driver card' and FILTER=NAME run just those guest tests
 	@$(if $(value ONLY),ZCOPY_ONLY=$(call shell-quote,$(value ONLY))) \
 		$(if $(value FILTER),ZCOPY_FILTER=$(call shell-quote,$(value FILTER))) ci/qemu-test.sh
+
+qemu-test-backports: ## the whole suite on the newest trixie-backports kernel (as make qemu-test KERNEL=backports)
+	@ZCOPY_KERNEL=backports ci/qemu-test.sh
+
+qemu-test-debug: ## the driver, card and RDMA suites on the debug kernel (KASAN, lockdep, UBSAN, DMA-API, kmemleak), coverage in target/qemu-test-debug/
+	@ci/qemu-test-debug.sh
 
 qemu-test-2node: ## the RDMA channel between two guests joined by a link (JUnit in target/qemu-test-2node/)
 	@ci/qemu-test-2node.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GitHub Actions only: move the cached toolbox between the cache action's
-# file (toolbox.tar.zst in the workspace) and ZCOPY_CACHE, keeping ownership.
+# GitHub Actions only: move the cached toolboxes (and a built debug kernel)
+# between the cache action's file (toolbox.tar.zst in the workspace) and
+# ZCOPY_CACHE, keeping ownership.
 set -euo pipefail
 cache=${ZCOPY_CACHE:-/var/cache/zcopy}
 case ${1:-} in
@@ -13,7 +14,9 @@ save)
 	[ -f toolbox.tar.zst ] && exit 0
 	compgen -G "$cache/toolbox-*/.zcopy-toolbox" >/dev/null || exit 0
 	dirs=()
-	for d in "$cache"/toolbox-*/.zcopy-toolbox; do dirs+=("$(basename "$(dirname "$d")")"); done
+	for d in "$cache"/toolbox-*/.zcopy-toolbox "$cache"/kernel-debug-*/.zcopy-kernel; do
+		[ -f "$d" ] && dirs+=("$(basename "$(dirname "$d")")")
+	done
 	sudo tar --zstd -cpf toolbox.tar.zst -C "$cache" "${dirs[@]}"
 	sudo chown "$(id -u)" toolbox.tar.zst
 	;;

@@ -18,6 +18,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 # The shared-memory-only build (no card, no RDMA) stays clean too.
 cargo clippy -p zcopy --no-default-features --all-targets -q -- -D warnings
-shellcheck -x .ci/run ci/*.sh qemu/*.sh qemu/toolbox/*.sh qemu/guest/*.sh scripts/*.sh tests/sh/*.sh
+shellcheck -x .ci/run ci/*.sh qemu/*.sh qemu/toolbox/*.sh qemu/kernel/*.sh qemu/guest/*.sh scripts/*.sh tests/sh/*.sh
 actionlint .github/workflows/*.yml
 echo "lint: clean"

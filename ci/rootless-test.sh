@@ -240,7 +240,7 @@ rc=$?
 prio=()
 secs=$(($(date +%s) - start))
 tb=$(find "$work/cache" -maxdepth 1 -name 'toolbox-*' -type d ! -name '*.partial' | head -n1)
-kernel=$(sed -n 's/^ZCOPY_KERNEL_ABI=//p' "$ZCOPY_ROOT/qemu/toolbox/recipe.sh")
+kernel=$(sed -n 's/^ZCOPY_KERNEL_STOCK=//p' "$ZCOPY_ROOT/qemu/toolbox/recipe.sh")
 if [ "$rc" = 0 ] && [ -f "$tb/.zcopy-toolbox" ] &&
 	runuser -u "$user" -- test -r "$tb/boot/vmlinuz-$kernel"; then
 	st=pass

@@ -20,7 +20,8 @@
 # passed but the guest kernel log shows a WARN/BUG/Oops (printed).
 # Logs: target/qemu/ (console.log, kernel.log, guest-setup.log, daemons).
 #
-# Environment: ZCOPY_ACCEL=auto|kvm|tcg, ZCOPY_VM_MEM (2G), ZCOPY_VM_CPUS (2),
+# Environment: ZCOPY_KERNEL=stock|backports|debug (the guest kernel, see
+# qemu/toolbox/recipe.sh), ZCOPY_ACCEL=auto|kvm|tcg, ZCOPY_VM_MEM (2G), ZCOPY_VM_CPUS (2),
 # ZCOPY_APPEND (extra kernel parameters, e.g. swiotlb=force), ZCOPY_MTU (9000),
 # ZCOPY_RUN_DIR (run directory, target/qemu), ZCOPY_NODE=0|1 with ZCOPY_LINK=SOCKET
 # (one of two guests joined by a virtio-net link over a unix socket, QEMU
@@ -67,19 +68,19 @@ accel() {
 		zc_log "probing KVM with a trial boot (once per machine, at most 30 s)"
 		local out
 		out=$(timeout -k 5 30 "$here/toolbox/toolbox.sh" enter \
-			vng --run "/boot/vmlinuz-$(tb_kernel)" --user root --memory 512M \
+			vng --run "$image" --user root --memory 512M \
 			--exec 'echo zcopy-kvm-ok' </dev/null 2>&1)
 		if grep -q zcopy-kvm-ok <<<"$out"; then echo kvm >"$f"; else echo tcg >"$f"; fi
 	fi
 	cat "$f"
 }
-tb_kernel() { sed -n 's/^ZCOPY_KERNEL_ABI=//p' "$here/toolbox/recipe.sh"; }
+image=$(tb kernel) || exit "$ZCOPY_EXIT_INFRA"
 
 acc=$(accel)
 run=${ZCOPY_RUN_DIR:-$ZCOPY_ROOT/target/qemu}
 mkdir -p "$run"
 rm -f "$run"/{console,kernel,guest-setup}.log "$run"/guest-exit "$run"/guest-infra
-zc_log "booting the guest ($acc, kernel $(tb_kernel)); logs in target/qemu/"
+zc_log "booting the guest ($acc, ${ZCOPY_KERNEL:-stock} kernel $image); logs in target/qemu/"
 
 if [ "$interactive" = 1 ]; then
 	"$here/toolbox/toolbox.sh" enter "$here/vm.sh" "$run" "$acc" 1 -- "$@"

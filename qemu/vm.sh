@@ -128,7 +128,7 @@ if [ -n "${ZCOPY_NODE:-}" ]; then
 fi
 
 vng_args=(
-	--run "/boot/vmlinuz-$ZCOPY_KERNEL_ABI"
+	--run "${ZCOPY_KERNEL_IMAGE:?the guest kernel image, set by qemu/toolbox/toolbox.sh}"
 	--cpus "${ZCOPY_VM_CPUS:-2}"
 	--memory "${ZCOPY_VM_MEM:-2G}" --numa "${ZCOPY_VM_MEM:-2G}"
 	--rwdir "$ZCOPY_ROOT=$ZCOPY_ROOT"
@@ -137,6 +137,12 @@ vng_args=(
 	--name "zcopy-guest${ZCOPY_NODE:-}"
 )
 [ "$accel" = tcg ] && vng_args+=(--disable-kvm)
+# The debug kernel's modules live in its cache directory, which the guest's
+# root (9p with overlays on /lib and /var) does not show: share it as is.
+if [ "${ZCOPY_KERNEL:-stock}" = debug ]; then
+	kdir=$(dirname "$ZCOPY_KERNEL_IMAGE")
+	vng_args+=(--rodir "$kdir=$kdir")
+fi
 append="${ZCOPY_APPEND:-}${ZCOPY_APPEND:+${vfio_append:+ }}$vfio_append"
 [ -n "$append" ] && vng_args+=(--append "$append")
 # ZCOPY_VERBOSE=1: the kernel's console messages (a panic, say) in the output.

@@ -3,11 +3,19 @@
 # trixie-backports), the pinned guest kernel with its headers, virtme-ng,
 # the module build tools and rdma-core/perftest.
 #
-# The cache key of a toolbox is the hash of this file: change anything here
-# and the next run builds a new toolbox. Sourced by qemu/toolbox/toolbox.sh.
+# The cache key of a toolbox is the hash of this file and the kernel it is
+# for: change anything here and the next run builds a new toolbox. Sourced by
+# qemu/toolbox/toolbox.sh.
 
-# The guest kernel. Its headers build driver/zcard.ko; both must match.
-ZCOPY_KERNEL_ABI=6.12.107+deb13-amd64
+# The guest kernels; ZCOPY_KERNEL picks the one a toolbox holds:
+#   stock      trixie's kernel (the default)
+#   backports  the newest kernel trixie-backports offers
+#   debug      the stock kernel's toolbox plus what building a kernel takes;
+#              qemu/kernel/build-debug.sh builds the debug kernel
+#              (qemu/kernel/debug.config) from linux-source-6.12 in it
+# A kernel's headers build driver/zcard.ko; both must match.
+ZCOPY_KERNEL_STOCK=6.12.107+deb13-amd64
+ZCOPY_KERNEL_BACKPORTS=7.3.4+deb13-amd64
 
 ZCOPY_SUITE=trixie
 ZCOPY_MIRROR=${ZCOPY_MIRROR:-http://deb.debian.org/debian}
@@ -26,8 +34,6 @@ ZCOPY_BACKPORTS=(
 )
 
 ZCOPY_PACKAGES=(
-	"linux-image-$ZCOPY_KERNEL_ABI"
-	"linux-headers-$ZCOPY_KERNEL_ABI"
 	linux-source-6.12
 	virtme-ng
 	busybox-static
@@ -50,6 +56,34 @@ ZCOPY_PACKAGES=(
 	ca-certificates
 )
 
+# What building a kernel takes beyond the module tools (the debug toolbox);
+# libelf-dev from backports, to match the backports libelf above.
+ZCOPY_KBUILD_PACKAGES=(bc bison flex cpio xz-utils libssl-dev zlib1g-dev lcov)
+ZCOPY_KBUILD_BACKPORTS=(libelf-dev)
+
+# The selected kernel: its release (ZCOPY_KERNEL_ABI) and its packages.
+ZCOPY_KERNEL=${ZCOPY_KERNEL:-stock}
+case $ZCOPY_KERNEL in
+stock | debug)
+	ZCOPY_KERNEL_ABI=$ZCOPY_KERNEL_STOCK
+	ZCOPY_PACKAGES+=("linux-image-$ZCOPY_KERNEL_ABI" "linux-headers-$ZCOPY_KERNEL_ABI")
+	;;
+backports)
+	ZCOPY_KERNEL_ABI=$ZCOPY_KERNEL_BACKPORTS
+	ZCOPY_BACKPORTS+=("linux-image-$ZCOPY_KERNEL_ABI" "linux-headers-$ZCOPY_KERNEL_ABI")
+	;;
+*)
+	echo "ZCOPY_KERNEL must be stock, backports or debug (not '$ZCOPY_KERNEL')" >&2
+	return 2
+	;;
+esac
+ZCOPY_KEEP_SOURCE=0
+if [ "$ZCOPY_KERNEL" = debug ]; then
+	ZCOPY_PACKAGES+=("${ZCOPY_KBUILD_PACKAGES[@]}")
+	ZCOPY_BACKPORTS+=("${ZCOPY_KBUILD_BACKPORTS[@]}")
+	ZCOPY_KEEP_SOURCE=1
+fi
+
 # zc_recipe_build DIR MODE: build the root into DIR (must not exist) with
 # mmdebstrap in MODE (root or unshare).
 zc_recipe_build() {
@@ -63,7 +97,8 @@ zc_recipe_build() {
 		--dpkgopt='path-exclude=/usr/share/man/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' \
 		--include="$(IFS=,; echo "${include[*]}")" \
-		--customize-hook='chroot "$1" sh -c "tar -C /usr/src -xf /usr/src/linux-source-6.12.tar.xz --wildcards \"*/scripts/checkpatch.pl\" \"*/scripts/spelling.txt\" \"*/scripts/const_structs.checkpatch\" && mv /usr/src/linux-source-6.12 /usr/src/checkpatch && rm -f /usr/src/linux-source-6.12.tar.xz"' \
+		--customize-hook='chroot "$1" sh -c "tar -C /usr/src -xf /usr/src/linux-source-6.12.tar.xz --wildcards \"*/scripts/checkpatch.pl\" \"*/scripts/spelling.txt\" \"*/scripts/const_structs.checkpatch\" && mv /usr/src/linux-source-6.12 /usr/src/checkpatch"' \
+		--customize-hook="[ $ZCOPY_KEEP_SOURCE = 1 ] || rm -f \"\$1\"/usr/src/linux-source-6.12.tar.xz" \
 		--customize-hook='chroot "$1" sh -c "qemu-system-x86_64 -device help | grep -q vhost-user-test-device-pci" || { echo "toolbox: this QEMU lacks vhost-user-test-device-pci (need >= 10.2)" >&2; exit 1; }' \
 		--customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages*' \
 		"$ZCOPY_SUITE" "$dir" \

@@ -5,6 +5,13 @@
 #   toolbox.sh path            print the toolbox directory, building it if needed
 #   toolbox.sh build           rebuild it now, even if a cached one exists
 #   toolbox.sh enter CMD...    run CMD inside it (bubblewrap)
+#   toolbox.sh kernel          print the guest kernel image, building the
+#                              debug kernel first if it is selected and not cached
+#
+# ZCOPY_KERNEL (stock, backports or debug; see recipe.sh) selects the guest
+# kernel; each has its own toolbox. The debug kernel is cached beside them in
+# kernel-debug-KEY, KEY a hash of the linux-source-6.12 version, its config
+# fragment (qemu/kernel/debug.config) and its build script.
 #
 # Entering uses a private mount and PID namespace that dies with its parent:
 # whatever way the caller exits (Ctrl-C, kill, timeout), the kernel tears down
@@ -17,8 +24,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/recipe.sh"
 
 cache=$(zc_cache_dir)
-key=$(sha256sum "$here/recipe.sh" | cut -c1-16)
-dir=$cache/toolbox-$key
+key=$({ cat "$here/recipe.sh"; echo "$ZCOPY_KERNEL"; } | sha256sum | cut -c1-16)
+dir=$cache/toolbox-$ZCOPY_KERNEL-$key
 stamp=$dir/.zcopy-toolbox
 
 # rootless_check build|enter: the checks a non-root user needs to pass
@@ -109,9 +116,10 @@ build() {
 	rm_tree "$dir"
 	mv "$dir.partial" "$dir"
 	zc_log "toolbox ready in $(cat "$dir/.zcopy-build-seconds") s, $(cat "$dir/.zcopy-size-mib") MiB"
-	# Older toolboxes (other recipe hashes) are dead weight.
+	# Older toolboxes for this kernel (other recipe hashes), and those of
+	# the layout before kernels had toolboxes of their own, are dead weight.
 	local old
-	for old in "$cache"/toolbox-*; do
+	for old in "$cache"/toolbox-"$ZCOPY_KERNEL"-* "$cache"/toolbox-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]; do
 		[ -d "$old" ] && [ "$old" != "$dir" ] && [ "${old%.partial}" = "$old" ] && rm_tree "$old"
 	done
 	return 0
@@ -122,17 +130,90 @@ build() {
 ensure() {
 	local force=${1:-}
 	mkdir -p "$cache"
-	exec 9>"$cache/toolbox.lock"
+	exec 9>"$cache/toolbox-$ZCOPY_KERNEL.lock"
 	flock 9
 	if [ -n "$force" ] || [ ! -f "$stamp" ]; then build; fi
 	flock -u 9
 	exec 9>&-
 }
 
+# debug_kernel_dir: where the debug kernel for this toolbox is cached.
+debug_kernel_dir() {
+	local version
+	version=$(awk '/^Package: linux-source-6.12$/ {p = 1} p && /^Version:/ {print $2; exit}' \
+		"$dir/var/lib/dpkg/status")
+	[ -n "$version" ] || zc_infra "the debug toolbox $dir has no linux-source-6.12"
+	echo "$cache/kernel-debug-$({ echo "$version"; cat "$here/../kernel/debug.config" \
+		"$here/../kernel/build-debug.sh"; } | sha256sum | cut -c1-16)"
+}
+
+# kernel_ensure: the debug kernel built and cached (under a lock, like the
+# toolbox); the build runs in the debug toolbox.
+kernel_ensure() {
+	local kdir avail
+	kdir=$(debug_kernel_dir)
+	exec 8>"$cache/kernel-debug.lock"
+	flock 8
+	if [ ! -f "$kdir/.zcopy-kernel" ]; then
+		avail=$(df -Pk "$cache" | awk 'NR==2 {print $4}')
+		[ "${avail:-0}" -ge $((8 * 1024 * 1024)) ] ||
+			zc_infra "the debug kernel build needs about 8 GiB free in $cache (only $((avail / 1024)) MiB): free some space or set ZCOPY_CACHE"
+		# The tree of an interrupted build (this key or an older one) is
+		# built on rather than thrown away; other partial trees go.
+		local old
+		old=$(find "$cache" -maxdepth 1 -name 'kernel-debug-*.partial' -type d -printf '%T@ %p\n' |
+			sort -rn | head -n 1 | cut -d' ' -f2-)
+		if [ -n "$old" ] && [ "$old" != "$kdir.partial" ]; then
+			mv "$old" "$kdir.partial"
+		fi
+		find "$cache" -maxdepth 1 -name 'kernel-debug-*.partial' -type d ! -name "$(basename "$kdir").partial" \
+			-exec rm -rf {} +
+		mkdir -p "$kdir.partial"
+		zc_log "building the debug kernel $kdir (linux-source-6.12 + qemu/kernel/debug.config; about 15 min on 2 idle cores, log: $kdir.log)"
+		if ! (building=1 ZCOPY_TOOLBOX_BIND="$kdir.partial" enter "$here/../kernel/build-debug.sh" "$kdir.partial" "$kdir") \
+			>"$kdir.log" 2>&1; then
+			tail -n 40 "$kdir.log" >&2
+			zc_infra "the debug kernel build failed; full log: $kdir.log (the partial tree stays in $kdir.partial)"
+		fi
+		rm -rf "$kdir"
+		mv "$kdir.partial" "$kdir"
+		zc_log "debug kernel $(cat "$kdir/.zcopy-kernel") ready in $(cat "$kdir/.zcopy-build-seconds") s, $(cat "$kdir/.zcopy-size-mib") MiB"
+		find "$cache" -maxdepth 1 -name 'kernel-debug-*' -type d ! -name "$(basename "$kdir")" \
+			! -name '*.partial' -exec rm -rf {} +
+	fi
+	flock -u 8
+	exec 8>&-
+	echo "$kdir"
+}
+
+# kernel_image: the guest kernel image (inside the toolbox's view).
+kernel_image() {
+	if [ "$ZCOPY_KERNEL" = debug ]; then
+		echo "$(kernel_ensure)/vmlinuz"
+	else
+		echo "/boot/vmlinuz-$ZCOPY_KERNEL_ABI"
+	fi
+}
+
+# enter CMD...: run CMD in the toolbox. With the debug kernel selected and
+# built, its image, modules and build tree are seen where the stock kernel's
+# are (/lib/modules/RELEASE) and ZCOPY_KERNEL_ABI names its release.
 enter() {
 	ensure
 	command -v bwrap >/dev/null || zc_infra "bubblewrap is missing: run 'make bootstrap'"
 	[ "$(id -u)" = 0 ] || rootless_check enter
+	local kargs=() abi=$ZCOPY_KERNEL_ABI image=/boot/vmlinuz-$ZCOPY_KERNEL_ABI kdir
+	if [ "$ZCOPY_KERNEL" = debug ] && [ -z "${building:-}" ]; then
+		kdir=$(kernel_ensure)
+		abi=$(cat "$kdir/.zcopy-kernel")
+		image=$kdir/vmlinuz
+		kargs=(--ro-bind "$kdir" "$kdir" --ro-bind "$kdir/lib/modules/$abi" "/lib/modules/$abi")
+		# The modules' build link names the tree where it was built; a cache
+		# moved since (another ZCOPY_CACHE) still has it there.
+		local built
+		built=$(readlink "$kdir/lib/modules/$abi/build")
+		[ "$built" = "$kdir/build" ] || kargs+=(--ro-bind "$kdir/build" "$built")
+	fi
 	local args=(
 		--bind "$dir" /
 		--dev-bind /dev /dev
@@ -147,7 +228,10 @@ enter() {
 		# (/tmp and /run are the toolbox's own).
 		--unsetenv TMPDIR --unsetenv XDG_RUNTIME_DIR
 		--setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-		--setenv ZCOPY_KERNEL_ABI "$ZCOPY_KERNEL_ABI"
+		--setenv ZCOPY_KERNEL "$ZCOPY_KERNEL"
+		--setenv ZCOPY_KERNEL_ABI "$abi"
+		--setenv ZCOPY_KERNEL_IMAGE "$image"
+		"${kargs[@]}"
 	)
 	# Extra host paths the caller needs inside (space separated), e.g. the
 	# Cargo target dir when it is outside the project.
@@ -166,5 +250,6 @@ case "${1:-}" in
 path) ensure; echo "$dir" ;;
 build) ensure force ;;
 enter) shift; [ $# -gt 0 ] || set -- bash; enter "$@" ;;
-*) echo "usage: $0 path|build|enter CMD..." >&2; exit 2 ;;
+kernel) ensure; kernel_image ;;
+*) echo "usage: $0 path|build|enter CMD...|kernel" >&2; exit 2 ;;
 esac

@@ -57,6 +57,21 @@ pub enum Command {
     },
     /// Set NEEDS_RESET now.
     NeedsReset {},
+    /// Send `count` interrupts on a queue with nothing new on its used ring.
+    Interrupt {
+        /// Queue index.
+        queue: u16,
+        /// How many (1..=MAX_SPURIOUS).
+        #[serde(default = "one")]
+        count: u32,
+    },
+}
+
+/// Most interrupts one `interrupt` command sends.
+pub const MAX_SPURIOUS: u32 = 10_000;
+
+fn one() -> u32 {
+    1
 }
 
 /// Executes one command line against the card and returns the reply object.
@@ -121,6 +136,16 @@ pub fn handle_line(backend: &ZcardBackend, line: &str) -> Value {
             card.set_needs_reset();
             backend.notify_config_change();
             json!({"ok": true})
+        }
+        Command::Interrupt { count, .. } if count == 0 || count > MAX_SPURIOUS => {
+            json!({"ok": false, "error": format!("count must be 1..={MAX_SPURIOUS}, not {count}")})
+        }
+        Command::Interrupt { queue, count } => {
+            if card.request_spurious(queue, count) {
+                json!({"ok": true})
+            } else {
+                no_queue(queue)
+            }
         }
     }
 }

@@ -33,6 +33,7 @@ struct QueueStats {
     ops: [OpStats; Op::ALL.len() + 1],
     notifications: AtomicU64,
     suppressed: AtomicU64,
+    spurious: AtomicU64,
 }
 
 /// Every counter of one card.
@@ -110,6 +111,14 @@ impl Stats {
         }
     }
 
+    /// Counts an interrupt sent with nothing new on the used ring (the control
+    /// socket's `interrupt` command).
+    pub fn spurious_interrupt(&self, queue: u16) {
+        if let Some(q) = self.queues.get(usize::from(queue)) {
+            bump(&q.spurious, 1);
+        }
+    }
+
     /// Counts a chain returned with used length 0.
     pub fn dropped_chain(&self) {
         bump(&self.dropped_chains, 1);
@@ -173,6 +182,7 @@ impl Stats {
                     "bytes": q.ops.iter().map(|o| load(&o.bytes)).sum::<u64>(),
                     "notifications": load(&q.notifications),
                     "suppressed_notifications": load(&q.suppressed),
+                    "spurious_interrupts": load(&q.spurious),
                 })
             })
             .collect();

@@ -35,6 +35,9 @@ pub const DEVICE_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1
     | 1 << VIRTIO_RING_F_EVENT_IDX
     | 1 << VIRTIO_RING_F_INDIRECT_DESC;
 
+/// Time between two interrupts of one `interrupt` control command.
+const SPURIOUS_GAP: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The vhost-user backend of one card.
 pub struct ZcardBackend {
     card: Arc<Card>,
@@ -166,6 +169,23 @@ impl ZcardBackend {
         }
     }
 
+    /// Sends the interrupts asked for on `queue` with nothing new on its used
+    /// ring, a little apart so that most reach the guest one by one (QEMU
+    /// folds those that arrive before the guest reads the ISR into one).
+    fn send_spurious(&self, vring: &VringRwLock, queue: u16) {
+        let n = self.card.take_spurious(queue);
+        for i in 0..n {
+            if i > 0 {
+                std::thread::sleep(SPURIOUS_GAP);
+            }
+            if let Err(e) = vring.signal_used_queue() {
+                warn!("queue {queue}: cannot signal: {e}");
+                return;
+            }
+            self.card.stats().spurious_interrupt(queue);
+        }
+    }
+
     fn signal(&self, state: &mut VringState, queue: u16, notify: bool) {
         let stats = self.card.stats();
         if !notify {
@@ -281,8 +301,14 @@ impl VhostUserBackend for ZcardBackend {
                 state.get_queue().ready() && state.is_enabled()
             };
             if !ready {
+                // No call eventfd to signal yet: nothing is sent or counted.
+                let dropped = self.card.take_spurious(queue);
+                if dropped > 0 {
+                    debug!("queue {queue} not started: {dropped} spurious interrupts dropped");
+                }
                 return Ok(());
             }
+            self.send_spurious(vring, queue);
         } else if device_event != 0 {
             warn!("unknown event {device_event} on worker {thread_id}");
             return Ok(());

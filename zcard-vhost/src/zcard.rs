@@ -189,6 +189,7 @@ pub struct Card {
     stats: Stats,
     device_state: AtomicU32,
     stalled: Vec<AtomicBool>,
+    spurious: Vec<AtomicU32>,
     wake: Vec<EventFd>,
     crash: Box<dyn Fn() + Send + Sync>,
 }
@@ -213,6 +214,7 @@ impl Card {
             stats: Stats::new(limits.num_queues),
             device_state: AtomicU32::new(0),
             stalled: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            spurious: (0..n).map(|_| AtomicU32::new(0)).collect(),
             wake: (0..n)
                 .map(|_| EventFd::new(EFD_NONBLOCK))
                 .collect::<std::io::Result<_>>()?,
@@ -330,6 +332,26 @@ impl Card {
             warn!("cannot wake queue {queue}: {e}");
         }
         true
+    }
+
+    /// Asks the worker of `queue` to send `count` interrupts with nothing new
+    /// on the used ring (false if there is no such queue).
+    pub fn request_spurious(&self, queue: u16, count: u32) -> bool {
+        let Some(s) = self.spurious.get(usize::from(queue)) else {
+            return false;
+        };
+        s.fetch_add(count, Ordering::AcqRel);
+        if let Err(e) = self.wake[usize::from(queue)].write(1) {
+            warn!("cannot wake queue {queue}: {e}");
+        }
+        true
+    }
+
+    /// Takes the spurious interrupts asked for on `queue` so far.
+    pub fn take_spurious(&self, queue: u16) -> u32 {
+        self.spurious
+            .get(usize::from(queue))
+            .map_or(0, |s| s.swap(0, Ordering::AcqRel))
     }
 
     /// The eventfd that wakes the worker of `queue` (registered with its epoll loop).

@@ -338,6 +338,69 @@ fn guest_memory_is_unmapped_when_the_front_end_goes() {
     );
 }
 
+#[test]
+fn the_interrupt_command_signals_with_nothing_on_the_used_ring() {
+    use zcard_vhost::control::handle_line;
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, sock) = start_in_process(dir.path());
+    let mut s = Session::connect(&sock);
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Nop as u8,
+            ..Default::default()
+        },
+        &[],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+    while s.call.read().is_ok() {}
+    let used_before: u16 = s.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+
+    let reply = handle_line(&backend, r#"{"cmd":"interrupt","queue":0,"count":3}"#);
+    assert_eq!(reply["ok"], true, "{reply}");
+    let spurious = || backend.card().stats().snapshot()["queues"][0]["spurious_interrupts"].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut signalled = 0;
+    while spurious() != 3 || signalled == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "3 spurious interrupts: {}",
+            spurious()
+        );
+        signalled += s.call.read().unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signalled += s.call.read().unwrap_or(0);
+    assert!(
+        (1..=3).contains(&signalled),
+        "call eventfd counted {signalled}"
+    );
+    let used_after: u16 = s.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+    assert_eq!(used_after, used_before, "nothing new on the used ring");
+    assert_eq!(
+        backend.card().stats().snapshot()["queues"][0]["requests"],
+        1,
+        "no request was made up"
+    );
+
+    for bad in [
+        r#"{"cmd":"interrupt","queue":0,"count":0}"#,
+        r#"{"cmd":"interrupt","queue":0,"count":10001}"#,
+        r#"{"cmd":"interrupt","queue":9}"#,
+    ] {
+        let reply = handle_line(&backend, bad);
+        assert_eq!(reply["ok"], false, "{bad}: {reply}");
+    }
+    // The card still serves.
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Nop as u8,
+            ..Default::default()
+        },
+        &[],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+}
+
 fn spawn_daemon(dir: &Path, extra: &[&str]) -> Child {
     spawn_daemon_on(dir, &dir.join("card.img"), "1M", extra)
 }

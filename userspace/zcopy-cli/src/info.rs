@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use zcard_vfio::sysfs::{Sysfs, VFIO_DRIVER};
-use zcopy::card::{uapi, Card, Counters};
+use zcopy::card::{uapi, Card, Counters, Interrupts};
 
 use crate::channels::{self, ChannelReport};
 use crate::failure::{no_rdma, Result, NO_CARD};
@@ -65,6 +65,9 @@ pub struct CardReport {
     pub config: Option<CardConfig>,
     /// The driver's counters (sysfs `/sys/class/misc/zcardN/`); null when unreadable.
     pub counters: Option<CardCounters>,
+    /// How its interrupts arrive (sysfs `msi_irqs`/`irq`, `/proc/interrupts`),
+    /// e.g. `INTx line, irq 22 (IO-APIC 22-fasteoi)`; null when unreadable.
+    pub interrupts: Option<String>,
     /// Processes with the node open (the owners of its pools and rings:
     /// the driver exports no per-pool owner or ring state, so this comes
     /// from `/proc/*/fd`, as far as this user may look).
@@ -279,6 +282,7 @@ fn cards() -> Vec<CardReport> {
                 error,
                 config,
                 counters: Counters::read(instance).ok().map(card_counters),
+                interrupts: Interrupts::read(instance).ok().map(|i| i.describe()),
                 users: users
                     .iter()
                     .filter(|(node, _)| *node == path)
@@ -534,6 +538,9 @@ fn card_text(c: &CardReport) -> String {
             )
         }
     }
+    if let Some(i) = &c.interrupts {
+        s += &format!("    interrupts: {i}\n");
+    }
     if c.users.is_empty() {
         s += "    open by: no process (that you may see)\n";
     } else {
@@ -583,6 +590,7 @@ mod tests {
                     inflight: 0,
                     cq_overflows: 0,
                 }),
+                interrupts: Some("INTx line, irq 22 (IO-APIC 22-fasteoi)".into()),
                 users: vec![CardUser {
                     pid: 42,
                     comm: "zcopy".into(),
@@ -625,6 +633,7 @@ mod tests {
             "ops: copy crc32c",
             "pools: 2 alive, 128 KiB pinned",
             "open by: 42 (zcopy, 1 fd)",
+            "interrupts: INTx line, irq 22 (IO-APIC 22-fasteoi)\n",
             "  PCI 0000:00:0a.0: bound to virtio-pci\n",
             "RDMA devices\n  DEVICE",
             "zrxe1               1 ACTIVE    4096    1  169.254.77.2",

@@ -22,9 +22,11 @@
 
 pub mod uapi;
 
+mod irq;
 mod pool;
 mod rings;
 
+pub use irq::Interrupts;
 pub use pool::{Pool, PoolMap};
 pub use rings::{Buf, Cqe, Rings, Sqe};
 
@@ -88,8 +90,8 @@ pub enum Error {
     /// A completion carried a negative errno.
     #[error("request failed: {0}")]
     Request(Errno),
-    /// A counter file in sysfs could not be read.
-    #[error("reading counter {path}: {source}")]
+    /// A counter or attribute file in sysfs could not be read.
+    #[error("reading {path}: {source}")]
     Counter {
         /// The sysfs file.
         path: PathBuf,

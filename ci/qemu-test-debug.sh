@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# make qemu-test-debug: the driver under the kernel's checkers. Boots the
+# debug kernel (qemu/kernel/debug.config: KASAN, lockdep, atomic-sleep,
+# DMA-API debug, kmemleak, UBSAN, fault injection, gcov; built once and
+# cached, see qemu/toolbox/toolbox.sh) and runs the driver, card and RDMA
+# suites and the allocation-failure sweep (tests/failnth.rs) there, then
+# scans for leaks and reports zcard.ko's coverage.
+#
+# Fails on any test failure, on any KASAN/lockdep/UBSAN/DMA-API report or
+# other splat in the kernel log, and on any leak kmemleak reports.
+# Output: target/qemu-test-debug/ (junit.xml, logs/, kmemleak.txt,
+# coverage/: coverage.txt, the table, and uncovered.txt, the error paths
+# the suite never took, and html/).
+#
+# Exit code: 0 all passed, 1 a test or check failed, 69 infrastructure failure.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=qemu/lib.sh
+. "$here/../qemu/lib.sh"
+cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
+export ZCOPY_KERNEL=debug
+
+out=target/qemu-test-debug
+rm -rf "$out"
+mkdir -p "$out/logs" target/qemu-test
+results=$out/results.tsv
+: >"$results"
+start=$(date +%s)
+
+"$here/bootstrap.sh" || exit "$ZCOPY_EXIT_INFRA"
+
+zc_log "the debug kernel (built once per source version and config; the first time takes long)"
+kstart=$(date +%s)
+qemu/toolbox/toolbox.sh kernel >/dev/null || exit "$ZCOPY_EXIT_INFRA"
+echo "$(($(date +%s) - kstart))" >"$out/kernel-seconds"
+
+zc_log "building the driver against the debug kernel (W=1, sparse, checkpatch --strict, gcov)"
+dstart=$(date +%s)
+# A zcard.ko left from a build for another kernel must not stand in for this one.
+rm -f driver/zcard.ko
+if "$here/build-driver.sh" check >"$out/logs/build-driver.log" 2>&1; then st=pass; else
+	st=fail
+	tail -n 40 "$out/logs/build-driver.log"
+fi
+printf 'host-debug\tdriver: W=1, sparse and checkpatch --strict clean on the debug kernel\t%s\t%s\t%s\n' \
+	"$st" "$(($(date +%s) - dstart))" "$out/logs/build-driver.log" >>"$results"
+[ -f driver/zcard.ko ] || zc_infra "building zcard.ko failed (see $out/logs/build-driver.log)"
+
+zc_log "building the guest test binaries and the card (zcard-vhost)"
+cargo build -p zcard-vhost --bins --color never >"$out/logs/build-card.log" 2>&1 ||
+	{ tail -n 40 "$out/logs/build-card.log"; zc_infra "building zcard-vhost failed"; }
+cargo test --workspace --no-run --message-format=json 2>"$out/logs/build-guest.log" |
+	python3 "$here/report.py" guest-bins >target/qemu-test/guest-bins.txt ||
+	{ tail -n 40 "$out/logs/build-guest.log"; zc_infra "building the guest test binaries failed"; }
+
+zc_log "guest tests on the debug kernel (driver, card, RDMA)"
+gstart=$(date +%s)
+"$ZCOPY_ROOT/qemu/run.sh" --timeout "${ZCOPY_GUEST_TIMEOUT:-3600}" -- sh -c '
+	env ZCOPY_RESULTS="$1" ZCOPY_ONLY="driver failnth card channel_card rdma channel_rdma" ZCOPY_TAG=debug \
+		qemu/guest/test-entry.sh
+	rc=$?
+	qemu/guest/debug-checks.sh "$2" || rc=69
+	exit $rc' sh "$ZCOPY_ROOT/$results" "$ZCOPY_ROOT/$out"
+guest_rc=$?
+echo "$(($(date +%s) - gstart))" >"$out/guest-seconds"
+if [ "$guest_rc" = "$ZCOPY_EXIT_INFRA" ]; then
+	zc_infra "the debug guest could not run (see above and target/qemu/)"
+fi
+if [ "$guest_rc" != 0 ] && ! grep -q $'^guest[^\t]*\t[^\t]*\tfail\t' "$results"; then
+	printf 'guest-debug\tguest suite (exit %s)\tfail\t0\t%s\n' "$guest_rc" target/qemu/console.log >>"$results"
+fi
+cp target/qemu/kernel.log "$out/logs/kernel.log" 2>/dev/null
+if zc_kernel_log_ok "$out/logs/kernel.log" &&
+	grep -q "KernelAddressSanitizer initialized" "$out/logs/kernel.log"; then st=pass; else st=fail; fi
+printf 'guest-debug\tkernel log clean (KASAN, lockdep, UBSAN, DMA-API active)\t%s\t0\t%s\n' \
+	"$st" "$out/logs/kernel.log" >>"$results"
+if [ -s "$out/kmemleak.txt" ]; then
+	st=fail
+	zc_warn "kmemleak reports leaks ($out/kmemleak.txt):"
+	head -n 40 "$out/kmemleak.txt" >&2
+else
+	st=pass
+fi
+printf 'guest-debug\tkmemleak: no leak\t%s\t0\t%s\n' "$st" "$out/kmemleak.txt" >>"$results"
+
+zc_log "zcard.ko coverage"
+cp "$out"/gcov/*.gcda driver/ 2>/dev/null
+if qemu/toolbox/toolbox.sh enter "$here/coverage.sh" "$out/coverage" >"$out/logs/coverage.log" 2>&1; then
+	cat "$out/coverage/coverage.txt"
+else
+	tail -n 20 "$out/logs/coverage.log"
+	zc_warn "no coverage report (see $out/logs/coverage.log)"
+fi
+
+echo "$(($(date +%s) - start))" >"$out/seconds"
+python3 "$here/report.py" junit "$results" "$out/junit.xml"
