@@ -149,6 +149,43 @@ fn info_describes_the_card() {
     settle();
 }
 
+/// Linux 6.13 removed virtqueue_set_dma_premapped(): from there the ring
+/// maps each request's pool pages, before it the driver maps a pool once
+/// (driver/zcard_compat.h). A fresh probe's message must say the way the
+/// running kernel takes, so a build that fell back to the other is caught.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn the_probe_maps_pools_the_way_the_kernel_allows() {
+    let release = read_attr("/proc/sys/kernel/osrelease").unwrap();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    let expect = if version >= (6, 13) {
+        "pools mapped per request"
+    } else {
+        "pools mapped once"
+    };
+    let dev = bound_device();
+    settle();
+    let mark = format!("zcard: probe check {}", std::process::id());
+    std::fs::write("/dev/kmsg", &mark).expect("/dev/kmsg");
+    rebind(&dev);
+    let out = Command::new("dmesg").output().expect("dmesg");
+    let log = String::from_utf8_lossy(&out.stdout);
+    let after = log.rsplit_once(mark.as_str()).map_or("", |(_, a)| a);
+    let line = after
+        .lines()
+        .find(|l| l.contains("zcard0:") && l.contains("pools mapped"))
+        .unwrap_or_else(|| panic!("no probe message after the rebind:\n{after}"));
+    println!("kernel {release}: {line}");
+    assert!(
+        line.trim_end().ends_with(expect),
+        "kernel {release}: {line}"
+    );
+    settle();
+}
+
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn each_op_moves_the_right_bytes() {
