@@ -25,7 +25,11 @@ MODULE_PARM_DESC(pinned_limit_mb, "MiB all pools of one card may pin together (d
 
 static DEFINE_IDA(zcard_ida);
 
-/* Frees contexts and pools; drained before the module goes away. */
+/*
+ * Frees contexts and pools; drained before the module goes away. Unbound:
+ * the frees need no particular CPU (and newer kernels, 7.3.4 among them,
+ * warn about a workqueue that names neither WQ_UNBOUND nor WQ_PERCPU).
+ */
 struct workqueue_struct *zcard_wq;
 
 /* /sys/kernel/debug/zcard: a directory per card (fault injection). */
@@ -482,7 +486,7 @@ static int __init zcard_init(void)
 {
 	int err;
 
-	zcard_wq = alloc_workqueue("zcard", 0, 0);
+	zcard_wq = alloc_workqueue("zcard", WQ_UNBOUND, 0);
 	if (!zcard_wq)
 		return -ENOMEM;
 	zcard_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
