@@ -77,6 +77,15 @@ backports)
 	return 2
 	;;
 esac
+# sparse for the selected kernel's headers. 7.3.4's use __typeof_unqual__
+# under sparse, which trixie's sparse 0.6.4 cannot parse (it fails on them,
+# or crashes); the backports toolbox takes the sparse binary (it needs only
+# libc) from ZCOPY_SPARSE_SUITE, Debian's next release, into /usr/local/bin,
+# and the build fails unless that one parses __typeof_unqual__. Its Release
+# file is taken past its Valid-Until date (still signature-checked): the
+# mirrors this platform reaches may hold a testing suite weeks old.
+ZCOPY_SPARSE_SUITE=
+[ "$ZCOPY_KERNEL" = backports ] && ZCOPY_SPARSE_SUITE=forky
 ZCOPY_KEEP_SOURCE=0
 if [ "$ZCOPY_KERNEL" = debug ]; then
 	ZCOPY_PACKAGES+=("${ZCOPY_KBUILD_PACKAGES[@]}")
@@ -87,9 +96,20 @@ fi
 # zc_recipe_build DIR MODE: build the root into DIR (must not exist) with
 # mmdebstrap in MODE (root or unshare).
 zc_recipe_build() {
-	local dir=$1 mode=$2 p
+	local dir=$1 mode=$2 p sparse=:
 	local include=("${ZCOPY_PACKAGES[@]}")
 	for p in "${ZCOPY_BACKPORTS[@]}"; do include+=("$p/$ZCOPY_SUITE-backports"); done
+	if [ -n "$ZCOPY_SPARSE_SUITE" ]; then
+		# Run by sh in the new root: no single quotes in here.
+		local apt="apt-get -q -o Dir::Etc::SourceList=/tmp/sparse.list -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=/tmp/sparse-lists -o Acquire::Check-Valid-Until=false"
+		sparse="echo \"deb $ZCOPY_MIRROR $ZCOPY_SPARSE_SUITE main\" >/tmp/sparse.list"
+		sparse+=" && mkdir -p /tmp/sparse-lists/partial && $apt update && cd /tmp && $apt download sparse"
+		sparse+=" && dpkg-deb -x sparse_*.deb /tmp/sparse && install -m 0755 /tmp/sparse/usr/bin/sparse /usr/local/bin/sparse"
+		sparse+=" && rm -rf /tmp/sparse* && echo \"int u(const int *q) { __typeof_unqual__(*q) v = *q; return v; }\" >/tmp/t.c"
+		sparse+=" && if /usr/local/bin/sparse /tmp/t.c 2>&1 | grep -q error; then echo \"toolbox: the sparse of $ZCOPY_SPARSE_SUITE cannot parse __typeof_unqual__\" >&2; exit 1; fi"
+		sparse+=" && rm /tmp/t.c && /usr/local/bin/sparse --version"
+		sparse="chroot \"\$1\" sh -c '$sparse'"
+	fi
 	mmdebstrap --mode="$mode" --variant=apt --components=main \
 		--aptopt='APT::Install-Recommends "false"' \
 		--aptopt='Acquire::Retries "3"' \
@@ -100,6 +120,7 @@ zc_recipe_build() {
 		--customize-hook='chroot "$1" sh -c "tar -C /usr/src -xf /usr/src/linux-source-6.12.tar.xz --wildcards \"*/scripts/checkpatch.pl\" \"*/scripts/spelling.txt\" \"*/scripts/const_structs.checkpatch\" && mv /usr/src/linux-source-6.12 /usr/src/checkpatch"' \
 		--customize-hook="[ $ZCOPY_KEEP_SOURCE = 1 ] || rm -f \"\$1\"/usr/src/linux-source-6.12.tar.xz" \
 		--customize-hook='chroot "$1" sh -c "qemu-system-x86_64 -device help | grep -q vhost-user-test-device-pci" || { echo "toolbox: this QEMU lacks vhost-user-test-device-pci (need >= 10.2)" >&2; exit 1; }' \
+		--customize-hook="$sparse" \
 		--customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages*' \
 		"$ZCOPY_SUITE" "$dir" \
 		"deb $ZCOPY_MIRROR $ZCOPY_SUITE main" \
