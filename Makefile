@@ -14,7 +14,7 @@ endif
 # it over unexpanded, so the shell gets `$d` as written, not make's $(d).
 shell-quote = '$(subst ','\'',$(1))'
 
-.PHONY: help demo qemu-test qemu-test-backports qemu-test-debug qemu-test-2node test lint loom bootstrap toolbox qemu-exec \
+.PHONY: help demo qemu-test qemu-test-backports qemu-test-debug qemu-test-2node test lint driver-check loom bootstrap toolbox qemu-exec \
 	qemu-shell bench bench-ipc bench-rdma bench-vfio bench-platform clean
 
 help: ## this list
@@ -48,6 +48,10 @@ loom: ## model-check the ring's atomics with loom (also run by make qemu-test)
 lint: ## cargo fmt --check, clippy -D warnings, actionlint on the workflow, shellcheck
 	@ci/bootstrap.sh
 	@ci/lint.sh
+
+driver-check: ## zcard.ko with W=1, sparse and checkpatch --strict against both guest kernels (stock, backports)
+	@ci/bootstrap.sh
+	@ci/build-driver.sh check stock backports
 
 bootstrap: ## install what the host needs (apt, only what is missing)
 	@ci/bootstrap.sh
