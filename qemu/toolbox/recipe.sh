@@ -96,7 +96,7 @@ fi
 # zc_recipe_build DIR MODE: build the root into DIR (must not exist) with
 # mmdebstrap in MODE (root or unshare).
 zc_recipe_build() {
-	local dir=$1 mode=$2 p sparse=:
+	local dir=$1 mode=$2 p sparse hooks=()
 	local include=("${ZCOPY_PACKAGES[@]}")
 	for p in "${ZCOPY_BACKPORTS[@]}"; do include+=("$p/$ZCOPY_SUITE-backports"); done
 	if [ -n "$ZCOPY_SPARSE_SUITE" ]; then
@@ -108,7 +108,7 @@ zc_recipe_build() {
 		sparse+=" && rm -rf /tmp/sparse* && echo \"int u(const int *q) { __typeof_unqual__(*q) v = *q; return v; }\" >/tmp/t.c"
 		sparse+=" && if /usr/local/bin/sparse /tmp/t.c 2>&1 | grep -q error; then echo \"toolbox: the sparse of $ZCOPY_SPARSE_SUITE cannot parse __typeof_unqual__\" >&2; exit 1; fi"
 		sparse+=" && rm /tmp/t.c && /usr/local/bin/sparse --version"
-		sparse="chroot \"\$1\" sh -c '$sparse'"
+		hooks+=(--customize-hook="chroot \"\$1\" sh -c '$sparse'")
 	fi
 	mmdebstrap --mode="$mode" --variant=apt --components=main \
 		--aptopt='APT::Install-Recommends "false"' \
@@ -120,7 +120,7 @@ zc_recipe_build() {
 		--customize-hook='chroot "$1" sh -c "tar -C /usr/src -xf /usr/src/linux-source-6.12.tar.xz --wildcards \"*/scripts/checkpatch.pl\" \"*/scripts/spelling.txt\" \"*/scripts/const_structs.checkpatch\" && mv /usr/src/linux-source-6.12 /usr/src/checkpatch"' \
 		--customize-hook="[ $ZCOPY_KEEP_SOURCE = 1 ] || rm -f \"\$1\"/usr/src/linux-source-6.12.tar.xz" \
 		--customize-hook='chroot "$1" sh -c "qemu-system-x86_64 -device help | grep -q vhost-user-test-device-pci" || { echo "toolbox: this QEMU lacks vhost-user-test-device-pci (need >= 10.2)" >&2; exit 1; }' \
-		--customize-hook="$sparse" \
+		"${hooks[@]}" \
 		--customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages*' \
 		"$ZCOPY_SUITE" "$dir" \
 		"deb $ZCOPY_MIRROR $ZCOPY_SUITE main" \
