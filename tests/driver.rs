@@ -1312,6 +1312,73 @@ fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
     settle();
 }
 
+/// System sleep (the driver's freeze and restore, as the PM core calls them,
+/// through debugfs `pm_cycle`) while a runtime reset is in progress: the
+/// reset is held inside its stop of the card (the card finishes a delayed
+/// request on one queue before it lets the stop through) when the freeze
+/// comes. The freeze waits for the reset, every request ends with its
+/// result or `-ECANCELED`, the card serves after, and the kernel log stays
+/// clean (a freeze that took the reset's flag for its own stopped the card
+/// twice at once).
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn system_sleep_waits_for_a_runtime_reset_in_progress() {
+    const ROUNDS: u64 = 8;
+    let card = card();
+    settle();
+    let p = card.create_pool(64 << 10).unwrap();
+    let map = p.map().unwrap();
+    // Two files in a row: one on each of the card's queues.
+    let held = Card::open_index(0).unwrap();
+    let asker = Card::open_index(0).unwrap();
+    let hp = held.create_pool(64 << 10).unwrap();
+    let mut held_rings = held.setup_rings(2).unwrap();
+    let mut asker_rings = asker.setup_rings(2).unwrap();
+    let pm = debugfs("zcard0").join("pm_cycle");
+    for round in 0..ROUNDS {
+        let resets = Counters::read(0).unwrap().resets;
+        // The card takes the FILL and holds it for a second: a stop of the
+        // card (the reset's) waits that long for it.
+        let _slow = Fault::add(r#"{"kind":"delay","op":"fill","delay_us":1000000,"count":1}"#);
+        let _ask = Fault::add(r#"{"kind":"needs_reset","op":"nop","count":1}"#);
+        held_rings
+            .push(Sqe::fill(Buf::new(&hp, 0), 4096, round).user_data(1))
+            .unwrap();
+        assert_eq!(held_rings.submit().unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(100));
+        // The other queue's NOP makes the card ask for a reset.
+        let c = run_one(&mut asker_rings, Sqe::nop());
+        assert_eq!(errno_of(&c), Some(Errno::ECANCELED), "needs_reset: {c:?}");
+        // The reset is under way, stuck in its stop behind the FILL.
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(&pm, "1").unwrap_or_else(|e| panic!("pm_cycle, round {round}: {e}"));
+        held_rings
+            .wait(1, Some(WAIT))
+            .unwrap_or_else(|e| panic!("waiting for the FILL, round {round}: {e}"));
+        let c = held_rings.pop().expect("the FILL's CQE");
+        assert!(
+            c.result == 4096 || errno_of(&c) == Some(Errno::ECANCELED),
+            "the held FILL ended with {c:?} in round {round}"
+        );
+        assert!(
+            Counters::read(0).unwrap().resets > resets,
+            "round {round}: no reset ran"
+        );
+    }
+    // The card serves after: a FILL lands.
+    let mut rings = card.setup_rings(4).unwrap();
+    let c = run_one(
+        &mut rings,
+        Sqe::fill(Buf::new(&p, 4096), 4096, 0x5a5a_5a5a_5a5a_5a5a),
+    );
+    assert_eq!(c.result, 4096, "FILL after the cycles");
+    let mut got = vec![0u8; 4096];
+    map.read(4096, &mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 0x5a), "FILL's bytes");
+    drop((map, p, rings, hp, held_rings, asker_rings, held, asker));
+    settle();
+}
+
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {
