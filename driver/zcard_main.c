@@ -58,6 +58,7 @@ void zcard_put(struct zcard *card)
  */
 static void zcard_stop(struct zcard *card, int err)
 {
+	struct virtqueue *vq;
 	unsigned int i;
 
 	WRITE_ONCE(card->stopped, true);
@@ -67,6 +68,17 @@ static void zcard_stop(struct zcard *card, int err)
 
 		if (q->vq)	/* else already stopped (a reset that failed) */
 			zcard_queue_cancel(q, err);
+	}
+	/*
+	 * The queues are emptied and q->vq cleared, but the virtqueues and
+	 * their interrupt live until del_vqs(): fault injection runs their
+	 * callback here, as an interrupt arriving late would.
+	 */
+	if (card->late_interrupt) {
+		card->late_interrupt--;
+		dev_warn(&card->vdev->dev, "late interrupt on purpose (debugfs late_interrupt)\n");
+		virtio_device_for_each_vq(card->vdev, vq)
+			zcard_vq_done(vq);
 	}
 	card->vdev->config->del_vqs(card->vdev);
 }
@@ -455,6 +467,7 @@ static int zcard_probe(struct virtio_device *vdev)
 		goto err_reset;
 	card->debugfs = debugfs_create_dir(card->name, zcard_debugfs);
 	debugfs_create_u32("fail_restarts", 0600, card->debugfs, &card->fail_restarts);
+	debugfs_create_u32("late_interrupt", 0600, card->debugfs, &card->late_interrupt);
 	zcard_debugfs_pm(card);
 	dev_info(&vdev->dev, "%s: %u queues, %u segments, storage %llu bytes, max op %u bytes\n",
 		 card->name, card->info.num_queues, card->info.max_segments,

@@ -1312,6 +1312,48 @@ fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
     settle();
 }
 
+/// A completion interrupt that comes while the card is being stopped, after
+/// its requests were failed and `q->vq` cleared but before the virtqueues
+/// are deleted (debugfs `late_interrupt` runs the queues' callback there):
+/// the callback reaps its own, empty virtqueue, the reset finishes and the
+/// card serves after. Reaping through `q->vq` oopsed here.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn an_interrupt_while_the_card_stops_reaps_nothing() {
+    let card = card();
+    let before = settle();
+    let p = card.create_pool(64 << 10).unwrap();
+    let mut rings = card.setup_rings(8).unwrap();
+    let knob = debugfs("zcard0").join("late_interrupt");
+    std::fs::write(&knob, "1").expect("late_interrupt");
+    {
+        // Four requests held on a stalled queue time out; the reset that
+        // follows stops the card with them still on it.
+        let _t = TimeoutMs::set(1000);
+        let _f = Fault::add(r#"{"kind":"stall","count":1}"#);
+        let sqes: Vec<Sqe> = (0..4)
+            .map(|i| Sqe::fill(Buf::new(&p, i * 4096), 4096, i))
+            .collect();
+        let cqes = rings.run(&sqes, WAIT).expect("ENTER");
+        for c in &cqes {
+            assert_eq!(errno_of(c), Some(Errno::ETIMEDOUT), "{c:?}");
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while Counters::read(0).unwrap().resets < before.resets + 1 {
+        assert!(Instant::now() < deadline, "no reset after the timeouts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        read_attr(&knob).unwrap(),
+        "0",
+        "the reset's stop ran the late callback"
+    );
+    assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0, "after the reset");
+    drop((p, rings));
+    settle();
+}
+
 /// System sleep (the driver's freeze and restore, as the PM core calls them,
 /// through debugfs `pm_cycle`) while a runtime reset is in progress: the
 /// reset is held inside its stop of the card (the card finishes a delayed
