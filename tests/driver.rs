@@ -1312,6 +1312,31 @@ fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
     settle();
 }
 
+/// The card sets NEEDS_RESET with nothing in flight (the control port's
+/// `needs_reset`): its config-change interrupt alone has the driver reset
+/// it, before any request is sent.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_needs_reset_the_card_announces_resets_it_with_nothing_in_flight() {
+    let card = card();
+    let before = settle();
+    let r = zcard_control(r#"{"cmd":"needs_reset"}"#);
+    assert_eq!(r["ok"], true, "needs_reset: {r}");
+    let deadline = Instant::now() + WAIT;
+    while Counters::read(0).unwrap().resets == before.resets {
+        assert!(
+            Instant::now() < deadline,
+            "no reset {WAIT:?} after the card announced NEEDS_RESET (device_state {})",
+            zcard_control(r#"{"cmd":"config"}"#)["config"]["device_state"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rings = card.setup_rings(2).unwrap();
+    assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0, "after the reset");
+    drop(rings);
+    settle();
+}
+
 /// A completion interrupt that comes while the card is being stopped, after
 /// its requests were failed and `q->vq` cleared but before the virtqueues
 /// are deleted (debugfs `late_interrupt` runs the queues' callback there):
