@@ -16,7 +16,8 @@
 # Everything the run adds (the user, its home, the toolbox cache, the range,
 # the shadow tools' /etc/*- backups) is removed or restored when it ends,
 # however it ends; it also ends, cleaning up, when the process that started
-# it goes away. Appends result lines (suite, name, status, seconds, log) to
+# it goes away; processes the run leaves behind (the added user's, and those
+# in the added subordinate-id range) are killed first. Appends result lines (suite, name, status, seconds, log) to
 # RESULTS; its output is LOGDIR/rootless.log, the steps' LOGDIR/rootless-*.log.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -93,15 +94,45 @@ retry() {
 	"$@"
 }
 
+# kill_uids LO HI: SIGKILL every process whose real uid is in LO..HI, until
+# none is left; false if some are still there after 15 s.
+# shellcheck disable=SC2329 # invoked by cleanup
+kill_uids() {
+	local lo=$1 hi=$2 i p k v left
+	for i in $(seq 30); do
+		left=0
+		for p in /proc/[0-9]*; do
+			v=
+			while read -r k v _; do [ "$k" = Uid: ] && break; v=; done 2>/dev/null <"$p/status"
+			[ -n "$v" ] && [ "$v" -ge "$lo" ] && [ "$v" -le "$hi" ] || continue
+			kill -KILL "${p#/proc/}" 2>/dev/null
+			left=1
+		done
+		[ "$left" = 0 ] && return 0
+		[ "$i" = 30 ] || sleep 0.5
+	done
+	return 1
+}
+
 # shellcheck disable=SC2329 # invoked by the EXIT trap
 cleanup() {
-	local f
+	local f uid
 	if [ -n "$pid" ]; then
 		kill -TERM -- "-$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 	fi
-	# The user's processes may take a moment to go, and until then the
-	# shadow tools refuse to change the user.
+	# What the process group did not take with it: mmdebstrap's children in
+	# their user namespace (uids of the added range) and anything else the
+	# added user still runs. Until they are gone the shadow tools refuse to
+	# change the user. A user named by ZCOPY_ROOTLESS_USER keeps its own
+	# processes.
+	if [ -n "$added_range" ]; then
+		kill_uids "${added_range%-*}" "${added_range#*-}" ||
+			zc_warn "processes in the subordinate ids $added_range outlived the rootless test"
+	fi
+	if [ -n "$added_user" ] && uid=$(id -u "$user" 2>/dev/null); then
+		kill_uids "$uid" "$uid" || zc_warn "processes of $user outlived the rootless test"
+	fi
 	if [ -n "$added_range" ]; then
 		retry usermod --del-subuids "$added_range" --del-subgids "$added_range" "$user" ||
 			zc_warn "could not remove the subordinate ids $added_range of $user"

@@ -203,6 +203,10 @@ struct zcard_stats {
  * @fail_restarts: fault injection (debugfs, zcardN/fail_restarts): this
  *	many restarts of the card, after a reset or on resume, fail as if its
  *	queues could not be set up (under reset_sem).
+ * @late_interrupt: fault injection (debugfs, zcardN/late_interrupt): this
+ *	many stops of the card (reset, suspend, removal) run the queues'
+ *	interrupt callback once more after their requests were failed,
+ *	before the virtqueues are deleted (under reset_sem).
  * @debugfs: the card's debugfs directory.
  * @ctxs: open files, to wake their waiters on removal (under @lock).
  * @watchdog: looks for lost completions and timed-out requests.
@@ -227,6 +231,7 @@ struct zcard {
 	struct task_struct *reset_owner;
 	bool suspended;
 	u32 fail_restarts;
+	u32 late_interrupt;
 	struct dentry *debugfs;
 	struct list_head ctxs;
 	struct delayed_work watchdog;

@@ -62,6 +62,7 @@ void zcard_put(struct zcard *card)
  */
 static void zcard_stop(struct zcard *card, int err)
 {
+	struct virtqueue *vq;
 	unsigned int i;
 
 	WRITE_ONCE(card->stopped, true);
@@ -71,6 +72,17 @@ static void zcard_stop(struct zcard *card, int err)
 
 		if (q->vq)	/* else already stopped (a reset that failed) */
 			zcard_queue_cancel(q, err);
+	}
+	/*
+	 * The queues are emptied and q->vq cleared, but the virtqueues and
+	 * their interrupt live until del_vqs(): fault injection runs their
+	 * callback here, as an interrupt arriving late would.
+	 */
+	if (card->late_interrupt) {
+		card->late_interrupt--;
+		dev_warn(&card->vdev->dev, "late interrupt on purpose (debugfs late_interrupt)\n");
+		virtio_device_for_each_vq(card->vdev, vq)
+			zcard_vq_done(vq);
 	}
 	card->vdev->config->del_vqs(card->vdev);
 }
@@ -217,6 +229,46 @@ static int zcard_restore(struct virtio_device *vdev)
 	}
 	return err;
 }
+
+#ifdef CONFIG_PM_SLEEP
+/*
+ * debugfs zcardN/pm_cycle (fault injection): a write puts the card through
+ * what system sleep does to it, virtio_device_freeze() and then
+ * virtio_device_restore(), from the writer's task as from the PM core's,
+ * without suspending the machine (whose other devices may not come back).
+ * A reset in progress finishes before the freeze stops the card, and none
+ * runs between the freeze and the restore.
+ */
+static ssize_t zcard_pm_cycle_write(struct file *file, const char __user *ubuf,
+				    size_t count, loff_t *ppos)
+{
+	struct zcard *card = file->private_data;
+	int err;
+
+	if (READ_ONCE(card->removed))
+		return -ENODEV;
+	err = virtio_device_freeze(card->vdev);
+	if (!err)
+		err = virtio_device_restore(card->vdev);
+	return err ? err : count;
+}
+
+static const struct file_operations zcard_pm_cycle_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = zcard_pm_cycle_write,
+	.llseek = noop_llseek,
+};
+
+static void zcard_debugfs_pm(struct zcard *card)
+{
+	debugfs_create_file("pm_cycle", 0200, card->debugfs, card, &zcard_pm_cycle_fops);
+}
+#else
+static void zcard_debugfs_pm(struct zcard *card)
+{
+}
+#endif
 
 static void zcard_config_changed(struct virtio_device *vdev)
 {
@@ -420,6 +472,8 @@ static int zcard_probe(struct virtio_device *vdev)
 		goto err_reset;
 	card->debugfs = debugfs_create_dir(card->name, zcard_debugfs);
 	debugfs_create_u32("fail_restarts", 0600, card->debugfs, &card->fail_restarts);
+	debugfs_create_u32("late_interrupt", 0600, card->debugfs, &card->late_interrupt);
+	zcard_debugfs_pm(card);
 	dev_info(&vdev->dev, "%s: %u queues, %u segments, storage %llu bytes, max op %u bytes, pools mapped %s\n",
 		 card->name, card->info.num_queues, card->info.max_segments,
 		 card->info.storage_capacity, card->info.max_op_bytes,

@@ -1427,6 +1427,140 @@ fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
     settle();
 }
 
+/// The card sets NEEDS_RESET with nothing in flight (the control port's
+/// `needs_reset`): its config-change interrupt alone has the driver reset
+/// it, before any request is sent.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_needs_reset_the_card_announces_resets_it_with_nothing_in_flight() {
+    let card = card();
+    let before = settle();
+    let r = zcard_control(r#"{"cmd":"needs_reset"}"#);
+    assert_eq!(r["ok"], true, "needs_reset: {r}");
+    let deadline = Instant::now() + WAIT;
+    while Counters::read(0).unwrap().resets == before.resets {
+        assert!(
+            Instant::now() < deadline,
+            "no reset {WAIT:?} after the card announced NEEDS_RESET (device_state {})",
+            zcard_control(r#"{"cmd":"config"}"#)["config"]["device_state"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rings = card.setup_rings(2).unwrap();
+    assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0, "after the reset");
+    drop(rings);
+    settle();
+}
+
+/// A completion interrupt that comes while the card is being stopped, after
+/// its requests were failed and `q->vq` cleared but before the virtqueues
+/// are deleted (debugfs `late_interrupt` runs the queues' callback there):
+/// the callback reaps its own, empty virtqueue, the reset finishes and the
+/// card serves after. Reaping through `q->vq` oopsed here.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn an_interrupt_while_the_card_stops_reaps_nothing() {
+    let card = card();
+    let before = settle();
+    let p = card.create_pool(64 << 10).unwrap();
+    let mut rings = card.setup_rings(8).unwrap();
+    let knob = debugfs("zcard0").join("late_interrupt");
+    std::fs::write(&knob, "1").expect("late_interrupt");
+    {
+        // Four requests held on a stalled queue time out; the reset that
+        // follows stops the card with them still on it.
+        let _t = TimeoutMs::set(1000);
+        let _f = Fault::add(r#"{"kind":"stall","count":1}"#);
+        let sqes: Vec<Sqe> = (0..4)
+            .map(|i| Sqe::fill(Buf::new(&p, i * 4096), 4096, i))
+            .collect();
+        let cqes = rings.run(&sqes, WAIT).expect("ENTER");
+        for c in &cqes {
+            assert_eq!(errno_of(c), Some(Errno::ETIMEDOUT), "{c:?}");
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while Counters::read(0).unwrap().resets < before.resets + 1 {
+        assert!(Instant::now() < deadline, "no reset after the timeouts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        read_attr(&knob).unwrap(),
+        "0",
+        "the reset's stop ran the late callback"
+    );
+    assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0, "after the reset");
+    drop((p, rings));
+    settle();
+}
+
+/// System sleep (the driver's freeze and restore, as the PM core calls them,
+/// through debugfs `pm_cycle`) while a runtime reset is in progress: the
+/// reset is held inside its stop of the card (the card finishes a delayed
+/// request on one queue before it lets the stop through) when the freeze
+/// comes. The freeze waits for the reset, every request ends with its
+/// result or `-ECANCELED`, the card serves after, and the kernel log stays
+/// clean (a freeze that took the reset's flag for its own stopped the card
+/// twice at once).
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn system_sleep_waits_for_a_runtime_reset_in_progress() {
+    const ROUNDS: u64 = 8;
+    let card = card();
+    settle();
+    let p = card.create_pool(64 << 10).unwrap();
+    let map = p.map().unwrap();
+    // Two files in a row: one on each of the card's queues.
+    let held = Card::open_index(0).unwrap();
+    let asker = Card::open_index(0).unwrap();
+    let hp = held.create_pool(64 << 10).unwrap();
+    let mut held_rings = held.setup_rings(2).unwrap();
+    let mut asker_rings = asker.setup_rings(2).unwrap();
+    let pm = debugfs("zcard0").join("pm_cycle");
+    for round in 0..ROUNDS {
+        let resets = Counters::read(0).unwrap().resets;
+        // The card takes the FILL and holds it for a second: a stop of the
+        // card (the reset's) waits that long for it.
+        let _slow = Fault::add(r#"{"kind":"delay","op":"fill","delay_us":1000000,"count":1}"#);
+        let _ask = Fault::add(r#"{"kind":"needs_reset","op":"nop","count":1}"#);
+        held_rings
+            .push(Sqe::fill(Buf::new(&hp, 0), 4096, round).user_data(1))
+            .unwrap();
+        assert_eq!(held_rings.submit().unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(100));
+        // The other queue's NOP makes the card ask for a reset.
+        let c = run_one(&mut asker_rings, Sqe::nop());
+        assert_eq!(errno_of(&c), Some(Errno::ECANCELED), "needs_reset: {c:?}");
+        // The reset is under way, stuck in its stop behind the FILL.
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(&pm, "1").unwrap_or_else(|e| panic!("pm_cycle, round {round}: {e}"));
+        held_rings
+            .wait(1, Some(WAIT))
+            .unwrap_or_else(|e| panic!("waiting for the FILL, round {round}: {e}"));
+        let c = held_rings.pop().expect("the FILL's CQE");
+        assert!(
+            c.result == 4096 || errno_of(&c) == Some(Errno::ECANCELED),
+            "the held FILL ended with {c:?} in round {round}"
+        );
+        assert!(
+            Counters::read(0).unwrap().resets > resets,
+            "round {round}: no reset ran"
+        );
+    }
+    // The card serves after: a FILL lands.
+    let mut rings = card.setup_rings(4).unwrap();
+    let c = run_one(
+        &mut rings,
+        Sqe::fill(Buf::new(&p, 4096), 4096, 0x5a5a_5a5a_5a5a_5a5a),
+    );
+    assert_eq!(c.result, 4096, "FILL after the cycles");
+    let mut got = vec![0u8; 4096];
+    map.read(4096, &mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 0x5a), "FILL's bytes");
+    drop((map, p, rings, hp, held_rings, asker_rings, held, asker));
+    settle();
+}
+
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {

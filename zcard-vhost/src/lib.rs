@@ -7,12 +7,14 @@
 //! - [`zcard`]: the card itself — validation and the copy engine — with no vhost-user;
 //! - [`storage`], [`faults`], [`stats`]: its storage, fault injection and counters;
 //! - [`vhu_zcard`]: the vhost-user backend (worker threads, event-idx);
+//! - [`backend_channel`]: the back-end request channel (config-change messages);
 //! - [`control`]: the JSON-lines control socket;
 //! - [`backend`]: command line, configuration and the serve loop of `zcard-vhost`.
 
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod backend_channel;
 pub mod control;
 pub mod faults;
 pub mod stats;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringState, VringT};
 use virtio_bindings::bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::{
@@ -25,6 +25,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::backend_channel::BackendChannel;
 use crate::virtio_zcard::MAX_QUEUE_SIZE;
 use crate::zcard::{Card, GuestMem, Outcome};
 
@@ -44,7 +45,7 @@ pub struct ZcardBackend {
     features: u64,
     event_idx: AtomicBool,
     mem: RwLock<Option<GuestMemoryAtomic<GuestMem>>>,
-    frontend: Mutex<Option<Backend>>,
+    channel: Mutex<Option<BackendChannel>>,
 }
 
 impl ZcardBackend {
@@ -55,7 +56,7 @@ impl ZcardBackend {
             features: DEVICE_FEATURES,
             event_idx: AtomicBool::new(false),
             mem: RwLock::new(None),
-            frontend: Mutex::new(None),
+            channel: Mutex::new(None),
         }
     }
 
@@ -80,19 +81,20 @@ impl ZcardBackend {
     /// request channel.
     pub fn disconnected(&self) {
         *self.mem.write().unwrap_or_else(|e| e.into_inner()) = None;
-        *self.frontend.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Tells the front end that the config space changed (after NEEDS_RESET), if it listens.
     pub fn notify_config_change(&self) {
-        if let Some(frontend) = self
-            .frontend
+        if let Some(channel) = self
+            .channel
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
+            .as_mut()
         {
-            if let Err(e) = frontend.handle_config_change() {
-                debug!("config-change message not delivered: {e}");
+            match channel.config_changed() {
+                Ok(()) => debug!("config change sent to the front end"),
+                Err(e) => warn!("config-change message not delivered: {e}"),
             }
         }
     }
@@ -262,7 +264,16 @@ impl VhostUserBackend for ZcardBackend {
     }
 
     fn set_backend_req_fd(&self, backend: Backend) {
-        *self.frontend.lock().unwrap_or_else(|e| e.into_inner()) = Some(backend);
+        let mut channel = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        // The channel is found as the process's one unnamed socket pair end
+        // (backend_channel.rs): a channel handed over before must go first.
+        *channel = None;
+        *channel = BackendChannel::find();
+        if channel.is_none() {
+            warn!("back-end request channel not found: config changes go unannounced");
+        }
+        // `Backend` itself cannot send a config change (vhost 0.18).
+        drop(backend);
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {

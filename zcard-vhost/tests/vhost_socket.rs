@@ -401,6 +401,62 @@ fn the_interrupt_command_signals_with_nothing_on_the_used_ring() {
     assert_eq!(st.status, Status::Ok as u8);
 }
 
+/// NEEDS_RESET set from the control socket reaches the front end as
+/// `VHOST_USER_BACKEND_CONFIG_CHANGE_MSG` on the back-end request channel it
+/// handed over (the real binary: the channel is found in its process).
+#[test]
+fn needs_reset_sends_a_config_change_on_the_backend_channel() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("zcard.ctl");
+    // Killed however the test ends.
+    struct Daemon(Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Daemon(spawn_daemon(
+        dir.path(),
+        &["--control", ctl.to_str().unwrap()],
+    ));
+    let mut s = Session::connect(&dir.path().join("zcard.sock"));
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    s.fe.set_backend_request_fd(&ours).unwrap();
+    drop(ours);
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        match UnixStream::connect(&ctl) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => panic!("control socket: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    writeln!(c, r#"{{"cmd":"needs_reset"}}"#).unwrap();
+    let mut reply = String::new();
+    BufReader::new(&c).read_line(&mut reply).unwrap();
+    assert!(reply.contains(r#""ok":true"#), "{reply}");
+    let mut hdr = [0u8; 12];
+    theirs
+        .read_exact(&mut hdr)
+        .expect("a message on the back-end channel");
+    assert_eq!(
+        u32::from_le_bytes(hdr[0..4].try_into().unwrap()),
+        2,
+        "VHOST_USER_BACKEND_CONFIG_CHANGE_MSG"
+    );
+    assert_eq!(
+        u32::from_le_bytes(hdr[8..12].try_into().unwrap()),
+        0,
+        "no payload"
+    );
+    drop(s);
+}
+
 fn spawn_daemon(dir: &Path, extra: &[&str]) -> Child {
     spawn_daemon_on(dir, &dir.join("card.img"), "1M", extra)
 }
