@@ -2,6 +2,7 @@
 //! request ids, and [`Link`], the connection with its registered ring and
 //! its credit board.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -237,6 +238,12 @@ impl Link {
             board_rkey: self.board.rkey,
             reserved: 0,
         }
+    }
+
+    /// The RDMA device and the local and peer addresses.
+    pub(super) fn endpoints(&self) -> (String, Option<SocketAddr>, Option<SocketAddr>) {
+        let (local, peer) = self.conn.addrs();
+        (self.conn.device(), local, peer)
     }
 
     pub(super) fn peer(&mut self, h: &Hello) {

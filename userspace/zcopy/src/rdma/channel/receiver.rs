@@ -119,9 +119,7 @@ impl Receiver {
 
     /// The RDMA device and the local and peer addresses.
     pub fn endpoints(&self) -> (String, Option<SocketAddr>, Option<SocketAddr>) {
-        let st = self.state.borrow();
-        let (l, p) = st.link.conn.addrs();
-        (st.link.conn.device(), l, p)
+        self.state.borrow().link.endpoints()
     }
 
     /// What the link did so far: messages, credit writes, completion
