@@ -460,7 +460,7 @@ impl Link {
     pub(super) fn slot(&self, geo: &Geometry, index: u32) -> *mut u8 {
         // SAFETY: index < slot_count (callers check), so the offset lies
         // inside the registered ring of slots_bytes bytes.
-        unsafe { self.base.add((u64::from(index) * geo.slot_stride) as usize) }
+        unsafe { self.base.add(geo.slot_offset(index) as usize) }
     }
 }
 

@@ -334,7 +334,7 @@ impl Sample<'_> {
 
     /// Where the slot starts in the ring (the same at the sender).
     pub fn offset(&self) -> u64 {
-        u64::from(self.index) * self.receiver.geo.slot_stride
+        self.receiver.geo.slot_offset(self.index)
     }
 }
 

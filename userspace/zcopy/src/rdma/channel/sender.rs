@@ -417,7 +417,7 @@ impl<S: SenderRef> SlotLoan<S> {
 
     /// Slot capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.sender.geo.slot_size as usize
+        self.sender.geo.capacity()
     }
 
     /// The slot's number.
@@ -427,19 +427,14 @@ impl<S: SenderRef> SlotLoan<S> {
 
     /// Where the slot starts in the ring (the same at the receiver).
     pub fn offset(&self) -> u64 {
-        u64::from(self.index) * self.sender.geo.slot_stride
+        self.sender.geo.slot_offset(self.index)
     }
 
     /// Writes the first `len` bytes of the slot into the same slot at the
     /// receiver. `len` past the slot is [`Error::TooLarge`] and the slot
     /// goes back unsent.
     pub fn send(self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::TooLarge {
-                len,
-                capacity: self.capacity(),
-            });
-        }
+        self.sender.geo.check_len(len)?;
         let (index, offset) = (self.index, self.offset());
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: the handle is moved out of `this` once, and `this` is
