@@ -70,6 +70,12 @@ struct Args {
     /// The zcopy binary (default: beside this one).
     #[arg(long)]
     zcopy: Option<PathBuf>,
+    /// The receiver's busy-poll rounds before it sleeps, in the bandwidth
+    /// runs (default: always busy). perftest's ib_write_bw server polls
+    /// nothing during the run, so a smaller figure shows what a receiver
+    /// that leaves its CPU to Soft-RoCE gives.
+    #[arg(long, default_value_t = SPIN)]
+    rx_spin: u32,
     /// A short run (smoke tests).
     #[arg(long)]
     quick: bool,
@@ -87,7 +93,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let r = if args.serve_bw {
-        serve_bw()
+        serve_bw(args.rx_spin)
     } else if let Some(spec) = &args.serve_lat {
         serve_lat(spec)
     } else {
@@ -191,14 +197,19 @@ fn run(args: &Args) -> Result<(), String> {
         .find(|d| d.name == "zrxe0")
         .and_then(|d| d.ports.first().map(|p| p.active_mtu))
         .ok_or("no zrxe0: run in the zcopy guest (qemu/run.sh sets up the Soft-RoCE pair)")?;
+    let rx_mode = if args.rx_spin == SPIN {
+        "receiver busy-polling".to_string()
+    } else {
+        format!("receiver spins {} rounds, then sleeps", args.rx_spin)
+    };
     println!(
-        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, busy-poll)"
+        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, sender busy-polling, {rx_mode})"
     );
     let mut bw = Vec::new();
     for &size in &sizes {
         let iters = (volume / size).max(100) as u64;
         let perf = perftest_bw(size, iters)?;
-        let ours = zcopy_bw(size, iters)?;
+        let ours = zcopy_bw(size, iters, args.rx_spin)?;
         bw.push((perf, ours));
     }
     print_bw(&bw);
@@ -261,7 +272,7 @@ fn run(args: &Args) -> Result<(), String> {
             files.push((perf, run));
         }
     }
-    report(&args.out, mtu, &bw, &lat, &files)
+    report(&args.out, mtu, args.rx_spin, &bw, &lat, &files)
 }
 
 /// `zcopy recv` in the background, `zcopy send` of a `size`-byte file in
@@ -575,13 +586,13 @@ fn window(size: usize) -> u32 {
 
 /// The receiving process of a bandwidth run (the sender decides the
 /// channel's shape): receives and drops until the sender closes.
-fn serve_bw() -> Result<(), String> {
+fn serve_bw(spin: u32) -> Result<(), String> {
     let l = Listener::bind((A, 0).into()).map_err(|e| e.to_string())?;
     println!("listening {}", l.local_addr().ok_or("no address")?);
     let rx = l
         .accept(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
-    rx.set_spin(SPIN);
+    rx.set_spin(spin);
     loop {
         match rx.recv() {
             Ok(s) => drop(s),
@@ -591,9 +602,10 @@ fn serve_bw() -> Result<(), String> {
     }
 }
 
-fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
+fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
     let count = window(size);
-    let (mut child, addr) = spawn_self(&["--serve-bw".into()])?;
+    let (mut child, addr) =
+        spawn_self(&["--serve-bw".into(), "--rx-spin".into(), rx_spin.to_string()])?;
     let tx = Builder::new()
         .slot_size(size)
         .slot_count(count)
@@ -716,9 +728,11 @@ fn lat_stats(size: usize, mut v: Vec<f64>) -> Lat {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     out: &Path,
     mtu: u32,
+    rx_spin: u32,
     bw: &[(Bw, Bw)],
     lat: &[(Lat, Lat, Lat)],
     files: &[(Bw, FileRun)],
@@ -748,6 +762,7 @@ fn report(
     let doc = json!({
         "bench": "rdma",
         "ib_mtu": mtu,
+        "bandwidth_receiver_spin": rx_spin,
         "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
         "bandwidth": bw.iter().map(|(p, z)| json!({"ib_write_bw": bw_json(p), "zcopy": bw_json(z), "ratio": z.avg / p.avg})).collect::<Vec<_>>(),
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
