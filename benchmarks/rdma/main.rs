@@ -242,18 +242,24 @@ fn run(args: &Args) -> Result<(), String> {
         parse_usize(&args.file_size)?
     };
     let mut files = Vec::new();
-    if file_size > 0 {
+    let zcopy = match &args.zcopy {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("zcopy"),
+    };
+    if file_size > 0 && !zcopy.is_file() {
+        println!();
+        println!(
+            "== Files: skipped, no zcopy binary at {} (cargo build --release -p zcopy-cli, or --zcopy)",
+            zcopy.display()
+        );
+    } else if file_size > 0 {
         println!();
         println!(
             "== Files: zcopy send / zcopy recv of {} MiB over RDMA vs ib_write_bw at the slot size",
             file_size >> 20
         );
-        let zcopy = match &args.zcopy {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .with_file_name("zcopy"),
-        };
         for s in &args.file_slots {
             let slot = parse_usize(s)?;
             let perf = match bw.iter().find(|(p, _)| p.bytes == slot) {
