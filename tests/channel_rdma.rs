@@ -378,3 +378,51 @@ fn either_end_leaving_mid_stream_leaves_no_rnr() {
         "RNR NAKs sent over {rounds} rounds"
     );
 }
+
+/// Released slots go back in batches, not one credit per message, and a
+/// sender out of slots gets back what the receiver released even when the
+/// receiver's process does nothing more (it reads the receiver's board).
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn credits_go_back_in_batches_and_a_starved_sender_reads_them() {
+    let (tx, rx) = pair::<Rdma>(&(), 64, 16);
+    let n = 2_000u64;
+    for seq in 0..n {
+        send_message(&tx, seq).unwrap();
+        drop(rx.recv_timeout(Duration::from_secs(30)).unwrap());
+    }
+    let (t, r) = (tx.stats(), rx.stats());
+    assert_eq!((t.messages, r.messages), (n, n));
+    assert!(
+        r.credit_writes <= n / 4,
+        "{} credit writes for {n} messages (a batch is half the ring)",
+        r.credit_writes
+    );
+    assert!(t.credit_writes <= r.credit_writes);
+
+    // Twelve of sixteen slots sent, seven released and never written back
+    // (below the batch of eight, and the sender has slots left): the
+    // sender gets exactly those seven by reading.
+    let (tx, rx) = pair::<Rdma>(&(), 64, 16);
+    for seq in 0..12 {
+        send_message(&tx, seq).unwrap();
+    }
+    let mut held: Vec<_> = (0..12)
+        .map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap())
+        .collect();
+    held.truncate(5);
+    assert_eq!(rx.stats().credit_writes, 0, "nothing written back");
+    let t = Instant::now();
+    while tx.in_flight() != 5 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the reads found nothing"
+        );
+        std::thread::yield_now();
+    }
+    let s = tx.stats();
+    assert!(s.reads >= 1 && s.credited_by_reads == 7, "{s:?}");
+    let loans: Vec<_> = (0..11).map(|_| tx.try_loan().unwrap()).collect();
+    assert!(matches!(tx.try_loan(), Err(Error::Full)));
+    drop((loans, held));
+}

@@ -10,8 +10,15 @@
 //!   (one-way = half the round trip, as perftest reports), in perftest's
 //!   columns: `t_min t_max t_typical t_avg t_stdev 99% 99.9%`.
 //!
-//! Both sides busy-poll, as perftest does. Table on stdout, JSON and an SVG
-//! plot in `--out`. Under TCG the absolute figures are indicative: the
+//! - Files: `zcopy send` / `zcopy recv` of a `--file-size` file over RDMA
+//!   at each `--file-slots` slot size (the CLI's default slot count),
+//!   against `ib_write_bw` at the same message size; the sender's own
+//!   timing (its `--json` summary), the file and its copy in /dev/shm.
+//!
+//! Each bandwidth and latency row also gives the channel's counters per
+//! message: credit writes, reads of the receiver's board, completion queue
+//! polls. Both sides busy-poll, as perftest does. Table on stdout, every
+//! goal with its value and verdict, JSON and an SVG plot in `--out`. Under TCG the absolute figures are indicative: the
 //! ratio to perftest is the figure.
 
 use std::io::{BufRead, BufReader};
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 use zcopy::channel::{Builder, Error};
-use zcopy::rdma::{BuilderExt, Listener};
+use zcopy::rdma::{BuilderExt, LinkStats, Listener};
 use zcopy_units::parse_usize;
 
 const A: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
@@ -54,6 +61,21 @@ struct Args {
     /// Round trips per latency size.
     #[arg(long, default_value_t = 2000)]
     lat_iters: u32,
+    /// File size of the `zcopy send` / `zcopy recv` runs (0: none).
+    #[arg(long, default_value = "64M")]
+    file_size: String,
+    /// Slot sizes of the `zcopy send` / `zcopy recv` runs.
+    #[arg(long, value_delimiter = ',', default_value = "64K,1M")]
+    file_slots: Vec<String>,
+    /// The zcopy binary (default: beside this one).
+    #[arg(long)]
+    zcopy: Option<PathBuf>,
+    /// The receiver's busy-poll rounds before it sleeps, in the bandwidth
+    /// runs (default: always busy). perftest's ib_write_bw server polls
+    /// nothing during the run, so a smaller figure shows what a receiver
+    /// that leaves its CPU to Soft-RoCE gives.
+    #[arg(long, default_value_t = SPIN)]
+    rx_spin: u32,
     /// A short run (smoke tests).
     #[arg(long)]
     quick: bool,
@@ -71,7 +93,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let r = if args.serve_bw {
-        serve_bw()
+        serve_bw(args.rx_spin)
     } else if let Some(spec) = &args.serve_lat {
         serve_lat(spec)
     } else {
@@ -83,7 +105,8 @@ fn main() {
     }
 }
 
-/// One bandwidth row, perftest's columns.
+/// One bandwidth row, perftest's columns (the channel's also its
+/// counters).
 #[derive(Debug, Clone, Copy)]
 struct Bw {
     bytes: usize,
@@ -91,6 +114,35 @@ struct Bw {
     peak: f64,
     avg: f64,
     rate: f64,
+    counters: Option<LinkStats>,
+}
+
+/// Counters per message of a channel run, as printed and in the JSON.
+fn per_message(s: &LinkStats) -> Value {
+    let m = s.messages.max(1) as f64;
+    json!({
+        "messages": s.messages,
+        "credit_writes_per_message": s.credit_writes as f64 / m,
+        "slots_per_credit_write": s.credited_by_writes as f64 / s.credit_writes.max(1) as f64,
+        "board_reads_per_message": s.reads as f64 / m,
+        "slots_credited_by_reads": s.credited_by_reads,
+        "cq_polls_per_message": s.cq_polls as f64 / m,
+        "completions_per_message": s.completions as f64 / m,
+    })
+}
+
+fn counters_line(who: &str, s: &LinkStats) -> String {
+    let m = s.messages.max(1) as f64;
+    format!(
+        "{who}: {} messages, {:.3} credit writes/msg ({:.1} slots each), {:.3} board reads/msg, \
+         {:.1} CQ polls/msg, {:.2} completions/msg",
+        s.messages,
+        s.credit_writes as f64 / m,
+        s.credited_by_writes as f64 / s.credit_writes.max(1) as f64,
+        s.reads as f64 / m,
+        s.cq_polls as f64 / m,
+        s.completions as f64 / m
+    )
 }
 
 /// One latency row, perftest's columns (µs).
@@ -105,6 +157,18 @@ struct Lat {
     stdev: f64,
     p99: f64,
     p999: f64,
+    /// The pinging end's counters: its sender's, its receiver's.
+    counters: Option<(LinkStats, LinkStats)>,
+}
+
+/// One file transfer: the sender's figures.
+#[derive(Debug, Clone, Copy)]
+struct FileRun {
+    slot: usize,
+    bytes: u64,
+    seconds: f64,
+    /// In perftest's MB/sec.
+    bw: f64,
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -133,17 +197,27 @@ fn run(args: &Args) -> Result<(), String> {
         .find(|d| d.name == "zrxe0")
         .and_then(|d| d.ports.first().map(|p| p.active_mtu))
         .ok_or("no zrxe0: run in the zcopy guest (qemu/run.sh sets up the Soft-RoCE pair)")?;
+    let rx_mode = if args.rx_spin == SPIN {
+        "receiver busy-polling".to_string()
+    } else {
+        format!("receiver spins {} rounds, then sleeps", args.rx_spin)
+    };
     println!(
-        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, busy-poll)"
+        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, sender busy-polling, {rx_mode})"
     );
     let mut bw = Vec::new();
     for &size in &sizes {
         let iters = (volume / size).max(100) as u64;
         let perf = perftest_bw(size, iters)?;
-        let ours = zcopy_bw(size, iters)?;
+        let ours = zcopy_bw(size, iters, args.rx_spin)?;
         bw.push((perf, ours));
     }
     print_bw(&bw);
+    for (_, z) in &bw {
+        if let Some(c) = &z.counters {
+            println!(" {:>9} B: {}", z.bytes, counters_line("sender", c));
+        }
+    }
     println!();
     println!(
         "== RDMA latency: zcopy channel ping-pong vs ib_send_lat and ib_write_lat (one-way, usec)"
@@ -156,7 +230,132 @@ fn run(args: &Args) -> Result<(), String> {
         lat.push((send, write, ours));
     }
     print_lat(&lat);
-    report(&args.out, mtu, &bw, &lat)
+    for (_, _, z) in &lat {
+        if let Some((t, r)) = &z.counters {
+            println!(" {:>7} B: {}", z.bytes, counters_line("ping sender", t));
+            println!(" {:>7} B: {}", z.bytes, counters_line("pong receiver", r));
+        }
+    }
+    let file_size = if args.quick {
+        0
+    } else {
+        parse_usize(&args.file_size)?
+    };
+    let mut files = Vec::new();
+    let zcopy = match &args.zcopy {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("zcopy"),
+    };
+    if file_size > 0 && !zcopy.is_file() {
+        println!();
+        println!(
+            "== Files: skipped, no zcopy binary at {} (cargo build --release -p zcopy-cli, or --zcopy)",
+            zcopy.display()
+        );
+    } else if file_size > 0 {
+        println!();
+        println!(
+            "== Files: zcopy send / zcopy recv of {} MiB over RDMA vs ib_write_bw at the slot size",
+            file_size >> 20
+        );
+        for s in &args.file_slots {
+            let slot = parse_usize(s)?;
+            let perf = match bw.iter().find(|(p, _)| p.bytes == slot) {
+                Some((p, _)) => *p,
+                None => perftest_bw(slot, (volume / slot).max(100) as u64)?,
+            };
+            let run = zcopy_file(&zcopy, file_size, slot)?;
+            println!(
+                " slot {:>8}: zcopy send {:.2} MB/sec ({:.3} s), ib_write_bw {:.2} MB/sec: {:.1}%",
+                slot,
+                run.bw,
+                run.seconds,
+                perf.avg,
+                100.0 * run.bw / perf.avg
+            );
+            files.push((perf, run));
+        }
+    }
+    report(&args.out, mtu, args.rx_spin, &bw, &lat, &files)
+}
+
+/// `zcopy recv` in the background, `zcopy send` of a `size`-byte file in
+/// `slot`-byte slots; the sender's summary.
+fn zcopy_file(zcopy: &Path, size: usize, slot: usize) -> Result<FileRun, String> {
+    let dir = Path::new("/dev/shm");
+    let src = dir.join(format!("zcopy-rdma-bench-{}.src", std::process::id()));
+    let dst = dir.join(format!("zcopy-rdma-bench-{}.dst", std::process::id()));
+    let mut data = vec![0u8; size];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(0x9e37_79b9) >> 13) as u8;
+    }
+    std::fs::write(&src, &data).map_err(|e| format!("{}: {e}", src.display()))?;
+    drop(data);
+    let listen = SocketAddr::from((A, 7479));
+    let mut recv = Command::new(zcopy)
+        .args([
+            "recv",
+            "--via",
+            "rdma",
+            "--timeout",
+            "60",
+            "--json",
+            "--listen",
+        ])
+        .arg(listen.to_string())
+        .arg(&dst)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (build it: cargo build --release -p zcopy-cli)",
+                zcopy.display()
+            )
+        })?;
+    // The receiver needs a moment to listen.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = Command::new(zcopy)
+        .args([
+            "send",
+            "--via",
+            "rdma",
+            "--json",
+            "--timeout",
+            "60",
+            "--from",
+        ])
+        .arg(B.to_string())
+        .arg("--to")
+        .arg(listen.to_string())
+        .arg("--slot-size")
+        .arg(slot.to_string())
+        .arg(&src)
+        .output()
+        .map_err(|e| format!("{}: {e}", zcopy.display()))?;
+    let _ = wait_or_kill(&mut recv, Duration::from_secs(60));
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    if !out.status.success() {
+        return Err(format!(
+            "zcopy send: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("zcopy send --json: {e}"))?;
+    let seconds = v["seconds"]
+        .as_f64()
+        .ok_or("zcopy send --json: no seconds")?;
+    let bytes = v["bytes"].as_u64().ok_or("zcopy send --json: no bytes")?;
+    Ok(FileRun {
+        slot,
+        bytes,
+        seconds,
+        bw: mb_per_sec(bytes, seconds),
+    })
 }
 
 fn print_bw(rows: &[(Bw, Bw)]) {
@@ -333,6 +532,7 @@ fn perftest_bw(size: usize, iters: u64) -> Result<Bw, String> {
             peak,
             avg,
             rate,
+            counters: None,
         }),
         _ => Err(format!("ib_write_bw: unexpected columns {v:?}")),
     }
@@ -359,6 +559,7 @@ fn perftest_lat(tool: &str, size: usize, iters: u32) -> Result<Lat, String> {
             stdev,
             p99,
             p999,
+            counters: None,
         }),
         _ => Err(format!("{tool}: unexpected columns {v:?}")),
     }
@@ -391,13 +592,13 @@ fn window(size: usize) -> u32 {
 
 /// The receiving process of a bandwidth run (the sender decides the
 /// channel's shape): receives and drops until the sender closes.
-fn serve_bw() -> Result<(), String> {
+fn serve_bw(spin: u32) -> Result<(), String> {
     let l = Listener::bind((A, 0).into()).map_err(|e| e.to_string())?;
     println!("listening {}", l.local_addr().ok_or("no address")?);
     let rx = l
         .accept(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
-    rx.set_spin(SPIN);
+    rx.set_spin(spin);
     loop {
         match rx.recv() {
             Ok(s) => drop(s),
@@ -407,9 +608,10 @@ fn serve_bw() -> Result<(), String> {
     }
 }
 
-fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
+fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
     let count = window(size);
-    let (mut child, addr) = spawn_self(&["--serve-bw".into()])?;
+    let (mut child, addr) =
+        spawn_self(&["--serve-bw".into(), "--rx-spin".into(), rx_spin.to_string()])?;
     let tx = Builder::new()
         .slot_size(size)
         .slot_count(count)
@@ -425,6 +627,7 @@ fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
         std::hint::spin_loop();
     }
     let secs = start.elapsed().as_secs_f64();
+    let counters = tx.stats();
     drop(tx);
     wait_or_kill(&mut child, Duration::from_secs(30)).map_err(|e| e.to_string())?;
     let avg = mb_per_sec(iters * size as u64, secs);
@@ -436,6 +639,7 @@ fn zcopy_bw(size: usize, iters: u64) -> Result<Bw, String> {
         peak: avg,
         avg,
         rate: iters as f64 / secs / 1e6,
+        counters: Some(counters),
     })
 }
 
@@ -501,9 +705,13 @@ fn zcopy_lat(size: usize, iters: u32) -> Result<Lat, String> {
             one_way.push(rtt.as_secs_f64() * 1e6 / 2.0);
         }
     }
+    let counters = (tx.stats(), rx.stats());
     drop((tx, rx));
     wait_or_kill(&mut child, Duration::from_secs(30)).map_err(|e| e.to_string())?;
-    Ok(lat_stats(size, one_way))
+    Ok(Lat {
+        counters: Some(counters),
+        ..lat_stats(size, one_way)
+    })
 }
 
 fn lat_stats(size: usize, mut v: Vec<f64>) -> Lat {
@@ -522,13 +730,22 @@ fn lat_stats(size: usize, mut v: Vec<f64>) -> Lat {
         stdev: var.sqrt(),
         p99: pct(0.99),
         p999: pct(0.999),
+        counters: None,
     }
 }
 
-fn report(out: &Path, mtu: u32, bw: &[(Bw, Bw)], lat: &[(Lat, Lat, Lat)]) -> Result<(), String> {
+#[allow(clippy::too_many_arguments)]
+fn report(
+    out: &Path,
+    mtu: u32,
+    rx_spin: u32,
+    bw: &[(Bw, Bw)],
+    lat: &[(Lat, Lat, Lat)],
+    files: &[(Bw, FileRun)],
+) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate});
-    let lat_json = |l: &Lat| json!({"bytes": l.bytes, "iterations": l.iters, "t_min_us": l.min, "t_max_us": l.max, "t_typical_us": l.typical, "t_avg_us": l.avg, "t_stdev_us": l.stdev, "p99_us": l.p99, "p999_us": l.p999});
+    let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate, "counters": b.counters.as_ref().map(per_message)});
+    let lat_json = |l: &Lat| json!({"bytes": l.bytes, "iterations": l.iters, "t_min_us": l.min, "t_max_us": l.max, "t_typical_us": l.typical, "t_avg_us": l.avg, "t_stdev_us": l.stdev, "p99_us": l.p99, "p999_us": l.p999, "counters": l.counters.as_ref().map(|(t, r)| json!({"ping_sender": per_message(t), "pong_receiver": per_message(r)}))});
     let worst_bw = bw
         .iter()
         .map(|(p, z)| z.avg / p.avg)
@@ -537,16 +754,25 @@ fn report(out: &Path, mtu: u32, bw: &[(Bw, Bw)], lat: &[(Lat, Lat, Lat)]) -> Res
         .iter()
         .map(|(_, w, z)| z.typical / w.typical)
         .fold(0.0, f64::max);
-    let goals: Vec<Value> = vec![
+    let mut goals: Vec<Value> = vec![
         json!({"goal": "bandwidth >= 95% of ib_write_bw at every size", "worst_ratio": worst_bw, "met": worst_bw >= 0.95}),
         json!({"goal": "typical latency within 1.1x of ib_write_lat", "worst_ratio": worst_lat, "met": worst_lat <= 1.1}),
     ];
+    if !files.is_empty() {
+        let worst_file = files
+            .iter()
+            .map(|(p, f)| f.bw / p.avg)
+            .fold(f64::MAX, f64::min);
+        goals.push(json!({"goal": "zcopy send/recv of a file >= 95% of ib_write_bw at the slot size", "worst_ratio": worst_file, "met": worst_file >= 0.95}));
+    }
     let doc = json!({
         "bench": "rdma",
         "ib_mtu": mtu,
+        "bandwidth_receiver_spin": rx_spin,
         "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
         "bandwidth": bw.iter().map(|(p, z)| json!({"ib_write_bw": bw_json(p), "zcopy": bw_json(z), "ratio": z.avg / p.avg})).collect::<Vec<_>>(),
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
+        "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg})).collect::<Vec<_>>(),
         "goals": goals,
     });
     let json_path = out.join("rdma.json");

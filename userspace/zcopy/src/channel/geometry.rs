@@ -119,6 +119,31 @@ impl Geometry {
     }
 }
 
+impl Geometry {
+    /// Payload bytes a slot holds.
+    pub fn capacity(&self) -> usize {
+        self.slot_size as usize
+    }
+
+    /// Where slot `index` starts in the slot memory (the offset every
+    /// transport names a slot by: in the segment's slots, the card pool,
+    /// the RDMA ring).
+    pub fn slot_offset(&self, index: u32) -> u64 {
+        u64::from(index) * self.slot_stride
+    }
+
+    /// A message of `len` bytes fits a slot, or [`Error::TooLarge`].
+    pub fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.capacity() {
+            return Err(Error::TooLarge {
+                len,
+                capacity: self.capacity(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Checks that a `P` fits a slot of `capacity` bytes at `ptr` and that
 /// `ptr` is aligned for it.
 pub(crate) fn check_pod<P>(ptr: *const u8, capacity: usize) -> Result<()> {
@@ -172,5 +197,23 @@ mod tests {
         assert_eq!(big.slot_stride, 8192);
         assert_eq!(big.slots_offset, 0);
         assert_eq!(big.segment_bytes % 4096, 0);
+    }
+
+    #[test]
+    fn a_slot_is_found_by_its_stride_and_a_message_must_fit_it() {
+        let g = Geometry::new(TransportKind::Shm, 100, 5).unwrap();
+        assert_eq!(g.capacity(), 100);
+        assert_eq!(g.slot_offset(0), 0);
+        assert_eq!(g.slot_offset(4), 4 * 128);
+        assert!(g.check_len(0).is_ok() && g.check_len(100).is_ok());
+        assert!(matches!(
+            g.check_len(101),
+            Err(Error::TooLarge {
+                len: 101,
+                capacity: 100
+            })
+        ));
+        let big = Geometry::new(TransportKind::Card, 5000, 3).unwrap();
+        assert_eq!(big.slot_offset(2), 2 * 8192);
     }
 }

@@ -104,6 +104,12 @@ impl Ledger {
         Ok(true)
     }
 
+    /// True when slot `index` is in flight and still awaits `event`.
+    #[inline]
+    pub(crate) fn awaits(&self, index: u32, event: Events) -> bool {
+        matches!(self.slots.get(index as usize), Some(State::InFlight(a)) if a & event != 0)
+    }
+
     /// Frees every slot in flight for which `keep` says false (the peer
     /// that held them is gone); how many.
     pub(crate) fn reclaim(&mut self, keep: impl Fn(usize) -> bool) -> u32 {
@@ -145,6 +151,20 @@ mod tests {
     const RETURNED: Events = 1;
     const WRITTEN: Events = 1;
     const CREDITED: Events = 2;
+
+    #[test]
+    fn awaits_says_which_events_a_slot_in_flight_still_waits_for() {
+        let mut l = Ledger::new(2);
+        let i = l.loan().unwrap();
+        assert!(!l.awaits(i, CREDITED), "loaned, not sent");
+        l.send(i, WRITTEN | CREDITED);
+        assert!(l.awaits(i, WRITTEN) && l.awaits(i, CREDITED));
+        assert_eq!(l.settle(i, CREDITED), Ok(false));
+        assert!(l.awaits(i, WRITTEN) && !l.awaits(i, CREDITED));
+        assert_eq!(l.settle(i, WRITTEN), Ok(true));
+        assert!(!l.awaits(i, WRITTEN), "free again");
+        assert!(!l.awaits(7, WRITTEN), "out of range");
+    }
 
     #[test]
     fn a_slot_goes_free_loaned_in_flight_and_free_again() {

@@ -241,7 +241,7 @@ impl<T: Transport> Receiver<T> {
         self.slots
             .base()
             .as_ptr()
-            .wrapping_add(index as usize * self.geo.slot_stride as usize)
+            .wrapping_add(self.geo.slot_offset(index) as usize)
     }
 }
 
@@ -285,7 +285,7 @@ impl<T: Transport> Sample<'_, T> {
 
     /// Where the slot starts in the transport's memory (card: pool offset).
     pub fn offset(&self) -> u64 {
-        u64::from(self.index) * self.receiver.geo.slot_stride
+        self.receiver.geo.slot_offset(self.index)
     }
 
     /// The message as a `P`: its length must be `size_of::<P>()`.

@@ -266,7 +266,7 @@ impl<T: Transport> Sender<T> {
         self.slots
             .base()
             .as_ptr()
-            .wrapping_add(index as usize * self.geo.slot_stride as usize)
+            .wrapping_add(self.geo.slot_offset(index) as usize)
     }
 }
 
@@ -364,7 +364,7 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
 
     /// Slot capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.sender.geo.slot_size as usize
+        self.sender.geo.capacity()
     }
 
     /// The slot's number.
@@ -375,19 +375,14 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
     /// Where the slot starts in the transport's memory (for the card
     /// transport: the offset in [`CardSlots::pool`] to name in an SQE).
     pub fn offset(&self) -> u64 {
-        u64::from(self.index) * self.sender.geo.slot_stride
+        self.sender.geo.slot_offset(self.index)
     }
 
     /// Sends the first `len` bytes of the slot as the message; the
     /// receiver reads them in place. `len` past the slot is
     /// [`Error::TooLarge`] and the slot goes back unsent.
     pub fn send(self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::TooLarge {
-                len,
-                capacity: self.capacity(),
-            });
-        }
+        self.sender.geo.check_len(len)?;
         let index = self.index;
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: the handle is moved out of `this` once, and `this` is

@@ -780,6 +780,49 @@ impl Connection {
         Error::check("ibv_post_send", r)
     }
 
+    /// Posts an RDMA READ (signaled) of `len` bytes at `remote_addr`
+    /// (`rkey`) at the peer into `offset` of the registered region `mr`.
+    pub fn post_read(
+        &mut self,
+        wr_id: u64,
+        mr: MrHandle,
+        offset: usize,
+        len: usize,
+        remote_addr: u64,
+        rkey: u32,
+    ) -> Result<()> {
+        let qp = self.qp()?;
+        if mr.index >= self.mrs.len()
+            || len == 0
+            || offset.checked_add(len).is_none_or(|e| e > mr.len)
+        {
+            return Err(Error::Usage(format!(
+                "read of {len} bytes at {offset}: outside the {}-byte region or empty",
+                mr.len
+            )));
+        }
+        let mut sge = ibv_sge {
+            addr: mr.addr + offset as u64,
+            length: len as u32,
+            lkey: mr.lkey,
+        };
+        // SAFETY: ibv_send_wr is plain old data; zero is a valid value.
+        let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = wr_id;
+        wr.sg_list = &mut sge;
+        wr.num_sge = 1;
+        wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_READ;
+        wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        wr.wr.rdma = rdma_t { remote_addr, rkey };
+        let mut bad = std::ptr::null_mut();
+        // SAFETY: a live QP; the SGE lies inside a region this connection
+        // registered (local write) and keeps until after the QP is
+        // destroyed (checked above), so the device may write it until the
+        // request completes.
+        let r = unsafe { ibv_post_send(qp, &mut wr, &mut bad) };
+        Error::check("ibv_post_send", r)
+    }
+
     /// Posts a zero-length SEND WITH IMMEDIATE (signaled): a small message
     /// that consumes one posted receive at the peer.
     pub fn post_send_imm(&mut self, wr_id: u64, imm: u32) -> Result<()> {

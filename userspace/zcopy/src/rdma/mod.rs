@@ -11,8 +11,9 @@
 //!   ([`crate::channel::Tx`], [`crate::channel::Rx`]), made by
 //!   [`BuilderExt::connect_rdma`] and [`Listener::accept`]: the sender writes
 //!   each message with RDMA WRITE WITH IMMEDIATE straight into a slot of the
-//!   receiver's registered ring (immediate = slot), the receiver hands
-//!   slots back as credits when samples drop.
+//!   receiver's registered ring (immediate = slot), the receiver gives
+//!   slots back in batches (credit writes), and a sender out of slots reads
+//!   what the receiver has released.
 //!
 //! ```no_run
 //! use zcopy::channel::{Builder, Rx, Tx, TxLoan};
@@ -43,8 +44,8 @@ pub mod cm;
 pub mod verbs;
 
 pub use channel::{
-    check_geometry, BuilderExt, Listener, Loan, OwnedLoan, Receiver, Sample, Sender, SenderRef,
-    SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
+    check_geometry, BuilderExt, LinkStats, Listener, Loan, OwnedLoan, Receiver, Sample, Sender,
+    SenderRef, SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
 };
 pub use verbs::{devices, Device, Port};
 

@@ -1,6 +1,9 @@
 //! What both ends of an RDMA channel share: the handshake, the work
-//! request ids, and [`Link`], the connection with its registered ring.
+//! request ids, and [`Link`], the connection with its registered ring and
+//! its credit board.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
@@ -22,9 +25,12 @@ const _: () = assert!(MAX_RDMA_SLOTS <= MAX_SLOT_COUNT);
 pub(super) const INLINE: u32 = 256;
 /// How long connection steps may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sender out of slots waits after a read of the receiver's
+/// board that freed nothing before it reads again.
+pub(super) const PULL_EVERY: Duration = Duration::from_millis(1);
 
 pub(super) const MAGIC: [u8; 4] = *b"ZCRM";
-pub(super) const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 2;
 
 /// What each end tells the other when connecting (rdma_cm private data).
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
@@ -37,6 +43,11 @@ pub(super) struct Hello {
     pub(super) pid: u32,
     pub(super) rkey: u32,
     pub(super) addr: u64,
+    /// The credit board: the receiver's own (the sender reads it), the
+    /// sender's copy (the receiver writes into it).
+    pub(super) board_addr: u64,
+    pub(super) board_rkey: u32,
+    pub(super) reserved: u32,
 }
 
 impl Hello {
@@ -65,6 +76,7 @@ pub(super) const WR_CREDIT: u64 = 2 << 32;
 pub(super) const WR_PROBE: u64 = 3 << 32;
 pub(super) const WR_RECV: u64 = 4 << 32;
 pub(super) const WR_CLOSE: u64 = 5 << 32;
+pub(super) const WR_READ: u64 = 6 << 32;
 pub(super) const KIND: u64 = 0xffff_ffff << 32;
 
 pub(super) const IBV_WC_SUCCESS: u32 = 0;
@@ -87,6 +99,41 @@ pub fn check_geometry(slot_size: usize, slot_count: u32) -> Result<()> {
     geometry(slot_size, slot_count).map(|_| ())
 }
 
+/// The immediate of a credit write: the board words `first ..
+/// first + count` changed.
+pub(super) fn credit_imm(first: u32, count: u32) -> u32 {
+    debug_assert!(first < MAX_RDMA_SLOTS && (1..=MAX_RDMA_SLOTS).contains(&count));
+    (first << 16) | count
+}
+
+/// The board words a credit write names, if they lie within `slot_count`.
+pub(super) fn credit_range(imm: u32, slot_count: u32) -> Option<std::ops::Range<u32>> {
+    let (first, count) = (imm >> 16, imm & 0xffff);
+    let end = first.checked_add(count)?;
+    (count > 0 && end <= slot_count).then_some(first..end)
+}
+
+/// Counters of what a link did, for benchmarks and profiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Messages written (sender) or received (receiver).
+    pub messages: u64,
+    /// Credit writes sent (receiver) or received (sender); each gives
+    /// back any number of slots.
+    pub credit_writes: u64,
+    /// Slots given back by credit writes (sender: those that freed a
+    /// slot).
+    pub credited_by_writes: u64,
+    /// Reads of the receiver's board (sender only).
+    pub reads: u64,
+    /// Slots given back by those reads.
+    pub credited_by_reads: u64,
+    /// Polls of the completion queue.
+    pub cq_polls: u64,
+    /// Completions taken from the completion queue.
+    pub completions: u64,
+}
+
 /// The connection, the local ring and what is known of the peer's.
 #[derive(Debug)]
 pub(super) struct Link {
@@ -95,6 +142,16 @@ pub(super) struct Link {
     pub(super) base: *mut u8,
     pub(super) remote_addr: u64,
     pub(super) remote_rkey: u32,
+    /// The credit board: 2 × slot_count words. At the receiver the first
+    /// half counts the releases of each slot (the sender reads it); at the
+    /// sender the first half is where the receiver's credit writes land,
+    /// the second where its reads land.
+    pub(super) board: MrHandle,
+    board_base: *mut u8,
+    board_words: u32,
+    pub(super) remote_board: u64,
+    pub(super) remote_board_rkey: u32,
+    pub(super) stats: LinkStats,
     pub(super) peer_pid: u32,
     /// Why the connection ended (set once).
     pub(super) broken: Option<String>,
@@ -109,8 +166,9 @@ pub(super) struct Link {
     pub(super) sq_depth: u32,
 }
 
-// SAFETY: `base` points into the ring the connection owns (registered and
-// mapped for the connection's life); nothing here is tied to a thread.
+// SAFETY: `base` and `board_base` point into regions the connection owns
+// (registered and mapped for the connection's life); nothing here is tied
+// to a thread.
 unsafe impl Send for Link {}
 
 impl Link {
@@ -136,6 +194,11 @@ impl Link {
         }
         let ring = conn.register(ring)?;
         let base = conn.region_ptr(ring);
+        let board_words = 2 * geo.slot_count;
+        let board = MmapMut::map_anon(board_words as usize * 4)
+            .map_err(Error::io("mapping the credit board"))?;
+        let board = conn.register(board)?;
+        let board_base = conn.region_ptr(board);
         for i in 0..recvs {
             conn.post_recv(WR_RECV | u64::from(i))?;
         }
@@ -145,6 +208,12 @@ impl Link {
             base,
             remote_addr: 0,
             remote_rkey: 0,
+            board,
+            board_base,
+            board_words,
+            remote_board: 0,
+            remote_board_rkey: 0,
+            stats: LinkStats::default(),
             peer_pid: 0,
             broken: None,
             probe_at: Instant::now() + PROBE_EVERY,
@@ -165,13 +234,96 @@ impl Link {
             pid: std::process::id(),
             rkey: self.ring.rkey,
             addr: self.ring.addr,
+            board_addr: self.board.addr,
+            board_rkey: self.board.rkey,
+            reserved: 0,
         }
+    }
+
+    /// The RDMA device and the local and peer addresses.
+    pub(super) fn endpoints(&self) -> (String, Option<SocketAddr>, Option<SocketAddr>) {
+        let (local, peer) = self.conn.addrs();
+        (self.conn.device(), local, peer)
     }
 
     pub(super) fn peer(&mut self, h: &Hello) {
         self.remote_addr = h.addr;
         self.remote_rkey = h.rkey;
+        self.remote_board = h.board_addr;
+        self.remote_board_rkey = h.board_rkey;
         self.peer_pid = h.pid;
+    }
+
+    /// Word `i` of the credit board (`i` < 2 × slot_count).
+    pub(super) fn board_word(&self, i: u32) -> &AtomicU32 {
+        assert!(
+            i < self.board_words,
+            "board word {i} of {}",
+            self.board_words
+        );
+        // SAFETY: i < board_words (checked above), so the word lies inside
+        // the board's mapping of board_words u32s.
+        let p = unsafe { self.board_base.add(4 * i as usize) };
+        // SAFETY: p is 4-aligned (the mapping is page-aligned), inside the
+        // registered board the link keeps for its life (so for the borrow of
+        // self); the device writes it too (the peer's credit writes, read
+        // responses), so it is only ever reached through atomics, and a
+        // u32 store by the device is seen whole or not at all on the
+        // platforms rdma-core supports.
+        unsafe { AtomicU32::from_ptr(p.cast()) }
+    }
+
+    /// The receiver's count of releases of slot `i`, bumped after the
+    /// sample let go of the slot (Release: a read of the board that sees
+    /// it sees the slot's last use done).
+    pub(super) fn bump_release(&self, i: u32) {
+        let w = self.board_word(i);
+        w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Writes board words `first .. first + count` into the same words of
+    /// the peer's board, with their range as the immediate: one credit
+    /// write for any number of released slots.
+    pub(super) fn credit(&mut self, first: u32, count: u32) -> Result<()> {
+        self.reserve_send()?;
+        let (board, addr, rkey) = (
+            self.board,
+            self.remote_board + 4 * u64::from(first),
+            self.remote_board_rkey,
+        );
+        self.conn
+            .post_write(
+                WR_CREDIT | u64::from(first),
+                board,
+                4 * first as usize,
+                4 * count as usize,
+                addr,
+                rkey,
+                Some(credit_imm(first, count)),
+            )
+            .inspect_err(|_| self.sq_used -= 1)?;
+        self.stats.credit_writes += 1;
+        Ok(())
+    }
+
+    /// Reads the peer's board (slot_count words) into the second half of
+    /// ours.
+    pub(super) fn read_board(&mut self) -> Result<()> {
+        self.reserve_send()?;
+        let words = self.board_words / 2;
+        let (board, addr, rkey) = (self.board, self.remote_board, self.remote_board_rkey);
+        self.conn
+            .post_read(
+                WR_READ,
+                board,
+                4 * words as usize,
+                4 * words as usize,
+                addr,
+                rkey,
+            )
+            .inspect_err(|_| self.sq_used -= 1)?;
+        self.stats.reads += 1;
+        Ok(())
     }
 
     pub(super) fn break_with(&mut self, why: String) {
@@ -210,6 +362,8 @@ impl Link {
     pub(super) fn poll_cq(&mut self) -> Result<usize> {
         let from = self.stash.len();
         let n = self.conn.poll(&mut self.stash, 16)?;
+        self.stats.cq_polls += 1;
+        self.stats.completions += n as u64;
         for wc in &self.stash[from..] {
             if wc.wr_id & KIND != WR_RECV {
                 self.sq_used -= 1;
@@ -306,12 +460,13 @@ impl Link {
     pub(super) fn slot(&self, geo: &Geometry, index: u32) -> *mut u8 {
         // SAFETY: index < slot_count (callers check), so the offset lies
         // inside the registered ring of slots_bytes bytes.
-        unsafe { self.base.add((u64::from(index) * geo.slot_stride) as usize) }
+        unsafe { self.base.add(geo.slot_offset(index) as usize) }
     }
 }
 
 /// Receives posted at each end. One per slot is the need (messages one
-/// way, credits the other) plus the close; the rest is headroom, since an
+/// way, at most one credit write per released slot the other) plus the
+/// close; the rest is headroom, since an
 /// empty receive queue makes the peer's Soft-RoCE answer with an RNR NAK
 /// and retry.
 pub(super) fn recv_depth(geo: &Geometry) -> u32 {
@@ -333,10 +488,37 @@ pub(super) fn check_peer(h: &Hello, geo: &Geometry) -> Result<()> {
             h.slot_count, h.slot_size, geo.slot_count, geo.slot_size
         )));
     }
-    if h.addr == 0 || h.rkey == 0 {
+    if h.addr == 0 || h.rkey == 0 || h.board_addr == 0 || h.board_rkey == 0 {
         return Err(Error::Layout(
             "the peer's ring has no address or key".into(),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hello_fits_a_connect_requests_private_data() {
+        // rdma_cm leaves 56 bytes of an RC connect request to the caller.
+        assert_eq!(std::mem::size_of::<Hello>(), 48);
+    }
+
+    #[test]
+    fn a_credit_immediate_names_its_board_words_and_nothing_outside() {
+        for (first, count) in [(0, 1), (3, 5), (0, MAX_RDMA_SLOTS), (MAX_RDMA_SLOTS - 1, 1)] {
+            let imm = credit_imm(first, count);
+            assert_ne!(imm, CLOSE);
+            assert_eq!(
+                credit_range(imm, MAX_RDMA_SLOTS),
+                Some(first..first + count)
+            );
+        }
+        assert_eq!(credit_range(credit_imm(3, 5), 8), Some(3..8));
+        assert_eq!(credit_range(credit_imm(3, 6), 8), None, "past the ring");
+        assert_eq!(credit_range(3 << 16, 8), None, "no words");
+        assert_eq!(credit_range(CLOSE, MAX_RDMA_SLOTS), None);
+    }
 }

@@ -6,9 +6,20 @@
 //! slot of the receiver's ring: no CPU copy at either end, small messages
 //! inline. The write consumes one posted receive at the receiver, whose
 //! completion says which slot and how many bytes. When the receiver drops
-//! a sample it posts a zero-length SEND WITH IMMEDIATE (slot number) back:
-//! the credit. A sender slot is free again once its write completed and its
-//! credit came; with none free, a loan waits (or fails: backpressure).
+//! a sample it counts the release in its credit board, a word per slot in
+//! registered memory, and sends nothing yet. It gives slots back in
+//! batches: once half the slots are released and not yet credited (checked
+//! when the application asks for the next message), or at once when every
+//! slot is at the receiver, one RDMA WRITE WITH IMMEDIATE copies the
+//! changed board words into the sender's copy (immediate = their range).
+//! A sender out of slots does not wait for that: it reads the receiver's
+//! board (RDMA READ, no work for the receiver's CPU), at most once per
+//! [`PULL_EVERY`](link::PULL_EVERY) when a read freed nothing. So no
+//! message and no release waits on the other end's thread, and no receive
+//! is ever missing (one credit write at most per released slot). A sender
+//! slot is free again once its write completed and the board says the
+//! receiver released it; with none free, a loan waits (or fails:
+//! backpressure).
 //!
 //! An orderly close is a SEND WITH IMMEDIATE of [`CLOSE`] after the last
 //! write (RC keeps the order), then a disconnect. A dead peer shows as an
@@ -21,6 +32,6 @@ mod link;
 mod receiver;
 mod sender;
 
-pub use link::{check_geometry, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY};
+pub use link::{check_geometry, LinkStats, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY};
 pub use receiver::{Listener, Receiver, Sample};
 pub use sender::{BuilderExt, Loan, OwnedLoan, Sender, SenderRef, SlotLoan};

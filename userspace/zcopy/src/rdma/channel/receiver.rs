@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::link::{
-    anon_ring, geometry, recv_depth, Hello, Link, CLOSE, CONNECT_TIMEOUT, IBV_WC_RECV,
-    IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_CREDIT, WR_RECV,
+    anon_ring, check_peer, geometry, recv_depth, Hello, Link, LinkStats, CLOSE, CONNECT_TIMEOUT,
+    IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_RECV,
 };
 use crate::channel::{Error, Geometry, Pacer, Result, Rx, RxSample, Wait};
 
@@ -39,6 +39,7 @@ impl Listener {
         let (conn, private) = self.cm.next_request(timeout)?;
         let h = match Hello::parse(&private)
             .and_then(|h| geometry(h.slot_size as usize, h.slot_count).map(|g| (h, g)))
+            .and_then(|(h, g)| check_peer(&h, &g).map(|()| (h, g)))
         {
             Ok(hg) => hg,
             Err(e) => {
@@ -63,6 +64,10 @@ impl Listener {
             state: RefCell::new(RecvState {
                 link,
                 slots: vec![RecvSlot::Free; geo.slot_count as usize],
+                held: 0,
+                uncredited: 0,
+                first: u32::MAX,
+                end: 0,
                 queue: VecDeque::new(),
                 closed: false,
                 pacer: Pacer::new(),
@@ -85,6 +90,12 @@ enum RecvSlot {
 struct RecvState {
     link: Link,
     slots: Vec<RecvSlot>,
+    /// Samples out (slots Held).
+    held: u32,
+    /// Slots released since the last credit write, within `first .. end`.
+    uncredited: u32,
+    first: u32,
+    end: u32,
     queue: VecDeque<(u32, u32)>,
     closed: bool,
     /// When a call that does not wait next reads the connection's events.
@@ -108,9 +119,13 @@ impl Receiver {
 
     /// The RDMA device and the local and peer addresses.
     pub fn endpoints(&self) -> (String, Option<SocketAddr>, Option<SocketAddr>) {
-        let st = self.state.borrow();
-        let (l, p) = st.link.conn.addrs();
-        (st.link.conn.device(), l, p)
+        self.state.borrow().link.endpoints()
+    }
+
+    /// What the link did so far: messages, credit writes, completion
+    /// queue polls.
+    pub fn stats(&self) -> LinkStats {
+        self.state.borrow().link.stats
     }
 
     /// Busy-poll rounds before sleeping on the completion channel
@@ -167,12 +182,16 @@ impl Receiver {
         if let Some(e) = st.deferred.take() {
             return Err(e);
         }
+        if st.uncredited >= credit_batch(&self.geo) {
+            self.credit(&mut st);
+        }
         let deadline = wait.deadline();
         let mut spins = 0;
         loop {
             self.collect(&mut st)?;
             if let Some((index, len)) = st.queue.pop_front() {
                 st.slots[index as usize] = RecvSlot::Held;
+                st.held += 1;
                 return Ok(Some(Sample {
                     receiver: self,
                     index,
@@ -236,6 +255,7 @@ impl Receiver {
                         }
                         *slot = RecvSlot::Queued;
                         st.queue.push_back((index, wc.byte_len));
+                        st.link.stats.messages += 1;
                     }
                     _ => return Err(Error::Corrupt("an unexpected message from the sender")),
                 }
@@ -243,16 +263,45 @@ impl Receiver {
         }
     }
 
+    /// A sample let go of slot `index`: the board says so at once (a
+    /// sender out of slots reads it); a credit write follows when every
+    /// slot is at this end (the sender has none), otherwise with the batch
+    /// (see [`credit_batch`]).
     fn release(&self, index: u32) {
         let mut st = self.state.borrow_mut();
         st.slots[index as usize] = RecvSlot::Free;
-        if st.link.broken.is_some() || st.closed {
-            return;
-        }
-        if let Err(e) = st.link.send_imm(WR_CREDIT | u64::from(index), index) {
-            st.link.break_with(e.to_string());
+        st.held -= 1;
+        st.link.bump_release(index);
+        st.uncredited += 1;
+        st.first = st.first.min(index);
+        st.end = st.end.max(index + 1);
+        if st.held + st.uncredited == self.geo.slot_count {
+            self.credit(&mut st);
         }
     }
+
+    /// Writes the board words of the slots released since the last credit
+    /// write to the sender: one write for the batch.
+    fn credit(&self, st: &mut RecvState) {
+        if st.uncredited == 0 || st.link.broken.is_some() || st.closed {
+            return;
+        }
+        let (first, end, n) = (st.first, st.end, st.uncredited);
+        st.uncredited = 0;
+        st.first = u32::MAX;
+        st.end = 0;
+        match st.link.credit(first, end - first) {
+            Ok(()) => st.link.stats.credited_by_writes += u64::from(n),
+            Err(e) => st.link.break_with(e.to_string()),
+        }
+    }
+}
+
+/// Released slots a receiver gathers before it writes them back to the
+/// sender unasked: half the ring, so the sender still has the other half
+/// to send from while the credit write travels.
+fn credit_batch(geo: &Geometry) -> u32 {
+    (geo.slot_count / 2).max(1)
 }
 
 /// A message received over RDMA, in place in the receiver's ring; its
@@ -271,7 +320,8 @@ impl std::ops::Deref for Sample<'_> {
         let p = st.link.slot(&self.receiver.geo, self.index);
         // SAFETY: index < slot_count and len ≤ slot_size were checked when
         // the completion came; the slot is Held until this Sample drops, and
-        // the sender writes it again only after the credit sent then.
+        // the sender writes it again only after the board counts the
+        // release made then.
         unsafe { std::slice::from_raw_parts(p, self.len as usize) }
     }
 }
@@ -284,7 +334,7 @@ impl Sample<'_> {
 
     /// Where the slot starts in the ring (the same at the sender).
     pub fn offset(&self) -> u64 {
-        u64::from(self.index) * self.receiver.geo.slot_stride
+        self.receiver.geo.slot_offset(self.index)
     }
 }
 

@@ -5,13 +5,15 @@ use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
 
 use super::link::{
-    anon_ring, check_peer, geometry, recv_depth, Hello, Link, CLOSE, CONNECT_TIMEOUT, IBV_WC_RECV,
-    IBV_WC_SUCCESS, KIND, WR_CLOSE, WR_RECV, WR_WRITE,
+    anon_ring, check_peer, credit_range, geometry, recv_depth, Hello, Link, LinkStats, CLOSE,
+    CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, PULL_EVERY, WR_CLOSE,
+    WR_READ, WR_RECV, WR_WRITE,
 };
 use crate::channel::ledger::{Events, Ledger, Misstep};
 use crate::channel::{Builder, Error, Geometry, Result, Tx, TxLoan, Wait};
@@ -20,13 +22,20 @@ use crate::rdma::verbs::Region;
 
 /// What a sent slot waits for: its write completed here ...
 const WRITTEN: Events = 1;
-/// ... and the receiver's credit for it came.
+/// ... and the receiver's board counts its release.
 const CREDITED: Events = 2;
 
 #[derive(Debug)]
 struct SendState {
     link: Link,
     ledger: Ledger,
+    /// Sends of each slot so far (wrapping): the slot's message was
+    /// released once the receiver's board word for it says the same.
+    sent: Vec<u32>,
+    /// A read of the receiver's board is on its way.
+    reading: bool,
+    /// The next read of the board may go no earlier than this.
+    pull_at: Instant,
     /// PeerDied already reported (later calls report it with 0 reclaimed).
     reported: bool,
 }
@@ -104,6 +113,9 @@ impl Sender {
             state: RefCell::new(SendState {
                 link,
                 ledger: Ledger::new(geo.slot_count),
+                sent: vec![0; geo.slot_count as usize],
+                reading: false,
+                pull_at: Instant::now(),
                 reported: false,
             }),
             geo,
@@ -119,9 +131,13 @@ impl Sender {
 
     /// The RDMA device and the local and peer addresses.
     pub fn endpoints(&self) -> (String, Option<SocketAddr>, Option<SocketAddr>) {
-        let st = self.state.borrow();
-        let (l, p) = st.link.conn.addrs();
-        (st.link.conn.device(), l, p)
+        self.state.borrow().link.endpoints()
+    }
+
+    /// What the link did so far: messages, credit writes and board reads
+    /// and the slots each gave back, completion queue polls.
+    pub fn stats(&self) -> LinkStats {
+        self.state.borrow().link.stats
     }
 
     /// Bytes a message may have to be sent inline.
@@ -143,7 +159,9 @@ impl Sender {
     /// not given it back, or its write has not completed here).
     pub fn in_flight(&self) -> u32 {
         let mut st = self.state.borrow_mut();
-        let _ = self.collect(&mut st);
+        if self.collect(&mut st).is_ok() {
+            self.pull(&mut st);
+        }
         st.ledger.in_flight()
     }
 
@@ -193,6 +211,7 @@ impl Sender {
             if let Some(index) = st.ledger.loan() {
                 return Ok(index);
             }
+            self.pull(&mut st);
             let Some(d) = deadline else {
                 return Err(Error::Full);
             };
@@ -204,8 +223,47 @@ impl Sender {
                 std::hint::spin_loop();
                 continue;
             }
-            st.link.wait(d)?;
+            // Wake for the next read of the board too.
+            let until = match (d, st.reading) {
+                (d, true) => d,
+                (None, false) => Some(st.pull_at),
+                (Some(d), false) => Some(d.min(st.pull_at)),
+            };
+            st.link.wait(until)?;
         }
+    }
+
+    /// Out of slots, or asked what is in flight: reads the receiver's
+    /// board unless a read is on its way, or the last one freed nothing
+    /// less than [`PULL_EVERY`] ago.
+    fn pull(&self, st: &mut SendState) {
+        if st.reading
+            || st.ledger.in_flight() == 0
+            || st.link.broken.is_some()
+            || Instant::now() < st.pull_at
+        {
+            return;
+        }
+        match st.link.read_board() {
+            Ok(()) => st.reading = true,
+            Err(e) => st.link.break_with(e.to_string()),
+        }
+    }
+
+    /// Settles CREDITED for each slot in `slots` that awaits it and whose
+    /// board word (at `base + slot` of the local board) counts as many
+    /// releases as sends; how many.
+    fn credit_from(&self, st: &mut SendState, slots: std::ops::Range<u32>, base: u32) -> u64 {
+        let mut n = 0;
+        for i in slots {
+            let released = st.link.board_word(base + i).load(Ordering::Acquire);
+            if released == st.sent[i as usize] && st.ledger.awaits(i, CREDITED) {
+                // Cannot fail: the slot awaits exactly this event.
+                let _ = st.ledger.settle(i, CREDITED);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Copies `data` into a slot and sends it.
@@ -244,17 +302,28 @@ impl Sender {
                 match wc.wr_id & KIND {
                     WR_WRITE => {
                         let index = (wc.wr_id & 0xffff_ffff) as u32;
-                        self.settle(st, index, true)?;
+                        self.written(st, index)?;
                     }
                     WR_RECV => {
-                        let index = wc.imm.ok_or(Error::Corrupt("a credit without a slot"))?;
-                        if wc.opcode != IBV_WC_RECV {
-                            return Err(Error::Corrupt(
-                                "the receiver wrote into the sender's ring",
-                            ));
+                        if wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM {
+                            return Err(Error::Corrupt("a message from the receiver"));
                         }
+                        let slots = wc
+                            .imm
+                            .and_then(|imm| credit_range(imm, self.geo.slot_count))
+                            .ok_or(Error::Corrupt("a credit for slots out of range"))?;
                         st.link.conn.post_recv(wc.wr_id)?;
-                        self.settle(st, index, false)?;
+                        st.link.stats.credit_writes += 1;
+                        let n = self.credit_from(st, slots, 0);
+                        st.link.stats.credited_by_writes += n;
+                    }
+                    WR_READ => {
+                        st.reading = false;
+                        let count = self.geo.slot_count;
+                        let n = self.credit_from(st, 0..count, count);
+                        st.link.stats.credited_by_reads += n;
+                        let now = Instant::now();
+                        st.pull_at = if n == 0 { now + PULL_EVERY } else { now };
                     }
                     _ => {}
                 }
@@ -262,14 +331,13 @@ impl Sender {
         }
     }
 
-    /// A write completed (`write`) or a credit came for `index`.
-    fn settle(&self, st: &mut SendState, index: u32, write: bool) -> Result<()> {
-        let event = if write { WRITTEN } else { CREDITED };
-        st.ledger.settle(index, event).map_err(|m| {
+    /// The write from slot `index` completed.
+    fn written(&self, st: &mut SendState, index: u32) -> Result<()> {
+        st.ledger.settle(index, WRITTEN).map_err(|m| {
             Error::Corrupt(match m {
-                Misstep::OutOfRange => "a credit for a slot out of range",
-                Misstep::NotInFlight => "a credit for a slot not in flight",
-                Misstep::Twice => "a slot credited twice",
+                Misstep::OutOfRange => "a write completion for a slot out of range",
+                Misstep::NotInFlight => "a write completion for a slot not in flight",
+                Misstep::Twice => "a write completed twice",
             })
         })?;
         Ok(())
@@ -349,7 +417,7 @@ impl<S: SenderRef> SlotLoan<S> {
 
     /// Slot capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.sender.geo.slot_size as usize
+        self.sender.geo.capacity()
     }
 
     /// The slot's number.
@@ -359,19 +427,14 @@ impl<S: SenderRef> SlotLoan<S> {
 
     /// Where the slot starts in the ring (the same at the receiver).
     pub fn offset(&self) -> u64 {
-        u64::from(self.index) * self.sender.geo.slot_stride
+        self.sender.geo.slot_offset(self.index)
     }
 
     /// Writes the first `len` bytes of the slot into the same slot at the
     /// receiver. `len` past the slot is [`Error::TooLarge`] and the slot
     /// goes back unsent.
     pub fn send(self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::TooLarge {
-                len,
-                capacity: self.capacity(),
-            });
-        }
+        self.sender.geo.check_len(len)?;
         let (index, offset) = (self.index, self.offset());
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: the handle is moved out of `this` once, and `this` is
@@ -389,6 +452,9 @@ impl<S: SenderRef> SlotLoan<S> {
             return sender.check_broken(&mut st);
         }
         st.ledger.send(index, WRITTEN | CREDITED);
+        let sent = &mut st.sent[index as usize];
+        *sent = sent.wrapping_add(1);
+        st.link.stats.messages += 1;
         Ok(())
     }
 }
