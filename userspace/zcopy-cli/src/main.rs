@@ -118,7 +118,8 @@ far end, each split into the process's own and the kernel's, by construction, wi
 counter showed where one can (the card's completed requests, MSG_ZEROCOPY's copied flag). The \
 same data (seeded) is in a file (classic ways, shm) and in the card's storage (card ways).\n\n\
 Each table's goal: its best zero-copy way at most 35 % of read+write's transfer time and of \
-its serving CPU time; a verdict needs 3 runs and every pairing of runs on the same side.\n\n\
+its serving CPU time. A verdict needs 3 runs, and the ratio on one side of the goal from \
+the lower to the upper quartile of the runs (3 runs: every pairing of them); otherwise none.\n\n\
 Needs /dev/zcard0 for the card ways and an RDMA device on --rdma-to/--rdma-from for \
 card -> RDMA; without them those ways are skipped (exit 3 when asked for by --ways).\n\n\
 Examples:\n  \

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use memmap2::Mmap;
 use nix::fcntl::{splice, SpliceFFlags};
@@ -151,5 +151,50 @@ pub fn warm(tx: &Sender<Shm>) -> Result<()> {
             Err(zcopy::channel::Error::Full) => return Ok(()),
             Err(e) => return Err(Failure::failed(format!("the shm channel: {e}"))),
         }
+    }
+}
+
+/// Gives a Unix socket's sender `bytes` of send buffer, the room the
+/// channels have in flight (`--buffers` slots of `--chunk`), so that no
+/// local way waits on a smaller queue than another: a Unix stream queues
+/// against the sender's buffer, and its default (about 200 KiB) makes a
+/// wake-up of each end every few hundred KiB. SO_SNDBUFFORCE passes
+/// net.core.wmem_max where the process may (CAP_NET_ADMIN); SO_SNDBUF is
+/// capped by it otherwise. Returns the size the kernel reports.
+pub fn size_send_buffer(sock: &impl AsRawFd, bytes: u64) -> u64 {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |opt| {
+        // SAFETY: a valid socket and a c_int option value that outlives
+        // the call.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const want).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_SNDBUFFORCE) != 0 {
+        let _ = set(libc::SO_SNDBUF);
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket; `got` and `len` outlive the call and `len`
+    // says how big `got` is.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw mut got).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        u64::try_from(got).unwrap_or(0)
+    } else {
+        0
     }
 }
