@@ -239,6 +239,7 @@ fn the_far_end_reports_what_it_got() {
         assert_eq!(first, format!("listening {}", path.display()));
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + 3) as u8).collect();
         let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
         s.write_all(&data).unwrap();
         drop(s);
         let done = lines.next().unwrap().unwrap();

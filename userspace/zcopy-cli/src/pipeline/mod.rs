@@ -772,6 +772,18 @@ impl Peer {
         Ok(Peer { child, out, addr })
     }
 
+    /// Waits until the far end has the connection (and the channel).
+    fn ready(&mut self) -> Result<()> {
+        let line = read_line(&mut self.out)?;
+        if line == "ready" {
+            Ok(())
+        } else {
+            Err(Failure::failed(format!(
+                "the far end failed to connect ({line:?}); see above"
+            )))
+        }
+    }
+
     /// The far end's TCP or RDMA address.
     fn socket_addr(&self) -> Result<SocketAddr> {
         self.addr
@@ -848,7 +860,7 @@ fn run_once(
     let (peer, start, u0) = match way {
         Way::CardChannel => {
             let k = kit.ok_or_else(|| Failure::missing(failure::NO_CARD))?;
-            let peer = Peer::start("--card", &socket_path(), check)?;
+            let mut peer = Peer::start("--card", &socket_path(), check)?;
             let tx = Builder::new()
                 .slot_size(chunk)
                 .slot_count(a.buffers)
@@ -856,6 +868,7 @@ fn run_once(
                 .map_err(chan)?;
             let sock = UnixStream::connect(&peer.addr).map_err(io("connecting"))?;
             tx.share(&sock).map_err(chan)?;
+            peer.ready()?;
             let c0 = k.card.counters().ok();
             let (start, u0) = (Instant::now(), usage());
             let (work, ()) = staged_run(k, tx.pool(), a, |h, r| {
@@ -866,7 +879,7 @@ fn run_once(
             (peer, start, u0)
         }
         Way::Shm => {
-            let peer = Peer::start("--shm", &socket_path(), check)?;
+            let mut peer = Peer::start("--shm", &socket_path(), check)?;
             let tx = Builder::new()
                 .slot_size(chunk)
                 .slot_count(a.buffers)
@@ -875,6 +888,7 @@ fn run_once(
             let sock = UnixStream::connect(&peer.addr).map_err(io("connecting"))?;
             tx.share(&sock).map_err(chan)?;
             ways::warm(&tx)?;
+            peer.ready()?;
             let mut file = File::open(path).map_err(io("opening the file"))?;
             let (start, u0) = (Instant::now(), usage());
             ways::read_into_slots(&mut file, &tx, chunk)?;
@@ -882,11 +896,12 @@ fn run_once(
             (peer, start, u0)
         }
         Way::UnixReadWrite | Way::UnixSendfile | Way::UnixSplice => {
-            let peer = Peer::start("--unix", &socket_path(), check)?;
+            let mut peer = Peer::start("--unix", &socket_path(), check)?;
             let mut file = File::open(path).map_err(io("opening the file"))?;
             let mut sock = UnixStream::connect(&peer.addr).map_err(io("connecting"))?;
             let asked = a.chunk * u64::from(a.buffers);
             let room = ways::size_send_buffer(&sock, asked);
+            peer.ready()?;
             checked = format!(
                 "SO_SNDBUF {room} (asked for {asked}, the channels' room; Linux doubles it for \
                  its bookkeeping)"
@@ -898,7 +913,8 @@ fn run_once(
         }
         Way::CardRdma => {
             let k = kit.ok_or_else(|| Failure::missing(failure::NO_CARD))?;
-            let peer = Peer::start("--rdma", &SocketAddr::new(a.rdma_to, 0).to_string(), check)?;
+            let mut peer =
+                Peer::start("--rdma", &SocketAddr::new(a.rdma_to, 0).to_string(), check)?;
             let pool = k
                 .card
                 .create_pool(a.chunk * u64::from(a.buffers))
@@ -912,6 +928,7 @@ fn run_once(
                     peer.socket_addr()?,
                 )
                 .map_err(|e| Failure::failed(format!("connecting over RDMA: {e}")))?;
+            peer.ready()?;
             let c0 = k.card.counters().ok();
             let (start, u0) = (Instant::now(), usage());
             let work = staged_run(k, &pool, a, |h, r| {
@@ -923,13 +940,14 @@ fn run_once(
         }
         Way::CardTcp => {
             let k = kit.ok_or_else(|| Failure::missing(failure::NO_CARD))?;
-            let peer = Peer::start("--tcp", &a.tcp.to_string(), check)?;
+            let mut peer = Peer::start("--tcp", &a.tcp.to_string(), check)?;
             let pool = k
                 .card
                 .create_pool(a.chunk * u64::from(a.buffers))
                 .map_err(card)?;
             let map = pool.map().map_err(card)?;
             let sock = TcpStream::connect(peer.socket_addr()?).map_err(io("connecting"))?;
+            peer.ready()?;
             let c0 = k.card.counters().ok();
             let (start, u0) = (Instant::now(), usage());
             let (work, zc) = staged_run(k, &pool, a, |h, r| {
@@ -953,9 +971,10 @@ fn run_once(
             (peer, start, u0)
         }
         Way::ReadWrite | Way::MmapWrite | Way::Sendfile | Way::Splice => {
-            let peer = Peer::start("--tcp", &a.tcp.to_string(), check)?;
+            let mut peer = Peer::start("--tcp", &a.tcp.to_string(), check)?;
             let mut file = File::open(path).map_err(io("opening the file"))?;
             let mut sock = TcpStream::connect(peer.socket_addr()?).map_err(io("connecting"))?;
+            peer.ready()?;
             let (start, u0) = (Instant::now(), usage());
             classic(way, &mut file, &mut sock, a.size, chunk)?;
             drop(sock);

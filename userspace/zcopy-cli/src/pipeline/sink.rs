@@ -3,9 +3,10 @@
 //! It takes a TCP stream, an RDMA channel, a Unix stream, or a channel
 //! (shared memory or card slots) handed over a Unix socket.
 //!
-//! It speaks to the parent over stdout in two lines: `listening ADDR` once it
-//! can be connected to, then `done BYTES CRC32C CHECK_SECONDS` after the
-//! stream ended. The check (CRC32C over every byte, read where it arrived:
+//! It speaks to the parent over stdout in three lines: `listening ADDR`
+//! once it can be connected to, `ready` once it has the connection (and
+//! the channel open and mapped), so that no run times the far end's
+//! setup, then `done BYTES CRC32C CHECK_SECONDS` after the stream ended. The check (CRC32C over every byte, read where it arrived:
 //! in its own buffer for a stream, in place in the slot for a channel) is
 //! timed on its own; with `--no-check` the far end takes the data (a stream
 //! into its buffer, a channel's messages as they are) without reading the
@@ -90,15 +91,18 @@ pub fn run(a: &SinkArgs) -> Result<()> {
         rdma(addr, timeout, &mut c)?;
     } else if let Some(p) = &a.unix {
         let mut s = accept_unix(p, timeout)?;
+        say("ready")?;
         stream(&mut s, &mut c)?;
     } else if let Some(p) = &a.shm {
         let s = accept_unix(p, timeout)?;
         let rx = Receiver::from_socket(&s).map_err(chan)?;
+        say("ready")?;
         channel(&rx, timeout, &mut c)?;
     } else if let Some(p) = &a.card {
         let card = crate::platform::open_card()?;
         let s = accept_unix(p, timeout)?;
         let rx = Receiver::from_socket_on_card(&card, &s).map_err(chan)?;
+        say("ready")?;
         channel(&rx, timeout, &mut c)?;
     } else {
         return Err(Failure::usage(
@@ -138,6 +142,7 @@ fn tcp(addr: SocketAddr, timeout: Duration, c: &mut Check) -> Result<()> {
     let (mut s, _) = l.accept().map_err(io("accepting"))?;
     s.set_read_timeout(Some(timeout))
         .map_err(io("setting a timeout"))?;
+    say("ready")?;
     stream(&mut s, c)
 }
 
@@ -192,5 +197,6 @@ fn rdma(addr: SocketAddr, timeout: Duration, c: &mut Check) -> Result<()> {
         .ok_or_else(|| Failure::failed("sink: the listener has no address"))?;
     say(&format!("listening {at}"))?;
     let rx = l.accept(Some(timeout)).map_err(chan)?;
+    say("ready")?;
     channel(&rx, timeout, c)
 }
