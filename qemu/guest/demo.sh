@@ -3,7 +3,8 @@
 # the platform has (zcopy info), the seed experiment (zcopy pipeline), a short
 # IPC and RDMA bench, and a report of the seed's claim beside our measured
 # ratios. Everything lands in $ZCOPY_DEMO_OUT (default target/demo): report.txt,
-# pipeline.json/.svg, the benches' JSON and SVG plots.
+# pipeline.json, pipeline-local.svg, pipeline-network.svg, the benches' JSON
+# and SVG plots.
 #
 # Environment: ZCOPY_DEMO_SHM (the output of a shm bench already run on the
 # host, shown instead of running it here), ZCOPY_BIN_DIR (the zcopy binaries; default target/release),
@@ -37,7 +38,7 @@ step() { # step TITLE CMD...: a section of the report; a failure is reported, th
 
 echo "== zcopy demo: kernel $(uname -r), $(nproc) vCPUs, $(date -u +%FT%TZ)"
 step "zcopy info: the card, the RDMA devices" "$bin/zcopy" info
-step "zcopy pipeline: serve $size from storage to a peer, six ways" \
+step "zcopy pipeline: serve $size from storage to a local and a network peer, eleven ways" \
 	"$bin/zcopy" pipeline --size "$size" --runs "$runs" --out "$out"
 # shellcheck disable=SC2329 # invoked through step
 shown() { cat "$1" && ! grep -q '^!!' "$1"; } # a bench run on the host: its output, its verdict
@@ -64,20 +65,18 @@ def load(name):
         return None
 p = load("pipeline.json")
 if p:
-    print(f"The seed's claim: {p['seed_claim']}.")
-    rw = next((w for w in p["ways"] if w["way"] == "read-write"), None)
-    for w in p["ways"]:
-        pct = lambda v: "-" if v is None else f"{v * 100:.0f} %"
-        ratio = f"time {pct(w['vs_read_write'])}, CPU {pct(w['cpu_vs_read_write'])} of read+write's"
-        print(f"  {w['name']:<22} {w['seconds']:7.3f} s  {w['mb_per_s']:7.1f} MB/s  {w['application_copies']}+{w['kernel_copies']} CPU copies (app+kernel)  {ratio}")
-    if rw and p["best_zero_copy_ratio"] is not None:
-        b = p["best_zero_copy_ratio"]
-        verdict = "met" if p["goal_met"] else "not met"
-        print(f"Measured: the best zero-copy way takes {b * 100:.0f} % of read+write's time "
-              f"(the seed: about 33 %; 70 -> 107 MB/s is 65 %); goal <= {p['goal_ratio'] * 100:.0f} %: {verdict}.")
-    c = p.get("best_zero_copy_cpu_ratio")
-    if c is not None:
-        print(f"Measured: the best zero-copy way uses {c * 100:.0f} % of read+write's server CPU time.")
+    print(f"The reference claim ({p['reference_source']}): {p['reference_claim']}.")
+    pct = lambda v: "-" if v is None else f"{v * 100:.0f} %"
+    for reach in ("local", "network"):
+        rows = [w for w in p["ways"] if w["reach"] == reach]
+        if rows:
+            print(f"  to a {reach} peer: transfer time (whole time with the far end's check), serving CPU, CPU copies serving / far end (app+kernel)")
+        for w in rows:
+            print(f"  {w['name']:<22} {w['transfer_seconds']:7.3f} s ({w['seconds']:.3f} s)  CPU {w['cpu_seconds']:.3f} s  "
+                  f"{w['application_copies']}+{w['kernel_copies']} / {w['far_application_copies']}+{w['far_kernel_copies']}  "
+                  f"transfer {pct(w['vs_read_write'])}, CPU {pct(w['cpu_vs_read_write'])} of read+write's")
+    for g in p["goals"]:
+        print(g["summary"])
     for s in p["skipped"]:
         print(f"  skipped {s['way']}: {s['reason']}")
 else:
