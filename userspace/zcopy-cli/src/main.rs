@@ -16,7 +16,7 @@
 //! The layout: this file is the command line (clap) and its checks;
 //! `info` the report, `channels` the channel list, `endpoints` how each
 //! transport's two ends meet, `transfer` the file transfer written once
-//! over the channel traits, `bench` the benchmarks, `pipeline` the seed
+//! over the channel traits, `bench` the benchmarks, `pipeline` the serving
 //! experiment, `platform` what the machine offers (card, RDMA, perftest),
 //! `failure` the exit codes and hints, `output` stdout.
 
@@ -93,7 +93,7 @@ zcopy recv out.bin --via rdma --listen 169.254.77.1:7471"
     /// Named shared-memory channels (/dev/shm/zcopy.*).
     #[command(subcommand)]
     Channel(ChannelCmd),
-    /// Serves a file from storage to a peer six ways and measures each (the seed experiment).
+    /// Serves a file from storage to a peer six ways and measures each.
     #[command(
         after_help = exit_codes_help(),
         long_about = "Serves the same file from storage to a network peer six ways in one run and \

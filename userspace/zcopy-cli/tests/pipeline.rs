@@ -95,7 +95,11 @@ fn classic_ways_serve_the_data_intact_and_write_json_and_svg() {
         assert!(v["ways"][2]["cpu_vs_read_write"].as_f64().unwrap() >= 0.0);
     }
     assert!(v["best_zero_copy_ratio"].is_null());
-    assert!(v["seed_claim"].as_str().unwrap().contains("two thirds"));
+    assert!(v["reference_claim"]
+        .as_str()
+        .unwrap()
+        .contains("two thirds"));
+    assert!(v["reference_source"].as_str().unwrap().contains("sendfile"));
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("pipeline.json")).unwrap()).unwrap();
     assert_eq!(json["crc32c"], v["crc32c"]);
@@ -122,7 +126,7 @@ fn the_table_names_every_way_and_the_claim() {
         "copies",
         "(app+kernel)",
         "0+2",
-        "The seed's claim",
+        "The reference claim (a common account of Linux zero-copy: mmap, sendfile, splice, DMA)",
         "crc32c",
         "Measured",
     ] {

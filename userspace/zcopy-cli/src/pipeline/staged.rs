@@ -1,8 +1,8 @@
 //! The zero-copy ways: the card reads its storage straight into buffers
 //! (card pool memory) and a sender puts those same buffers on the wire.
 //!
-//! Two threads and two lock-free queues, as the seed describes the
-//! asynchronous pipeline: the reader takes free buffers, has the card
+//! Two threads and two lock-free queues, the asynchronous pipeline of the
+//! common account of zero-copy serving: the reader takes free buffers, has the card
 //! `STORAGE_READ` a chunk into each (many in flight) and hands them on full;
 //! the sender sends full buffers in file order and hands them back once the
 //! transport is done with them. Neither thread ever copies the payload.
