@@ -23,8 +23,10 @@ zc_log "building zcard.ko, the card and the zcopy tools (release; logs in $out/b
 	{ tail -n 30 "$out/build.log"; zc_infra "building the tools failed"; }
 # The card's engine and IPC run here, on the host's own cores (in a TCG
 # guest their times are the emulator's); the guest's report takes them in.
+# cargo runs a bench in its package's directory: the engine gets an
+# absolute --out.
 zc_log "the card's engine against memcpy, on the host"
-cargo bench -q -p zcopy-bench --bench copy_engine -- --out "$out" >"$out/engine.txt" 2>&1 ||
+cargo bench -q -p zcopy-bench --bench copy_engine -- --out "$PWD/$out" >"$out/engine.txt" 2>&1 ||
 	echo "!! the engine bench: exit $?" >>"$out/engine.txt"
 zc_log "short IPC bench on the host"
 target/release/zcopy bench shm --short --out "$out" >"$out/bench-shm.txt" 2>&1 ||
