@@ -10,12 +10,12 @@ CMD ?= uname -r
 shell-quote = '$(subst ','\'',$(1))'
 
 .PHONY: help demo qemu-test qemu-test-2node test lint loom bootstrap toolbox qemu-exec \
-	qemu-shell bench bench-ipc bench-rdma bench-vfio bench-platform clean
+	qemu-shell bench bench-ipc bench-rdma bench-pipeline bench-vfio bench-platform clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-demo: ## the main job: zcopy info, the pipeline (six ways), short IPC and RDMA benches, a report in target/demo/
+demo: ## the main job: zcopy info, the pipeline (eleven ways), short IPC and RDMA benches, a report in target/demo/
 	@ci/bootstrap.sh
 	@ci/demo.sh
 
@@ -58,6 +58,7 @@ bench: ## benchmarks (tables, JSON, plots), never timed tests
 	cargo bench -p zcopy-bench --bench copy_engine
 	@ci/bench-ipc.sh
 	@ci/bench-rdma.sh
+	@ci/bench-pipeline.sh
 	@ci/bench-vfio.sh
 	@ci/bench-platform.sh
 
@@ -68,6 +69,10 @@ bench-ipc: ## IPC only: zcopy channels vs pipe, socket, mq, copying ring, iceory
 bench-rdma: ## RDMA only: the channel vs ib_write_bw, ib_send_lat, ib_write_lat (guest, same boot)
 	@ci/bootstrap.sh
 	@ci/bench-rdma.sh
+
+bench-pipeline: ## zcopy pipeline's full run: 64 MiB, 5 runs, eleven ways to a local and a network peer (guest)
+	@ci/bootstrap.sh
+	@ci/bench-pipeline.sh
 
 bench-vfio: ## the card through zcard.ko and through the VFIO driver: 4 KiB COPY at depth 1 and 32 (guest, two boots)
 	@ci/bootstrap.sh

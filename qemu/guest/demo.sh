@@ -3,8 +3,8 @@
 # the platform has (zcopy info), the serving experiment (zcopy pipeline), the
 # short IPC and RDMA benches, and a report of every goal they measured beside
 # the reference claim (qemu/guest/demo-report.py). Everything lands in
-# $ZCOPY_DEMO_OUT (default target/demo): report.txt, pipeline.json/.svg, the
-# benches' JSON and SVG plots.
+# $ZCOPY_DEMO_OUT (default target/demo): report.txt, pipeline.json,
+# pipeline-local.svg, pipeline-network.svg, the benches' JSON and SVG plots.
 #
 # Environment: ZCOPY_DEMO_HOST (the directory where ci/demo.sh ran the
 # host-native benches, the card's engine and IPC: their output is shown and
@@ -41,7 +41,7 @@ step() { # step TITLE CMD...: a section of the report; a failure is reported, th
 
 echo "== zcopy demo: kernel $(uname -r), $(nproc) vCPUs, $(date -u +%FT%TZ)"
 step "zcopy info: the card, the RDMA devices" "$bin/zcopy" info
-step "zcopy pipeline: serve $size from storage to a peer, every way" \
+step "zcopy pipeline: serve $size from storage to a local and a network peer, eleven ways" \
 	"$bin/zcopy" pipeline --size "$size" --runs "$runs" --out "$out"
 # shellcheck disable=SC2329 # invoked through step
 shown() { cat "$1" && ! grep -q '^!!' "$1"; } # a bench run on the host: its output, its verdict

@@ -7,7 +7,7 @@
 //! zcopy channel list [--json]          named channels in /dev/shm, live and stale
 //! zcopy channel clean [NAME...]        remove stale channels (all stale ones without NAME)
 //! zcopy bench shm|card|rdma|all        the benchmarks, with their baselines, tables and plots
-//! zcopy pipeline                       serve a file to a peer six ways and measure each
+//! zcopy pipeline                       serve a file to a local and a network peer, eleven ways
 //! ```
 //!
 //! Exit codes: 0 done, 1 failed, 2 bad usage, 3 the platform is missing
@@ -16,8 +16,8 @@
 //! The layout: this file is the command line (clap) and its checks;
 //! `info` the report, `channels` the channel list, `endpoints` how each
 //! transport's two ends meet, `transfer` the file transfer written once
-//! over the channel traits, `bench` the benchmarks, `pipeline` the serving
-//! experiment, `platform` what the machine offers (card, RDMA, perftest),
+//! over the channel traits, `bench` the benchmarks, `pipeline` the
+//! zero-copy experiment, `platform` what the machine offers (card, RDMA, perftest),
 //! `failure` the exit codes and hints, `output` stdout.
 
 mod bench;
@@ -93,28 +93,39 @@ zcopy recv out.bin --via rdma --listen 169.254.77.1:7471"
     /// Named shared-memory channels (/dev/shm/zcopy.*).
     #[command(subcommand)]
     Channel(ChannelCmd),
-    /// Serves a file from storage to a peer six ways and measures each.
+    /// Serves a file from storage to a local and a network peer, eleven ways, and measures each.
     #[command(
         after_help = exit_codes_help(),
-        long_about = "Serves the same file from storage to a network peer six ways in one run and \
-measures each: read+write, mmap+write, sendfile and splice to a TCP peer, and the zero-copy ways, \
-where the card reads its storage (STORAGE_READ) straight into pool buffers that go out as they \
-are: over RDMA (the buffers are the channel's slots) and over TCP with MSG_ZEROCOPY. The \
-zero-copy ways run as an asynchronous pipeline: a reader thread keeps many card reads in flight \
-into free buffers, a sender thread sends full ones in order, and lock-free queues hand buffers \
+        long_about = "Serves the same file from storage eleven ways in one run and measures each, \
+in two tables.\n\n\
+To a local peer (another process on this machine): read+write, sendfile and splice to a Unix \
+socket; the shm channel, where the file is read into loaned shared-memory slots (one copy, the \
+kernel's) that the peer reads in place; and the card channel, where the card reads its storage \
+(STORAGE_READ) straight into the channel's slots in a card pool, which the peer reads in place \
+(no copy anywhere). MSG_ZEROCOPY does not apply to a Unix socket.\n\n\
+To a network peer: read+write, mmap+write, sendfile and splice to a TCP peer, and the card's \
+pool buffers sent as they are, over RDMA (the buffers are the channel's slots) and over TCP \
+with MSG_ZEROCOPY.\n\n\
+The card ways run as an asynchronous pipeline: a reader thread keeps many card reads in flight \
+into free buffers, the sender sends full ones in order, and lock-free queues hand buffers \
 between them.\n\n\
-For each way: wall time (first byte read to the far end's last byte checked), MB/s, the serving \
-process's CPU time and context switches (getrusage), and the CPU copies of the payload on the \
-serving side, by construction, with what a counter showed where one can (the card's completed \
-requests, MSG_ZEROCOPY's copied flag). The far end is a separate process that checks length and \
-crc32c of every run. The same data (seeded) is in a file (for the classic ways) and in the \
-card's storage (for the zero-copy ways).\n\n\
-Needs /dev/zcard0 for the zero-copy ways and an RDMA device on --rdma-to/--rdma-from for \
+The far end is a separate process that checks length and CRC32C of every byte and times its \
+check apart. Each run is made twice: checked (the whole time: first byte read to the far end's \
+last byte checked) and with a far end that takes the data without reading it (the transfer \
+time). For each way: both times, the check's time, MB/s, the serving process's CPU time and \
+context switches (getrusage), and the CPU copies of the payload on the serving side and at the \
+far end, each split into the process's own and the kernel's, by construction, with what a \
+counter showed where one can (the card's completed requests, MSG_ZEROCOPY's copied flag). The \
+same data (seeded) is in a file (classic ways, shm) and in the card's storage (card ways).\n\n\
+Each table's goal: its best zero-copy way at most 35 % of read+write's transfer time and of \
+its serving CPU time. A verdict needs 3 runs, and the ratio on one side of the goal from \
+the lower to the upper quartile of the runs (3 runs: every pairing of them); otherwise none.\n\n\
+Needs /dev/zcard0 for the card ways and an RDMA device on --rdma-to/--rdma-from for \
 card -> RDMA; without them those ways are skipped (exit 3 when asked for by --ways).\n\n\
 Examples:\n  \
-zcopy pipeline                                   (32 MiB, all six ways, 3 runs each)\n  \
+zcopy pipeline                                   (32 MiB, all eleven ways, 3 runs each)\n  \
 zcopy pipeline --size 8M --runs 1 --out target/demo\n  \
-zcopy pipeline --ways read-write,card-tcp --json"
+zcopy pipeline --ways unix-read-write,shm,card-channel --json"
     )]
     Pipeline(pipeline::PipelineArgs),
     /// The far end of `zcopy pipeline` (started by it).

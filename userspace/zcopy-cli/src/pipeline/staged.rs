@@ -1,11 +1,13 @@
 //! The zero-copy ways: the card reads its storage straight into buffers
-//! (card pool memory) and a sender puts those same buffers on the wire.
+//! (card pool memory) and a sender hands those same buffers on: to a
+//! channel whose slots they are (card slots to a local peer, RDMA slots to
+//! a remote one) or to a TCP socket with MSG_ZEROCOPY.
 //!
-//! Two threads and two lock-free queues, the asynchronous pipeline of the
-//! common account of zero-copy serving: the reader takes free buffers, has the card
-//! `STORAGE_READ` a chunk into each (many in flight) and hands them on full;
-//! the sender sends full buffers in file order and hands them back once the
-//! transport is done with them. Neither thread ever copies the payload.
+//! Two threads and two lock-free queues, an asynchronous pipeline: the
+//! reader takes free buffers, has the card `STORAGE_READ` a chunk into each
+//! (many in flight) and hands them on full; the sender sends full buffers
+//! in file order and hands them back once the transport is done with them.
+//! Neither thread ever copies the payload.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpStream;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 
 use zcopy::card::{Buf, Pool, PoolMap, Rings, Sqe};
-use zcopy::channel::{Error as ChannelError, Wait};
+use zcopy::channel::{Error as ChannelError, Tx, TxLoan, Wait};
 
 use crate::failure::{Failure, Result};
 
@@ -151,16 +153,18 @@ impl InOrder {
     }
 }
 
-/// The sender for RDMA: the buffers are the channel's slots (in the card
-/// pool), so a filled slot goes out as it is, by RDMA WRITE.
-pub fn send_rdma(
-    tx: &zcopy::rdma::Sender,
+/// The sender for a channel whose slots are the buffers (card slots in a
+/// card pool, or the slots an RDMA channel registered in one): a filled
+/// slot is sent as it is; the receiver reads it in place (card), or it goes
+/// out by RDMA WRITE.
+pub fn send_channel<T: Tx>(
+    tx: &T,
     size: u64,
     chunk: u32,
     h: &Handoff,
     reader: &OnceLock<Thread>,
 ) -> Result<()> {
-    let chan = |e: ChannelError| Failure::failed(format!("the RDMA channel: {e}"));
+    let chan = |e: ChannelError| Failure::failed(format!("the channel: {e}"));
     let chunks = size.div_ceil(u64::from(chunk));
     let wake = || {
         if let Some(t) = reader.get() {
@@ -311,7 +315,7 @@ pub fn send_tcp(
 }
 
 /// Turns SO_ZEROCOPY on; whether the socket took it.
-fn enable_zerocopy(sock: &TcpStream) -> bool {
+fn enable_zerocopy(sock: &impl AsRawFd) -> bool {
     let one: libc::c_int = 1;
     // SAFETY: a valid socket and a c_int option value that outlives the call.
     let r = unsafe {
@@ -454,3 +458,19 @@ fn zerocopy_completion(sock: &TcpStream) -> Result<Option<(u32, u32, bool)>> {
 const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
 /// The kernel copied instead (linux/errqueue.h).
 const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MSG_ZEROCOPY is a TCP (and UDP) feature: a Unix socket refuses
+    /// SO_ZEROCOPY, so no local way over a Unix socket can use it.
+    #[test]
+    fn zerocopy_is_for_tcp_and_not_for_unix_sockets() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!enable_zerocopy(&a));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(enable_zerocopy(&c));
+    }
+}
