@@ -245,6 +245,35 @@ fn classify(stdout: &str, stderr: &str) -> Result<Run, String> {
     result_row(stdout).map_or(Ok(Run::Nothing), |row| row.map(Run::Row))
 }
 
+/// The TCP port perftest's server listens on for its client (its default).
+const PERFTEST_PORT: u16 = 18515;
+
+/// Whether a TCP socket listens on `port` (IPv4 or IPv6) per /proc/net.
+fn is_listening(port: u16) -> bool {
+    // Columns: sl local_address rem_address st ...; st 0A is LISTEN.
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let c: Vec<&str> = l.split_whitespace().collect();
+                c.len() > 3 && c[1].ends_with(&want) && c[3] == "0A"
+            })
+        })
+    })
+}
+
+/// Waits until a socket listens on `port`, at most `limit`; whether one does.
+fn wait_listening(port: u16, limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if is_listening(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// Runs a perftest server on zrxe0 and its client on zrxe1; the client's
 /// result line (the numbers under the `#bytes` header). A run whose clock
 /// calibration failed is run again (said on stderr), up to PERFTEST_TRIES
@@ -266,8 +295,15 @@ fn perftest(tool: &str, extra: &[String]) -> Result<Vec<f64>, String> {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("{tool}: {e} (perftest is in the guest toolbox)"))?;
-        // The server needs a moment to listen (longer on a busy machine).
-        std::thread::sleep(Duration::from_millis(1000 * attempt));
+        // The server needs a moment to listen, seconds on a loaded TCG
+        // guest: wait until its port is open (and a moment more, for the
+        // rest of its setup to follow the listen).
+        let listening = wait_listening(PERFTEST_PORT, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(if listening {
+            200
+        } else {
+            1000 * attempt
+        }));
         let mut args = common("zrxe1");
         args.push(A.to_string());
         let out = Command::new(tool)
@@ -679,6 +715,16 @@ mod tests {
         // ib_write_bw reports 1 MiB moved in one second as 1.00 MB/sec.
         assert_eq!(mb_per_sec(1 << 20, 1.0), 1.0);
         assert_eq!(mb_per_sec(128 << 20, 2.0), 64.0);
+    }
+
+    #[test]
+    fn a_listening_port_is_seen_and_a_closed_one_is_not() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(is_listening(port));
+        assert!(wait_listening(port, Duration::from_secs(1)));
+        drop(l);
+        assert!(!is_listening(port));
     }
 
     #[test]
