@@ -87,7 +87,10 @@ def pipeline_tables(p):
             print(f"    {w['name']:<24} {mine:<12} {far:<14} {pct(w.get('cpu_vs_read_write')):>11}")
     for w in p["ways"]:
         if w.get("kernel_copies") and w.get("way", "").startswith("card"):
-            print(f"    {w['name']}: {w['how']}")
+            # What a counter showed beside the construction (MSG_ZEROCOPY
+            # sends the kernel copied after all).
+            seen = [c for c in w.get("checked", "").split("; ") if "copied" in c]
+            print(f"    {w['name']}: {'; '.join([w['how']] + seen)}")
     for s in p.get("skipped", []):
         print(f"    skipped {s['way']}: {s['reason']}")
 
