@@ -112,7 +112,7 @@ between them.\n\n\
 The far end is a separate process that checks length and CRC32C of every byte and times its \
 check apart. Each run is made twice: checked (the whole time: first byte read to the far end's \
 last byte checked) and with a far end that takes the data without reading it (the transfer \
-time). For each way: both times, the check's time, MB/s, the serving process's CPU time and \
+time); the runs go in rounds, every way once in each. For each way: both times, the check's time, MB/s, the serving process's CPU time and \
 context switches (getrusage), and the CPU copies of the payload on the serving side and at the \
 far end, each split into the process's own and the kernel's, by construction, with what a \
 counter showed where one can (the card's completed requests, MSG_ZEROCOPY's copied flag). The \

@@ -13,8 +13,8 @@
 //! The far end (`sink`) is another process that checks length and CRC32C
 //! of every byte, and times its check apart. Each run of a way is done
 //! twice: once checked (the whole time) and once with a far end that takes
-//! the data without reading the payload (the transfer time). Each way runs
-//! `--runs` times; the medians are reported.
+//! the data without reading the payload (the transfer time). The runs go
+//! in `--runs` rounds, every way once in each; the medians are reported.
 
 pub mod sink;
 mod staged;
@@ -464,17 +464,22 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     }
     drop(data);
 
+    let ran: Vec<Way> = chosen
+        .into_iter()
+        .filter(|w| !skipped.iter().any(|s| s.way == *w))
+        .collect();
+    // Rounds: each runs every way once, a checked run and a transfer run,
+    // so that a slow spell of the machine falls on every way alike rather
+    // than on all the runs of one.
+    let mut samples: Vec<(Vec<Sample>, Vec<Sample>)> = vec![(Vec::new(), Vec::new()); ran.len()];
+    for _ in 0..a.runs {
+        for (way, (whole, bare)) in ran.iter().zip(samples.iter_mut()) {
+            whole.push(run_once(a, *way, &path, kit.as_mut(), crc, true)?);
+            bare.push(run_once(a, *way, &path, kit.as_mut(), crc, false)?);
+        }
+    }
     let mut rows: Vec<Row> = Vec::new();
-    for way in chosen {
-        if skipped.iter().any(|s| s.way == way) {
-            continue;
-        }
-        // A checked run and a transfer run, in turn.
-        let (mut whole, mut bare) = (Vec::new(), Vec::new());
-        for _ in 0..a.runs {
-            whole.push(run_once(a, way, &path, kit.as_mut(), crc, true)?);
-            bare.push(run_once(a, way, &path, kit.as_mut(), crc, false)?);
-        }
+    for (way, (whole, bare)) in ran.into_iter().zip(samples) {
         let m = median(&whole);
         let t = median(&bare);
         let (application, kernel, how) = way.copies();
