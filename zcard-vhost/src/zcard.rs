@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use log::{debug, warn};
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory, VolatileSlice,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::faults::{Actions, Faults};
@@ -426,8 +428,9 @@ impl Card {
             result: verdict.result,
             tag: verdict.tag,
         };
+        // The status slice found while walking the chain, written with one store.
         let written = match chain.status_slice {
-            Some(s) => s.write_obj(reply, 0).is_ok(),
+            Some(s) => s.get_ref::<ReqStatus>(0).map(|r| r.store(reply)).is_ok(),
             None => mem.write_obj(reply, chain.status.addr()).is_ok(),
         };
         if !written {
@@ -622,8 +625,14 @@ fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<Req
     if first.len() < REQ_HEADER_SIZE {
         return Err(Status::BadHeader);
     }
-    mem.read_obj::<ReqHeader>(first.addr())
-        .map_err(|_| Status::BadAddress)
+    // One translation and one load of the whole header (any alignment),
+    // rather than a copy through guest memory's region walk.
+    match mem.get_slice(first.addr(), REQ_HEADER_SIZE as usize) {
+        Ok(s) => s.get_ref::<ReqHeader>(0).map(|r| r.load()).ok(),
+        // Across two regions: read through guest memory instead.
+        Err(_) => mem.read_obj::<ReqHeader>(first.addr()).ok(),
+    }
+    .ok_or(Status::BadAddress)
 }
 
 /// The host slices of `segs`, in order, each an `Err` where a segment

@@ -50,6 +50,49 @@ fn copy_gathers_and_scatters_across_regions() {
 }
 
 #[test]
+fn a_header_and_status_anywhere_in_guest_memory_are_read_and_written() {
+    // Unaligned inside one region, and across the boundary between the two
+    // (CROSS + 100): the card translates them once where it can, and goes
+    // through guest memory where it cannot.
+    let boundary = CROSS + 100;
+    let half = |len: u32| boundary - u64::from(len) / 2;
+    for (ha, sa, what) in [
+        (A + 3, A + 0x105, "unaligned"),
+        (
+            half(REQ_HEADER_SIZE),
+            A + 0x200,
+            "header across two regions",
+        ),
+        (
+            A + 0x300,
+            half(REQ_STATUS_SIZE),
+            "status across two regions",
+        ),
+    ] {
+        let mut r = rig();
+        let h = hdr(Op::Copy, 100);
+        r.mem.write_obj(h, GuestAddress(ha)).unwrap();
+        r.write(sa, &[0xee; REQ_STATUS_SIZE as usize]);
+        let data = pattern_bytes(100, 9);
+        r.write(B, &data);
+        let head = r.push(
+            0,
+            &[
+                rd(ha, REQ_HEADER_SIZE),
+                rd(B, 100),
+                wr(B + 0x1000, 100),
+                wr(sa, REQ_STATUS_SIZE),
+            ],
+        );
+        r.kick(0);
+        assert_eq!(r.used(0), [(head, 100 + REQ_STATUS_SIZE)], "{what}");
+        let st = r.status_at(sa);
+        assert_eq!((st.status, st.tag), (Status::Ok as u8, h.tag), "{what}");
+        assert_eq!(r.read(B + 0x1000, 100), data, "{what}");
+    }
+}
+
+#[test]
 fn fill_continues_the_pattern_across_segments() {
     let mut r = rig();
     let pattern = 0x0807_0605_0403_0201u64;

@@ -2,7 +2,8 @@
 //! command. Each bench is its own binary with its own table, JSON, plots
 //! and in-run baselines; this module finds the binary, checks that the
 //! machine has what the bench needs, runs it with the output directory
-//! (and, with `--quick`, small settings), and checks it wrote its JSON.
+//! (with `--short`, only the points its goals read; with `--quick`, small
+//! settings), and checks it wrote its JSON.
 //!
 //! - shm: `zcopy-ipc-bench` (crate `zcopy-bench`), zcopy channels against
 //!   pipe, Unix socket, POSIX mq, a copying ring and a bare shared flag.
@@ -48,13 +49,18 @@ Runs the project's benchmarks. Each prints its table, writes JSON (and SVG plots
 The bench binaries are looked for next to this zcopy (cargo builds them into the same
 target/<profile>/ directory: cargo build -p zcopy-bench --bins), or in $ZCOPY_BENCH_DIR.
 
---quick passes small settings: a smoke run, not a measurement (well under a minute
-each, even in the emulated guest):
+--short measures only the points the bench's goals read, by the full bench's method and
+iterations, so its verdicts are the full bench's (make demo runs it):
+  shm   --pin cross --sizes 64,4194304
+  card  (the full settings)
+  rdma  --sizes 4K,64K,1M,4M --volume 32M
+--quick passes small settings: a smoke run, not a measurement; it prints its figures and
+judges no goal (well under a minute each, even in the emulated guest):
   shm   --quick --sizes 64,4096,65536
   card  ZCOPY_BENCH_SECS=1 (seconds per queue depth; a ZCOPY_BENCH_SECS already set wins)
-  rdma  --sizes 4K,64K --volume 4M --lat-sizes 64 --lat-iters 200
+  rdma  --quick
 Arguments after -- go to the bench binary (shm and rdma; see its --help) and replace
-the --quick setting of the same option.
+the --short or --quick setting of the same option.
 
 all exits 0 when every bench this machine can run ran (skipped ones are listed),
 1 when one failed, 3 when none could run.
@@ -88,9 +94,12 @@ pub struct BenchArgs {
     /// Where the JSON and SVG files go (created if missing).
     #[arg(long, value_name = "DIR", default_value = "target/bench", value_parser = parse_dir)]
     pub out: PathBuf,
-    /// Small, fast settings: a smoke run, not a measurement.
-    #[arg(long)]
+    /// Small, fast settings: a smoke run, not a measurement (no verdicts).
+    #[arg(long, conflicts_with = "short")]
     pub quick: bool,
+    /// Only the points the goals read, measured as the full bench does.
+    #[arg(long)]
+    pub short: bool,
     /// Arguments for the bench binary (shm, rdma), after `--`.
     #[arg(last = true, value_name = "BENCH_ARGS")]
     pub extra: Vec<OsString>,
@@ -137,16 +146,21 @@ const RDMA: Bench = Bench {
     json: "rdma.json",
 };
 
-/// `--quick` settings of zcopy-ipc-bench: (option, value; None for a flag).
-const SHM_QUICK: &[(&str, Option<&str>)] = &[("--quick", None), ("--sizes", Some("64,4096,65536"))];
-/// `--quick` settings of zcopy-rdma-bench (its own --quick keeps 1 MiB
-/// messages of 100 iterations and two latency sizes: too long under TCG).
-const RDMA_QUICK: &[(&str, Option<&str>)] = &[
-    ("--sizes", Some("4K,64K")),
-    ("--volume", Some("4M")),
-    ("--lat-sizes", Some("64")),
-    ("--lat-iters", Some("200")),
-];
+/// Settings of a bench binary: (option, value; None for a flag).
+type Settings = &'static [(&'static str, Option<&'static str>)];
+
+/// `--quick` settings of zcopy-ipc-bench.
+const SHM_QUICK: Settings = &[("--quick", None), ("--sizes", Some("64,4096,65536"))];
+/// `--short` settings of zcopy-ipc-bench: the goals read 64 B and 4 MiB,
+/// across cores.
+const SHM_SHORT: Settings = &[("--pin", Some("cross")), ("--sizes", Some("64,4194304"))];
+/// `--quick` settings of zcopy-rdma-bench: its own small ones.
+const RDMA_QUICK: Settings = &[("--quick", None)];
+/// `--short` settings of zcopy-rdma-bench: four of the six bandwidth sizes
+/// (the smallest, the largest and two between), a quarter of the volume,
+/// and the full latency run (its two sizes, 2000 round trips: a few
+/// seconds even under TCG).
+const RDMA_SHORT: Settings = &[("--sizes", Some("4K,64K,1M,4M")), ("--volume", Some("32M"))];
 /// zcard-bench's seconds per queue depth under `--quick` (its default is 5).
 const CARD_QUICK_SECS: &str = "1";
 
@@ -294,13 +308,15 @@ fn run_one(bench: Bench, args: &BenchArgs) -> Result<(Duration, Vec<String>)> {
     Ok((took, files))
 }
 
-/// The bench's command line: output directory, `--quick` settings the
+/// The bench's command line: output directory, `--short` or `--quick` settings the
 /// extra arguments do not replace, then the extra arguments.
 fn command(bench: Bench, exe: &Path, args: &BenchArgs) -> Command {
     let mut cmd = Command::new(exe);
-    let quick: &[(&str, Option<&str>)] = match bench {
-        SHM => SHM_QUICK,
-        RDMA => RDMA_QUICK,
+    let settings: Settings = match (bench, args.quick, args.short) {
+        (SHM, true, _) => SHM_QUICK,
+        (SHM, _, true) => SHM_SHORT,
+        (RDMA, true, _) => RDMA_QUICK,
+        (RDMA, _, true) => RDMA_SHORT,
         _ => &[],
     };
     if bench == CARD {
@@ -311,12 +327,10 @@ fn command(bench: Bench, exe: &Path, args: &BenchArgs) -> Command {
         return cmd;
     }
     cmd.arg("--out").arg(&args.out);
-    if args.quick {
-        for (option, value) in quick {
-            if !has_option(&args.extra, option) {
-                cmd.arg(option);
-                cmd.args(value);
-            }
+    for (option, value) in settings {
+        if !has_option(&args.extra, option) {
+            cmd.arg(option);
+            cmd.args(value);
         }
     }
     cmd.args(&args.extra);
@@ -456,6 +470,7 @@ mod tests {
             kind,
             out: PathBuf::from("/tmp/out"),
             quick,
+            short: false,
             extra: extra.iter().map(OsString::from).collect(),
         }
     }
@@ -495,17 +510,31 @@ mod tests {
         let cmd = command(RDMA, exe, &args(Kind::Rdma, true, &["--lat-iters", "9"]));
         assert_eq!(
             argv(&cmd),
+            ["--out", "/tmp/out", "--quick", "--lat-iters", "9"]
+        );
+        let mut short = args(Kind::Rdma, false, &["--volume=8M"]);
+        short.short = true;
+        assert_eq!(
+            argv(&command(RDMA, exe, &short)),
             [
                 "--out",
                 "/tmp/out",
                 "--sizes",
-                "4K,64K",
-                "--volume",
-                "4M",
-                "--lat-sizes",
-                "64",
-                "--lat-iters",
-                "9"
+                "4K,64K,1M,4M",
+                "--volume=8M"
+            ]
+        );
+        short.kind = Kind::Shm;
+        short.extra.clear();
+        assert_eq!(
+            argv(&command(SHM, exe, &short)),
+            [
+                "--out",
+                "/tmp/out",
+                "--pin",
+                "cross",
+                "--sizes",
+                "64,4194304"
             ]
         );
         let cmd = command(CARD, exe, &args(Kind::Card, false, &[]));

@@ -922,6 +922,7 @@ fn bench_usage_errors_exit_2() {
         &["shm", "rdma"],
         &["shm", "--frobnicate"],
         &["shm", "--out", ""],
+        &["shm", "--quick", "--short"],
         &["shm", "--out", out, "--", "--out", "elsewhere"],
         &["rdma", "--out", out, "--", "--out=elsewhere"],
         &["card", "--out", out, "--", "5"],
@@ -1130,6 +1131,9 @@ fn bench_shm_quick_writes_json_and_plots_and_prints_the_table() {
     sizes.sort();
     sizes.dedup();
     assert_eq!(sizes, [64, 4096, 65536], "the --quick sizes");
+    for g in doc["goals"].as_array().expect("goals") {
+        assert!(g["met"].is_null(), "a quick run judges no goal: {g}");
+    }
     assert!(points
         .iter()
         .any(|p| p["mechanism"] == "zcopy-busy" && p["p50_ns"].as_u64().is_some_and(|v| v > 0)));
@@ -1220,6 +1224,7 @@ fn bench_help_is_complete() {
         "--out <DIR>",
         "[default: target/bench]",
         "--quick",
+        "--short",
         "[BENCH_ARGS]",
         "ZCOPY_BENCH_DIR",
         "cargo build -p zcopy-bench",
@@ -1303,6 +1308,15 @@ fn bench_rdma_quick_in_the_guest() {
     assert_eq!(lat.len(), 1, "one latency size under --quick");
     assert_eq!(lat[0]["zcopy"]["bytes"], 64);
     assert_eq!(lat[0]["zcopy"]["iterations"], 200);
+    for g in doc["goals"].as_array().expect("goals") {
+        assert!(g["met"].is_null(), "a quick run judges no goal: {g}");
+        assert!(
+            g["value"]
+                .as_str()
+                .is_some_and(|v| v.contains('%') || v.contains('×')),
+            "{g}"
+        );
+    }
     let svg = std::fs::read_to_string(out.join("rdma-bandwidth.svg")).expect("the plot");
     assert!(svg.starts_with("<svg"));
 }
