@@ -18,7 +18,7 @@
 //! commands, a Makefile, or a script (`env ZCOPY_X=…`, `ZCOPY_X=… cmd`,
 //! `export ZCOPY_X=…`), `--setenv ZCOPY_X`, and `.env("ZCOPY_X", …)` in Rust.
 //! A shell assignment of a script's own variable (`ZCOPY_X=…` alone on its
-//! line and never exported) is not a set.
+//! line or after `cond &&`, and never exported) is not a set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -163,9 +163,10 @@ fn classify(
                     reads.push(name_s);
                 } else if after.starts_with('=') && !before.ends_with(['$', '{', '^', '/']) {
                     let t = before.trim_end();
-                    // `NAME=v` alone (or `local NAME=v`) is the script's
-                    // own; `NAME=v cmd` sets it for cmd.
-                    let own = (t.is_empty() && !has_command_after(&after[1..]))
+                    // `NAME=v` alone (or `local NAME=v`, or after `cond &&`)
+                    // is the script's own; `NAME=v cmd` sets it for cmd.
+                    let alone = t.is_empty() || t.ends_with("&&") || t.ends_with("||");
+                    let own = (alone && !has_command_after(&after[1..]))
                         || t.ends_with("local")
                         || t.ends_with("readonly");
                     if !own {
@@ -342,6 +343,14 @@ fn the_rules_see_reads_and_sets() {
         (v(&[]), v(&["ZCOPY_A", "ZCOPY_B"]))
     );
     assert_eq!(c(Lang::Shell, r#"	local ZCOPY_OWN=1"#), (v(&[]), v(&[])));
+    assert_eq!(
+        c(Lang::Shell, r#"[ "$k" = b ] && ZCOPY_OWN=forky"#),
+        (v(&[]), v(&[]))
+    );
+    assert_eq!(
+        c(Lang::Shell, r#"[ "$k" = b ] && ZCOPY_A=1 cmd"#),
+        (v(&[]), v(&["ZCOPY_A"]))
+    );
     assert_eq!(c(Lang::Shell, r#"echo "$ZCOPY_OWN""#), (v(&[]), v(&[])));
     assert_eq!(
         c(Lang::Shell, r#"--rwdir "$ZCOPY_A=$ZCOPY_A""#),
