@@ -276,7 +276,11 @@ static void zcard_config_changed(struct virtio_device *vdev)
 	u32 state;
 
 	virtio_cread_le(vdev, struct zcard_config, device_state, &state);
-	if (state & ZCARD_STATE_NEEDS_RESET)
+	/*
+	 * A reset in progress (or a stop) already handles it: the card also
+	 * announces a NEEDS_RESET that a request's status has reported.
+	 */
+	if ((state & ZCARD_STATE_NEEDS_RESET) && !READ_ONCE(card->stopped))
 		schedule_work(&card->reset_work);
 }
 

@@ -85,6 +85,13 @@ impl ZcardBackend {
     }
 
     /// Tells the front end that the config space changed (after NEEDS_RESET), if it listens.
+    ///
+    /// Only the control port's `needs_reset` calls it, never a worker: a
+    /// worker sets NEEDS_RESET while the driver resets the card, and QEMU
+    /// 11.1 crashes on a config change that arrives while the device is
+    /// stopped (`vub_config_notifier()` passes `hdev->vdev`, which
+    /// `vhost_dev_stop()` set to NULL, to `virtio_notify_config()`). The
+    /// request's `needs_reset` status tells the driver there.
     pub fn notify_config_change(&self) {
         if let Some(channel) = self
             .channel
@@ -107,7 +114,6 @@ impl ZcardBackend {
         };
         let mem = atomic.memory();
         let event_idx = self.event_idx.load(Ordering::Acquire);
-        let was_reset = self.card.needs_reset();
         // Set when the driver broke the ring: stop until the device is reset.
         let mut broken = false;
         loop {
@@ -165,9 +171,6 @@ impl ZcardBackend {
                     return;
                 }
             }
-        }
-        if !was_reset && self.card.needs_reset() {
-            self.notify_config_change();
         }
     }
 

@@ -2,7 +2,7 @@
 //! (run in the guest by tests/fuzz.rs; docs/testing.md).
 //!
 //! ```text
-//! zcard-fuzz [--seed S] [--calls N] [--workers W] [--only ROUND:WORKER]
+//! zcard-fuzz [--seed S] [--calls N] [--workers W] [--only ROUND:WORKER] [--no-card-faults]
 //! ```
 //!
 //! A coordinator keeps the **oracle**: a pool of known contents, exported to
@@ -12,8 +12,12 @@
 //! workers. Each worker (`worker.rs`) opens its own files and throws
 //! random and boundary ioctls, mmaps, SQEs and hostile ring indices at the
 //! driver, forks children that share its files and kills them with SIGKILL;
-//! the coordinator kills some workers with SIGKILL mid-flight too. Every
-//! outcome is judged against docs/uapi.md (`table.rs`). After each round the
+//! the coordinator kills some workers with SIGKILL mid-flight too. While the
+//! workers run, the card faults (`faults.rs`: seeded rules on its control
+//! port: error statuses, delays, lost interrupts, a reset it asks for or a
+//! stalled queue that times out), so a valid request may end with a card
+//! fault's errno instead of its result. Every outcome is judged against
+//! docs/uapi.md (`table.rs`). After each round the
 //! oracle must be exactly what the coordinator made it; after the last, the
 //! driver's counters (pools, pinned, in flight) must be back at baseline.
 //!
@@ -25,6 +29,7 @@
 //! Exit code 0: no violation; 1: violations (each printed with the seed, the
 //! worker and the call); 2: usage.
 
+mod faults;
 mod rng;
 mod sys;
 mod table;
@@ -37,6 +42,7 @@ use std::time::{Duration, Instant};
 use zcopy::card::{Buf, Card, Counters, Sqe};
 use zcopy_vm_tests::crc32c_reference;
 
+use faults::CardFaults;
 use rng::Rng;
 use table::{documented, Shared, CALLS, MAX_WORKERS};
 use worker::{Job, Worker};
@@ -51,11 +57,15 @@ struct Config {
     calls: u64,
     workers: usize,
     only: Option<(u64, usize)>,
+    card_faults: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("zcard-fuzz: {msg}");
-    eprintln!("usage: zcard-fuzz [--seed S] [--calls N] [--workers W] [--only ROUND:WORKER]");
+    eprintln!(
+        "usage: zcard-fuzz [--seed S] [--calls N] [--workers W] [--only ROUND:WORKER] \
+         [--no-card-faults]"
+    );
     std::process::exit(2);
 }
 
@@ -79,6 +89,7 @@ fn config() -> Config {
             .map_or(100_000, |v| number("ZCOPY_FUZZ_CALLS", &v)),
         workers: 4,
         only: None,
+        card_faults: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -98,6 +109,7 @@ fn config() -> Config {
                     .unwrap_or_else(|| usage("--only takes ROUND:WORKER"));
                 c.only = Some((number("--only", r), number("--only", w) as usize));
             }
+            "--no-card-faults" => c.card_faults = false,
             _ => usage(&format!("unknown argument {a:?}")),
         }
     }
@@ -125,8 +137,12 @@ fn settle(deadline: Duration) -> Result<Counters, Counters> {
 fn main() {
     let cfg = config();
     println!(
-        "zcard-fuzz: seed {} ({} calls, {} workers; replay: ZCOPY_FUZZ_SEED={})",
-        cfg.seed, cfg.calls, cfg.workers, cfg.seed
+        "zcard-fuzz: seed {} ({} calls, {} workers, card faults {}; replay: ZCOPY_FUZZ_SEED={})",
+        cfg.seed,
+        cfg.calls,
+        cfg.workers,
+        if cfg.card_faults { "on" } else { "off" },
+        cfg.seed
     );
     let before = match settle(Duration::from_secs(20)) {
         Ok(c) => c,
@@ -136,9 +152,15 @@ fn main() {
         }
     };
     let shared = Shared::map();
+    let mut faults = cfg.card_faults.then(|| {
+        CardFaults::new().unwrap_or_else(|e| {
+            eprintln!("zcard-fuzz: cannot inject card faults: {e}");
+            std::process::exit(1);
+        })
+    });
     let start = Instant::now();
     let mut failures = Vec::new();
-    let (rounds, killed) = run(&cfg, shared, &mut failures);
+    let (rounds, killed) = run(&cfg, shared, faults.as_mut(), &mut failures);
     let secs = start.elapsed().as_secs_f64();
 
     match settle(Duration::from_secs(20)) {
@@ -152,6 +174,24 @@ fn main() {
         )),
     }
     report(&cfg, shared, rounds, killed, secs);
+    if let Some(f) = &faults {
+        let kinds: Vec<String> = f
+            .injected()
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!(
+            "zcard-fuzz: card faults: {} rules armed, injected: {}; {} CQEs ended with a card fault's errno",
+            f.rules,
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            },
+            shared.faulted.load(Ordering::Relaxed)
+        );
+    }
+    drop(faults);
     let violations = shared.violations.load(Ordering::Relaxed);
     for f in &failures {
         eprintln!("zcard-fuzz: FAILED: {f}");
@@ -167,7 +207,12 @@ fn main() {
 }
 
 /// The rounds: the oracle changed and checked, workers forked, some killed.
-fn run(cfg: &Config, shared: &'static Shared, failures: &mut Vec<String>) -> (u64, u64) {
+fn run(
+    cfg: &Config,
+    shared: &'static Shared,
+    mut faults: Option<&mut CardFaults>,
+    failures: &mut Vec<String>,
+) -> (u64, u64) {
     let card = Card::open_index(0).unwrap_or_else(|e| {
         eprintln!("zcard-fuzz: {e} (is zcard.ko loaded on the card?)");
         std::process::exit(1);
@@ -195,6 +240,12 @@ fn run(cfg: &Config, shared: &'static Shared, failures: &mut Vec<String>) -> (u6
         check_oracle(
             &mut rng, &oracle, &omap, &mut rings, &model, round, "before", failures,
         );
+        if let Some(f) = faults.as_deref_mut() {
+            match f.arm(&mut rng) {
+                Ok(rules) => println!("  round {round}: card faults {}", rules.join(" ")),
+                Err(e) => failures.push(format!("round {round}: {e}")),
+            }
+        }
         let calls = CALLS_PER_WORKER
             .min(target.div_ceil(cfg.workers as u64))
             .max(1);
@@ -234,6 +285,7 @@ fn run(cfg: &Config, shared: &'static Shared, failures: &mut Vec<String>) -> (u6
                         cfg.seed
                     ),
                     parent_file: None,
+                    card_faults: faults.is_some(),
                 };
                 Worker::new(job).run();
                 // SAFETY: leaves without the parent's exit handlers and
@@ -278,6 +330,11 @@ fn run(cfg: &Config, shared: &'static Shared, failures: &mut Vec<String>) -> (u6
                 i += 1;
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Some(f) = faults.as_deref_mut() {
+            if let Err(e) = f.disarm(&mut rings) {
+                failures.push(format!("round {round}: {e}"));
+            }
         }
         check_oracle(
             &mut rng, &oracle, &omap, &mut rings, &model, round, "after", failures,

@@ -106,6 +106,9 @@ pub struct Shared {
     pub forks: AtomicU64,
     /// Children killed with SIGKILL by their worker.
     pub child_kills: AtomicU64,
+    /// CQEs of requests that reached the card and ended with a card
+    /// fault's errno instead of their result.
+    pub faulted: AtomicU64,
     /// Calls that returned each errno (slot 0: success), per call.
     pub outcomes: [[AtomicU64; ERRNO_SLOTS]; CALLS.len()],
 }

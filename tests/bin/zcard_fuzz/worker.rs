@@ -24,6 +24,7 @@ use zcopy::card::uapi::{
 };
 use zcopy_vm_tests::crc32c_reference;
 
+use crate::faults::CARD_FAULT_ERRNOS;
 use crate::rng::Rng;
 use crate::sys::{self, RawRing, Scratch, DIR_NONE, DIR_READ, DIR_WRITE};
 use crate::table::{documented, Call, Shared};
@@ -73,6 +74,9 @@ pub struct Job<'a> {
     /// A forked child (no storage, no children of its own) and the file of
     /// its parent it shares.
     pub parent_file: Option<i32>,
+    /// The card faults on purpose (`faults.rs`): a request that reaches it
+    /// may end with a card fault's errno.
+    pub card_faults: bool,
 }
 
 /// A pool id on one of the worker's files.
@@ -149,6 +153,9 @@ pub struct Worker<'a> {
     stored: Option<(u64, u64, u32)>,
     /// The same for a write not yet completed.
     stored_next: Option<(u64, u64, u32)>,
+    /// A storage write of the last batch ended with a card fault: what
+    /// this worker's storage holds is not known any more.
+    storage_lost: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -181,6 +188,7 @@ impl<'a> Worker<'a> {
             printed: 0,
             stored: None,
             stored_next: None,
+            storage_lost: false,
         };
         let sq = 1u32 << w.rng.below(7);
         let cq = if w.rng.one_in(2) {
@@ -1659,7 +1667,10 @@ impl<'a> Worker<'a> {
             .sqes
             .fetch_add(pending.len() as u64, Ordering::Relaxed);
         self.complete(pending, lossy, 0);
-        if let Some(s) = self.stored_next.take() {
+        if std::mem::take(&mut self.storage_lost) {
+            self.stored = None;
+            self.stored_next = None;
+        } else if let Some(s) = self.stored_next.take() {
             self.stored = Some(s);
         }
     }
@@ -1745,6 +1756,9 @@ impl<'a> Worker<'a> {
                     self.violation(format!("undocumented CQE errno {e} for {:?}", p.sqe));
                 }
             }
+            if c.result != p.expect && self.card_fault(&p, outcome) {
+                continue;
+            }
             if c.result != p.expect {
                 self.violation(format!(
                     "CQE result {} where docs/uapi.md gives {} for {:?}",
@@ -1776,6 +1790,23 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+    }
+
+    /// Whether a request the docs say the card runs (`p.expect` is its
+    /// result) ended with a card fault's errno while the card faults on
+    /// purpose: counted, its data not checked, and a storage write's
+    /// storage taken as lost (a write cancelled or timed out may have run
+    /// in part).
+    fn card_fault(&mut self, p: &Pending, outcome: Result<(), Errno>) -> bool {
+        let Err(e) = outcome else { return false };
+        if !self.job.card_faults || p.expect < 0 || !CARD_FAULT_ERRNOS.contains(&e) {
+            return false;
+        }
+        self.job.shared.faulted.fetch_add(1, Ordering::Relaxed);
+        if p.sqe.opcode == ZCARD_OP_STORAGE_WRITE {
+            self.storage_lost = true;
+        }
+        true
     }
 
     /// Reaps everything outstanding (nothing is left in flight after).
@@ -2203,6 +2234,7 @@ impl<'a> Worker<'a> {
                 calls,
                 label: format!("{} child seed {seed}", self.job.label),
                 parent_file: Some(self.f),
+                card_faults: self.job.card_faults,
             };
             Worker::new(job).run();
             let code = 0;
