@@ -894,12 +894,14 @@ fn interrupts_with_nothing_on_the_used_ring_are_harmless() {
         sent_before + queues * EACH
     };
 
-    // With nothing in flight, no handler can claim them: virtio-pci's
-    // vring_interrupt finds nothing new on any used ring and the callback
-    // never runs. The kernel's detector sees them (its `unhandled` is no
-    // total: it starts again after 100 ms without one, so what shows that
-    // they came is `last_unhandled` moving), and QEMU may fold several
-    // into one before the ISR is read.
+    // With nothing in flight the interrupts reach the guest (the line's
+    // count rises; QEMU may fold several into one before the ISR is read)
+    // and virtio-pci's vring_interrupt finds nothing new on any used ring,
+    // so the callback never runs and nothing completes. Whether the kernel
+    // calls them unclaimed depends on virtio-pci: 6.12.107's vp_interrupt
+    // returns what vring_interrupt found (IRQ_NONE: the detector's
+    // last_unhandled moves), 6.12.117's returns IRQ_HANDLED whenever the
+    // ISR was set.
     let (count_before, spurious_before) = line();
     let all_sent = send();
     let deadline = Instant::now() + WAIT;
@@ -909,16 +911,17 @@ fn interrupts_with_nothing_on_the_used_ring_are_harmless() {
     }
     let (count, spurious) = loop {
         let (count, spurious) = line();
-        if spurious.last_unhandled_ms != spurious_before.last_unhandled_ms {
+        if count > count_before {
             break (count, spurious);
         }
         assert!(
             Instant::now() < deadline,
-            "no unclaimed interrupt reached the guest: {spurious:?}, line count {count}"
+            "no interrupt reached the guest: line count {count}, {:?}",
+            Interrupts::read(0)
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert!(count > count_before, "the line took interrupts");
+    let unclaimed = spurious.last_unhandled_ms != spurious_before.last_unhandled_ms;
     assert_eq!(
         settle().completed,
         before.completed,
@@ -947,9 +950,11 @@ fn interrupts_with_nothing_on_the_used_ring_are_harmless() {
         "nothing failed, timed out or reset"
     );
     println!(
-        "{} interrupts on the line for {} sent idle ({spurious:?}), then {done} NOPs beside {} more",
+        "{} interrupts on the line for {} sent idle, {} by the kernel ({spurious:?}), \
+         then {done} NOPs beside {} more",
         count - count_before,
         queues * EACH,
+        if unclaimed { "unclaimed" } else { "claimed" },
         queues * EACH
     );
 }
