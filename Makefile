@@ -31,8 +31,8 @@ qemu-test: ## the whole suite (host, then guest; JUnit in target/qemu-test/); ON
 qemu-test-backports: ## the whole suite on the newest trixie-backports kernel (as make qemu-test KERNEL=backports)
 	@ZCOPY_KERNEL=backports ci/qemu-test.sh
 
-qemu-test-debug: ## the driver, card and RDMA suites on the debug kernel (KASAN, lockdep, UBSAN, DMA-API, kmemleak), coverage in target/qemu-test-debug/
-	@ci/qemu-test-debug.sh
+qemu-test-debug: ## the debug kernel (KASAN, lockdep, UBSAN, DMA-API, kmemleak, fail-nth): driver, card, RDMA, fuzz; coverage in target/qemu-test-debug/; ONLY= as for qemu-test
+	@$(if $(value ONLY),ZCOPY_ONLY=$(call shell-quote,$(value ONLY))) ci/qemu-test-debug.sh
 
 qemu-test-2node: ## the RDMA channel between two guests joined by a link (JUnit in target/qemu-test-2node/)
 	@ci/qemu-test-2node.sh

@@ -7,6 +7,12 @@
 //! baseline; an oops, a KASAN report or a leak fails the debug run itself
 //! (`make qemu-test-debug`).
 //!
+//! The probe goes the same way: zcard is bound to the card with its 1st,
+//! 2nd, ... allocation failing (the probe runs in the task that writes
+//! `bind`). A bind must succeed with a card that serves, or fail with
+//! `ENOMEM` and leave nothing bound; a reset card (virtio-pci bound again)
+//! then serves as after boot.
+//!
 //! On a kernel without fault injection (stock, backports) there is nothing to
 //! drive and the test says so and returns; on the debug kernel
 //! (`ZCOPY_KERNEL=debug`) a missing `fail-nth` is a failure.
@@ -14,6 +20,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -23,6 +30,11 @@ use zcopy::card::{Card, Counters, Error, Sqe};
 /// Most failures driven into one call: a call that still fails at its
 /// 64th allocation allocates in a loop, and that is a finding by itself.
 const MAX_NTH: u32 = 64;
+
+/// Most failures driven into one bind: the probe registers a device, its
+/// sysfs and debugfs files and the card's virtqueues, some hundred
+/// allocations of the driver core and of virtio before and around zcard's.
+const MAX_PROBE_NTH: u32 = 600;
 
 /// The calling thread's fail-nth file, opened once (opening allocates).
 struct FailNth(File);
@@ -260,4 +272,103 @@ fn every_call_survives_its_allocation_failures() {
             unsafe { uapi::zcard_ioc_set_eventfd(c.as_fd().as_raw_fd(), &ef) }.err()
         },
     );
+}
+
+/// The virtio device zcard is bound to, and the PCI function under it.
+fn card_devices() -> (String, String) {
+    let vdev = std::fs::read_dir("/sys/bus/virtio/drivers/zcard")
+        .expect("zcard driver registered")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("virtio"))
+        .expect("a device bound to zcard");
+    let real = std::fs::canonicalize(format!("/sys/bus/virtio/devices/{vdev}")).unwrap();
+    let pci = real
+        .parent()
+        .and_then(|p| p.file_name())
+        .expect("a PCI function under the virtio device")
+        .to_string_lossy()
+        .into_owned();
+    (vdev, pci)
+}
+
+/// A card as after boot: virtio-pci unbound from `pci` and bound again,
+/// which resets the device and registers a new virtio device, to which the
+/// bus binds zcard. Returns that virtio device.
+fn fresh_card(pci: &str) -> String {
+    let drv = Path::new("/sys/bus/pci/drivers/virtio-pci");
+    if drv.join(pci).exists() {
+        std::fs::write(drv.join("unbind"), pci).expect("unbind virtio-pci");
+    }
+    std::fs::write(drv.join("bind"), pci).expect("bind virtio-pci");
+    let (vdev, again) = card_devices();
+    assert_eq!(again, pci);
+    vdev
+}
+
+/// A bound card serves: zcard0 opens and a NOP completes.
+fn card_serves(why: &str) {
+    let card = Card::open_index(0).unwrap_or_else(|e| panic!("{why}: zcard0: {e}"));
+    let mut rings = card.setup_rings(2).expect("rings");
+    let cqe = rings
+        .run(&[Sqe::nop()], Duration::from_secs(10))
+        .expect("a NOP")[0];
+    assert_eq!(cqe.result, 0, "{why}: the NOP");
+}
+
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn the_probe_survives_its_allocation_failures() {
+    let Some(nth) = FailNth::open() else {
+        assert_ne!(
+            std::env::var("ZCOPY_KERNEL").as_deref(),
+            Ok("debug"),
+            "the debug kernel has no /proc/thread-self/fail-nth"
+        );
+        println!("no fault injection in this kernel: nothing to drive (make qemu-test-debug does)");
+        return;
+    };
+    configure_fault_injection();
+    let (mut vdev, pci) = card_devices();
+    settle();
+    let zcard = Path::new("/sys/bus/virtio/drivers/zcard");
+    let (mut bound_ok, mut refused) = (0, 0);
+    for n in 1..=MAX_PROBE_NTH {
+        std::fs::write(zcard.join("unbind"), &vdev).expect("unbind zcard");
+        assert!(!Path::new("/dev/zcard0").exists());
+        // The probe runs in the writing task, so its allocations count.
+        let (bound, injected) = nth.run(n, || std::fs::write(zcard.join("bind"), &vdev));
+        match bound {
+            Ok(()) => {
+                card_serves(&format!("bound with allocation {n} failed"));
+                bound_ok += 1;
+            }
+            Err(e) => {
+                assert!(
+                    injected && e.raw_os_error() == Some(libc::ENOMEM),
+                    "bind with allocation {n} failed ({injected}): {e}"
+                );
+                assert!(
+                    !zcard.join(&vdev).exists() && !Path::new("/dev/zcard0").exists(),
+                    "a failed probe left the card bound"
+                );
+                // virtio leaves a device whose probe failed in FAILED state:
+                // start from a reset card, as after boot.
+                vdev = fresh_card(&pci);
+                card_serves(&format!("after the probe failed at allocation {n}"));
+                refused += 1;
+            }
+        }
+        let c = settle();
+        assert_eq!((c.errors, c.timeouts), (0, 0), "probe try {n}");
+        if !injected {
+            eprintln!(
+                "probe: {} allocations; {refused} failures refused the bind with ENOMEM, \
+                 {bound_ok} were absorbed and the card served",
+                n - 1
+            );
+            return;
+        }
+    }
+    panic!("probe: still allocating at its {MAX_PROBE_NTH}th allocation");
 }

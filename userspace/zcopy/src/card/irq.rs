@@ -23,9 +23,28 @@ pub enum Interrupts {
         chip: String,
         /// The other handlers on the line, e.g. `virtio3`.
         shared_with: Vec<String>,
-        /// Interrupts on the line no handler claimed (`/proc/irq/N/spurious`).
-        unhandled: Option<u64>,
+        /// Interrupts taken on the line so far, on every CPU and for every
+        /// handler on it (`/proc/interrupts`).
+        count: Option<u64>,
+        /// What the kernel's unclaimed-interrupt detector holds for the line
+        /// (`/proc/irq/N/spurious`).
+        spurious: Option<Spurious>,
     },
+}
+
+/// The kernel's unclaimed-interrupt detector for one line
+/// (`/proc/irq/N/spurious`). It is no running total: it tells whether
+/// interrupts go unclaimed now, and when the last one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spurious {
+    /// Unclaimed interrupts in the current stretch (`unhandled`): the kernel
+    /// starts it at 1 again when an unclaimed interrupt comes more than
+    /// 100 ms after the one before, and at 0 every 100,000 interrupts, and
+    /// disables the line when it passes 99,900 by then.
+    pub unhandled: u64,
+    /// When the last unclaimed interrupt came (`last_unhandled`, jiffies in
+    /// ms): it moves with every unclaimed interrupt.
+    pub last_unhandled_ms: u64,
 }
 
 impl Interrupts {
@@ -82,18 +101,33 @@ impl Interrupts {
                 path: irq_path,
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             })?;
-        let (chip, handlers) = proc_interrupts_line(proc_interrupts, irq).unwrap_or_default();
-        let unhandled = std::fs::read_to_string(proc_irq.join(irq.to_string()).join("spurious"))
+        let (count, chip, handlers) = match proc_interrupts_line(proc_interrupts, irq) {
+            Some((count, chip, handlers)) => (Some(count), chip, handlers),
+            None => (None, String::new(), Vec::new()),
+        };
+        let spurious = std::fs::read_to_string(proc_irq.join(irq.to_string()).join("spurious"))
             .ok()
             .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("unhandled ")?.trim().parse().ok())
+                let field = |name: &str| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix(name)?
+                            .trim()
+                            .trim_end_matches(" ms")
+                            .parse()
+                            .ok()
+                    })
+                };
+                Some(Spurious {
+                    unhandled: field("unhandled ")?,
+                    last_unhandled_ms: field("last_unhandled ")?,
+                })
             });
         Ok(Interrupts::Intx {
             irq,
             chip,
             shared_with: handlers.into_iter().filter(|h| h != own).collect(),
-            unhandled,
+            count,
+            spurious,
         })
     }
 
@@ -128,14 +162,21 @@ impl Interrupts {
     }
 }
 
-/// The chip/trigger text and the handlers of `irq`'s line in `/proc/interrupts`.
-fn proc_interrupts_line(text: &str, irq: u32) -> Option<(String, Vec<String>)> {
+/// The interrupts taken (summed over the CPUs), the chip/trigger text and
+/// the handlers of `irq`'s line in `/proc/interrupts`.
+fn proc_interrupts_line(text: &str, irq: u32) -> Option<(u64, String, Vec<String>)> {
     let mut lines = text.lines();
     let cpus = lines.next()?.split_whitespace().count();
     let want = format!("{irq}:");
     let line = lines.find(|l| l.split_whitespace().next() == Some(want.as_str()))?;
     // "IRQ:" then one count per CPU, then the chip, the hwirq-trigger, and
     // the handlers separated by ", ".
+    let count = line
+        .split_whitespace()
+        .skip(1)
+        .take(cpus)
+        .map(|n| n.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
     let rest: Vec<&str> = line.split_whitespace().skip(1 + cpus).collect();
     let chip = rest.iter().take(2).copied().collect::<Vec<_>>().join(" ");
     let handlers = rest
@@ -148,7 +189,7 @@ fn proc_interrupts_line(text: &str, irq: u32) -> Option<(String, Vec<String>)> {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .collect();
-    Some((chip, handlers))
+    Some((count, chip, handlers))
 }
 
 #[cfg(test)]
@@ -158,7 +199,7 @@ mod tests {
     const PROC: &str = "           CPU0       CPU1       \n  0:         45          0   IO-APIC   2-edge      timer\n 22:        812        345   IO-APIC  22-fasteoi   virtio2, virtio3\n 24:          0          0  PCI-MSIX-0000:00:04.0   0-edge      virtio1-config\n";
 
     #[test]
-    fn intx_line_with_its_chip_handlers_and_unhandled_count() {
+    fn intx_line_with_its_chip_handlers_count_and_spurious_state() {
         let dir = tempfile::tempdir().unwrap();
         let pci = dir.path().join("0000:00:05.0");
         std::fs::create_dir_all(pci.join("msi_irqs")).unwrap();
@@ -177,7 +218,11 @@ mod tests {
                 irq: 22,
                 chip: "IO-APIC 22-fasteoi".into(),
                 shared_with: vec!["virtio3".into()],
-                unhandled: Some(3),
+                count: Some(812 + 345),
+                spurious: Some(Spurious {
+                    unhandled: 3,
+                    last_unhandled_ms: 4294
+                }),
             }
         );
         assert_eq!(

@@ -26,7 +26,7 @@ mod irq;
 mod pool;
 mod rings;
 
-pub use irq::Interrupts;
+pub use irq::{Interrupts, Spurious};
 pub use pool::{Pool, PoolMap};
 pub use rings::{Buf, Cqe, Rings, Sqe};
 
