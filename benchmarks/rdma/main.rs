@@ -647,6 +647,37 @@ fn serve_bw(spin: u32) -> Result<(), String> {
     }
 }
 
+/// How long the last messages of a bandwidth run may take to come back.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until the receiver has given back every slot. A receiver that
+/// died or broke the link gives none back, and `in_flight` cannot say so:
+/// the receiving process is watched, and the wait is bounded.
+fn drain(tx: &zcopy::rdma::Sender, child: &mut Child) -> Result<(), String> {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    let mut polls = 0u32;
+    while tx.in_flight() > 0 {
+        polls = polls.wrapping_add(1);
+        if polls % 4096 == 0 {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!(
+                    "the receiving process ended ({status}) with {} messages not given back",
+                    tx.in_flight()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} messages not given back within {} s",
+                    tx.in_flight(),
+                    DRAIN_LIMIT.as_secs()
+                ));
+            }
+        }
+        std::hint::spin_loop();
+    }
+    Ok(())
+}
+
 fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
     let count = window(size);
     let (mut child, addr) =
@@ -658,12 +689,14 @@ fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
         .map_err(|e| e.to_string())?;
     tx.set_spin(SPIN);
     let start = Instant::now();
-    for _ in 0..iters {
+    let sent = (0..iters).try_for_each(|_| {
         let loan = tx.loan().map_err(|e| e.to_string())?;
-        loan.send(size).map_err(|e| e.to_string())?;
-    }
-    while tx.in_flight() > 0 {
-        std::hint::spin_loop();
+        loan.send(size).map_err(|e| e.to_string())
+    });
+    if let Err(e) = sent.and_then(|()| drain(&tx, &mut child)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
     }
     let secs = start.elapsed().as_secs_f64();
     let counters = tx.stats();
