@@ -211,6 +211,7 @@ struct zcard_stats {
  * @ctxs: open files, to wake their waiters on removal (under @lock).
  * @watchdog: looks for lost completions and timed-out requests.
  * @reset_work: resets the card.
+ * @config_work: reads the config after a config-change interrupt.
  * @next_ctx: spreads files over the queues.
  * @stats: counters.
  */
@@ -236,6 +237,7 @@ struct zcard {
 	struct list_head ctxs;
 	struct delayed_work watchdog;
 	struct work_struct reset_work;
+	struct work_struct config_work;
 	atomic_t next_ctx;
 	struct zcard_stats stats;
 };

@@ -39,7 +39,8 @@ static void zcard_free(struct kref *ref)
 {
 	struct zcard *card = container_of(ref, struct zcard, ref);
 
-	/* A completion seen during removal may have queued a reset. */
+	/* A completion or config change during removal may have queued a reset. */
+	cancel_work_sync(&card->config_work);
 	cancel_work_sync(&card->reset_work);
 	cancel_delayed_work_sync(&card->watchdog);
 	kfree(card->queues);
@@ -196,6 +197,7 @@ static int zcard_freeze(struct virtio_device *vdev)
 	card->suspended = true;
 	zcard_stop(card, -ECANCELED);
 	up_write(&card->reset_sem);
+	cancel_work_sync(&card->config_work);
 	cancel_work_sync(&card->reset_work);
 	cancel_delayed_work_sync(&card->watchdog);
 	return 0;
@@ -270,18 +272,30 @@ static void zcard_debugfs_pm(struct zcard *card)
 }
 #endif
 
-static void zcard_config_changed(struct virtio_device *vdev)
+/*
+ * The card's config changed: read device_state and reset the card if it
+ * asks. The config is read here, in process context, because reading it may
+ * sleep and zcard_config_changed() runs in the interrupt handler.
+ */
+static void zcard_config_work(struct work_struct *work)
 {
-	struct zcard *card = vdev->priv;
+	struct zcard *card = container_of(work, struct zcard, config_work);
 	u32 state;
 
-	virtio_cread_le(vdev, struct zcard_config, device_state, &state);
+	virtio_cread_le(card->vdev, struct zcard_config, device_state, &state);
 	/*
 	 * A reset in progress (or a stop) already handles it: the card also
 	 * announces a NEEDS_RESET that a request's status has reported.
 	 */
 	if ((state & ZCARD_STATE_NEEDS_RESET) && !READ_ONCE(card->stopped))
 		schedule_work(&card->reset_work);
+}
+
+static void zcard_config_changed(struct virtio_device *vdev)
+{
+	struct zcard *card = vdev->priv;
+
+	schedule_work(&card->config_work);
 }
 
 static int zcard_read_config(struct zcard *card)
@@ -426,6 +440,7 @@ static int zcard_probe(struct virtio_device *vdev)
 	INIT_LIST_HEAD(&card->ctxs);
 	INIT_DELAYED_WORK(&card->watchdog, zcard_watchdog);
 	INIT_WORK(&card->reset_work, zcard_reset_work);
+	INIT_WORK(&card->config_work, zcard_config_work);
 	snprintf(card->name, sizeof(card->name), "zcard%d", card->instance);
 	card->info.instance = card->instance;
 
@@ -505,6 +520,7 @@ static void zcard_remove(struct virtio_device *vdev)
 	WRITE_ONCE(card->removed, true);
 	mutex_unlock(&card->lock);
 	cancel_delayed_work_sync(&card->watchdog);
+	cancel_work_sync(&card->config_work);
 	cancel_work_sync(&card->reset_work);
 
 	down_write(&card->reset_sem);
