@@ -18,28 +18,12 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use proptest::prelude::*;
 use zcopy::card::uapi::{self, ZcardSqe};
 use zcopy::card::{Buf, Card, Counters, Cqe, Interrupts, Rings, Sqe};
-use zcopy_vm_tests::{crc32c_reference, read_attr, zcard_control};
+use zcopy_vm_tests::{crc32c_reference, read_attr, settle_zcard0, zcard_control};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn card() -> Card {
     Card::open_index(0).unwrap_or_else(|e| panic!("{e} (is zcard.ko loaded on the card?)"))
-}
-
-/// Waits until nothing is in flight, pinned or alive, and returns the counters.
-fn settle() -> Counters {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let c = Counters::read(0).expect("zcard0 counters");
-        if c.inflight == 0 && c.pools == 0 && c.pinned == 0 {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "counters did not return to baseline: {c:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn run_one(rings: &mut Rings, sqe: Sqe) -> Cqe {
@@ -146,7 +130,7 @@ fn info_describes_the_card() {
     );
     assert_eq!(i.pool_align, 4096);
     assert_eq!(i.reserved, [0; 7]);
-    settle();
+    settle_zcard0();
 }
 
 /// Linux 6.13 removed virtqueue_set_dma_premapped(): from there the ring
@@ -167,7 +151,7 @@ fn the_probe_maps_pools_the_way_the_kernel_allows() {
         "pools mapped once"
     };
     let dev = bound_device();
-    settle();
+    settle_zcard0();
     let mark = format!("zcard: probe check {}", std::process::id());
     std::fs::write("/dev/kmsg", &mark).expect("/dev/kmsg");
     rebind(&dev);
@@ -183,14 +167,14 @@ fn the_probe_maps_pools_the_way_the_kernel_allows() {
         line.trim_end().ends_with(expect),
         "kernel {release}: {line}"
     );
-    settle();
+    settle_zcard0();
 }
 
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn each_op_moves_the_right_bytes() {
     let card = card();
-    let before = settle();
+    let before = settle_zcard0();
     let max = card.info().max_op_bytes;
     let a = card.create_pool(1 << 20).unwrap();
     let b = card.create_pool(1 << 20).unwrap();
@@ -278,7 +262,7 @@ fn each_op_moves_the_right_bytes() {
     assert_eq!(cqes.len(), 32);
     assert!(cqes.iter().all(|c| c.result == 4096));
     drop((ma, mb, a, b, rings));
-    let after = settle();
+    let after = settle_zcard0();
     assert_eq!(after.errors, before.errors, "no request failed");
     assert_eq!(
         after.submitted,
@@ -291,7 +275,7 @@ fn each_op_moves_the_right_bytes() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn bad_sqes_complete_at_once_with_their_errno() {
     let card = card();
-    let before = settle();
+    let before = settle_zcard0();
     let p = card.create_pool(64 << 10).unwrap();
     let id = p.id();
     let mut rings = card.setup_rings(32).unwrap();
@@ -459,7 +443,7 @@ fn bad_sqes_complete_at_once_with_their_errno() {
     };
     assert_eq!(run_one(&mut rings, Sqe(empty)).result, 0);
     drop((p, rings));
-    let after = settle();
+    let after = settle_zcard0();
     assert_eq!(
         after.submitted,
         before.submitted + 2,
@@ -472,7 +456,7 @@ fn bad_sqes_complete_at_once_with_their_errno() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn bad_ioctls_and_mappings_are_refused() {
     let card = card();
-    settle();
+    settle_zcard0();
     let e = |r: zcopy::card::Result<zcopy::card::Pool>| r.map(|_| ()).unwrap_err().errno();
     assert_eq!(e(card.create_pool(0)), Some(Errno::EINVAL));
     assert_eq!(e(card.create_pool(4097)), Some(Errno::EINVAL));
@@ -638,14 +622,14 @@ fn bad_ioctls_and_mappings_are_refused() {
         Some(Errno::EAGAIN)
     );
     drop((p, rings, card));
-    settle();
+    settle_zcard0();
 }
 
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn eventfd_and_poll_report_completions() {
     let card = card();
-    settle();
+    settle_zcard0();
     let p = card.create_pool(4096).unwrap();
     let mut rings = card.setup_rings(4).unwrap();
     let ev =
@@ -673,14 +657,14 @@ fn eventfd_and_poll_report_completions() {
         Some(Errno::EINVAL)
     );
     drop((p, rings));
-    settle();
+    settle_zcard0();
 }
 
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn two_processes_share_a_pool_through_an_exported_fd() {
     let card = card();
-    settle();
+    settle_zcard0();
     let pool = card.create_pool(64 << 10).unwrap();
     let map = pool.map().unwrap();
     let msg = pattern_bytes(3, 300);
@@ -710,14 +694,14 @@ fn two_processes_share_a_pool_through_an_exported_fd() {
     map.read(4096, &mut got).unwrap();
     assert_eq!(got, msg);
     drop((map, pool));
-    settle();
+    settle_zcard0();
 }
 
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_process_without_the_fd_cannot_reach_the_pool() {
     let card = card();
-    settle();
+    settle_zcard0();
     let pool = card.create_pool(64 << 10).unwrap();
     pool.map().unwrap().write(0, b"secret").unwrap();
     let (ours, theirs) = UnixStream::pair().unwrap();
@@ -734,7 +718,7 @@ fn a_process_without_the_fd_cannot_reach_the_pool() {
     pool.map().unwrap().read(0, &mut got).unwrap();
     assert_eq!(&got, b"secret");
     drop(pool);
-    settle();
+    settle_zcard0();
 }
 
 /// Starts the peer binary with `sock` as its descriptor 3.
@@ -760,7 +744,7 @@ fn read_reply(sock: &UnixStream) -> String {
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn kill_9_with_requests_in_flight_leaves_nothing_behind() {
-    let before = settle();
+    let before = settle_zcard0();
     // The card holds the requests, so they are surely in flight at the kill.
     let stalled = Stalled::at_next_request();
     let (ours, theirs) = UnixStream::pair().unwrap();
@@ -773,7 +757,7 @@ fn kill_9_with_requests_in_flight_leaves_nothing_behind() {
     child.kill().unwrap();
     child.wait().unwrap();
     drop(stalled);
-    let after = settle();
+    let after = settle_zcard0();
     assert_eq!(after.timeouts, before.timeouts, "nothing timed out");
     assert_eq!(after.resets, before.resets, "no reset was needed");
 }
@@ -781,7 +765,7 @@ fn kill_9_with_requests_in_flight_leaves_nothing_behind() {
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn close_with_requests_in_flight_and_munmap_in_any_order() {
-    let before = settle();
+    let before = settle_zcard0();
     {
         let _stalled = Stalled::at_next_request();
         let card = card();
@@ -805,7 +789,7 @@ fn close_with_requests_in_flight_and_munmap_in_any_order() {
         map.read(0, &mut got).unwrap();
         assert_eq!(&got, b"still memory");
     }
-    let after = settle();
+    let after = settle_zcard0();
     assert!(after.completed >= before.completed + 32);
 }
 
@@ -813,7 +797,7 @@ fn close_with_requests_in_flight_and_munmap_in_any_order() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn card_faults_become_errnos_and_the_driver_recovers() {
     let card = card();
-    let before = settle();
+    let before = settle_zcard0();
     let p = card.create_pool(64 << 10).unwrap();
     let mut rings = card.setup_rings(8).unwrap();
     let fill = || {
@@ -888,7 +872,7 @@ fn card_faults_become_errnos_and_the_driver_recovers() {
         0
     );
     drop((p, rings));
-    let after = settle();
+    let after = settle_zcard0();
     assert_eq!(after.timeouts, before.timeouts + 1);
 }
 
@@ -917,7 +901,7 @@ fn interrupts_with_nothing_on_the_used_ring_are_harmless() {
         other => panic!("the card is on INTx with /proc/irq/N/spurious: {other:?}"),
     };
     let card = card();
-    let before = settle();
+    let before = settle_zcard0();
     let queues = u64::from(card.info().num_queues);
     const EACH: u64 = 50;
     let send = || {
@@ -960,7 +944,7 @@ fn interrupts_with_nothing_on_the_used_ring_are_harmless() {
     };
     let unclaimed = spurious.last_unhandled_ms != spurious_before.last_unhandled_ms;
     assert_eq!(
-        settle().completed,
+        settle_zcard0().completed,
         before.completed,
         "no completion was made up"
     );
@@ -979,7 +963,7 @@ fn interrupts_with_nothing_on_the_used_ring_are_harmless() {
     assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0);
     done += 1;
     drop(rings);
-    let after = settle();
+    let after = settle_zcard0();
     assert_eq!(after.completed, before.completed + done);
     assert_eq!(
         (after.errors, after.timeouts, after.resets),
@@ -1000,7 +984,7 @@ fn interrupts_with_nothing_on_the_used_ring_are_harmless() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn cq_overflow_is_counted_never_silent() {
     let card = card();
-    let before = settle();
+    let before = settle_zcard0();
     let p = card.create_pool(64 << 10).unwrap();
     let mut rings = card.setup_rings(4).unwrap(); // CQ of 8
     let stalled = Stalled::at_next_request();
@@ -1029,7 +1013,7 @@ fn cq_overflow_is_counted_never_silent() {
         before.cq_overflows + 4
     );
     drop((p, rings));
-    settle();
+    settle_zcard0();
 }
 
 /// Maps `len` bytes at `off` of `fd`; the mapping or the errno.
@@ -1084,7 +1068,7 @@ fn debugfs(card: &str) -> PathBuf {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_read_only_file_maps_rings_and_pools_read_only() {
     use nix::sys::mman::{MapFlags, ProtFlags};
-    settle();
+    settle_zcard0();
     let ro = std::fs::File::open("/dev/zcard0").unwrap();
     let mut pc = uapi::ZcardPoolCreate {
         size: 8192,
@@ -1144,7 +1128,7 @@ fn a_read_only_file_maps_rings_and_pools_read_only() {
         );
     }
     drop(ro);
-    settle();
+    settle_zcard0();
 }
 
 #[test]
@@ -1152,7 +1136,7 @@ fn a_read_only_file_maps_rings_and_pools_read_only() {
 fn madvise_dontneed_gives_the_same_pages_back() {
     use nix::sys::mman::{madvise, MapFlags, MmapAdvise, ProtFlags};
     let card = card();
-    settle();
+    settle_zcard0();
     let p = card.create_pool(64 << 10).unwrap();
     let map = p.map().unwrap();
     let data = pattern_bytes(9, 64 << 10);
@@ -1213,7 +1197,7 @@ fn madvise_dontneed_gives_the_same_pages_back() {
     );
     unmap_raw(m, len);
     drop((file, rings, map, p, card));
-    settle();
+    settle_zcard0();
 }
 
 #[test]
@@ -1221,7 +1205,7 @@ fn madvise_dontneed_gives_the_same_pages_back() {
 fn an_export_that_cannot_report_its_fd_leaves_none() {
     use nix::sys::mman::{mprotect, MapFlags, ProtFlags};
     let card = card();
-    settle();
+    settle_zcard0();
     let p = card.create_pool(4096).unwrap();
     let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
     // The argument can be read but not written back.
@@ -1263,7 +1247,7 @@ fn an_export_that_cannot_report_its_fd_leaves_none() {
         "the descriptor holds the pool"
     );
     drop((fd, card));
-    settle();
+    settle_zcard0();
 }
 
 /// The zcard module reloaded with `params`, and reloaded with none on drop.
@@ -1271,7 +1255,7 @@ struct Reloaded;
 
 impl Reloaded {
     fn with(params: &[&str]) -> Reloaded {
-        settle();
+        settle_zcard0();
         reload_zcard(params);
         Reloaded
     }
@@ -1279,7 +1263,7 @@ impl Reloaded {
 
 impl Drop for Reloaded {
     fn drop(&mut self) {
-        let _ = Counters::read(0).map(|_| settle());
+        let _ = Counters::read(0).map(|_| settle_zcard0());
         reload_zcard(&[]);
     }
 }
@@ -1386,13 +1370,13 @@ fn destroyed_but_mapped_pools_stay_counted_and_charged() {
     assert_eq!(read_reply(&ours), "released 32");
     // A pool that does not fit under the cgroup's memory.max: ENOMEM, no OOM
     // kill. (The last pool is freed from a work item: measure after it went.)
-    settle();
+    settle_zcard0();
     cg.set_max(&(cg.current() + (4 << 20)).to_string());
     tell("tight");
     assert_eq!(read_reply(&ours), "tight ENOMEM");
     assert!(child.wait().unwrap().success());
     drop(ours);
-    settle();
+    settle_zcard0();
     drop(cg);
 }
 
@@ -1400,7 +1384,7 @@ fn destroyed_but_mapped_pools_stay_counted_and_charged() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
     let dev = bound_device();
-    settle();
+    settle_zcard0();
     let card = card();
     let idle = card.setup_rings(4).unwrap();
     let file = card.as_fd().try_clone_to_owned().unwrap();
@@ -1450,7 +1434,7 @@ fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
     let mut rings = fresh.setup_rings(2).unwrap();
     assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0);
     drop((rings, fresh));
-    settle();
+    settle_zcard0();
 }
 
 /// The card sets NEEDS_RESET with nothing in flight (the control port's
@@ -1460,7 +1444,7 @@ fn a_failed_reset_wakes_an_idle_poller_with_err_and_hup() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_needs_reset_the_card_announces_resets_it_with_nothing_in_flight() {
     let card = card();
-    let before = settle();
+    let before = settle_zcard0();
     let r = zcard_control(r#"{"cmd":"needs_reset"}"#);
     assert_eq!(r["ok"], true, "needs_reset: {r}");
     let deadline = Instant::now() + WAIT;
@@ -1475,7 +1459,7 @@ fn a_needs_reset_the_card_announces_resets_it_with_nothing_in_flight() {
     let mut rings = card.setup_rings(2).unwrap();
     assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0, "after the reset");
     drop(rings);
-    settle();
+    settle_zcard0();
 }
 
 /// A completion interrupt that comes while the card is being stopped, after
@@ -1487,7 +1471,7 @@ fn a_needs_reset_the_card_announces_resets_it_with_nothing_in_flight() {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn an_interrupt_while_the_card_stops_reaps_nothing() {
     let card = card();
-    let before = settle();
+    let before = settle_zcard0();
     let p = card.create_pool(64 << 10).unwrap();
     let mut rings = card.setup_rings(8).unwrap();
     let knob = debugfs("zcard0").join("late_interrupt");
@@ -1517,7 +1501,7 @@ fn an_interrupt_while_the_card_stops_reaps_nothing() {
     );
     assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0, "after the reset");
     drop((p, rings));
-    settle();
+    settle_zcard0();
 }
 
 /// System sleep (the driver's freeze and restore, as the PM core calls them,
@@ -1533,7 +1517,7 @@ fn an_interrupt_while_the_card_stops_reaps_nothing() {
 fn system_sleep_waits_for_a_runtime_reset_in_progress() {
     const ROUNDS: u64 = 8;
     let card = card();
-    settle();
+    settle_zcard0();
     let p = card.create_pool(64 << 10).unwrap();
     let map = p.map().unwrap();
     // Two files in a row: one on each of the card's queues.
@@ -1584,13 +1568,13 @@ fn system_sleep_waits_for_a_runtime_reset_in_progress() {
     map.read(4096, &mut got).unwrap();
     assert!(got.iter().all(|&b| b == 0x5a), "FILL's bytes");
     drop((map, p, rings, hp, held_rings, asker_rings, held, asker));
-    settle();
+    settle_zcard0();
 }
 
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {
-    settle();
+    settle_zcard0();
     // The largest pool's page array (a pointer per page: 512 KiB for 256 MiB)
     // is more than the memory cgroup's per-CPU charge stock, so it is the
     // allocation that meets memory.max.
@@ -1610,7 +1594,7 @@ fn a_pool_whose_page_array_does_not_fit_the_memcg_is_enomem() {
     assert_eq!(read_reply(&ours), "create ENOMEM");
     assert!(child.wait().unwrap().success());
     drop(ours);
-    settle();
+    settle_zcard0();
     drop(cg);
 }
 
@@ -1629,7 +1613,7 @@ fn bound_device() -> String {
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn unbind_and_rebind_with_live_mappings_and_requests() {
     let dev = bound_device();
-    settle();
+    settle_zcard0();
     let card = card();
     let p = card.create_pool(1 << 20).unwrap();
     let map = p.map().unwrap();
@@ -1682,7 +1666,7 @@ fn unbind_and_rebind_with_live_mappings_and_requests() {
     map.read(0, &mut got).unwrap();
     assert_eq!(&got, b"after unbind!");
     drop(map);
-    settle();
+    settle_zcard0();
 
     // With every file closed the module unloads and loads again cleanly.
     let ko = zcopy_vm_tests::repo_root().join("driver/zcard.ko");
@@ -1693,7 +1677,7 @@ fn unbind_and_rebind_with_live_mappings_and_requests() {
     let again = Card::open_index(0).expect("zcard0 after insmod");
     assert_eq!(again.info().num_queues, 2);
     drop(again);
-    settle();
+    settle_zcard0();
 }
 
 // ---- the reference model ----
@@ -2140,7 +2124,7 @@ fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn pool_and_sqe_sequences_match_the_reference_model() {
-    settle();
+    settle_zcard0();
     let config = zcopy_testkit::proptest_config("driver model", 16);
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let result = runner.run(&proptest::collection::vec(step(), 1..24), |steps| {
@@ -2149,5 +2133,5 @@ fn pool_and_sqe_sequences_match_the_reference_model() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    settle();
+    settle_zcard0();
 }

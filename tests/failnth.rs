@@ -21,11 +21,12 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use zcopy::card::uapi::{self, ZcardEventfd, ZcardPoolCreate, ZcardRingSetup};
-use zcopy::card::{Card, Counters, Error, Sqe};
+use zcopy::card::{Card, Error, Sqe};
+use zcopy_vm_tests::settle_zcard0;
 
 /// Most failures driven into one call: a call that still fails at its
 /// 64th allocation allocates in a loop, and that is a finding by itself.
@@ -94,21 +95,6 @@ fn errno_of(e: Error) -> Errno {
     }
 }
 
-fn settle() -> Counters {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let c = Counters::read(0).expect("zcard0 counters");
-        if c.inflight == 0 && c.pools == 0 && c.pinned == 0 {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "counters did not return to baseline: {c:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Drives `call` (run on state `prepare` makes, outside the window) through
 /// its allocation failures; `call` returns the errno it ended with, if any.
 fn sweep<S>(
@@ -117,7 +103,7 @@ fn sweep<S>(
     mut prepare: impl FnMut() -> S,
     mut call: impl FnMut(&mut S) -> Option<Errno>,
 ) {
-    let before = settle();
+    let before = settle_zcard0();
     for n in 1..=MAX_NTH {
         let mut state = prepare();
         let (errno, injected) = nth.run(n, || call(&mut state));
@@ -128,7 +114,7 @@ fn sweep<S>(
                 "{name}: allocation {n} failed ({injected}), the call said {e}"
             );
         }
-        let after = settle();
+        let after = settle_zcard0();
         assert_eq!(
             (after.errors, after.timeouts, after.resets),
             (before.errors, before.timeouts, before.resets),
@@ -330,7 +316,7 @@ fn the_probe_survives_its_allocation_failures() {
     };
     configure_fault_injection();
     let (mut vdev, pci) = card_devices();
-    settle();
+    settle_zcard0();
     let zcard = Path::new("/sys/bus/virtio/drivers/zcard");
     let (mut bound_ok, mut refused) = (0, 0);
     for n in 1..=MAX_PROBE_NTH {
@@ -359,7 +345,7 @@ fn the_probe_survives_its_allocation_failures() {
                 refused += 1;
             }
         }
-        let c = settle();
+        let c = settle_zcard0();
         assert_eq!((c.errors, c.timeouts), (0, 0), "probe try {n}");
         if !injected {
             eprintln!(

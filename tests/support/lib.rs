@@ -229,6 +229,23 @@ pub fn crc32c_reference(seed: u32, data: &[u8]) -> u32 {
     !crc
 }
 
+/// Waits (at most 20 s) until zcard0 has nothing in flight, pinned or
+/// alive, and returns its counters; panics naming them if it does not.
+pub fn settle_zcard0() -> zcopy::card::Counters {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let c = zcopy::card::Counters::read(0).expect("zcard0 counters");
+        if c.inflight == 0 && c.pools == 0 && c.pinned == 0 {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters did not return to baseline: {c:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
