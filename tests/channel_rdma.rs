@@ -14,8 +14,8 @@ use proptest::test_runner::TestRunner;
 use zcopy::channel::{Builder, CardSlots, Error, Rx, Shm, Tx, TxLoan, Wait};
 use zcopy::rdma::BuilderExt;
 use zcopy_vm_tests::channel::{
-    pair, rdma_addrs, rdma_resources, read_line, scaled, send_message, spawn_with_fd3, Harness,
-    Rdma,
+    check_message, pair, rdma_addrs, rdma_resources, read_line, scaled, send_message,
+    spawn_with_fd3, Harness, Rdma,
 };
 use zcopy_vm_tests::conformance::{pattern_byte, peer_exe};
 
@@ -376,6 +376,41 @@ fn either_end_leaving_mid_stream_leaves_no_rnr() {
         rnr_naks_sent(),
         before,
         "RNR NAKs sent over {rounds} rounds"
+    );
+}
+
+/// A sender signals one message write in `SIGNAL_EVERY`: the receiver's
+/// board frees a slot, the writes' completions only give the send queue
+/// room back. Four slots carry many times the send queue's depth, so the
+/// queue fills with unsignaled writes again and again, and every message
+/// arrives whole and in order.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_sender_signals_one_write_in_a_batch_and_never_stalls() {
+    let slot = 256;
+    let (tx, rx) = pair::<Rdma>(&(), slot, 4);
+    let n = 3_000u64;
+    let receiver = std::thread::spawn(move || {
+        for seq in 0..n {
+            let s = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert_eq!(check_message(&s[..], slot), Ok(seq));
+        }
+        rx
+    });
+    for seq in 0..n {
+        send_message(&tx, seq).unwrap();
+    }
+    let rx = receiver.join().unwrap();
+    let (t, r) = (tx.stats(), rx.stats());
+    assert_eq!((t.messages, r.messages), (n, n));
+    // Besides the signaled writes: a completion per credit write received
+    // and per board read, and a probe or two if the receiver was slow.
+    let others = t.credit_writes + t.reads + 4;
+    let signaled = n / u64::from(zcopy::rdma::SIGNAL_EVERY);
+    assert!(
+        t.completions <= signaled + others,
+        "{} completions for {n} messages: {t:?}",
+        t.completions
     );
 }
 

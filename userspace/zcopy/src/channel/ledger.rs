@@ -1,9 +1,9 @@
 //! The sender's record of its slots: free, loaned, or in flight. Every
 //! transport keeps it the same way; only what a slot in flight waits for
-//! differs. The shm and card transports wait for one event (the receiver
-//! returned the slot), RDMA for two (the write completed here, and the
-//! receiver's credit came), in either order. A slot is free again once
-//! every event it waits for has come.
+//! differs: a set of events, which may come in any order. Every transport
+//! today waits for one: the receiver returned the slot (shm and card), or
+//! the receiver's credit board counts its release (RDMA). A slot is free
+//! again once every event it waits for has come.
 //!
 //! The calls on the send path are `#[inline]`: the senders are generic
 //! and built in the caller's crate, which could not inline a plain call

@@ -727,8 +727,11 @@ impl Connection {
 
     /// Posts an RDMA WRITE (WITH IMMEDIATE when `imm` is given) of `len`
     /// bytes at `offset` of the registered region `mr` to `remote_addr`
-    /// (`rkey`) at the peer. Signaled. Inline when `len` is within the
-    /// QP's inline limit. A zero-length write names no memory.
+    /// (`rkey`) at the peer. Inline when `len` is within the QP's inline
+    /// limit. A zero-length write names no memory. An unsignaled write
+    /// (`signaled` false) gives a completion only if it fails; it holds
+    /// its place in the send queue until a later signaled request
+    /// completes.
     #[allow(clippy::too_many_arguments)]
     pub fn post_write(
         &mut self,
@@ -739,6 +742,7 @@ impl Connection {
         remote_addr: u64,
         rkey: u32,
         imm: Option<u32>,
+        signaled: bool,
     ) -> Result<()> {
         let qp = self.qp()?;
         if mr.index >= self.mrs.len() || offset.checked_add(len).is_none_or(|e| e > mr.len) {
@@ -759,7 +763,10 @@ impl Connection {
             wr.sg_list = &mut sge;
             wr.num_sge = 1;
         }
-        let mut flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        let mut flags = 0;
+        if signaled {
+            flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
+        }
         if len > 0 && len <= self.max_inline as usize {
             flags |= ibv_send_flags::IBV_SEND_INLINE.0;
         }

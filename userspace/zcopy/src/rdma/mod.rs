@@ -45,7 +45,7 @@ pub mod verbs;
 
 pub use channel::{
     check_geometry, BuilderExt, LinkStats, Listener, Loan, OwnedLoan, Receiver, Sample, Sender,
-    SenderRef, SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY,
+    SenderRef, SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY, SIGNAL_EVERY,
 };
 pub use verbs::{devices, Device, Port};
 

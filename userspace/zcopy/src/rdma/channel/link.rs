@@ -2,6 +2,7 @@
 //! request ids, and [`Link`], the connection with its registered ring and
 //! its credit board.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a sender out of slots waits after a read of the receiver's
 /// board that freed nothing before it reads again.
 pub(super) const PULL_EVERY: Duration = Duration::from_millis(1);
+/// A sender signals one message write in this many: the receiver's board,
+/// not the write's completion, says when a slot is free again, so the
+/// completions only give the send queue its room back.
+pub const SIGNAL_EVERY: u32 = 64;
 
 pub(super) const MAGIC: [u8; 4] = *b"ZCRM";
 pub(super) const VERSION: u32 = 2;
@@ -160,10 +165,16 @@ pub(super) struct Link {
     pub(super) wcs: Vec<Completion>,
     /// Completions taken from the CQ, not yet handled.
     pub(super) stash: Vec<Completion>,
-    /// Sends posted whose completion has not been taken from the CQ: the
-    /// send queue (and the CQ) never hold more than they have room for.
+    /// Requests posted and not yet retired by a completion: the send
+    /// queue (and the CQ) never hold more than they have room for.
     pub(super) sq_used: u32,
     pub(super) sq_depth: u32,
+    /// Unsignaled requests posted since the last signaled one.
+    unsignaled: u32,
+    /// For each signaled request not yet completed, oldest first: how many
+    /// requests its completion retires (itself and the unsignaled ones
+    /// before it; send completions come in posting order).
+    retires: VecDeque<u32>,
 }
 
 // SAFETY: `base` and `board_base` point into regions the connection owns
@@ -176,7 +187,9 @@ impl Link {
     where
         R: Region + Send + std::fmt::Debug + 'static,
     {
-        let sq_depth = geo.slot_count + 4;
+        // Every slot's write, a run of unsignaled writes, and a credit, a
+        // read, a probe and the close.
+        let sq_depth = geo.slot_count + SIGNAL_EVERY + 4;
         conn.create_qp(QpConfig {
             send_depth: sq_depth,
             recv_depth: recvs,
@@ -222,6 +235,8 @@ impl Link {
             stash: Vec::new(),
             sq_used: 0,
             sq_depth,
+            unsignaled: 0,
+            retires: VecDeque::new(),
         })
     }
 
@@ -300,8 +315,10 @@ impl Link {
                 addr,
                 rkey,
                 Some(credit_imm(first, count)),
+                true,
             )
             .inspect_err(|_| self.sq_used -= 1)?;
+        self.posted(true);
         self.stats.credit_writes += 1;
         Ok(())
     }
@@ -322,6 +339,7 @@ impl Link {
                 rkey,
             )
             .inspect_err(|_| self.sq_used -= 1)?;
+        self.posted(true);
         self.stats.reads += 1;
         Ok(())
     }
@@ -364,12 +382,30 @@ impl Link {
         let n = self.conn.poll(&mut self.stash, 16)?;
         self.stats.cq_polls += 1;
         self.stats.completions += n as u64;
-        for wc in &self.stash[from..] {
-            if wc.wr_id & KIND != WR_RECV {
-                self.sq_used -= 1;
+        for i in from..self.stash.len() {
+            if self.stash[i].wr_id & KIND == WR_RECV {
+                continue;
             }
+            // A failed request completes whether signaled or not (the QP
+            // then flushes the rest, the link is broken): it retires itself.
+            let retired = if self.stash[i].status == IBV_WC_SUCCESS {
+                self.retires.pop_front().unwrap_or(1)
+            } else {
+                1
+            };
+            self.sq_used = self.sq_used.saturating_sub(retired);
         }
         Ok(n)
+    }
+
+    /// A request went on the send queue (its room was reserved).
+    fn posted(&mut self, signaled: bool) {
+        if signaled {
+            self.retires.push_back(self.unsignaled + 1);
+            self.unsignaled = 0;
+        } else {
+            self.unsignaled += 1;
+        }
     }
 
     /// Room for one more send: waits (boundedly) for sends to complete.
@@ -397,11 +433,12 @@ impl Link {
         self.conn
             .post_send_imm(wr_id, imm)
             .inspect_err(|_| self.sq_used -= 1)?;
+        self.posted(true);
         Ok(())
     }
 
-    /// Posts an RDMA WRITE of `len` bytes from `offset` of the local ring to
-    /// the same offset of the peer's, with `imm` when given.
+    /// Posts a signaled RDMA WRITE of `len` bytes from `offset` of the
+    /// local ring to the same offset of the peer's, with `imm` when given.
     pub(super) fn write(
         &mut self,
         wr_id: u64,
@@ -409,11 +446,46 @@ impl Link {
         len: u32,
         imm: Option<u32>,
     ) -> Result<()> {
+        self.post_ring_write(wr_id, offset, len, imm, true)
+    }
+
+    /// As [`Link::write`], signaled only every [`SIGNAL_EVERY`]th time:
+    /// for a message, whose slot the receiver's board frees, not the
+    /// write's completion.
+    pub(super) fn write_message(
+        &mut self,
+        wr_id: u64,
+        offset: u64,
+        len: u32,
+        imm: Option<u32>,
+    ) -> Result<()> {
+        let signaled = self.unsignaled + 1 >= SIGNAL_EVERY;
+        self.post_ring_write(wr_id, offset, len, imm, signaled)
+    }
+
+    fn post_ring_write(
+        &mut self,
+        wr_id: u64,
+        offset: u64,
+        len: u32,
+        imm: Option<u32>,
+        signaled: bool,
+    ) -> Result<()> {
         self.reserve_send()?;
         let (ring, addr, rkey) = (self.ring, self.remote_addr + offset, self.remote_rkey);
         self.conn
-            .post_write(wr_id, ring, offset as usize, len as usize, addr, rkey, imm)
+            .post_write(
+                wr_id,
+                ring,
+                offset as usize,
+                len as usize,
+                addr,
+                rkey,
+                imm,
+                signaled,
+            )
             .inspect_err(|_| self.sq_used -= 1)?;
+        self.posted(signaled);
         Ok(())
     }
 

@@ -17,9 +17,10 @@
 //! [`PULL_EVERY`](link::PULL_EVERY) when a read freed nothing. So no
 //! message and no release waits on the other end's thread, and no receive
 //! is ever missing (one credit write at most per released slot). A sender
-//! slot is free again once its write completed and the board says the
-//! receiver released it; with none free, a loan waits (or fails:
-//! backpressure).
+//! slot is free again once the board says the receiver released it (which
+//! proves its write was delivered); with none free, a loan waits (or
+//! fails: backpressure). So a sender signals only one message write in
+//! [`SIGNAL_EVERY`], for the send queue's room.
 //!
 //! An orderly close is a SEND WITH IMMEDIATE of [`CLOSE`] after the last
 //! write (RC keeps the order), then a disconnect. A dead peer shows as an
@@ -32,6 +33,6 @@ mod link;
 mod receiver;
 mod sender;
 
-pub use link::{check_geometry, LinkStats, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY};
+pub use link::{check_geometry, LinkStats, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY, SIGNAL_EVERY};
 pub use receiver::{Listener, Receiver, Sample};
 pub use sender::{BuilderExt, Loan, OwnedLoan, Sender, SenderRef, SlotLoan};

@@ -15,15 +15,19 @@ use super::link::{
     CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, PULL_EVERY, WR_CLOSE,
     WR_READ, WR_RECV, WR_WRITE,
 };
-use crate::channel::ledger::{Events, Ledger, Misstep};
+use crate::channel::ledger::{Events, Ledger};
 use crate::channel::{Builder, Error, Geometry, Result, Tx, TxLoan, Wait};
 use crate::rdma::cm::Connection;
 use crate::rdma::verbs::Region;
 
-/// What a sent slot waits for: its write completed here ...
-const WRITTEN: Events = 1;
-/// ... and the receiver's board counts its release.
-const CREDITED: Events = 2;
+/// What a sent slot waits for: the receiver's board counts its release.
+/// That proves the write was delivered (the receiver took its completion
+/// before releasing the slot), so the write's own completion is not
+/// waited for: most writes go unsignaled. A write the peer has placed is
+/// never read from this slot again: were its acknowledgement lost, the
+/// retransmitted duplicate is acknowledged without being executed
+/// (InfiniBand C9-105).
+const CREDITED: Events = 1;
 
 #[derive(Debug)]
 struct SendState {
@@ -156,7 +160,7 @@ impl Sender {
     }
 
     /// Messages sent whose slot is not free again yet (the receiver has
-    /// not given it back, or its write has not completed here).
+    /// not given it back).
     pub fn in_flight(&self) -> u32 {
         let mut st = self.state.borrow_mut();
         if self.collect(&mut st).is_ok() {
@@ -300,10 +304,6 @@ impl Sender {
                     continue;
                 }
                 match wc.wr_id & KIND {
-                    WR_WRITE => {
-                        let index = (wc.wr_id & 0xffff_ffff) as u32;
-                        self.written(st, index)?;
-                    }
                     WR_RECV => {
                         if wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM {
                             return Err(Error::Corrupt("a message from the receiver"));
@@ -329,18 +329,6 @@ impl Sender {
                 }
             }
         }
-    }
-
-    /// The write from slot `index` completed.
-    fn written(&self, st: &mut SendState, index: u32) -> Result<()> {
-        st.ledger.settle(index, WRITTEN).map_err(|m| {
-            Error::Corrupt(match m {
-                Misstep::OutOfRange => "a write completion for a slot out of range",
-                Misstep::NotInFlight => "a write completion for a slot not in flight",
-                Misstep::Twice => "a write completed twice",
-            })
-        })?;
-        Ok(())
     }
 }
 
@@ -445,13 +433,13 @@ impl<S: SenderRef> SlotLoan<S> {
         let mut st = sender.state.borrow_mut();
         let r = st
             .link
-            .write(WR_WRITE | u64::from(index), offset, len as u32, Some(index));
+            .write_message(WR_WRITE | u64::from(index), offset, len as u32, Some(index));
         if let Err(e) = r {
             st.ledger.unloan(index);
             st.link.break_with(e.to_string());
             return sender.check_broken(&mut st);
         }
-        st.ledger.send(index, WRITTEN | CREDITED);
+        st.ledger.send(index, CREDITED);
         let sent = &mut st.sent[index as usize];
         *sent = sent.wrapping_add(1);
         st.link.stats.messages += 1;
