@@ -86,6 +86,21 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    // A receiver waiting on an idle sender: what its CPU does.
+    let idle = (pins.contains(&Pin::Cross) && mechs.contains(&Mech::ZcopyBlocking)).then(|| {
+        let window = std::time::Duration::from_millis(if args.quick { 50 } else { 500 });
+        mech::idle_cpu(window)
+    });
+    if let Some(r) = &idle {
+        match r {
+            Ok((blocking, busy)) => eprintln!(
+                "idle sender: a blocking recv uses {:.2} % of a core, busy-polling {:.1} %",
+                100.0 * blocking,
+                100.0 * busy
+            ),
+            Err(e) => eprintln!("idle sender: {e}"),
+        }
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    report::write(&results, &args.out, args.quick)
+    report::write(&results, idle.and_then(Result::ok), &args.out, args.quick)
 }

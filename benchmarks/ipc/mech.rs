@@ -685,3 +685,45 @@ impl<'a> Io<'a> {
 
 #[cfg(feature = "iceoryx2")]
 pub mod ice;
+
+/// CPU a receiver spends waiting for a sender that sends nothing, over
+/// `window`, as a share of that time: (a blocking `recv`: its bounded
+/// spin, then the futex; busy-polling `try_recv`). Both ends in this
+/// thread: the sender is there and idle.
+pub fn idle_cpu(window: std::time::Duration) -> Result<(f64, f64), String> {
+    let (a, b) = UnixStream::pair().map_err(ioe)?;
+    let tx = Builder::new()
+        .slot_size(64)
+        .slot_count(64)
+        .create()
+        .map_err(ioe)?;
+    tx.share(&a).map_err(ioe)?;
+    let rx = Receiver::from_socket(&b).map_err(ioe)?;
+    let share = |f: &dyn Fn() -> Result<(), String>| -> Result<f64, String> {
+        let (cpu, wall) = (thread_cpu()?, Instant::now());
+        f()?;
+        Ok((thread_cpu()? - cpu) / wall.elapsed().as_secs_f64())
+    };
+    let blocking = share(&|| match rx.recv_timeout(window) {
+        Err(zcopy::channel::Error::Timeout) => Ok(()),
+        Err(e) => Err(ioe(e)),
+        Ok(_) => Err("a message from an idle sender".into()),
+    })?;
+    let busy = share(&|| {
+        let t = Instant::now();
+        while t.elapsed() < window {
+            if rx.try_recv().map_err(ioe)?.is_some() {
+                return Err("a message from an idle sender".into());
+            }
+        }
+        Ok(())
+    })?;
+    drop(tx);
+    Ok((blocking, busy))
+}
+
+/// This thread's CPU time so far, in seconds.
+fn thread_cpu() -> Result<f64, String> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_err(ioe)?;
+    Ok(t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+}

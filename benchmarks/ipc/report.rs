@@ -117,20 +117,29 @@ const BIG: usize = 4 << 20;
 
 /// "340 ns vs 240 ns (1.42×)": a goal's two figures and their ratio.
 fn figures(unit: &str, ours: f64, theirs: f64) -> String {
-    let v = |x: f64| {
-        if unit == "ns" {
-            ns(x.round() as u64)
-        } else {
-            format!("{:.2} M/s", x / 1e6)
-        }
+    let v = |x: f64| match unit {
+        "ns" => ns(x.round() as u64),
+        "cpu" => format!("{:.2} %", 100.0 * x),
+        _ => format!("{:.2} M/s", x / 1e6),
     };
+    if unit == "cpu" {
+        // A share of a core, and how many times less the first uses.
+        let times = if ours > 0.0 {
+            theirs / ours
+        } else {
+            f64::INFINITY
+        };
+        return format!("{} vs {} of a core (1/{times:.0})", v(ours), v(theirs));
+    }
     format!("{} vs {} ({:.2}×)", v(ours), v(theirs), ours / theirs)
 }
 
 /// The goals, each checked against figures of this run; a goal whose
 /// figures this run did not measure (a size or a mechanism left out) is
-/// not judged, and neither is any goal of a quick run.
-fn goals(points: &[Point], quick: bool) -> Vec<Value> {
+/// not judged, and neither is any goal of a quick run. `idle`: the CPU
+/// share of a receiver waiting on an idle sender, blocking and
+/// busy-polling ([`crate::mech::idle_cpu`]).
+fn goals(points: &[Point], idle: Option<(f64, f64)>, quick: bool) -> Vec<Value> {
     let mut out = Vec::new();
     let pin = Pin::Cross;
     let (small, big) = (SMALL, BIG);
@@ -139,6 +148,8 @@ fn goals(points: &[Point], quick: bool) -> Vec<Value> {
         |name: &str, ours: Option<f64>, theirs: Option<f64>, ok: &dyn Fn(f64, f64) -> bool| {
             let unit = if name.contains("throughput") {
                 "msgs/s"
+            } else if name.contains("CPU") {
+                "cpu"
             } else {
                 "ns"
             };
@@ -194,6 +205,12 @@ fn goals(points: &[Point], quick: bool) -> Vec<Value> {
         &|a, b| a <= 2.0 * b,
     );
     goal(
+        "idle sender: blocking recv's CPU ≤ 1/100 of busy-polling's",
+        idle.map(|(blocking, _)| blocking),
+        idle.map(|(_, busy)| busy),
+        &|a, b| a * 100.0 <= b,
+    );
+    goal(
         "64 B throughput (cross-core) ≥ iceoryx2",
         rate(points, "zcopy-busy", pin, small),
         rate(points, "iceoryx2", pin, small),
@@ -220,7 +237,12 @@ fn machine() -> Value {
 
 /// Prints the table and goals; writes ipc.json, ipc-latency.svg and
 /// ipc-throughput.svg under `out`.
-pub fn write(points: &[Point], out: &Path, quick: bool) -> Result<(), String> {
+pub fn write(
+    points: &[Point],
+    idle: Option<(f64, f64)>,
+    out: &Path,
+    quick: bool,
+) -> Result<(), String> {
     println!(
         "\nzcopy IPC bench: one-way latency (ping-pong / 2) and one-way throughput; zero-copy \
          mechanisms touch a {HEADER}-byte header, the others copy every byte{}",
@@ -237,7 +259,7 @@ pub fn write(points: &[Point], out: &Path, quick: bool) -> Result<(), String> {
     for p in points {
         println!("{}", p.line());
     }
-    let goals = goals(points, quick);
+    let goals = goals(points, idle, quick);
     println!("\ngoals (against this run's figures):");
     for g in &goals {
         let verdict = match g["met"].as_bool() {
@@ -417,14 +439,22 @@ mod tests {
                 .unwrap()
                 .clone()
         };
-        let full = goals(&points, false);
+        let full = goals(&points, None, false);
         let floor = find(&full, "64 B one-way p50 (cross-core) ≤ 1.5");
         assert_eq!(floor["met"], true);
         assert_eq!(floor["value"], "280 ns vs 200 ns (1.40×)");
         let big = find(&full, "4 MiB one-way p50");
         assert!(big["met"].is_null(), "64 KiB is not 4 MiB: {big}");
         assert_eq!(big["value"], "not measured in this run");
-        let quick = find(&goals(&points, true), "64 B one-way p50 (cross-core) ≤ 1.5");
+        let idle = find(&goals(&points, Some((0.002, 0.99)), false), "idle sender");
+        assert_eq!(idle["met"], true, "{idle}");
+        assert_eq!(idle["value"], "0.20 % vs 99.00 % of a core (1/495)");
+        let idle = find(&goals(&points, Some((0.05, 0.99)), false), "idle sender");
+        assert_eq!(idle["met"], false, "{idle}");
+        let quick = find(
+            &goals(&points, None, true),
+            "64 B one-way p50 (cross-core) ≤ 1.5",
+        );
         assert!(quick["met"].is_null(), "{quick}");
         assert_eq!(
             quick["value"], floor["value"],
