@@ -125,11 +125,13 @@ impl RingPtr {
         }
     }
 
+    #[inline]
     fn hdr(&self) -> &RingHeader {
         // SAFETY: valid for the ring's lifetime by the contract of `new`.
         unsafe { &*self.hdr }
     }
 
+    #[inline]
     fn entry(&self, index: u32) -> &AtomicU64 {
         let ptr = self.entries.wrapping_add((index & self.mask) as usize);
         // SAFETY: `index & mask` < capacity, and `new`'s contract makes
@@ -137,12 +139,14 @@ impl RingPtr {
         unsafe { &*ptr }
     }
 
+    #[inline]
     fn capacity(&self) -> u32 {
         self.mask + 1
     }
 
     /// The tag an entry written at position `index` carries: [`LAP_BIT`]
     /// on even laps, 0 on odd ones (so zeroed entries belong to lap -1).
+    #[inline]
     fn lap_tag(&self, index: u32) -> u64 {
         if (index >> self.lap_shift) & 1 == 0 {
             LAP_BIT
@@ -155,6 +159,7 @@ impl RingPtr {
     /// past `tail` (the consumer took an entry by its tag before the
     /// producer's `tail` store after it became visible), else the count,
     /// checked against the capacity.
+    #[inline]
     fn consumer_view(&self, tail: u32, head: u32) -> Result<Option<u32>, RingError> {
         if head.wrapping_sub(tail) == 1 {
             Ok(None)
@@ -164,6 +169,7 @@ impl RingPtr {
     }
 
     /// Checks `tail - head` against the capacity.
+    #[inline]
     fn used(&self, tail: u32, head: u32) -> Result<u32, RingError> {
         let used = tail.wrapping_sub(head);
         if used > self.capacity() {
@@ -198,6 +204,7 @@ impl Producer {
 
     /// Appends one entry, waking the consumer if it asked to be woken.
     /// `value` must leave [`LAP_BIT`] clear (debug builds check).
+    #[inline]
     pub(crate) fn push(&mut self, value: u64) -> Result<(), RingError> {
         debug_assert_eq!(value & LAP_BIT, 0, "ring values are 63 bits");
         let cap = self.ring.capacity();
@@ -267,6 +274,7 @@ impl Consumer {
     }
 
     /// The entry at `head` if it is this lap's.
+    #[inline]
     fn peek(&self) -> Option<u64> {
         // ENTRY (acquire): pairs with Producer::push's release store of the
         // entry; a tag of this lap means the producer wrote it (and what
@@ -276,6 +284,7 @@ impl Consumer {
     }
 
     /// Takes the oldest entry, if any.
+    #[inline]
     pub(crate) fn pop(&mut self) -> Result<Option<u64>, RingError> {
         let Some(value) = self.peek() else {
             return Ok(None);
@@ -287,6 +296,7 @@ impl Consumer {
     }
 
     /// True when an entry is ready (without taking it).
+    #[inline]
     pub(crate) fn ready(&mut self) -> Result<bool, RingError> {
         Ok(self.peek().is_some())
     }
