@@ -17,6 +17,9 @@ use clap::Parser;
 
 use mech::{Mech, Pin};
 
+/// Alternating rounds of the 64 B cross-core goals' mechanisms.
+const ROUNDS: usize = 9;
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -86,6 +89,29 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    // The 64 B goals that compare two mechanisms, in alternating rounds.
+    let paired: Vec<Mech> = [Mech::Floor, Mech::ZcopyBusy, Mech::ZcopyBlocking]
+        .into_iter()
+        .filter(|m| mechs.contains(m))
+        .collect();
+    let mut rounds = report::Rounds::default();
+    if pins.contains(&Pin::Cross) && args.sizes.contains(&64) && paired.len() > 1 {
+        let n = if args.quick { 2 } else { ROUNDS };
+        match mech::rounds(&paired, n, iters) {
+            Ok(p50) => {
+                for (i, row) in p50.iter().enumerate() {
+                    let row: Vec<String> = paired
+                        .iter()
+                        .zip(row)
+                        .map(|(m, v)| format!("{} {v} ns", m.name()))
+                        .collect();
+                    eprintln!("64 B cross-core, round {}: {}", i + 1, row.join(", "));
+                }
+                rounds = report::Rounds { mechs: paired, p50 };
+            }
+            Err(e) => eprintln!("64 B cross-core rounds: {e}"),
+        }
+    }
     // A receiver waiting on an idle sender: what its CPU does.
     let idle = (pins.contains(&Pin::Cross) && mechs.contains(&Mech::ZcopyBlocking)).then(|| {
         let window = std::time::Duration::from_millis(if args.quick { 50 } else { 500 });
@@ -102,5 +128,11 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    report::write(&results, idle.and_then(Result::ok), &args.out, args.quick)
+    report::write(
+        &results,
+        &rounds,
+        idle.and_then(Result::ok),
+        &args.out,
+        args.quick,
+    )
 }

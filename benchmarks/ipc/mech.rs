@@ -19,6 +19,10 @@ pub enum Mech {
     Floor,
     /// The flag after the sender wrote every byte of a shared buffer.
     FloorFill,
+    /// The flag, with a header on its own line that the sender writes
+    /// before it and the receiver reads after it: the floor of any IPC
+    /// whose receiver reads what the sender wrote.
+    FloorHeader,
     /// zcopy channel, busy-polling.
     ZcopyBusy,
     /// zcopy channel, busy-polling, the sender writing every byte of the slot.
@@ -81,6 +85,7 @@ impl Mech {
         vec![
             Mech::Floor,
             Mech::FloorFill,
+            Mech::FloorHeader,
             Mech::ZcopyBusy,
             Mech::ZcopyFill,
             Mech::ZcopyBlocking,
@@ -110,6 +115,7 @@ impl Mech {
         match self {
             Mech::Floor => "floor",
             Mech::FloorFill => "floor-fill",
+            Mech::FloorHeader => "floor-header",
             Mech::ZcopyBusy => "zcopy-busy",
             Mech::ZcopyFill => "zcopy-fill",
             Mech::ZcopyBlocking => "zcopy-blocking",
@@ -128,6 +134,7 @@ impl Mech {
         match self {
             Mech::Floor => "floor (a bare shared flag)",
             Mech::FloorFill => "floor-fill (flag, every byte written)",
+            Mech::FloorHeader => "floor-header (flag, a header line read)",
             Mech::ZcopyBusy => "zcopy-busy (busy-poll)",
             Mech::ZcopyFill => "zcopy-fill (busy-poll, every byte written)",
             Mech::ZcopyBlocking => "zcopy-blocking (spin, then futex)",
@@ -146,6 +153,7 @@ impl Mech {
         match self {
             Mech::Floor
             | Mech::FloorFill
+            | Mech::FloorHeader
             | Mech::ZcopyBusy
             | Mech::ZcopyFill
             | Mech::ZcopyBlocking
@@ -179,7 +187,7 @@ impl Mech {
 
     /// Messages per second streaming one way, or why not measured.
     pub fn throughput(self, size: usize, pin: Pin, count: usize) -> Result<f64, String> {
-        if matches!(self, Mech::Floor | Mech::FloorFill) {
+        if matches!(self, Mech::Floor | Mech::FloorFill | Mech::FloorHeader) {
             return Err("a flag carries no stream".into());
         }
         let count = if !self.writes_all() {
@@ -276,7 +284,7 @@ fn prepare(m: Mech, size: usize) -> Result<Shared, String> {
             };
             s.mq = Some((open("a")?, open("b")?));
         }
-        Mech::Floor | Mech::FloorFill => {
+        Mech::Floor | Mech::FloorFill | Mech::FloorHeader => {
             // The flags' page, then (fill) one buffer per direction
             // (MAP_SHARED over a memfd: fork keeps it shared).
             // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
@@ -376,9 +384,11 @@ fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> 
     let ctl = &s.ctl.0;
     let mut out = Vec::new();
     match m {
-        Mech::Floor | Mech::FloorFill => {
+        Mech::Floor | Mech::FloorFill | Mech::FloorHeader => {
             let map = s.flag.as_ref().ok_or("no map")?;
             let (a, b) = flags(map);
+            let (ha, hb) = headers(map);
+            let header = m == Mech::FloorHeader;
             let out_buf = fill_buffer(map, m, size, 0);
             let Job::Latency(n) = job else {
                 return Err("n/a".into());
@@ -388,8 +398,14 @@ fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> 
                 if let Some(buf) = out_buf {
                     write_all(buf, size, i);
                 }
+                if header {
+                    ha.store(i, Ordering::Relaxed);
+                }
                 a.store(i, Ordering::Release);
                 spin_until(|| (b.load(Ordering::Acquire) == i).then_some(()));
+                if header && hb.load(Ordering::Relaxed) != i {
+                    return Err(format!("round {i}: wrong header"));
+                }
                 out.push(t.elapsed().as_nanos() as u64 / 2);
             }
         }
@@ -490,15 +506,23 @@ fn job_n(job: Job) -> usize {
 fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
     let ctl = &s.ctl.1;
     match m {
-        Mech::Floor | Mech::FloorFill => {
+        Mech::Floor | Mech::FloorFill | Mech::FloorHeader => {
             let map = s.flag.as_ref().ok_or("no map")?;
             let (a, b) = flags(map);
+            let (ha, hb) = headers(map);
+            let header = m == Mech::FloorHeader;
             let out_buf = fill_buffer(map, m, size, 1);
             let Job::Latency(n) = job else { return Ok(()) };
             for i in 1..=n as u64 {
                 spin_until(|| (a.load(Ordering::Acquire) == i).then_some(()));
+                if header && ha.load(Ordering::Relaxed) != i {
+                    return Err(format!("round {i}: wrong header"));
+                }
                 if let Some(buf) = out_buf {
                     write_all(buf, size, i);
+                }
+                if header {
+                    hb.store(i, Ordering::Relaxed);
                 }
                 b.store(i, Ordering::Release);
             }
@@ -611,15 +635,25 @@ fn write_all(buf: *mut u8, size: usize, i: u64) {
 }
 
 fn flags(map: &memmap2::MmapMut) -> (&AtomicU64, &AtomicU64) {
-    let at = |offset: usize| {
-        let p = map.as_ptr().wrapping_add(offset).cast::<AtomicU64>();
-        // SAFETY: the mapping is 4096 bytes, page aligned and shared
-        // between the two processes; offsets 0 and 64 are 8-aligned u64s on
-        // their own lines, only ever accessed through these atomics; the
-        // mapping outlives the references (they borrow it).
-        unsafe { &*p }
-    };
-    (at(0), at(64))
+    (word_at(map, 0), word_at(map, 64))
+}
+
+/// The floor-header's header each way (ping → pong first), each on its
+/// own line, apart from the flags'.
+fn headers(map: &memmap2::MmapMut) -> (&AtomicU64, &AtomicU64) {
+    (word_at(map, 128), word_at(map, 192))
+}
+
+/// The u64 at `offset` (< 256) of the flags' page.
+fn word_at(map: &memmap2::MmapMut, offset: usize) -> &AtomicU64 {
+    assert!(offset < 256 && offset % 64 == 0 && map.len() >= 4096);
+    let p = map.as_ptr().wrapping_add(offset).cast::<AtomicU64>();
+    // SAFETY: the mapping is at least 4096 bytes, page aligned and shared
+    // between the two processes; offsets 0, 64, 128 and 192 (checked
+    // above) are 8-aligned u64s on their own lines, only ever accessed
+    // through these atomics; the mapping outlives the reference (it
+    // borrows it).
+    unsafe { &*p }
 }
 
 /// The copying baselines behind one send/recv pair.
@@ -726,4 +760,24 @@ pub fn idle_cpu(window: std::time::Duration) -> Result<(f64, f64), String> {
 fn thread_cpu() -> Result<f64, String> {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_err(ioe)?;
     Ok(t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+}
+
+/// `rounds` rounds of the 64 B cross-core latency of each of `mechs`, back
+/// to back within a round, `iters` round trips each: the p50 of each, one
+/// row per round.
+pub fn rounds(mechs: &[Mech], rounds: usize, iters: usize) -> Result<Vec<Vec<u64>>, String> {
+    (0..rounds)
+        .map(|_| {
+            mechs
+                .iter()
+                .map(|m| {
+                    let mut v = m.latency(64, Pin::Cross, iters)?;
+                    v.sort_unstable();
+                    v.get(v.len() / 2)
+                        .copied()
+                        .ok_or_else(|| "no samples".into())
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -7,8 +7,9 @@
 //!   MsgRate`, bandwidth in perftest's MB/sec (2^20 bytes; also the JSON's
 //!   `bw_*_mb_s`).
 //! - Latency: `ib_send_lat` and `ib_write_lat` against a channel ping-pong
-//!   (one-way = half the round trip, as perftest reports), in perftest's
-//!   columns: `t_min t_max t_typical t_avg t_stdev 99% 99.9%`.
+//!   (one-way = half the round trip, as perftest reports; the channel's
+//!   default ring each way, `--lat-slots`), in perftest's columns: `t_min
+//!   t_max t_typical t_avg t_stdev 99% 99.9%`.
 //!
 //! - Files: `zcopy send` / `zcopy recv` of a `--file-size` file over RDMA
 //!   at each `--file-slots` slot size (the CLI's default slot count),
@@ -17,7 +18,10 @@
 //!
 //! Each bandwidth and latency row also gives the channel's counters per
 //! message: credit writes, reads of the receiver's board, completion queue
-//! polls. Both sides busy-poll, as perftest does. Table on stdout, every
+//! polls. The senders and the latency runs busy-poll, as perftest does; the
+//! bandwidth runs' receiver waits as the channel does by default (spins,
+//! then sleeps: `--rx-spin`), as perftest's server leaves its CPU to the
+//! device. Table on stdout, every
 //! goal with its value and verdict, JSON and an SVG plot in `--out`. Under TCG the absolute figures are indicative: the
 //! ratio to perftest is the figure.
 
@@ -63,6 +67,11 @@ struct Args {
     /// Round trips per latency size [default: 2000; --quick: 200].
     #[arg(long)]
     lat_iters: Option<u32>,
+    /// Slots each way of the latency ping-pong [default: the channel's
+    /// default]. The receiver gives slots back every half ring, so a small
+    /// ring sends a credit write every few messages.
+    #[arg(long)]
+    lat_slots: Option<u32>,
     /// File size of the `zcopy send` / `zcopy recv` runs (0: none).
     #[arg(long, default_value = "64M")]
     file_size: String,
@@ -73,10 +82,11 @@ struct Args {
     #[arg(long)]
     zcopy: Option<PathBuf>,
     /// The receiver's busy-poll rounds before it sleeps, in the bandwidth
-    /// runs (default: always busy). perftest's ib_write_bw server polls
-    /// nothing during the run, so a smaller figure shows what a receiver
-    /// that leaves its CPU to Soft-RoCE gives.
-    #[arg(long, default_value_t = SPIN)]
+    /// runs [default: the channel's own, `zcopy::channel::DEFAULT_SPIN`].
+    /// perftest's ib_write_bw server polls nothing during the run; a
+    /// receiver that spins on (1073741824: always busy) takes one of the
+    /// guest's two vCPUs from Soft-RoCE's kernel work.
+    #[arg(long, default_value_t = zcopy::channel::DEFAULT_SPIN)]
     rx_spin: u32,
     /// A smoke run: the small settings above where no option sets them, its
     /// figures printed and no goal judged.
@@ -98,7 +108,7 @@ fn main() {
     let r = if args.serve_bw {
         serve_bw(args.rx_spin)
     } else if let Some(spec) = &args.serve_lat {
-        serve_lat(spec)
+        serve_lat(spec, args.lat_slots)
     } else {
         run(&args)
     };
@@ -200,13 +210,9 @@ fn run(args: &Args) -> Result<(), String> {
         .find(|d| d.name == "zrxe0")
         .and_then(|d| d.ports.first().map(|p| p.active_mtu))
         .ok_or("no zrxe0: run in the zcopy guest (qemu/run.sh sets up the Soft-RoCE pair)")?;
-    let rx_mode = if args.rx_spin == SPIN {
-        "receiver busy-polling".to_string()
-    } else {
-        format!("receiver spins {} rounds, then sleeps", args.rx_spin)
-    };
     println!(
-        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, sender busy-polling, {rx_mode})"
+        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, sender busy-polling, receiver {})",
+        rx_mode(args.rx_spin)
     );
     let mut bw = Vec::new();
     for &size in &sizes {
@@ -223,13 +229,14 @@ fn run(args: &Args) -> Result<(), String> {
     }
     println!();
     println!(
-        "== RDMA latency: zcopy channel ping-pong vs ib_send_lat and ib_write_lat (one-way, usec)"
+        "== RDMA latency: zcopy channel ping-pong vs ib_send_lat and ib_write_lat (one-way, usec; {} slots each way)",
+        args.lat_slots.unwrap_or(zcopy::channel::DEFAULT_SLOT_COUNT)
     );
     let mut lat = Vec::new();
     for &size in &lat_sizes {
         let send = perftest_lat("ib_send_lat", size, lat_iters)?;
         let write = perftest_lat("ib_write_lat", size, lat_iters)?;
-        let ours = zcopy_lat(size, lat_iters)?;
+        let ours = zcopy_lat(size, lat_iters, args.lat_slots)?;
         lat.push((send, write, ours));
     }
     print_lat(&lat);
@@ -715,7 +722,26 @@ fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
     })
 }
 
-fn serve_lat(spec: &str) -> Result<(), String> {
+/// How the bandwidth runs' receiver waits.
+fn rx_mode(rx_spin: u32) -> String {
+    if rx_spin == SPIN {
+        "busy-polling".to_string()
+    } else {
+        format!("spins {rx_spin} rounds, then sleeps")
+    }
+}
+
+/// A channel builder of `size`-byte slots, `slots` of them (None: the
+/// channel's default count).
+fn lat_builder(size: usize, slots: Option<u32>) -> Builder {
+    let b = Builder::new().slot_size(size);
+    match slots {
+        Some(n) => b.slot_count(n),
+        None => b,
+    }
+}
+
+fn serve_lat(spec: &str, slots: Option<u32>) -> Result<(), String> {
     let size: usize = spec.parse().map_err(|_| "--serve-lat SIZE")?;
     let l = Listener::bind((A, 0).into()).map_err(|e| e.to_string())?;
     println!("listening {}", l.local_addr().ok_or("no address")?);
@@ -727,9 +753,7 @@ fn serve_lat(spec: &str) -> Result<(), String> {
     let first = rx.recv().map_err(|e| e.to_string())?;
     let port = u16::from_le_bytes([first[0], first[1]]);
     drop(first);
-    let tx = Builder::new()
-        .slot_size(size)
-        .slot_count(4)
+    let tx = lat_builder(size, slots)
         .connect_rdma(Some(IpAddr::V4(A)), (B, port).into())
         .map_err(|e| e.to_string())?;
     rx.set_spin(SPIN);
@@ -747,13 +771,15 @@ fn serve_lat(spec: &str) -> Result<(), String> {
     }
 }
 
-fn zcopy_lat(size: usize, iters: u32) -> Result<Lat, String> {
-    let (mut child, addr) = spawn_self(&["--serve-lat".into(), size.max(2).to_string()])?;
+fn zcopy_lat(size: usize, iters: u32, slots: Option<u32>) -> Result<Lat, String> {
+    let mut args = vec!["--serve-lat".into(), size.max(2).to_string()];
+    if let Some(n) = slots {
+        args.extend(["--lat-slots".into(), n.to_string()]);
+    }
+    let (mut child, addr) = spawn_self(&args)?;
     let back = Listener::bind((B, 0).into()).map_err(|e| e.to_string())?;
     let port = back.local_addr().ok_or("no address")?.port();
-    let tx = Builder::new()
-        .slot_size(size.max(2))
-        .slot_count(4)
+    let tx = lat_builder(size.max(2), slots)
         .connect_rdma(Some(IpAddr::V4(B)), addr)
         .map_err(|e| e.to_string())?;
     let mut hello = tx.loan().map_err(|e| e.to_string())?;
@@ -920,8 +946,9 @@ fn report(
     let chart = zcopy_plot::Lines {
         title: "RDMA bandwidth on Soft-RoCE, same boot and devices (higher is better)".into(),
         note: format!(
-            "one sender, one receiver, both busy-polling; IB MTU {mtu}; the channel's average \
-             beside ib_write_bw's"
+            "one sender (busy-polling), one receiver ({}); IB MTU {mtu}; the channel's \
+             average beside ib_write_bw's",
+            rx_mode(rx_spin)
         ),
         value: "bandwidth, average".into(),
         sizes: "message size".into(),

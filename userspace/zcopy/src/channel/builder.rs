@@ -5,6 +5,9 @@ use super::segment::Segment;
 use super::CardSlots;
 use super::{Geometry, Result, Sender, Shm, Transport, TransportKind, Wait};
 
+/// Slots of a channel whose builder did not say ([`Builder::new`]).
+pub const DEFAULT_SLOT_COUNT: u32 = 64;
+
 /// Builds a channel: slot size and count, then where it lives.
 #[derive(Debug, Clone)]
 pub struct Builder {
@@ -31,7 +34,7 @@ impl Builder {
     pub fn new() -> Builder {
         Builder {
             slot_size: 4096,
-            slot_count: 64,
+            slot_count: DEFAULT_SLOT_COUNT,
             backpressure: Wait::Forever,
         }
     }
