@@ -112,6 +112,18 @@ fn run(args: Args) -> Result<(), String> {
             Err(e) => eprintln!("64 B cross-core rounds: {e}"),
         }
     }
+    // What a 64 B figure is made of: the channel's own work and the
+    // clock, in one thread.
+    let one_thread = (!rounds.p50.is_empty()).then(|| {
+        let r = mech::one_thread(if args.quick { 10_000 } else { 1_000_000 });
+        match &r {
+            Ok((msg, clock)) => eprintln!(
+                "one thread: a 64 B message through a channel {msg:.1} ns, a round trip's timing {clock:.1} ns"
+            ),
+            Err(e) => eprintln!("one thread: {e}"),
+        }
+        r
+    });
     // A receiver waiting on an idle sender: what its CPU does.
     let idle = (pins.contains(&Pin::Cross) && mechs.contains(&Mech::ZcopyBlocking)).then(|| {
         let window = std::time::Duration::from_millis(if args.quick { 50 } else { 500 });
@@ -131,6 +143,7 @@ fn run(args: Args) -> Result<(), String> {
     report::write(
         &results,
         &rounds,
+        one_thread.and_then(Result::ok),
         idle.and_then(Result::ok),
         &args.out,
         args.quick,

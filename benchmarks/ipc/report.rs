@@ -131,7 +131,11 @@ fn figures(unit: &str, ours: f64, theirs: f64) -> String {
         };
         return format!("{} vs {} of a core (1/{times:.0})", v(ours), v(theirs));
     }
-    format!("{} vs {} ({:.2}×)", v(ours), v(theirs), ours / theirs)
+    let r = ours / theirs;
+    if r < 0.1 {
+        return format!("{} vs {} (1/{:.0})", v(ours), v(theirs), 1.0 / r);
+    }
+    format!("{} vs {} ({r:.2}×)", v(ours), v(theirs))
 }
 
 /// 64 B cross-core one-way p50s measured in alternating rounds
@@ -331,6 +335,7 @@ fn machine() -> Value {
 pub fn write(
     points: &[Point],
     rounds: &Rounds,
+    one_thread: Option<(f64, f64)>,
     idle: Option<(f64, f64)>,
     out: &Path,
     quick: bool,
@@ -352,6 +357,13 @@ pub fn write(
         println!("{}", p.line());
     }
     let goals = goals(points, rounds, idle, quick);
+    if let Some((msg, clock)) = one_thread {
+        println!(
+            "\nin one thread, no cache line crossing cores: a 64 B message (loan, send, \
+             try_recv, drop) {msg:.1} ns; the timing of each round trip {clock:.1} ns \
+             (every latency sample, the floor's too, includes half of it)"
+        );
+    }
     println!("\ngoals (against this run's figures):");
     for g in &goals {
         let verdict = match g["met"].as_bool() {
@@ -374,6 +386,9 @@ pub fn write(
         "machine": machine(),
         "points": points.iter().map(Point::json).collect::<Vec<_>>(),
         "rounds": rounds.json(),
+        "one_thread": one_thread.map(|(msg, clock)| json!({
+            "message_ns": msg, "timing_ns": clock,
+        })),
         "goals": goals,
     });
     let write = |name: &str, text: String| {
@@ -578,6 +593,7 @@ mod tests {
         let floor = find(&full, "64 B one-way p50 (cross-core) ≤ 1.5");
         assert_eq!(floor["met"], true);
         assert_eq!(floor["value"], "280 ns vs 200 ns (1.40×)");
+        assert_eq!(figures("ns", 100.0, 21_000.0), "100 ns vs 21.00 µs (1/210)");
         let big = find(&full, "4 MiB one-way p50");
         assert!(big["met"].is_null(), "64 KiB is not 4 MiB: {big}");
         assert_eq!(big["value"], "not measured in this run");

@@ -30,6 +30,7 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
     for m in [
         "floor",
         "floor-fill",
+        "floor-header",
         "zcopy-busy",
         "zcopy-fill",
         "zcopy-blocking",
@@ -60,8 +61,24 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
             }
         }
     }
+    // The paired 64 B rounds (two in a quick run) and the one-thread costs.
+    let rounds = &doc["rounds"];
+    assert_eq!(
+        rounds["mechanisms"],
+        serde_json::json!(["floor", "zcopy-busy", "zcopy-blocking"])
+    );
+    let rows = rounds["p50_ns"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rounds}");
+    assert!(rows
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .all(|v| v.as_u64() > Some(0)));
+    assert!(
+        doc["one_thread"]["message_ns"].as_f64() > Some(0.0),
+        "{doc}"
+    );
     let goals = doc["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 7);
+    assert_eq!(goals.len(), 8);
     for g in goals {
         assert!(g["unit"].is_string(), "{g}");
         // A quick run shows a goal's figures and judges none of them.
