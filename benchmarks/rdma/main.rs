@@ -182,6 +182,10 @@ struct FileRun {
     seconds: f64,
     /// In perftest's MB/sec.
     bw: f64,
+    /// The file work of each end alone, no RDMA (s): the sender's reads
+    /// into a slot and CRC32C, the receiver's CRC32C and writes.
+    send_work: f64,
+    recv_work: f64,
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -278,12 +282,17 @@ fn run(args: &Args) -> Result<(), String> {
             };
             let run = zcopy_file(&zcopy, file_size, slot)?;
             println!(
-                " slot {:>8}: zcopy send {:.2} MB/sec ({:.3} s), ib_write_bw {:.2} MB/sec: {:.1}%",
+                " slot {:>8}: zcopy send {:.2} MB/sec ({:.3} s), ib_write_bw {:.2} MB/sec ({:.3} s): {:.1}%",
                 slot,
                 run.bw,
                 run.seconds,
                 perf.avg,
+                run.bytes as f64 / PERFTEST_MB / perf.avg,
                 100.0 * run.bw / perf.avg
+            );
+            println!(
+                " {:>13}  the file work alone, no RDMA: the sender's read + CRC32C {:.3} s, the receiver's CRC32C + write {:.3} s",
+                "", run.send_work, run.recv_work
             );
             files.push((perf, run));
         }
@@ -345,6 +354,7 @@ fn zcopy_file(zcopy: &Path, size: usize, slot: usize) -> Result<FileRun, String>
         .output()
         .map_err(|e| format!("{}: {e}", zcopy.display()))?;
     let _ = wait_or_kill(&mut recv, Duration::from_secs(60));
+    let (send_work, recv_work) = file_work(&src, &dst, slot)?;
     let _ = std::fs::remove_file(&src);
     let _ = std::fs::remove_file(&dst);
     if !out.status.success() {
@@ -365,7 +375,42 @@ fn zcopy_file(zcopy: &Path, size: usize, slot: usize) -> Result<FileRun, String>
         bytes,
         seconds,
         bw: mb_per_sec(bytes, seconds),
+        send_work,
+        recv_work,
     })
+}
+
+/// What `zcopy send` and `zcopy recv` do besides RDMA, each alone and
+/// timed (s): read `src` in `slot`-byte pieces into one buffer and CRC32C
+/// each; CRC32C each piece and write it to `dst`.
+fn file_work(src: &Path, dst: &Path, slot: usize) -> Result<(f64, f64), String> {
+    use std::io::{Read, Write};
+    fn e(p: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+        move |e| format!("{}: {e}", p.display())
+    }
+    let mut buf = vec![0u8; slot];
+    let mut file = std::fs::File::open(src).map_err(e(src))?;
+    let (t, mut crc) = (Instant::now(), 0);
+    loop {
+        let n = file.read(&mut buf).map_err(e(src))?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+    let send = t.elapsed().as_secs_f64();
+    let data = std::fs::read(src).map_err(e(src))?;
+    let mut out = std::fs::File::create(dst).map_err(e(dst))?;
+    let (t, mut back) = (Instant::now(), 0);
+    for piece in data.chunks(slot) {
+        back = crc32c::crc32c_append(back, piece);
+        out.write_all(piece).map_err(e(dst))?;
+    }
+    let recv = t.elapsed().as_secs_f64();
+    if back != crc {
+        return Err("the file work's two checksums differ".into());
+    }
+    Ok((send, recv))
 }
 
 fn print_bw(rows: &[(Bw, Bw)]) {
@@ -934,7 +979,7 @@ fn report(
         "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
         "bandwidth": bw.iter().map(|(p, z)| json!({"ib_write_bw": bw_json(p), "zcopy": bw_json(z), "ratio": z.avg / p.avg})).collect::<Vec<_>>(),
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
-        "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg})).collect::<Vec<_>>(),
+        "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work})).collect::<Vec<_>>(),
         "goals": goals,
     });
     let json_path = out.join("rdma.json");
