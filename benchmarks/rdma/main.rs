@@ -5,7 +5,9 @@
 //!   the same bytes (one process sends, another receives and drops each
 //!   message), in perftest's columns: `#bytes #iterations BW peak BW average
 //!   MsgRate`, bandwidth in perftest's MB/sec (2^20 bytes; also the JSON's
-//!   `bw_*_mb_s`).
+//!   `bw_*_mb_s`). `ib_send_bw` beside them: its messages, like the
+//!   channel's, each consume a receive and complete at the receiver, where
+//!   `ib_write_bw`'s server learns of nothing.
 //! - Latency: `ib_send_lat` and `ib_write_lat` against a channel ping-pong
 //!   (one-way = half the round trip, as perftest reports; the channel's
 //!   default ring each way, `--lat-slots`), in perftest's columns: `t_min
@@ -218,14 +220,16 @@ fn run(args: &Args) -> Result<(), String> {
         "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, sender busy-polling, receiver {})",
         rx_mode(args.rx_spin)
     );
-    let mut bw = Vec::new();
+    let (mut bw, mut sends) = (Vec::new(), Vec::new());
     for &size in &sizes {
         let iters = (volume / size).max(100) as u64;
-        let perf = perftest_bw(size, iters)?;
+        let perf = perftest_bw("ib_write_bw", size, iters)?;
+        let send = perftest_bw("ib_send_bw", size, iters)?;
         let ours = zcopy_bw(size, iters, args.rx_spin)?;
         bw.push((perf, ours));
+        sends.push(send);
     }
-    print_bw(&bw);
+    print_bw(&bw, &sends);
     for (_, z) in &bw {
         if let Some(c) = &z.counters {
             println!(" {:>9} B: {}", z.bytes, counters_line("sender", c));
@@ -278,7 +282,7 @@ fn run(args: &Args) -> Result<(), String> {
             let slot = parse_usize(s)?;
             let perf = match bw.iter().find(|(p, _)| p.bytes == slot) {
                 Some((p, _)) => *p,
-                None => perftest_bw(slot, (volume / slot).max(100) as u64)?,
+                None => perftest_bw("ib_write_bw", slot, (volume / slot).max(100) as u64)?,
             };
             let run = zcopy_file(&zcopy, file_size, slot)?;
             println!(
@@ -297,7 +301,7 @@ fn run(args: &Args) -> Result<(), String> {
             files.push((perf, run));
         }
     }
-    report(&args.out, mtu, args.rx_spin, &bw, &lat, &files, q)
+    report(&args.out, mtu, args.rx_spin, &bw, &sends, &lat, &files, q)
 }
 
 /// `zcopy recv` in the background, `zcopy send` of a `size`-byte file in
@@ -413,21 +417,29 @@ fn file_work(src: &Path, dst: &Path, slot: usize) -> Result<(f64, f64), String> 
     Ok((send, recv))
 }
 
-fn print_bw(rows: &[(Bw, Bw)]) {
+/// The bandwidth table: per size ib_write_bw, ib_send_bw (whose every
+/// message, like the channel's, consumes a receive and completes at the
+/// server) and the channel, with the channel's ratio to each.
+fn print_bw(rows: &[(Bw, Bw)], sends: &[Bw]) {
     println!(
-        " {:<10} {:>9} {:>12} {:>17} {:>16} {:>15}   {:>11}",
+        " {:<10} {:>9} {:>12} {:>17} {:>16} {:>15}   {:>11} {:>11}",
         "",
         "#bytes",
         "#iterations",
         "BW peak[MB/sec]",
         "BW average[MB/sec]",
         "MsgRate[Mpps]",
-        "zcopy/perf"
+        "zcopy/write",
+        "zcopy/send"
     );
-    for (p, z) in rows {
-        for (name, r) in [("ib_write_bw", p), ("zcopy", z)] {
+    for ((p, z), s) in rows.iter().zip(sends) {
+        for (name, r) in [("ib_write_bw", p), ("ib_send_bw", s), ("zcopy", z)] {
             let ratio = if name == "zcopy" {
-                format!("{:>10.1}%", 100.0 * z.avg / p.avg)
+                format!(
+                    "{:>10.1}% {:>10.1}%",
+                    100.0 * z.avg / p.avg,
+                    100.0 * z.avg / s.avg
+                )
             } else {
                 String::new()
             };
@@ -606,9 +618,10 @@ fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<()> {
     child.wait().map(|_| ())
 }
 
-fn perftest_bw(size: usize, iters: u64) -> Result<Bw, String> {
+/// `tool` (ib_write_bw, ib_send_bw) moving `iters` messages of `size`.
+fn perftest_bw(tool: &str, size: usize, iters: u64) -> Result<Bw, String> {
     let v = perftest(
-        "ib_write_bw",
+        tool,
         &[
             "-s".into(),
             size.to_string(),
@@ -625,7 +638,7 @@ fn perftest_bw(size: usize, iters: u64) -> Result<Bw, String> {
             rate,
             counters: None,
         }),
-        _ => Err(format!("ib_write_bw: unexpected columns {v:?}")),
+        _ => Err(format!("{tool}: unexpected columns {v:?}")),
     }
 }
 
@@ -931,6 +944,7 @@ fn report(
     mtu: u32,
     rx_spin: u32,
     bw: &[(Bw, Bw)],
+    sends: &[Bw],
     lat: &[(Lat, Lat, Lat)],
     files: &[(Bw, FileRun)],
     quick: bool,
@@ -977,7 +991,7 @@ fn report(
         "ib_mtu": mtu,
         "bandwidth_receiver_spin": rx_spin,
         "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
-        "bandwidth": bw.iter().map(|(p, z)| json!({"ib_write_bw": bw_json(p), "zcopy": bw_json(z), "ratio": z.avg / p.avg})).collect::<Vec<_>>(),
+        "bandwidth": bw.iter().zip(sends).map(|((p, z), s)| json!({"ib_write_bw": bw_json(p), "ib_send_bw": bw_json(s), "zcopy": bw_json(z), "ratio": z.avg / p.avg, "ratio_to_send": z.avg / s.avg})).collect::<Vec<_>>(),
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
         "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work})).collect::<Vec<_>>(),
         "goals": goals,
@@ -992,7 +1006,7 @@ fn report(
         title: "RDMA bandwidth on Soft-RoCE, same boot and devices (higher is better)".into(),
         note: format!(
             "one sender (busy-polling), one receiver ({}); IB MTU {mtu}; the channel's \
-             average beside ib_write_bw's",
+             average beside ib_write_bw's and ib_send_bw's",
             rx_mode(rx_spin)
         ),
         value: "bandwidth, average".into(),
@@ -1004,6 +1018,13 @@ fn report(
                 points: bw
                     .iter()
                     .map(|(p, _)| (p.bytes as f64, p.avg * PERFTEST_MB))
+                    .collect(),
+            },
+            zcopy_plot::Series {
+                name: "ib_send_bw".into(),
+                points: sends
+                    .iter()
+                    .map(|s| (s.bytes as f64, s.avg * PERFTEST_MB))
                     .collect(),
             },
             zcopy_plot::Series {
