@@ -222,6 +222,12 @@ fn series_color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// Series past the palette's ten take its colours again, drawn dashed
+/// with triangles, so that no two series look alike.
+fn series_dashed(i: usize) -> bool {
+    i >= PALETTE.len()
+}
+
 const GRID: RGBColor = RGBColor(225, 225, 225);
 const FONT: &str = "sans-serif";
 /// Font sizes as plotters takes them (the SVG gets them divided by 1.24).
@@ -461,10 +467,20 @@ where
             continue;
         }
         let style = color.stroke_width(2);
-        c.draw_series(LineSeries::new(pts.iter().copied(), style))
+        if series_dashed(i) {
+            c.draw_series(DashedLineSeries::new(pts.iter().copied(), 7, 5, style))
+                .map_err(draw_err(&s.name))?;
+            c.draw_series(
+                pts.iter()
+                    .map(|&p| TriangleMarker::new(p, 4, color.filled())),
+            )
             .map_err(draw_err(&s.name))?;
-        c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(draw_err(&s.name))?;
+        } else {
+            c.draw_series(LineSeries::new(pts.iter().copied(), style))
+                .map_err(draw_err(&s.name))?;
+            c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(draw_err(&s.name))?;
+        }
     }
     // The legend, right of the plot and outside the lines: each entry
     // drawn with its series' own colour.
@@ -487,15 +503,29 @@ where
     for (k, (i, s)) in drawn.into_iter().enumerate() {
         let color = series_color(i);
         let y = y0 + 8 + row * k as i32;
-        legend
-            .draw(&PathElement::new(
-                vec![(x, y), (x + 28, y)],
-                color.stroke_width(3),
-            ))
-            .map_err(draw_err("the legend"))?;
-        legend
-            .draw(&Circle::new((x + 14, y), 3, color.filled()))
-            .map_err(draw_err("the legend"))?;
+        if series_dashed(i) {
+            for (a, b) in [(x, x + 8), (x + 20, x + 28)] {
+                legend
+                    .draw(&PathElement::new(
+                        vec![(a, y), (b, y)],
+                        color.stroke_width(3),
+                    ))
+                    .map_err(draw_err("the legend"))?;
+            }
+            legend
+                .draw(&TriangleMarker::new((x + 14, y), 4, color.filled()))
+                .map_err(draw_err("the legend"))?;
+        } else {
+            legend
+                .draw(&PathElement::new(
+                    vec![(x, y), (x + 28, y)],
+                    color.stroke_width(3),
+                ))
+                .map_err(draw_err("the legend"))?;
+            legend
+                .draw(&Circle::new((x + 14, y), 3, color.filled()))
+                .map_err(draw_err("the legend"))?;
+        }
         legend
             .draw_text(&s.name, &legend_font, (x + 36, y))
             .map_err(draw_err("the legend"))?;

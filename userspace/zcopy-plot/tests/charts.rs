@@ -240,3 +240,32 @@ fn a_chart_kept_as_json_draws_the_same() {
     assert_eq!(back, chart);
     assert_eq!(back.render().unwrap(), chart.render().unwrap());
 }
+
+#[test]
+fn series_past_the_palette_are_dashed_with_triangles_not_lookalikes() {
+    let flat = |i: usize| Series {
+        name: format!("s{i}"),
+        points: vec![
+            (64.0, (i + 1) as f64 * 1e-6),
+            (4096.0, (i + 1) as f64 * 1e-6),
+        ],
+    };
+    let mut chart = latency();
+    chart.series = (0..12).map(flat).collect();
+    let svg = lines(&chart).unwrap();
+    // Series 0 and 10 share a colour: 0 is one solid line, 10 is drawn
+    // in dashes (several pieces) and its points and legend entry are
+    // triangles, which no series of the first ten has.
+    let first = strokes(&svg, 2)[0].clone();
+    let pieces = strokes(&svg, 2).iter().filter(|c| **c == first).count();
+    assert!(pieces > 2, "series 0 once, series 10 in dashes: {pieces}");
+    let triangles = svg.matches("<polygon").count();
+    assert_eq!(
+        triangles,
+        2 * 3,
+        "2 points and 1 legend entry, series 10 and 11"
+    );
+    let mut ten = latency();
+    ten.series = (0..10).map(flat).collect();
+    assert_eq!(lines(&ten).unwrap().matches("<polygon").count(), 0);
+}
