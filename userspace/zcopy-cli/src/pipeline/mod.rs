@@ -352,6 +352,9 @@ struct Report {
     crc32c: u32,
     kernel: String,
     cpus: usize,
+    /// The CPUs the serving process and the far end ran on (None: one CPU,
+    /// both shared it).
+    pinned: Option<(usize, usize)>,
     ways: Vec<Row>,
     skipped: Vec<Skipped>,
     reference_claim: &'static str,
@@ -418,6 +421,10 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     };
     let explicit = !a.ways.is_empty();
     let mut skipped = Vec::new();
+    // Every way with the same placement: this process (and the threads it
+    // starts) on one CPU, the far end on another.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = pin_ends()?;
 
     // The platform: a card for the card ways, an RDMA device for one.
     let mut kit = None;
@@ -548,7 +555,8 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         kernel: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus,
+        pinned,
         ways: rows,
         skipped,
         reference_claim: REFERENCE_CLAIM,
@@ -729,6 +737,36 @@ fn load_storage(k: &mut CardKit, data: &[u8], chunk: u64) -> Result<()> {
     Ok(())
 }
 
+/// The CPU the far end runs on (set once by [`pin_ends`]).
+static FAR_CPU: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// With two CPUs or more allowed: pins this process to the first and
+/// notes the last for the far end, so that every way runs its two ends
+/// on the same two CPUs (the scheduler otherwise puts them together in
+/// some runs and apart in others, which moves a way's time by 1.5x).
+fn pin_ends() -> Result<Option<(usize, usize)>> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let allowed = sched_getaffinity(Pid::from_raw(0))
+        .map_err(|e| Failure::failed(format!("reading this process's CPUs: {e}")))?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    let (Some(&serve), Some(&far)) = (cpus.first(), cpus.last()) else {
+        return Ok(None);
+    };
+    if serve == far {
+        return Ok(None);
+    }
+    let mut set = CpuSet::new();
+    set.set(serve)
+        .map_err(|e| Failure::failed(format!("CPU {serve}: {e}")))?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| Failure::failed(format!("pinning to CPU {serve}: {e}")))?;
+    let _ = FAR_CPU.set(far);
+    Ok(Some((serve, far)))
+}
+
 /// The far end, started and listening.
 struct Peer {
     child: Child,
@@ -764,6 +802,21 @@ impl Peer {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Failure::failed(format!("starting the far end: {e}")))?;
+        if let Some(&cpu) = FAR_CPU.get() {
+            // Before it does any work: it waits for our connection first.
+            let mut set = nix::sched::CpuSet::new();
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            if let Err(e) = set
+                .set(cpu)
+                .and_then(|()| nix::sched::sched_setaffinity(pid, &set))
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Failure::failed(format!(
+                    "pinning the far end to CPU {cpu}: {e}"
+                )));
+            }
+        }
         let stdout = child
             .stdout
             .take()
@@ -1073,15 +1126,24 @@ fn card_checked(
     s
 }
 
+/// " (serving on CPU 0, the far end on CPU 1)", or nothing when unpinned.
+fn placement(r: &Report) -> String {
+    match r.pinned {
+        Some((serve, far)) => format!(" (serving on CPU {serve}, the far end on CPU {far})"),
+        None => String::new(),
+    }
+}
+
 fn table(r: &Report) -> String {
     let mut s = format!(
         "zcopy pipeline: serve {} from storage to a peer, {} ways; median of {} run{} each \
-         (checked, and transfer alone); {} CPUs, kernel {}\n",
+         (checked, and transfer alone); {} CPUs{}, kernel {}\n",
         output::human_bytes(r.bytes),
         r.ways.len(),
         r.runs,
         if r.runs == 1 { "" } else { "s" },
         r.cpus,
+        placement(r),
         r.kernel
     );
     for reach in [Reach::Local, Reach::Network] {
@@ -1207,11 +1269,12 @@ fn write_files(dir: &Path, r: &Report) -> Result<()> {
                 }
             ),
             note: format!(
-                "median of {} run{}, {} CPUs, kernel {}; each way: the transfer alone, then the \
+                "median of {} run{}, {} CPUs{}, kernel {}; each way: the transfer alone, then the \
                  whole time with the far end's CRC32C check",
                 r.runs,
                 if r.runs == 1 { "" } else { "s" },
                 r.cpus,
+                placement(r),
                 r.kernel,
             ),
             value: "time per way".into(),
