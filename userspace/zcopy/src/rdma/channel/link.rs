@@ -386,13 +386,16 @@ impl Link {
             if self.stash[i].wr_id & KIND == WR_RECV {
                 continue;
             }
-            // A failed request completes whether signaled or not (the QP
-            // then flushes the rest, the link is broken): it retires itself.
-            let retired = if self.stash[i].status == IBV_WC_SUCCESS {
-                self.retires.pop_front().unwrap_or(1)
-            } else {
-                1
-            };
+            if self.stash[i].status != IBV_WC_SUCCESS {
+                // A failed request completes whether signaled or not, and
+                // the QP then flushes the rest, each with a completion:
+                // the link is broken and posts nothing more, so the
+                // count has nothing left to guard.
+                self.retires.clear();
+                self.sq_used = 0;
+                continue;
+            }
+            let retired = self.retires.pop_front().unwrap_or(1);
             self.sq_used = self.sq_used.saturating_sub(retired);
         }
         Ok(n)
