@@ -33,6 +33,7 @@ pub(super) const PULL_EVERY: Duration = Duration::from_millis(1);
 /// not the write's completion, says when a slot is free again, so the
 /// completions only give the send queue its room back.
 pub const SIGNAL_EVERY: u32 = 64;
+const _: () = assert!(SIGNAL_EVERY > 1, "one signal per write is what this saves");
 
 pub(super) const MAGIC: [u8; 4] = *b"ZCRM";
 pub(super) const VERSION: u32 = 2;
@@ -123,6 +124,9 @@ pub(super) fn credit_range(imm: u32, slot_count: u32) -> Option<std::ops::Range<
 pub struct LinkStats {
     /// Messages written (sender) or received (receiver).
     pub messages: u64,
+    /// Message writes that asked for a completion (sender): one in
+    /// [`SIGNAL_EVERY`] at most.
+    pub signaled_writes: u64,
     /// Credit writes sent (receiver) or received (sender); each gives
     /// back any number of slots.
     pub credit_writes: u64,
@@ -463,7 +467,9 @@ impl Link {
         imm: Option<u32>,
     ) -> Result<()> {
         let signaled = self.unsignaled + 1 >= SIGNAL_EVERY;
-        self.post_ring_write(wr_id, offset, len, imm, signaled)
+        self.post_ring_write(wr_id, offset, len, imm, signaled)?;
+        self.stats.signaled_writes += u64::from(signaled);
+        Ok(())
     }
 
     fn post_ring_write(
