@@ -17,7 +17,7 @@ use clap::Parser;
 
 use mech::{Mech, Pin};
 
-/// Alternating rounds of the 64 B cross-core goals' mechanisms.
+/// Alternating rounds of the points the paired goals read.
 const ROUNDS: usize = 9;
 
 /// Command line.
@@ -89,13 +89,15 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     }
-    // The 64 B goals that compare two mechanisms, in alternating rounds.
-    let paired: Vec<Mech> = [Mech::Floor, Mech::ZcopyBusy, Mech::ZcopyBlocking]
-        .into_iter()
-        .filter(|m| mechs.contains(m))
+    // The latency goals that compare two figures, in alternating rounds
+    // (cross-core): every point they read that this run measures.
+    let paired: Vec<(Mech, usize)> = report::PAIRED
+        .iter()
+        .copied()
+        .filter(|(m, size)| mechs.contains(m) && args.sizes.contains(size))
         .collect();
     let mut rounds = report::Rounds::default();
-    if pins.contains(&Pin::Cross) && args.sizes.contains(&64) && paired.len() > 1 {
+    if pins.contains(&Pin::Cross) && paired.len() > 1 {
         let n = if args.quick { 2 } else { ROUNDS };
         match mech::rounds(&paired, n, iters) {
             Ok(p50) => {
@@ -103,13 +105,18 @@ fn run(args: Args) -> Result<(), String> {
                     let row: Vec<String> = paired
                         .iter()
                         .zip(row)
-                        .map(|(m, v)| format!("{} {v} ns", m.name()))
+                        .map(|((m, size), v)| {
+                            format!("{} {} {v} ns", m.name(), zcopy_plot::size(*size as f64))
+                        })
                         .collect();
-                    eprintln!("64 B cross-core, round {}: {}", i + 1, row.join(", "));
+                    eprintln!("cross-core, round {}: {}", i + 1, row.join(", "));
                 }
-                rounds = report::Rounds { mechs: paired, p50 };
+                rounds = report::Rounds {
+                    points: paired,
+                    p50,
+                };
             }
-            Err(e) => eprintln!("64 B cross-core rounds: {e}"),
+            Err(e) => eprintln!("cross-core rounds: {e}"),
         }
     }
     // What a 64 B figure is made of: the channel's own work and the

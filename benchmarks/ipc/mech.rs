@@ -725,14 +725,7 @@ pub mod ice;
 /// spin, then the futex; busy-polling `try_recv`). Both ends in this
 /// thread: the sender is there and idle.
 pub fn idle_cpu(window: std::time::Duration) -> Result<(f64, f64), String> {
-    let (a, b) = UnixStream::pair().map_err(ioe)?;
-    let tx = Builder::new()
-        .slot_size(64)
-        .slot_count(64)
-        .create()
-        .map_err(ioe)?;
-    tx.share(&a).map_err(ioe)?;
-    let rx = Receiver::from_socket(&b).map_err(ioe)?;
+    let (tx, rx) = local_pair()?;
     let share = |f: &dyn Fn() -> Result<(), String>| -> Result<f64, String> {
         let (cpu, wall) = (thread_cpu()?, Instant::now());
         f()?;
@@ -762,20 +755,22 @@ fn thread_cpu() -> Result<f64, String> {
     Ok(t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
-/// `rounds` rounds of the 64 B cross-core latency of each of `mechs`, back
-/// to back within a round, `iters` round trips each: the p50 of each, one
-/// row per round.
-pub fn rounds(mechs: &[Mech], rounds: usize, iters: usize) -> Result<Vec<Vec<u64>>, String> {
+/// `rounds` rounds of the cross-core latency of each (mechanism, size) of
+/// `points`, back to back within a round, `iters` round trips each: the
+/// p50 of each, one row per round.
+pub fn rounds(
+    points: &[(Mech, usize)],
+    rounds: usize,
+    iters: usize,
+) -> Result<Vec<Vec<u64>>, String> {
     (0..rounds)
         .map(|_| {
-            mechs
+            points
                 .iter()
-                .map(|m| {
-                    let mut v = m.latency(64, Pin::Cross, iters)?;
+                .map(|&(m, size)| {
+                    let mut v = m.latency(size, Pin::Cross, iters)?;
                     v.sort_unstable();
-                    v.get(v.len() / 2)
-                        .copied()
-                        .ok_or_else(|| "no samples".into())
+                    crate::report::p50_of(&v).ok_or_else(|| "no samples".into())
                 })
                 .collect()
         })
@@ -788,14 +783,7 @@ pub fn rounds(mechs: &[Mech], rounds: usize, iters: usize) -> Result<Vec<Vec<u64
 /// round trip's timing (`Instant::now` and `elapsed`, as each latency
 /// sample takes). Medians of 5 runs of `n`.
 pub fn one_thread(n: u64) -> Result<(f64, f64), String> {
-    let (a, b) = UnixStream::pair().map_err(ioe)?;
-    let tx = Builder::new()
-        .slot_size(64)
-        .slot_count(64)
-        .create()
-        .map_err(ioe)?;
-    tx.share(&a).map_err(ioe)?;
-    let rx = Receiver::from_socket(&b).map_err(ioe)?;
+    let (tx, rx) = local_pair()?;
     let mut msg = Vec::new();
     let mut clock = Vec::new();
     for _ in 0..5 {
@@ -818,9 +806,18 @@ pub fn one_thread(n: u64) -> Result<(f64, f64), String> {
         std::hint::black_box(sum);
         clock.push(t.elapsed().as_nanos() as f64 / n as f64);
     }
-    let mid = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    Ok((mid(msg), mid(clock)))
+    Ok((crate::report::median(&msg), crate::report::median(&clock)))
+}
+
+/// Both ends of a channel of 64 slots of 64 B, in this process.
+fn local_pair() -> Result<(Sender<Shm>, Receiver<Shm>), String> {
+    let (a, b) = UnixStream::pair().map_err(ioe)?;
+    let tx = Builder::new()
+        .slot_size(HEADER)
+        .slot_count(64)
+        .create()
+        .map_err(ioe)?;
+    tx.share(&a).map_err(ioe)?;
+    let rx = Receiver::from_socket(&b).map_err(ioe)?;
+    Ok((tx, rx))
 }

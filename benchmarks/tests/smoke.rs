@@ -63,9 +63,16 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
     }
     // The paired 64 B rounds (two in a quick run) and the one-thread costs.
     let rounds = &doc["rounds"];
+    // The run has 64 B (not 4 MiB): the 64 B points of the paired goals.
+    let named: Vec<&str> = rounds["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["mechanism"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        rounds["mechanisms"],
-        serde_json::json!(["floor", "zcopy-busy", "zcopy-blocking"])
+        named,
+        ["floor", "floor-header", "zcopy-busy", "zcopy-blocking"]
     );
     let rows = rounds["p50_ns"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rounds}");
@@ -77,6 +84,13 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
         doc["one_thread"]["message_ns"].as_f64() > Some(0.0),
         "{doc}"
     );
+    let idle = doc["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["goal"].as_str().unwrap().starts_with("idle sender"))
+        .unwrap();
+    assert!(idle["ours"].as_f64() < idle["reference"].as_f64(), "{idle}");
     let goals = doc["goals"].as_array().unwrap();
     assert_eq!(goals.len(), 8);
     for g in goals {
