@@ -223,7 +223,7 @@ fn series_color(i: usize) -> RGBColor {
 }
 
 /// Series past the palette's ten take its colours again, drawn dashed
-/// with triangles, so that no two series look alike.
+/// with triangles, so that the first twenty all look different.
 fn series_dashed(i: usize) -> bool {
     i >= PALETTE.len()
 }
