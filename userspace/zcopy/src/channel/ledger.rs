@@ -104,7 +104,9 @@ impl Ledger {
         Ok(true)
     }
 
-    /// True when slot `index` is in flight and still awaits `event`.
+    /// True when slot `index` is in flight and still awaits `event` (the
+    /// RDMA sender asks, when the receiver's board may free a slot).
+    #[cfg(any(feature = "rdma", test))]
     #[inline]
     pub(crate) fn awaits(&self, index: u32, event: Events) -> bool {
         matches!(self.slots.get(index as usize), Some(State::InFlight(a)) if a & event != 0)
