@@ -96,12 +96,19 @@ pub fn run(a: &SinkArgs) -> Result<()> {
     } else if let Some(p) = &a.shm {
         let s = accept_unix(p, timeout)?;
         let rx = Receiver::from_socket(&s).map_err(chan)?;
+        // The far end waits as the socket ways' does in read(): asleep at
+        // once, no spin. A spinning guest vCPU holds one of the host's
+        // cores, which the card's device model and QEMU's event loop need
+        // to complete the card's requests on a 2-core host.
+        rx.set_spin(0);
         say("ready")?;
         channel(&rx, timeout, &mut c)?;
     } else if let Some(p) = &a.card {
         let card = crate::platform::open_card()?;
         let s = accept_unix(p, timeout)?;
         let rx = Receiver::from_socket_on_card(&card, &s).map_err(chan)?;
+        // As the shm far end, and the socket ones in read(): no spin.
+        rx.set_spin(0);
         say("ready")?;
         channel(&rx, timeout, &mut c)?;
     } else {
