@@ -135,6 +135,9 @@ pub struct LinkStats {
     pub credited_by_writes: u64,
     /// Reads of the receiver's board (sender only).
     pub reads: u64,
+    /// Probes of a silent peer (a zero-byte write each, signaled), one
+    /// per [`PROBE_EVERY`] of waiting.
+    pub probes: u64,
     /// Slots given back by those reads.
     pub credited_by_reads: u64,
     /// Polls of the completion queue.
@@ -511,6 +514,7 @@ impl Link {
             // Zero bytes to the peer's ring: fails only if the peer is gone.
             if self.write(WR_PROBE, 0, 0, None).is_ok() {
                 self.probing = true;
+                self.stats.probes += 1;
             }
             self.probe_at = now + PROBE_EVERY;
         }
