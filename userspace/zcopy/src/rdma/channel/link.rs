@@ -307,14 +307,13 @@ impl Link {
     /// the peer's board, with their range as the immediate: one credit
     /// write for any number of released slots.
     pub(super) fn credit(&mut self, first: u32, count: u32) -> Result<()> {
-        self.reserve_send()?;
         let (board, addr, rkey) = (
             self.board,
             self.remote_board + 4 * u64::from(first),
             self.remote_board_rkey,
         );
-        self.conn
-            .post_write(
+        self.post(true, |conn| {
+            conn.post_write(
                 WR_CREDIT | u64::from(first),
                 board,
                 4 * first as usize,
@@ -324,8 +323,7 @@ impl Link {
                 Some(credit_imm(first, count)),
                 true,
             )
-            .inspect_err(|_| self.sq_used -= 1)?;
-        self.posted(true);
+        })?;
         self.stats.credit_writes += 1;
         Ok(())
     }
@@ -333,11 +331,10 @@ impl Link {
     /// Reads the peer's board (slot_count words) into the second half of
     /// ours.
     pub(super) fn read_board(&mut self) -> Result<()> {
-        self.reserve_send()?;
         let words = self.board_words / 2;
         let (board, addr, rkey) = (self.board, self.remote_board, self.remote_board_rkey);
-        self.conn
-            .post_read(
+        self.post(true, |conn| {
+            conn.post_read(
                 WR_READ,
                 board,
                 4 * words as usize,
@@ -345,8 +342,7 @@ impl Link {
                 addr,
                 rkey,
             )
-            .inspect_err(|_| self.sq_used -= 1)?;
-        self.posted(true);
+        })?;
         self.stats.reads += 1;
         Ok(())
     }
@@ -418,6 +414,20 @@ impl Link {
         }
     }
 
+    /// Posts one request to the send queue through `post`, with room
+    /// reserved first (given back if the post fails) and its completion,
+    /// if `signaled`, counted to retire it and the unsignaled ones before.
+    fn post(
+        &mut self,
+        signaled: bool,
+        post: impl FnOnce(&mut Connection) -> crate::rdma::Result<()>,
+    ) -> Result<()> {
+        self.reserve_send()?;
+        post(&mut self.conn).inspect_err(|_| self.sq_used -= 1)?;
+        self.posted(signaled);
+        Ok(())
+    }
+
     /// Room for one more send: waits (boundedly) for sends to complete.
     /// Credits can outrun their acknowledgements, so the receiver's send
     /// queue fills up when the sender is quick.
@@ -439,54 +449,25 @@ impl Link {
 
     /// Posts a zero-length SEND WITH IMMEDIATE.
     pub(super) fn send_imm(&mut self, wr_id: u64, imm: u32) -> Result<()> {
-        self.reserve_send()?;
-        self.conn
-            .post_send_imm(wr_id, imm)
-            .inspect_err(|_| self.sq_used -= 1)?;
-        self.posted(true);
-        Ok(())
+        self.post(true, |conn| conn.post_send_imm(wr_id, imm))
     }
 
-    /// Posts a signaled RDMA WRITE of `len` bytes from `offset` of the
-    /// local ring to the same offset of the peer's, with `imm` when given.
+    /// Posts an RDMA WRITE of `len` bytes from `offset` of the local ring
+    /// to the same offset of the peer's, with `imm` when given: signaled,
+    /// or for a `message` only every [`SIGNAL_EVERY`]th time (the
+    /// receiver's board, not the write's completion, frees its slot).
     pub(super) fn write(
         &mut self,
         wr_id: u64,
         offset: u64,
         len: u32,
         imm: Option<u32>,
+        message: bool,
     ) -> Result<()> {
-        self.post_ring_write(wr_id, offset, len, imm, true)
-    }
-
-    /// As [`Link::write`], signaled only every [`SIGNAL_EVERY`]th time:
-    /// for a message, whose slot the receiver's board frees, not the
-    /// write's completion.
-    pub(super) fn write_message(
-        &mut self,
-        wr_id: u64,
-        offset: u64,
-        len: u32,
-        imm: Option<u32>,
-    ) -> Result<()> {
-        let signaled = self.unsignaled + 1 >= SIGNAL_EVERY;
-        self.post_ring_write(wr_id, offset, len, imm, signaled)?;
-        self.stats.signaled_writes += u64::from(signaled);
-        Ok(())
-    }
-
-    fn post_ring_write(
-        &mut self,
-        wr_id: u64,
-        offset: u64,
-        len: u32,
-        imm: Option<u32>,
-        signaled: bool,
-    ) -> Result<()> {
-        self.reserve_send()?;
+        let signaled = !message || self.unsignaled + 1 >= SIGNAL_EVERY;
         let (ring, addr, rkey) = (self.ring, self.remote_addr + offset, self.remote_rkey);
-        self.conn
-            .post_write(
+        self.post(signaled, |conn| {
+            conn.post_write(
                 wr_id,
                 ring,
                 offset as usize,
@@ -496,8 +477,8 @@ impl Link {
                 imm,
                 signaled,
             )
-            .inspect_err(|_| self.sq_used -= 1)?;
-        self.posted(signaled);
+        })?;
+        self.stats.signaled_writes += u64::from(message && signaled);
         Ok(())
     }
 
@@ -512,7 +493,7 @@ impl Link {
         }
         if now >= self.probe_at && !self.probing && self.broken.is_none() {
             // Zero bytes to the peer's ring: fails only if the peer is gone.
-            if self.write(WR_PROBE, 0, 0, None).is_ok() {
+            if self.write(WR_PROBE, 0, 0, None, false).is_ok() {
                 self.probing = true;
                 self.stats.probes += 1;
             }

@@ -431,9 +431,13 @@ impl<S: SenderRef> SlotLoan<S> {
         // needs no drop.
         let sender: S = unsafe { std::ptr::read(&this.sender) };
         let mut st = sender.state.borrow_mut();
-        let r = st
-            .link
-            .write_message(WR_WRITE | u64::from(index), offset, len as u32, Some(index));
+        let r = st.link.write(
+            WR_WRITE | u64::from(index),
+            offset,
+            len as u32,
+            Some(index),
+            true,
+        );
         if let Err(e) = r {
             st.ledger.unloan(index);
             st.link.break_with(e.to_string());
