@@ -725,6 +725,23 @@ impl Connection {
         Error::check("ibv_post_recv", r)
     }
 
+    /// The scatter-gather entry of `len` bytes at `offset` of `mr`, a
+    /// region this connection registered; `what` names the request in the
+    /// error when they lie outside it.
+    fn sge(&self, mr: MrHandle, offset: usize, len: usize, what: &str) -> Result<ibv_sge> {
+        if mr.index >= self.mrs.len() || offset.checked_add(len).is_none_or(|e| e > mr.len) {
+            return Err(Error::Usage(format!(
+                "{what} of {len} bytes at {offset}: outside the {}-byte region",
+                mr.len
+            )));
+        }
+        Ok(ibv_sge {
+            addr: mr.addr + offset as u64,
+            length: len as u32,
+            lkey: mr.lkey,
+        })
+    }
+
     /// Posts an RDMA WRITE (WITH IMMEDIATE when `imm` is given) of `len`
     /// bytes at `offset` of the registered region `mr` to `remote_addr`
     /// (`rkey`) at the peer. Inline when `len` is within the QP's inline
@@ -745,17 +762,7 @@ impl Connection {
         signaled: bool,
     ) -> Result<()> {
         let qp = self.qp()?;
-        if mr.index >= self.mrs.len() || offset.checked_add(len).is_none_or(|e| e > mr.len) {
-            return Err(Error::Usage(format!(
-                "write of {len} bytes at {offset}: outside the {}-byte region",
-                mr.len
-            )));
-        }
-        let mut sge = ibv_sge {
-            addr: mr.addr + offset as u64,
-            length: len as u32,
-            lkey: mr.lkey,
-        };
+        let mut sge = self.sge(mr, offset, len, "write")?;
         // SAFETY: ibv_send_wr is plain old data; zero is a valid value.
         let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
         wr.wr_id = wr_id;
@@ -799,20 +806,10 @@ impl Connection {
         rkey: u32,
     ) -> Result<()> {
         let qp = self.qp()?;
-        if mr.index >= self.mrs.len()
-            || len == 0
-            || offset.checked_add(len).is_none_or(|e| e > mr.len)
-        {
-            return Err(Error::Usage(format!(
-                "read of {len} bytes at {offset}: outside the {}-byte region or empty",
-                mr.len
-            )));
+        if len == 0 {
+            return Err(Error::Usage("a read of 0 bytes".into()));
         }
-        let mut sge = ibv_sge {
-            addr: mr.addr + offset as u64,
-            length: len as u32,
-            lkey: mr.lkey,
-        };
+        let mut sge = self.sge(mr, offset, len, "read")?;
         // SAFETY: ibv_send_wr is plain old data; zero is a valid value.
         let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
         wr.wr_id = wr_id;
