@@ -121,6 +121,7 @@ impl Geometry {
 
 impl Geometry {
     /// Payload bytes a slot holds.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.slot_size as usize
     }
@@ -128,11 +129,13 @@ impl Geometry {
     /// Where slot `index` starts in the slot memory (the offset every
     /// transport names a slot by: in the segment's slots, the card pool,
     /// the RDMA ring).
+    #[inline]
     pub fn slot_offset(&self, index: u32) -> u64 {
         u64::from(index) * self.slot_stride
     }
 
     /// A message of `len` bytes fits a slot, or [`Error::TooLarge`].
+    #[inline]
     pub fn check_len(&self, len: usize) -> Result<()> {
         if len > self.capacity() {
             return Err(Error::TooLarge {

@@ -130,6 +130,7 @@ impl<T: Transport> Receiver<T> {
     /// [`LIVENESS_SLICE`](super::LIVENESS_SLICE) (20 ms). After each sleep it checks whether the
     /// sender closed ([`Error::Closed`]) or died ([`Error::PeerDied`]),
     /// both only once every message sent has been taken, and spins again.
+    #[inline]
     pub fn recv(&self) -> Result<Sample<'_, T>> {
         self.recv_with(Wait::Forever)?.ok_or(Error::Timeout)
     }
@@ -141,6 +142,7 @@ impl<T: Transport> Receiver<T> {
     /// system call, at most once per [`LIVENESS_SLICE`](super::LIVENESS_SLICE),
     /// the clock read on every [`PEER_CHECK_EVERY`](super::PEER_CHECK_EVERY)th
     /// call that finds nothing). [`Receiver::is_closed`] asks both at once.
+    #[inline]
     pub fn try_recv(&self) -> Result<Option<Sample<'_, T>>> {
         self.recv_with(Wait::Never)
     }
@@ -167,68 +169,125 @@ impl<T: Transport> Receiver<T> {
 
     /// The next message, waiting as `wait` says (`None`: nothing there and
     /// `Wait::Never`), as [`Receiver::recv`] and [`Receiver::try_recv`]
-    /// describe.
+    /// describe. The common case, a message already there, is inlined
+    /// into the caller; what waiting takes is not.
+    #[inline]
     pub fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         let mut st = self.state.borrow_mut();
+        if st.deferred.is_none() {
+            if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
+                return self.take(&mut st, v).map(Some);
+            }
+            if let Wait::Never = wait {
+                // A poll that found nothing, the busy-polling caller's
+                // loop: inlined too, and short while nothing needs asking.
+                self.prefetch_recent(&st);
+                if !self.sender_closed() && !st.pacer.due() {
+                    return Ok(None);
+                }
+                return self.poll_sender(&mut st);
+            }
+        }
+        self.wait_for_message(&mut st, wait)
+    }
+
+    /// Nothing yet: starts fetching the slots the next message is likely
+    /// in, so that their first line travels alongside the entry's instead
+    /// of after it.
+    #[inline]
+    fn prefetch_recent(&self, st: &RecvState) {
+        for i in st.recent {
+            prefetch(self.slot(i));
+        }
+    }
+
+    /// A poll found nothing, and the sender closed or it is time to ask
+    /// after its process: the message that came just before, the end, or
+    /// nothing yet.
+    #[inline(never)]
+    fn poll_sender(&self, st: &mut RecvState) -> Result<Option<Sample<'_, T>>> {
+        if !self.sender_left(st, true)? {
+            return Ok(None);
+        }
+        let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
+        v.map(|v| self.take(st, v)).transpose()
+    }
+
+    /// The ring was found empty: whether the sender closed or (when `ask`)
+    /// its process is gone. The ring was read before the flag and the
+    /// process, so it is read once more: true when a message sent just
+    /// before the end is there to take, [`Error::Closed`] or
+    /// [`Error::PeerDied`] when nothing is, false while the sender is there.
+    fn sender_left(&self, st: &mut RecvState, ask: bool) -> Result<bool> {
+        let end = if self.sender_closed() {
+            Error::Closed
+        } else if ask && st.sender.gone() {
+            Error::PeerDied {
+                pid: st.sender.pid,
+                reclaimed: 0,
+            }
+        } else {
+            return Ok(false);
+        };
+        if st.submit.ready().map_err(corrupt("submit ring indices"))? {
+            Ok(true)
+        } else {
+            Err(end)
+        }
+    }
+
+    /// The message of submit entry `v`, checked against the geometry and
+    /// the slots this receiver holds.
+    #[inline]
+    fn take(&self, st: &mut RecvState, v: u64) -> Result<Sample<'_, T>> {
+        let index = (v & 0xffff_ffff) as u32;
+        let len = (v >> 32) as u32;
+        if index >= self.geo.slot_count {
+            return Err(Error::Corrupt("message names a slot past the end"));
+        }
+        if len > self.geo.slot_size {
+            return Err(Error::Corrupt("message longer than its slot"));
+        }
+        if std::mem::replace(&mut st.held[index as usize], true) {
+            return Err(Error::Corrupt("message names a slot the receiver holds"));
+        }
+        st.recent = [index, st.recent[0]];
+        Ok(Sample {
+            receiver: self,
+            index,
+            len,
+        })
+    }
+
+    /// [`Receiver::recv_with`] when no message was there (or a failure
+    /// from a Drop waits to be reported): checks the peer, waits as
+    /// `wait` says, and looks at the ring again.
+    #[inline(never)]
+    fn wait_for_message(&self, st: &mut RecvState, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         if let Some(e) = st.deferred.take() {
             return Err(e);
         }
         let mut deadline = None;
         loop {
-            if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
-                let index = (v & 0xffff_ffff) as u32;
-                let len = (v >> 32) as u32;
-                if index >= self.geo.slot_count {
-                    return Err(Error::Corrupt("message names a slot past the end"));
-                }
-                if len > self.geo.slot_size {
-                    return Err(Error::Corrupt("message longer than its slot"));
-                }
-                if std::mem::replace(&mut st.held[index as usize], true) {
-                    return Err(Error::Corrupt("message names a slot the receiver holds"));
-                }
-                st.recent = [index, st.recent[0]];
-                return Ok(Some(Sample {
-                    receiver: self,
-                    index,
-                    len,
-                }));
-            }
-            // Nothing yet: start fetching the slots the next message is
-            // likely in, so that their first line travels alongside the
-            // entry's instead of after it.
-            for i in st.recent {
-                prefetch(self.slot(i));
-            }
+            self.prefetch_recent(st);
             let d = *deadline.get_or_insert_with(|| wait.deadline());
-            // The ring was found empty before the flag was read: look once
-            // more, so a message sent just before the close is not lost.
-            if self.sender_closed() {
-                if st.submit.ready().map_err(corrupt("submit ring indices"))? {
-                    continue;
-                }
-                return Err(Error::Closed);
-            }
             let ask = match d {
                 Some(_) => true,
                 None => st.pacer.due(),
             };
-            if ask && st.sender.gone() {
-                if st.submit.ready().map_err(corrupt("submit ring indices"))? {
-                    continue;
-                }
-                return Err(Error::PeerDied {
-                    pid: st.sender.pid,
-                    reclaimed: 0,
-                });
+            if !self.sender_left(st, ask)? {
+                let Some(d) = d else {
+                    return Ok(None);
+                };
+                wait_on(&mut st.submit, self.spin.get(), d)?;
             }
-            let Some(d) = d else {
-                return Ok(None);
-            };
-            wait_on(&mut st.submit, self.spin.get(), d)?;
+            if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
+                return self.take(st, v).map(Some);
+            }
         }
     }
 
+    #[inline]
     fn release(&self, index: u32) {
         let mut st = self.state.borrow_mut();
         st.held[index as usize] = false;
@@ -237,6 +296,7 @@ impl<T: Transport> Receiver<T> {
         }
     }
 
+    #[inline]
     fn slot(&self, index: u32) -> *const u8 {
         self.slots
             .base()
@@ -266,6 +326,7 @@ pub struct Sample<'a, T: Transport> {
 
 impl<T: Transport> std::ops::Deref for Sample<'_, T> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: index < slot_count and len ≤ slot_size were checked when
         // the message was taken, so the bytes lie inside the transport's
@@ -312,6 +373,7 @@ impl<T: Transport> Sample<'_, T> {
 }
 
 impl<T: Transport> Drop for Sample<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         self.receiver.release(self.index);
     }

@@ -91,16 +91,19 @@ impl<T: Transport> Sender<T> {
     }
 
     /// A free slot, waiting as the channel's backpressure setting says.
+    #[inline]
     pub fn loan(&self) -> Result<Loan<'_, T>> {
         self.loan_with(self.backpressure.get())
     }
 
     /// A free slot, or [`Error::Full`] at once.
+    #[inline]
     pub fn try_loan(&self) -> Result<Loan<'_, T>> {
         self.loan_with(Wait::Never)
     }
 
     /// A free slot, waiting as `wait` says.
+    #[inline]
     pub fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
         let index = self.take_slot(wait)?;
         Ok(SlotLoan::new(self, index))
@@ -157,8 +160,21 @@ impl<T: Transport> Sender<T> {
         Ok(SlotLoan::new(Rc::clone(self), index))
     }
 
-    /// Takes a free slot for a loan, waiting as `wait` says.
+    /// Takes a free slot for a loan, waiting as `wait` says. The common
+    /// case, a free slot at hand, is inlined into the caller; what waiting
+    /// takes is not.
+    #[inline]
     fn take_slot(&self, wait: Wait) -> Result<u32> {
+        if let Some(index) = self.state.borrow_mut().ledger.loan() {
+            return Ok(index);
+        }
+        self.wait_for_slot(wait)
+    }
+
+    /// [`Sender::take_slot`] when no slot was free: takes in what the
+    /// receiver returned, then waits for a return as `wait` says.
+    #[inline(never)]
+    fn wait_for_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
         let mut deadline = None;
         loop {
@@ -204,6 +220,7 @@ impl<T: Transport> Sender<T> {
     }
 
     /// Takes back the slots the receiver returned.
+    #[inline]
     fn collect(&self, st: &mut SendState) -> Result<()> {
         while let Some(v) = st.returns.pop().map_err(corrupt("return ring indices"))? {
             let index = (v & 0xffff_ffff) as u32;
@@ -262,6 +279,7 @@ impl<T: Transport> Sender<T> {
         Ok(st.ledger.reclaim(|index| queued[index]))
     }
 
+    #[inline]
     fn slot(&self, index: u32) -> *mut u8 {
         self.slots
             .base()
@@ -338,6 +356,7 @@ pub type Loan<'a, T> = SlotLoan<T, &'a Sender<T>>;
 pub type OwnedLoan<T> = SlotLoan<T, Rc<Sender<T>>>;
 
 impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
+    #[inline]
     fn new(sender: S, index: u32) -> SlotLoan<T, S> {
         SlotLoan {
             sender,
@@ -346,11 +365,13 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
         }
     }
 
+    #[inline]
     fn slot_ptr(&self) -> *mut u8 {
         self.sender.slot(self.index)
     }
 
     /// The whole slot, writable (its old contents are whatever was there).
+    #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the slot lies inside the transport's mapping (index <
         // slot_count, stride × count = slots_bytes, checked at creation or
@@ -363,6 +384,7 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
     }
 
     /// Slot capacity in bytes.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.sender.geo.capacity()
     }
@@ -381,6 +403,7 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
     /// Sends the first `len` bytes of the slot as the message; the
     /// receiver reads them in place. `len` past the slot is
     /// [`Error::TooLarge`] and the slot goes back unsent.
+    #[inline]
     pub fn send(self, len: usize) -> Result<()> {
         self.sender.geo.check_len(len)?;
         let index = self.index;
@@ -409,6 +432,7 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
 }
 
 impl<T: Transport, S: SenderRef<T>> Drop for SlotLoan<T, S> {
+    #[inline]
     fn drop(&mut self) {
         let mut st = self.sender.state.borrow_mut();
         st.ledger.unloan(self.index);
