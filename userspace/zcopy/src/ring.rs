@@ -34,17 +34,29 @@
 //!   futex word) and when attaching.
 //! - **HEAD**: the consumer reads an entry, then stores `head` with Release;
 //!   the producer loads `head` with Acquire before overwriting entries below it.
-//! - **WAKE**: Dekker pair. Producer: store entry and `tail`, SeqCst fence,
-//!   load `need_wakeup`. Consumer: store `need_wakeup`, SeqCst fence, load
-//!   `tail`. At least one sees the other's store, so a consumer never sleeps
-//!   through a push: either it sees the new tail (and, by TAIL, the entry)
-//!   and does not sleep, or the producer sees the flag and wakes it. The
-//!   futex word is `tail` itself, so a push that lands between the check and
-//!   the sleep makes FUTEX_WAIT return at once.
+//! - **WAKE**: Dekker pair. Producer: store entry and `tail`, fence, load
+//!   `need_wakeup`. Consumer: store `need_wakeup`, fence, load `tail`. At
+//!   least one sees the other's store, so a consumer never sleeps through a
+//!   push: either it sees the new tail (and, by TAIL, the entry) and does
+//!   not sleep, or the producer sees the flag and wakes it. The futex word
+//!   is `tail` itself, so a push that lands between the check and the sleep
+//!   makes FUTEX_WAIT return at once.
+//!
+//!   The fence is asymmetric where the kernel allows: the consumer, about
+//!   to sleep, issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which
+//!   makes the producer's CPU fence for it, and a producer in a process
+//!   registered for it pushes with no CPU fence at all (see
+//!   `sync::producer_fence` and `sync::sleeper_fence`). A busy pair then
+//!   never waits for a store buffer to drain; only a consumer going to
+//!   sleep pays, with one system call. Elsewhere both sides use a SeqCst
+//!   fence, and that protocol is the one the loom model checks.
 
 use std::time::Duration;
 
-use crate::sync::{futex_wait, futex_wake, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{
+    futex_wait, futex_wake, light_fence, producer_fence, sleeper_fence, AtomicU32, AtomicU64,
+    Ordering,
+};
 
 #[cfg(loom)]
 use loom::sync::atomic::fence;
@@ -55,6 +67,11 @@ pub(crate) use crate::sync::Woke;
 
 /// Cache line size the layout is built around.
 pub const CACHE_LINE: usize = 64;
+
+/// The longest a consumer sleeps when it could not make producers fence
+/// for it (`sync::sleeper_fence`): a wake-up lost to a producer that did
+/// not fence then costs at most this.
+pub const UNFENCED_SLEEP: Duration = Duration::from_millis(1);
 
 /// The entry bit that carries the lap tag; values pushed must leave it clear.
 pub const LAP_BIT: u64 = 1 << 63;
@@ -186,6 +203,8 @@ pub(crate) struct Producer {
     ring: RingPtr,
     tail: u32,
     head_cache: u32,
+    /// The WAKE fence needs no CPU fence here (`sync::light_fence`).
+    light: bool,
 }
 
 impl Producer {
@@ -199,6 +218,7 @@ impl Producer {
             ring,
             tail,
             head_cache: head,
+            light: light_fence(),
         })
     }
 
@@ -226,7 +246,7 @@ impl Producer {
         // TAIL (release): the entry above is below the new tail.
         hdr.tail.0.store(self.tail, Ordering::Release);
         // WAKE: tail store before need_wakeup load (pairs with Consumer::wait).
-        fence(Ordering::SeqCst);
+        producer_fence(self.light);
         if hdr.need_wakeup.0.load(Ordering::Relaxed) != 0 {
             futex_wake(&hdr.tail.0);
         }
@@ -307,7 +327,11 @@ impl Consumer {
         let hdr = self.ring.hdr();
         hdr.need_wakeup.0.store(1, Ordering::Relaxed);
         // WAKE: need_wakeup store before the tail load (pairs with Producer::push).
-        fence(Ordering::SeqCst);
+        let timeout = if sleeper_fence() {
+            timeout
+        } else {
+            Some(timeout.map_or(UNFENCED_SLEEP, |t| t.min(UNFENCED_SLEEP)))
+        };
         // TAIL (acquire): as in pop.
         let tail = hdr.tail.0.load(Ordering::Acquire);
         let woke = match self.ring.consumer_view(tail, self.head)? {
@@ -575,6 +599,73 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// A consumer that sleeps each time it finds the ring empty, against a
+    /// producer that pushes at random short intervals, so that pushes land
+    /// while the consumer is on its way to sleep: every push wakes it. A
+    /// lost wake-up shows as a wait that times out with an entry in the
+    /// ring, and ends the test.
+    #[test]
+    fn a_sleeping_consumer_is_woken_by_every_push() {
+        use std::sync::atomic::AtomicBool;
+        let mut heap = Heap::new(64);
+        let mut p = Producer::attach(heap.ptr()).unwrap();
+        let mut c = Consumer::attach(heap.ptr()).unwrap();
+        const N: u64 = 30_000;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("a_sleeping_consumer_is_woken_by_every_push: seed {seed}");
+        let lost = AtomicBool::new(false);
+        let got = std::thread::scope(|s| {
+            let consumer = s.spawn(|| {
+                let mut next = 0;
+                while next < N {
+                    match c.pop().unwrap() {
+                        Some(v) => {
+                            assert_eq!(v, next);
+                            next += 1;
+                        }
+                        None => {
+                            let woke = c.wait(Some(Duration::from_millis(200))).unwrap();
+                            if woke == Woke::TimedOut && c.ready().unwrap() {
+                                lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                }
+                next
+            });
+            let mut x = seed | 1;
+            for v in 0..N {
+                p.push(v).unwrap();
+                // xorshift: 0 to 4095 spins between pushes.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                for _ in 0..x % 4096 {
+                    std::hint::spin_loop();
+                }
+                // The consumer drains faster than this produces; should it
+                // fall behind, wait rather than overrun.
+                let lost = || lost.load(std::sync::atomic::Ordering::Relaxed);
+                while p.pending().unwrap().len() > 32 && !lost() {
+                    std::thread::yield_now();
+                }
+                if lost() {
+                    break;
+                }
+            }
+            consumer.join().unwrap()
+        });
+        assert!(
+            !lost.into_inner(),
+            "a push did not wake the consumer, after {got} entries (seed {seed})"
+        );
+        assert_eq!(got, N);
     }
 }
 

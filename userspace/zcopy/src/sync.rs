@@ -1,4 +1,5 @@
-//! The atomics the rings use, and futex wait/wake on a shared 32-bit word.
+//! The atomics the rings use, futex wait/wake on a shared 32-bit word, and
+//! the two halves of the rings' wake-up fence.
 //!
 //! Under `--cfg loom` the atomics are loom's and the futex is modelled with a
 //! loom mutex and condition variable that has the futex's one property the
@@ -12,6 +13,11 @@ pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use std::time::Duration;
+
+#[cfg(loom)]
+use loom::sync::atomic::fence;
+#[cfg(not(loom))]
+use std::sync::atomic::{compiler_fence, fence};
 
 /// What a [`futex_wait`] ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,4 +96,90 @@ pub(crate) fn futex_wake(_word: &AtomicU32) {
     let (lock, cond) = &*model::BUCKET;
     let _guard = lock.lock().unwrap();
     cond.notify_all();
+}
+
+/// The producer's half of the wake-up fence: orders its store of `tail`
+/// before its load of `need_wakeup`. `light` (from [`light_fence`]): this
+/// process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, so a
+/// consumer about to sleep makes the CPU fence for it ([`sleeper_fence`])
+/// and the producer needs only to keep the compiler from reordering; an
+/// MFENCE on every push would wait for the store buffer to drain, which
+/// cross-core means waiting for the entry's cache line to change hands.
+#[inline]
+pub(crate) fn producer_fence(light: bool) {
+    #[cfg(not(loom))]
+    if light {
+        compiler_fence(Ordering::SeqCst);
+        return;
+    }
+    #[cfg(loom)]
+    let _ = light;
+    fence(Ordering::SeqCst);
+}
+
+/// The consumer's half: orders its store of `need_wakeup` before its load
+/// of `tail`, and, where the kernel has it, makes every running thread of
+/// every process registered by [`light_fence`] execute a full memory
+/// barrier (`membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`). A producer
+/// whose `tail` store came before that barrier has its store visible now;
+/// one whose store came after loads `need_wakeup` after it too, sees 1 and
+/// wakes the consumer. Either way no wake-up is lost, as with a fence on
+/// both sides. It costs an inter-processor interrupt per CPU running such
+/// a thread, and only a consumer about to sleep pays it.
+///
+/// Returns false when this process cannot issue that barrier (an old
+/// kernel, or a seccomp filter that refuses `membarrier` here and may
+/// allow it to the producer's process): the caller then bounds its sleep.
+pub(crate) fn sleeper_fence() -> bool {
+    fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    return membarrier::usable() && membarrier::global_expedited();
+    #[cfg(loom)]
+    true
+}
+
+/// Whether this process's producers may use the light fence: true once it
+/// registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (the registration is the
+/// process's, kept across fork, dropped at exec). Asked once per process.
+pub(crate) fn light_fence() -> bool {
+    #[cfg(not(loom))]
+    return membarrier::registered();
+    #[cfg(loom)]
+    false
+}
+
+#[cfg(not(loom))]
+mod membarrier {
+    use std::sync::OnceLock;
+
+    const QUERY: libc::c_int = 0;
+    const GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    fn call(cmd: libc::c_int) -> libc::c_long {
+        // SAFETY: membarrier takes two integers and touches no memory of
+        // this process.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) }
+    }
+
+    /// The kernel offers both commands (Linux 4.16 and later, unless a
+    /// seccomp filter says otherwise).
+    pub(super) fn usable() -> bool {
+        static USABLE: OnceLock<bool> = OnceLock::new();
+        *USABLE.get_or_init(|| {
+            let want = GLOBAL_EXPEDITED | REGISTER_GLOBAL_EXPEDITED;
+            let got = call(QUERY);
+            got >= 0 && got as libc::c_int & want == want
+        })
+    }
+
+    /// Registers this process, once: true when the kernel accepted.
+    pub(super) fn registered() -> bool {
+        static REGISTERED: OnceLock<bool> = OnceLock::new();
+        *REGISTERED.get_or_init(|| usable() && call(REGISTER_GLOBAL_EXPEDITED) == 0)
+    }
+
+    pub(super) fn global_expedited() -> bool {
+        call(GLOBAL_EXPEDITED) == 0
+    }
 }
