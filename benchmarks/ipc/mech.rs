@@ -23,6 +23,13 @@ pub enum Mech {
     /// before it and the receiver reads after it: the floor of any IPC
     /// whose receiver reads what the sender wrote.
     FloorHeader,
+    /// The flag naming which of two header lines the sender wrote, the one
+    /// the receiver then reads (both prefetched while it polls): the floor
+    /// of any IPC whose message is found through an index, as a zero-copy
+    /// channel's ring entry names its slot. The header's address comes
+    /// from the flag's value, so its line cannot start moving before the
+    /// flag's arrives.
+    FloorIndex,
     /// zcopy channel, busy-polling.
     ZcopyBusy,
     /// zcopy channel, busy-polling, the sender writing every byte of the slot.
@@ -86,6 +93,7 @@ impl Mech {
             Mech::Floor,
             Mech::FloorFill,
             Mech::FloorHeader,
+            Mech::FloorIndex,
             Mech::ZcopyBusy,
             Mech::ZcopyFill,
             Mech::ZcopyBlocking,
@@ -116,6 +124,7 @@ impl Mech {
             Mech::Floor => "floor",
             Mech::FloorFill => "floor-fill",
             Mech::FloorHeader => "floor-header",
+            Mech::FloorIndex => "floor-index",
             Mech::ZcopyBusy => "zcopy-busy",
             Mech::ZcopyFill => "zcopy-fill",
             Mech::ZcopyBlocking => "zcopy-blocking",
@@ -135,6 +144,7 @@ impl Mech {
             Mech::Floor => "floor (a bare shared flag)",
             Mech::FloorFill => "floor-fill (flag, every byte written)",
             Mech::FloorHeader => "floor-header (flag, a header line read)",
+            Mech::FloorIndex => "floor-index (flag naming the header line read)",
             Mech::ZcopyBusy => "zcopy-busy (busy-poll)",
             Mech::ZcopyFill => "zcopy-fill (busy-poll, every byte written)",
             Mech::ZcopyBlocking => "zcopy-blocking (spin, then futex)",
@@ -154,6 +164,7 @@ impl Mech {
             Mech::Floor
             | Mech::FloorFill
             | Mech::FloorHeader
+            | Mech::FloorIndex
             | Mech::ZcopyBusy
             | Mech::ZcopyFill
             | Mech::ZcopyBlocking
@@ -187,7 +198,10 @@ impl Mech {
 
     /// Messages per second streaming one way, or why not measured.
     pub fn throughput(self, size: usize, pin: Pin, count: usize) -> Result<f64, String> {
-        if matches!(self, Mech::Floor | Mech::FloorFill | Mech::FloorHeader) {
+        if matches!(
+            self,
+            Mech::Floor | Mech::FloorFill | Mech::FloorHeader | Mech::FloorIndex
+        ) {
             return Err("a flag carries no stream".into());
         }
         let count = if !self.writes_all() {
@@ -284,7 +298,7 @@ fn prepare(m: Mech, size: usize) -> Result<Shared, String> {
             };
             s.mq = Some((open("a")?, open("b")?));
         }
-        Mech::Floor | Mech::FloorFill | Mech::FloorHeader => {
+        Mech::Floor | Mech::FloorFill | Mech::FloorHeader | Mech::FloorIndex => {
             // The flags' page, then (fill) one buffer per direction
             // (MAP_SHARED over a memfd: fork keeps it shared).
             // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
@@ -384,11 +398,13 @@ fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> 
     let ctl = &s.ctl.0;
     let mut out = Vec::new();
     match m {
-        Mech::Floor | Mech::FloorFill | Mech::FloorHeader => {
+        Mech::Floor | Mech::FloorFill | Mech::FloorHeader | Mech::FloorIndex => {
             let map = s.flag.as_ref().ok_or("no map")?;
             let (a, b) = flags(map);
             let (ha, hb) = headers(map);
+            let (ia, ib) = (index_lines(map, 0), index_lines(map, 1));
             let header = m == Mech::FloorHeader;
+            let indexed = m == Mech::FloorIndex;
             let out_buf = fill_buffer(map, m, size, 0);
             let Job::Latency(n) = job else {
                 return Err("n/a".into());
@@ -401,10 +417,22 @@ fn ping(m: Mech, size: usize, job: Job, s: &Shared) -> Result<Vec<u64>, String> 
                 if header {
                     ha.store(i, Ordering::Relaxed);
                 }
+                if indexed {
+                    ia[(i & 1) as usize].store(i, Ordering::Relaxed);
+                }
                 a.store(i, Ordering::Release);
-                spin_until(|| (b.load(Ordering::Acquire) == i).then_some(()));
+                let v = spin_until(|| {
+                    if indexed {
+                        ib.iter().for_each(|w| prefetch(w));
+                    }
+                    let v = b.load(Ordering::Acquire);
+                    (v == i).then_some(v)
+                });
                 if header && hb.load(Ordering::Relaxed) != i {
                     return Err(format!("round {i}: wrong header"));
+                }
+                if indexed && read_indexed(&ib, v) != i {
+                    return Err(format!("round {i}: wrong indexed header"));
                 }
                 out.push(t.elapsed().as_nanos() as u64 / 2);
             }
@@ -506,23 +534,37 @@ fn job_n(job: Job) -> usize {
 fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
     let ctl = &s.ctl.1;
     match m {
-        Mech::Floor | Mech::FloorFill | Mech::FloorHeader => {
+        Mech::Floor | Mech::FloorFill | Mech::FloorHeader | Mech::FloorIndex => {
             let map = s.flag.as_ref().ok_or("no map")?;
             let (a, b) = flags(map);
             let (ha, hb) = headers(map);
+            let (ia, ib) = (index_lines(map, 0), index_lines(map, 1));
             let header = m == Mech::FloorHeader;
+            let indexed = m == Mech::FloorIndex;
             let out_buf = fill_buffer(map, m, size, 1);
             let Job::Latency(n) = job else { return Ok(()) };
             for i in 1..=n as u64 {
-                spin_until(|| (a.load(Ordering::Acquire) == i).then_some(()));
+                let v = spin_until(|| {
+                    if indexed {
+                        ia.iter().for_each(|w| prefetch(w));
+                    }
+                    let v = a.load(Ordering::Acquire);
+                    (v == i).then_some(v)
+                });
                 if header && ha.load(Ordering::Relaxed) != i {
                     return Err(format!("round {i}: wrong header"));
+                }
+                if indexed && read_indexed(&ia, v) != i {
+                    return Err(format!("round {i}: wrong indexed header"));
                 }
                 if let Some(buf) = out_buf {
                     write_all(buf, size, i);
                 }
                 if header {
                     hb.store(i, Ordering::Relaxed);
+                }
+                if indexed {
+                    ib[(i & 1) as usize].store(i, Ordering::Relaxed);
                 }
                 b.store(i, Ordering::Release);
             }
@@ -644,13 +686,39 @@ fn headers(map: &memmap2::MmapMut) -> (&AtomicU64, &AtomicU64) {
     (word_at(map, 128), word_at(map, 192))
 }
 
-/// The u64 at `offset` (< 256) of the flags' page.
+/// The floor-index's two header lines for direction `dir` (0: ping →
+/// pong), apart from the other lines.
+fn index_lines(map: &memmap2::MmapMut, dir: usize) -> [&AtomicU64; 2] {
+    [word_at(map, 256 + 128 * dir), word_at(map, 320 + 128 * dir)]
+}
+
+/// The header the flag's value `v` names: line `v & 1`. `v` goes through
+/// `black_box`, so the compiler cannot put the value it was compared with
+/// in its place: the line's address depends on the loaded flag, as a
+/// slot's does on its ring entry.
+fn read_indexed(lines: &[&AtomicU64; 2], v: u64) -> u64 {
+    lines[(std::hint::black_box(v) & 1) as usize].load(Ordering::Relaxed)
+}
+
+/// Starts loading the line of `w` (a hint), as a zcopy receiver does for
+/// the slots it expects while it polls.
+fn prefetch(w: &AtomicU64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it does not fault and changes no memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(w.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = w;
+}
+
+/// The u64 at `offset` (< 512) of the flags' page.
 fn word_at(map: &memmap2::MmapMut, offset: usize) -> &AtomicU64 {
-    assert!(offset < 256 && offset % 64 == 0 && map.len() >= 4096);
+    assert!(offset < 512 && offset % 64 == 0 && map.len() >= 4096);
     let p = map.as_ptr().wrapping_add(offset).cast::<AtomicU64>();
     // SAFETY: the mapping is at least 4096 bytes, page aligned and shared
-    // between the two processes; offsets 0, 64, 128 and 192 (checked
-    // above) are 8-aligned u64s on their own lines, only ever accessed
+    // between the two processes; offsets below 512 and multiples of 64
+    // (checked above) are 8-aligned u64s on their own lines, only ever accessed
     // through these atomics; the mapping outlives the reference (it
     // borrows it).
     unsafe { &*p }

@@ -150,11 +150,12 @@ const BLOCKING_GOAL: &str = "64 B blocking recv p50 (cross-core, busy sender) �
 /// The goal that compares 4 MiB with 64 B.
 const SIZE_GOAL: &str = "4 MiB one-way p50 within 2 × the 64 B p50 (cross-core)";
 
-/// The cross-core points the paired goals read (and the header floor
-/// beside the bare one), measured in alternating rounds.
-pub const PAIRED: [(Mech, usize); 5] = [
+/// The cross-core points the paired goals read (and the header and index
+/// floors beside the bare one), measured in alternating rounds.
+pub const PAIRED: [(Mech, usize); 6] = [
     (Mech::Floor, SMALL),
     (Mech::FloorHeader, SMALL),
+    (Mech::FloorIndex, SMALL),
     (Mech::ZcopyBusy, SMALL),
     (Mech::ZcopyBlocking, SMALL),
     (Mech::ZcopyBusy, BIG),
@@ -191,10 +192,10 @@ impl Rounds {
         Some((f(x), f(y), ratios))
     }
 
-    /// The floor with a header against the bare floor, at 64 B: the
-    /// median of the rounds' ratios.
-    pub fn header_cost(&self) -> Option<f64> {
-        let (_, _, r) = self.paired((Mech::FloorHeader, SMALL), (Mech::Floor, SMALL))?;
+    /// A floor variant (the header, the indexed header) against the bare
+    /// floor, at 64 B: the median of the rounds' ratios.
+    pub fn floor_cost(&self, m: Mech) -> Option<f64> {
+        let (_, _, r) = self.paired((m, SMALL), (Mech::Floor, SMALL))?;
         Some(median(&r))
     }
 
@@ -402,10 +403,16 @@ pub fn write(
              (every latency sample, the floor's too, includes half of it)"
         );
     }
-    if let Some(r) = rounds.header_cost() {
+    if let Some(r) = rounds.floor_cost(Mech::FloorHeader) {
         println!(
             "the bare flag with a header line the receiver reads: {r:.2}× the bare flag \
              (64 B, cross-core, median of the rounds)"
+        );
+    }
+    if let Some(r) = rounds.floor_cost(Mech::FloorIndex) {
+        println!(
+            "the bare flag naming the header line the receiver reads (as a ring entry names \
+             its slot): {r:.2}× the bare flag (64 B, cross-core, median of the rounds)"
         );
     }
     println!("\ngoals (against this run's figures):");
@@ -430,7 +437,8 @@ pub fn write(
         "machine": machine(),
         "points": points.iter().map(Point::json).collect::<Vec<_>>(),
         "rounds": rounds.json(),
-        "header_cost": rounds.header_cost(),
+        "header_cost": rounds.floor_cost(Mech::FloorHeader),
+        "index_cost": rounds.floor_cost(Mech::FloorIndex),
         "one_thread": one_thread.map(|(msg, clock)| json!({
             "message_ns": msg, "timing_ns": clock,
         })),

@@ -31,6 +31,7 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
         "floor",
         "floor-fill",
         "floor-header",
+        "floor-index",
         "zcopy-busy",
         "zcopy-fill",
         "zcopy-blocking",
@@ -72,7 +73,13 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
         .collect();
     assert_eq!(
         named,
-        ["floor", "floor-header", "zcopy-busy", "zcopy-blocking"]
+        [
+            "floor",
+            "floor-header",
+            "floor-index",
+            "zcopy-busy",
+            "zcopy-blocking"
+        ]
     );
     let rows = rounds["p50_ns"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rounds}");
@@ -80,6 +87,7 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
         .iter()
         .flat_map(|r| r.as_array().unwrap())
         .all(|v| v.as_u64() > Some(0)));
+    assert!(doc["index_cost"].as_f64() > Some(0.0), "{doc}");
     assert!(
         doc["one_thread"]["message_ns"].as_f64() > Some(0.0),
         "{doc}"
