@@ -142,7 +142,7 @@ impl<T: Transport> Receiver<T> {
     /// system call, at most once per [`LIVENESS_SLICE`](super::LIVENESS_SLICE),
     /// the clock read on every [`PEER_CHECK_EVERY`](super::PEER_CHECK_EVERY)th
     /// call that finds nothing). [`Receiver::is_closed`] asks both at once.
-    #[inline]
+    #[inline(always)]
     pub fn try_recv(&self) -> Result<Option<Sample<'_, T>>> {
         self.recv_with(Wait::Never)
     }
@@ -171,7 +171,7 @@ impl<T: Transport> Receiver<T> {
     /// `Wait::Never`), as [`Receiver::recv`] and [`Receiver::try_recv`]
     /// describe. The common case, a message already there, is inlined
     /// into the caller; what waiting takes is not.
-    #[inline]
+    #[inline(always)]
     pub fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         let mut st = self.state.borrow_mut();
         if st.deferred.is_none() {
@@ -194,7 +194,7 @@ impl<T: Transport> Receiver<T> {
     /// Nothing yet: starts fetching the slots the next message is likely
     /// in, so that their first line travels alongside the entry's instead
     /// of after it.
-    #[inline]
+    #[inline(always)]
     fn prefetch_recent(&self, st: &RecvState) {
         for i in st.recent {
             prefetch(self.slot(i));
@@ -238,7 +238,7 @@ impl<T: Transport> Receiver<T> {
 
     /// The message of submit entry `v`, checked against the geometry and
     /// the slots this receiver holds.
-    #[inline]
+    #[inline(always)]
     fn take(&self, st: &mut RecvState, v: u64) -> Result<Sample<'_, T>> {
         let index = (v & 0xffff_ffff) as u32;
         let len = (v >> 32) as u32;
@@ -287,7 +287,7 @@ impl<T: Transport> Receiver<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn release(&self, index: u32) {
         let mut st = self.state.borrow_mut();
         st.held[index as usize] = false;
@@ -373,7 +373,7 @@ impl<T: Transport> Sample<'_, T> {
 }
 
 impl<T: Transport> Drop for Sample<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.receiver.release(self.index);
     }

@@ -91,19 +91,19 @@ impl<T: Transport> Sender<T> {
     }
 
     /// A free slot, waiting as the channel's backpressure setting says.
-    #[inline]
+    #[inline(always)]
     pub fn loan(&self) -> Result<Loan<'_, T>> {
         self.loan_with(self.backpressure.get())
     }
 
     /// A free slot, or [`Error::Full`] at once.
-    #[inline]
+    #[inline(always)]
     pub fn try_loan(&self) -> Result<Loan<'_, T>> {
         self.loan_with(Wait::Never)
     }
 
     /// A free slot, waiting as `wait` says.
-    #[inline]
+    #[inline(always)]
     pub fn loan_with(&self, wait: Wait) -> Result<Loan<'_, T>> {
         let index = self.take_slot(wait)?;
         Ok(SlotLoan::new(self, index))
@@ -163,7 +163,7 @@ impl<T: Transport> Sender<T> {
     /// Takes a free slot for a loan, waiting as `wait` says. The common
     /// case, a free slot at hand, is inlined into the caller; what waiting
     /// takes is not.
-    #[inline]
+    #[inline(always)]
     fn take_slot(&self, wait: Wait) -> Result<u32> {
         if let Some(index) = self.state.borrow_mut().ledger.loan() {
             return Ok(index);
@@ -220,7 +220,7 @@ impl<T: Transport> Sender<T> {
     }
 
     /// Takes back the slots the receiver returned.
-    #[inline]
+    #[inline(always)]
     fn collect(&self, st: &mut SendState) -> Result<()> {
         while let Some(v) = st.returns.pop().map_err(corrupt("return ring indices"))? {
             let index = (v & 0xffff_ffff) as u32;
@@ -403,7 +403,7 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
     /// Sends the first `len` bytes of the slot as the message; the
     /// receiver reads them in place. `len` past the slot is
     /// [`Error::TooLarge`] and the slot goes back unsent.
-    #[inline]
+    #[inline(always)]
     pub fn send(self, len: usize) -> Result<()> {
         self.sender.geo.check_len(len)?;
         let index = self.index;
