@@ -98,7 +98,7 @@ pub fn send(args: &SendArgs) -> Result<()> {
     let name = args.name.as_deref().unwrap_or(DEFAULT_NAME);
     let builder = Builder::new()
         .slot_size(args.slot_size as usize)
-        .slot_count(args.slots);
+        .slot_count(args.slot_count());
     let stats = match args.via {
         Via::Shm => {
             let tx = create_named(builder, name)?;

@@ -194,10 +194,10 @@ pub struct SendArgs {
     /// Bytes per slot, i.e. per message: 64 to 1G; K, M, G suffixes (powers of 1024).
     #[arg(long, value_name = "N", default_value = "256K", value_parser = parse_slot_size)]
     pub slot_size: u32,
-    /// Slots in the channel: how many messages can be in flight at once (rdma: at most 4096).
-    #[arg(long, value_name = "N", default_value_t = 16,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    pub slots: u32,
+    /// Slots in the channel: how many messages can be in flight at once (rdma: at most 4096)
+    /// [default: enough for 4 MiB in flight, at least 16 and at most 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub slots: Option<u32>,
     /// Give up when no receiver comes, or it takes nothing, for SECS seconds
     /// (default: wait as long as it takes; a receiver that dies is noticed anyway).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
@@ -207,7 +207,22 @@ pub struct SendArgs {
     pub json: bool,
 }
 
+/// Bytes the default slot count keeps in flight: small slots need more of
+/// them to keep a link busy (the RDMA pair's queue, in bytes, like
+/// perftest's default depth of 128 messages of 64 KiB, is of this order).
+const IN_FLIGHT: u64 = 4 << 20;
+/// The default slot count's bounds.
+const DEFAULT_SLOTS: std::ops::RangeInclusive<u32> = 16..=1024;
+
 impl SendArgs {
+    /// `--slots`, or by default enough slots for [`IN_FLIGHT`] bytes.
+    pub fn slot_count(&self) -> u32 {
+        self.slots.unwrap_or_else(|| {
+            let n = (IN_FLIGHT / u64::from(self.slot_size)).min(u64::from(u32::MAX)) as u32;
+            n.clamp(*DEFAULT_SLOTS.start(), *DEFAULT_SLOTS.end())
+        })
+    }
+
     /// The flags that belong to another transport are a usage error.
     fn check(&self) -> Result<()> {
         match self.via {
@@ -346,6 +361,34 @@ mod tests {
         ] {
             assert!(parse_slot_size(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_default_slot_count_keeps_4_mib_in_flight_within_its_bounds() {
+        let count = |slot_size: &str, slots: Option<&str>| {
+            let mut argv = vec![
+                "zcopy",
+                "send",
+                "f",
+                "--via",
+                "shm",
+                "--slot-size",
+                slot_size,
+            ];
+            if let Some(n) = slots {
+                argv.extend(["--slots", n]);
+            }
+            let Command::Send(a) = Cli::parse_from(argv).command else {
+                panic!("not send")
+            };
+            a.slot_count()
+        };
+        assert_eq!(count("64K", None), 64);
+        assert_eq!(count("256K", None), 16);
+        assert_eq!(count("1M", None), 16);
+        assert_eq!(count("4K", None), 1024);
+        assert_eq!(count("64", None), 1024);
+        assert_eq!(count("64K", Some("3")), 3);
     }
 
     #[test]
