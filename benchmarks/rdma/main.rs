@@ -80,6 +80,10 @@ struct Args {
     /// Slot sizes of the `zcopy send` / `zcopy recv` runs.
     #[arg(long, value_delimiter = ',', default_value = "64K,1M")]
     file_slots: Vec<String>,
+    /// Slots in flight of the `zcopy send` / `zcopy recv` runs (the CLI's
+    /// `--slots`) [default: the CLI's own].
+    #[arg(long)]
+    file_slot_count: Option<u32>,
     /// The zcopy binary (default: beside this one).
     #[arg(long)]
     zcopy: Option<PathBuf>,
@@ -289,7 +293,7 @@ fn run(args: &Args) -> Result<(), String> {
                 Some((p, _)) => *p,
                 None => perftest_bw("ib_write_bw", slot, (volume / slot).max(100) as u64)?,
             };
-            let run = zcopy_file(&zcopy, file_size, slot)?;
+            let run = zcopy_file(&zcopy, file_size, slot, args.file_slot_count)?;
             println!(
                 " slot {:>8}: zcopy send {:.2} MB/sec ({:.3} s), ib_write_bw {:.2} MB/sec ({:.3} s): {:.1}%",
                 slot,
@@ -311,7 +315,12 @@ fn run(args: &Args) -> Result<(), String> {
 
 /// `zcopy recv` in the background, `zcopy send` of a `size`-byte file in
 /// `slot`-byte slots; the sender's summary.
-fn zcopy_file(zcopy: &Path, size: usize, slot: usize) -> Result<FileRun, String> {
+fn zcopy_file(
+    zcopy: &Path,
+    size: usize,
+    slot: usize,
+    count: Option<u32>,
+) -> Result<FileRun, String> {
     let dir = Path::new("/dev/shm");
     let src = dir.join(format!("zcopy-rdma-bench-{}.src", std::process::id()));
     let dst = dir.join(format!("zcopy-rdma-bench-{}.dst", std::process::id()));
@@ -345,16 +354,14 @@ fn zcopy_file(zcopy: &Path, size: usize, slot: usize) -> Result<FileRun, String>
         })?;
     // The receiver needs a moment to listen.
     std::thread::sleep(Duration::from_millis(1500));
-    let out = Command::new(zcopy)
-        .args([
-            "send",
-            "--via",
-            "rdma",
-            "--json",
-            "--timeout",
-            "60",
-            "--from",
-        ])
+    let mut send = Command::new(zcopy);
+    if let Some(n) = count {
+        send.arg("send").arg("--slots").arg(n.to_string());
+    } else {
+        send.arg("send");
+    }
+    let out = send
+        .args(["--via", "rdma", "--json", "--timeout", "60", "--from"])
         .arg(B.to_string())
         .arg("--to")
         .arg(listen.to_string())
