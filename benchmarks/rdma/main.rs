@@ -193,6 +193,88 @@ struct FileRun {
     /// into a slot and CRC32C, the receiver's CRC32C and writes.
     send_work: f64,
     recv_work: f64,
+    /// When `zcopy send` exited.
+    ended: Instant,
+    /// The guest's CPUs' busy share during the transfer, and during
+    /// ib_write_bw's of the same bytes.
+    busy: Option<f64>,
+    perf_busy: Option<f64>,
+}
+
+/// Samples the guest's CPU time (/proc/stat's first line: every CPU,
+/// user and kernel, where Soft-RoCE's copies are) every 10 ms in a
+/// thread, to tell how busy the CPUs were during a transfer.
+struct CpuSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u64, u64)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CpuSampler {
+    fn start() -> CpuSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, v) = (stop.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((busy, total)) = cpu_ticks() {
+                    v.lock().unwrap().push((Instant::now(), busy, total));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        CpuSampler {
+            stop,
+            samples,
+            thread: Some(thread),
+        }
+    }
+
+    /// The share of the CPUs' time that was busy from `from` to `to`
+    /// (the samples nearest inside), or None with fewer than two samples
+    /// there.
+    fn busy(&self, from: Instant, to: Instant) -> Option<f64> {
+        let v = self.samples.lock().unwrap();
+        let inside: Vec<_> = v.iter().filter(|(t, ..)| *t >= from && *t <= to).collect();
+        let (first, last) = (inside.first()?, inside.last()?);
+        let total = last.2.checked_sub(first.2).filter(|&t| t > 0)?;
+        Some((last.1 - first.1) as f64 / total as f64)
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// (busy, all) ticks of every CPU so far: all but idle and iowait, and all.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = ticks[..] else {
+        return None;
+    };
+    let busy = user + nice + system + irq + softirq + steal;
+    Some((busy, busy + idle + iowait))
+}
+
+/// The middle 80 % of the `secs` before `ended`: where a transfer that
+/// took `secs` and ended when its sender exited ran, clear of its start
+/// and its end.
+fn transfer_window(ended: Instant, secs: f64) -> (Instant, Instant) {
+    let d = Duration::from_secs_f64(secs);
+    (ended - d.mul_f64(0.9), ended - d.mul_f64(0.1))
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -289,11 +371,18 @@ fn run(args: &Args) -> Result<(), String> {
         );
         for s in &args.file_slots {
             let slot = parse_usize(s)?;
-            let perf = match bw.iter().find(|(p, _)| p.bytes == slot) {
-                Some((p, _)) => *p,
-                None => perftest_bw("ib_write_bw", slot, (volume / slot).max(100) as u64)?,
-            };
+            // ib_write_bw moving the file's bytes, the CPUs sampled
+            // through both runs.
+            let cpu = CpuSampler::start();
+            let (perf, perf_ended) =
+                perftest_bw_timed("ib_write_bw", slot, (file_size / slot).max(1) as u64)?;
             let run = zcopy_file(&zcopy, file_size, slot, args.file_slot_count)?;
+            let perf_secs = file_size as f64 / PERFTEST_MB / perf.avg;
+            let (a, b) = transfer_window(perf_ended, perf_secs);
+            let perf_busy = cpu.busy(a, b);
+            let (a, b) = transfer_window(run.ended, run.seconds);
+            let run_busy = cpu.busy(a, b);
+            drop(cpu);
             println!(
                 " slot {:>8}: zcopy send {:.2} MB/sec ({:.3} s), ib_write_bw {:.2} MB/sec ({:.3} s): {:.1}%",
                 slot,
@@ -307,7 +396,22 @@ fn run(args: &Args) -> Result<(), String> {
                 " {:>13}  the file work alone, no RDMA: the sender's read + CRC32C {:.3} s, the receiver's CRC32C + write {:.3} s",
                 "", run.send_work, run.recv_work
             );
-            files.push((perf, run));
+            let pct =
+                |b: Option<f64>| b.map_or("not measured".into(), |b| format!("{:.0} %", 100.0 * b));
+            println!(
+                " {:>13}  the guest's CPUs busy during the transfer (all of them, user and kernel; the middle 80 % of each run): ib_write_bw {}, zcopy send/recv {}",
+                "",
+                pct(perf_busy),
+                pct(run_busy)
+            );
+            files.push((
+                perf,
+                FileRun {
+                    perf_busy,
+                    busy: run_busy,
+                    ..run
+                },
+            ));
         }
     }
     report(&args.out, mtu, args.rx_spin, &bw, &sends, &lat, &files, q)
@@ -370,6 +474,7 @@ fn zcopy_file(
         .arg(&src)
         .output()
         .map_err(|e| format!("{}: {e}", zcopy.display()))?;
+    let ended = Instant::now();
     let _ = wait_or_kill(&mut recv, Duration::from_secs(60));
     if !out.status.success() {
         return Err(format!(
@@ -392,6 +497,9 @@ fn zcopy_file(
         bw: mb_per_sec(bytes, seconds),
         send_work,
         recv_work,
+        ended,
+        busy: None,
+        perf_busy: None,
     })
 }
 
@@ -572,6 +680,11 @@ fn wait_listening(port: u16, limit: Duration) -> bool {
 /// calibration failed is run again (said on stderr), up to PERFTEST_TRIES
 /// runs in all.
 fn perftest(tool: &str, extra: &[String]) -> Result<Vec<f64>, String> {
+    perftest_timed(tool, extra).map(|(v, _)| v)
+}
+
+/// [`perftest`], and when its client exited.
+fn perftest_timed(tool: &str, extra: &[String]) -> Result<(Vec<f64>, Instant), String> {
     let common = |dev: &str| -> Vec<String> {
         let mut v: Vec<String> = ["-d", dev, "-x", "1", "-F"]
             .iter()
@@ -603,11 +716,12 @@ fn perftest(tool: &str, extra: &[String]) -> Result<Vec<f64>, String> {
             .args(&args)
             .output()
             .map_err(|e| format!("{tool}: {e}"))?;
+        let ended = Instant::now();
         let _ = wait_or_kill(&mut server, Duration::from_secs(30));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         match classify(&text, &err).map_err(|e| format!("{tool}: {e}"))? {
-            Run::Row(v) => return Ok(v),
+            Run::Row(v) => return Ok((v, ended)),
             Run::Uncalibrated => eprintln!(
                 "{tool} {}: clock calibration failed under emulation noise (r^2 < 0.9), \
                  figures void; run {attempt} of {PERFTEST_TRIES}",
@@ -650,7 +764,12 @@ fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<()> {
 
 /// `tool` (ib_write_bw, ib_send_bw) moving `iters` messages of `size`.
 fn perftest_bw(tool: &str, size: usize, iters: u64) -> Result<Bw, String> {
-    let v = perftest(
+    perftest_bw_timed(tool, size, iters).map(|(bw, _)| bw)
+}
+
+/// [`perftest_bw`], and when its client exited.
+fn perftest_bw_timed(tool: &str, size: usize, iters: u64) -> Result<(Bw, Instant), String> {
+    let (v, ended) = perftest_timed(
         tool,
         &[
             "-s".into(),
@@ -660,14 +779,17 @@ fn perftest_bw(tool: &str, size: usize, iters: u64) -> Result<Bw, String> {
         ],
     )?;
     match v[..] {
-        [bytes, iters, peak, avg, rate, ..] => Ok(Bw {
-            bytes: bytes as usize,
-            iters: iters as u64,
-            peak,
-            avg,
-            rate,
-            counters: None,
-        }),
+        [bytes, iters, peak, avg, rate, ..] => Ok((
+            Bw {
+                bytes: bytes as usize,
+                iters: iters as u64,
+                peak,
+                avg,
+                rate,
+                counters: None,
+            },
+            ended,
+        )),
         _ => Err(format!("{tool}: unexpected columns {v:?}")),
     }
 }
@@ -1023,7 +1145,7 @@ fn report(
         "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
         "bandwidth": bw.iter().zip(sends).map(|((p, z), s)| json!({"ib_write_bw": bw_json(p), "ib_send_bw": s.as_ref().map(bw_json), "zcopy": bw_json(z), "ratio": z.avg / p.avg, "ratio_to_send": s.as_ref().map(|s| z.avg / s.avg)})).collect::<Vec<_>>(),
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
-        "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work})).collect::<Vec<_>>(),
+        "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work, "cpu_busy": f.busy, "ib_write_bw_cpu_busy": f.perf_busy})).collect::<Vec<_>>(),
         "goals": goals,
     });
     let json_path = out.join("rdma.json");
