@@ -605,7 +605,9 @@ mod tests {
     /// producer that pushes at random short intervals, so that pushes land
     /// while the consumer is on its way to sleep: every push wakes it. A
     /// lost wake-up shows as a wait that times out with an entry in the
-    /// ring, and ends the test.
+    /// ring, and ends the test. The timeout is long (2 s) so that a
+    /// producer merely descheduled between its store and its wake on a
+    /// loaded machine does not pass for one.
     #[test]
     fn a_sleeping_consumer_is_woken_by_every_push() {
         use std::sync::atomic::AtomicBool;
@@ -629,7 +631,7 @@ mod tests {
                             next += 1;
                         }
                         None => {
-                            let woke = c.wait(Some(Duration::from_millis(200))).unwrap();
+                            let woke = c.wait(Some(Duration::from_secs(2))).unwrap();
                             if woke == Woke::TimedOut && c.ready().unwrap() {
                                 lost.store(true, std::sync::atomic::Ordering::Relaxed);
                                 break;
