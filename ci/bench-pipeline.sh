@@ -13,7 +13,7 @@ cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 mkdir -p target/bench
 "$here/build-driver.sh" all >target/bench/build-pipeline.log 2>&1 ||
 	{ tail -n 30 target/bench/build-pipeline.log; zc_infra "building zcard.ko failed"; }
-cargo build --release -p zcard-vhost -p zcopy-cli >>target/bench/build-pipeline.log 2>&1 ||
+{ cargo build --release -p zcard-vhost && zc_build_tools; } >>target/bench/build-pipeline.log 2>&1 ||
 	{ tail -n 30 target/bench/build-pipeline.log; zc_infra "building the card and zcopy failed"; }
 args=
 [ $# -gt 0 ] && args=$(printf '%q ' "$@")

@@ -13,8 +13,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/../qemu/lib.sh"
 cd "$ZCOPY_ROOT" || exit "$ZCOPY_EXIT_INFRA"
 mkdir -p target/bench
-# The CLI too (--bin zcopy): the file runs use it.
-cargo build --release -p zcopy-bench --bin zcopy-rdma-bench -p zcopy-cli --bin zcopy >target/bench/build-rdma.log 2>&1 ||
+# The tools as the demo and the other benches build them (the file runs use
+# the CLI, zcopy, beside the bench).
+zc_build_tools >target/bench/build-rdma.log 2>&1 ||
 	{ tail -n 30 target/bench/build-rdma.log; zc_infra "building zcopy-rdma-bench failed"; }
 args=
 [ $# -gt 0 ] && args=$(printf '%q ' "$@")

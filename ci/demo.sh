@@ -17,7 +17,8 @@ zc_log "building zcard.ko, the card and the zcopy tools (release; logs in $out/b
 "$here/build-driver.sh" all >"$out/build.log" 2>&1 ||
 	{ tail -n 30 "$out/build.log"; zc_infra "building zcard.ko failed"; }
 {
-	cargo build --release -p zcard-vhost -p zcopy-cli -p zcopy-bench &&
+	cargo build --release -p zcard-vhost &&
+		zc_build_tools &&
 		cargo bench -p zcopy-bench --bench copy_engine --no-run
 } >>"$out/build.log" 2>&1 ||
 	{ tail -n 30 "$out/build.log"; zc_infra "building the tools failed"; }
