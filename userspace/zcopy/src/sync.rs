@@ -152,9 +152,10 @@ pub(crate) fn light_fence() -> bool {
 mod membarrier {
     use std::sync::OnceLock;
 
-    const QUERY: libc::c_int = 0;
-    const GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
-    const REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+    use libc::{
+        MEMBARRIER_CMD_GLOBAL_EXPEDITED, MEMBARRIER_CMD_QUERY,
+        MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+    };
 
     fn call(cmd: libc::c_int) -> libc::c_long {
         // SAFETY: membarrier takes two integers and touches no memory of
@@ -167,8 +168,8 @@ mod membarrier {
     pub(super) fn usable() -> bool {
         static USABLE: OnceLock<bool> = OnceLock::new();
         *USABLE.get_or_init(|| {
-            let want = GLOBAL_EXPEDITED | REGISTER_GLOBAL_EXPEDITED;
-            let got = call(QUERY);
+            let want = MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+            let got = call(MEMBARRIER_CMD_QUERY);
             got >= 0 && got as libc::c_int & want == want
         })
     }
@@ -176,10 +177,10 @@ mod membarrier {
     /// Registers this process, once: true when the kernel accepted.
     pub(super) fn registered() -> bool {
         static REGISTERED: OnceLock<bool> = OnceLock::new();
-        *REGISTERED.get_or_init(|| usable() && call(REGISTER_GLOBAL_EXPEDITED) == 0)
+        *REGISTERED.get_or_init(|| usable() && call(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0)
     }
 
     pub(super) fn global_expedited() -> bool {
-        call(GLOBAL_EXPEDITED) == 0
+        call(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
     }
 }
