@@ -459,10 +459,9 @@ fn zcopy_file(
     // The receiver needs a moment to listen.
     std::thread::sleep(Duration::from_millis(1500));
     let mut send = Command::new(zcopy);
+    send.arg("send");
     if let Some(n) = count {
-        send.arg("send").arg("--slots").arg(n.to_string());
-    } else {
-        send.arg("send");
+        send.arg("--slots").arg(n.to_string());
     }
     let out = send
         .args(["--via", "rdma", "--json", "--timeout", "60", "--from"])
