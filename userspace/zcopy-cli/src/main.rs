@@ -218,8 +218,9 @@ impl SendArgs {
     /// `--slots`, or by default enough slots for [`IN_FLIGHT`] bytes.
     pub fn slot_count(&self) -> u32 {
         self.slots.unwrap_or_else(|| {
-            let n = (IN_FLIGHT / u64::from(self.slot_size)).min(u64::from(u32::MAX)) as u32;
-            n.clamp(*DEFAULT_SLOTS.start(), *DEFAULT_SLOTS.end())
+            let (lo, hi) = (*DEFAULT_SLOTS.start(), *DEFAULT_SLOTS.end());
+            // The clamp bounds it to u32 before the cast.
+            (IN_FLIGHT / u64::from(self.slot_size)).clamp(lo.into(), hi.into()) as u32
         })
     }
 
