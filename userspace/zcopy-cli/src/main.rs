@@ -207,21 +207,12 @@ pub struct SendArgs {
     pub json: bool,
 }
 
-/// Bytes the default slot count keeps in flight: small slots need more of
-/// them to keep a link busy (the RDMA pair's queue, in bytes, like
-/// perftest's default depth of 128 messages of 64 KiB, is of this order).
-const IN_FLIGHT: u64 = 4 << 20;
-/// The default slot count's bounds.
-const DEFAULT_SLOTS: std::ops::RangeInclusive<u32> = 16..=1024;
-
 impl SendArgs {
-    /// `--slots`, or by default enough slots for [`IN_FLIGHT`] bytes.
+    /// `--slots`, or by default a stream's
+    /// ([`zcopy::channel::stream_slot_count`]).
     pub fn slot_count(&self) -> u32 {
-        self.slots.unwrap_or_else(|| {
-            let (lo, hi) = (*DEFAULT_SLOTS.start(), *DEFAULT_SLOTS.end());
-            // The clamp bounds it to u32 before the cast.
-            (IN_FLIGHT / u64::from(self.slot_size)).clamp(lo.into(), hi.into()) as u32
-        })
+        self.slots
+            .unwrap_or_else(|| zcopy::channel::stream_slot_count(self.slot_size as usize))
     }
 
     /// The flags that belong to another transport are a usage error.
