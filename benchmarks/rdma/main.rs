@@ -20,10 +20,10 @@
 //!
 //! Each bandwidth and latency row also gives the channel's counters per
 //! message: credit writes, reads of the receiver's board, completion queue
-//! polls. The senders and the latency runs busy-poll, as perftest does; the
-//! bandwidth runs' receiver waits as the channel does by default (spins,
-//! then sleeps: `--rx-spin`), as perftest's server leaves its CPU to the
-//! device. Table on stdout, every
+//! polls. The latency runs busy-poll at both ends, as perftest does. In the
+//! bandwidth runs both ends of the channel wait as it does by default
+//! (spin, then sleep: `--tx-spin`, `--rx-spin`), as perftest's server
+//! leaves its CPU to the device. Table on stdout, every
 //! goal with its value and verdict, JSON and an SVG plot in `--out`. Under TCG the absolute figures are indicative: the
 //! ratio to perftest is the figure.
 
@@ -69,6 +69,12 @@ struct Args {
     /// Round trips per latency size [default: 2000; --quick: 200].
     #[arg(long)]
     lat_iters: Option<u32>,
+    /// Rounds of each comparison: perftest and the channel alternate, the
+    /// verdict takes the median of the rounds' ratios, and the tables show
+    /// the round of the median [default: 3; --quick: 1]. perftest's own
+    /// figures move by a tenth and more between runs under TCG.
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Slots each way of the latency ping-pong [default: the channel's
     /// default]. The receiver gives slots back every half ring, so a small
     /// ring sends a credit write every few messages.
@@ -94,6 +100,12 @@ struct Args {
     /// guest's two vCPUs from Soft-RoCE's kernel work.
     #[arg(long, default_value_t = zcopy::channel::DEFAULT_SPIN)]
     rx_spin: u32,
+    /// The sender's busy-poll rounds before it sleeps when out of slots, in
+    /// the bandwidth runs [default: the channel's own]. perftest's client
+    /// busy-polls its completions; a channel sender that does the same
+    /// (1073741824) takes a vCPU from Soft-RoCE while it waits for slots.
+    #[arg(long, default_value_t = zcopy::channel::DEFAULT_SPIN)]
+    tx_spin: u32,
     /// A smoke run: the small settings above where no option sets them, its
     /// figures printed and no goal judged.
     #[arg(long)]
@@ -297,6 +309,8 @@ fn run(args: &Args) -> Result<(), String> {
     )?;
     let lat_sizes = list(&args.lat_sizes, "64,4K", "64")?;
     let lat_iters = args.lat_iters.unwrap_or(if q { 200 } else { 2000 });
+    let rounds = args.rounds.unwrap_or(if q { 1 } else { 3 }).max(1);
+    let mut spread = Vec::new();
     let mtu = zcopy::rdma::devices()
         .map_err(|e| e.to_string())?
         .iter()
@@ -304,23 +318,31 @@ fn run(args: &Args) -> Result<(), String> {
         .and_then(|d| d.ports.first().map(|p| p.active_mtu))
         .ok_or("no zrxe0: run in the zcopy guest (qemu/run.sh sets up the Soft-RoCE pair)")?;
     println!(
-        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, sender busy-polling, receiver {})",
-        rx_mode(args.rx_spin)
+        "== RDMA bandwidth: zcopy channel vs ib_write_bw (zrxe1 -> zrxe0, IB MTU {mtu}, zcopy's sender {}, receiver {})",
+        spin_mode(args.tx_spin),
+        spin_mode(args.rx_spin)
     );
     let (mut bw, mut sends) = (Vec::new(), Vec::new());
     for &size in &sizes {
         let iters = (volume / size).max(100) as u64;
-        let perf = perftest_bw("ib_write_bw", size, iters)?;
-        // A reference beside the goal's: its failure leaves a gap, not
-        // the run.
+        // A reference beside the goal's, once: its failure leaves a gap,
+        // not the run.
         let send = perftest_bw("ib_send_bw", size, iters)
             .inspect_err(|e| eprintln!("{e}: ib_send_bw not measured at {size} B"))
             .ok();
-        let ours = zcopy_bw(size, iters, args.rx_spin)?;
-        bw.push((perf, ours));
+        let runs = (0..rounds)
+            .map(|_| {
+                let perf = perftest_bw("ib_write_bw", size, iters)?;
+                Ok((perf, zcopy_bw(size, iters, args.rx_spin, args.tx_spin)?))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let (pair, ratios) = median_round(runs, |(p, z)| z.avg / p.avg);
+        spread.push(("bandwidth", size, "ib_write_bw", ratios));
+        bw.push(pair);
         sends.push(send);
     }
     print_bw(&bw, &sends);
+    print_rounds(&spread, "bandwidth");
     for (_, z) in &bw {
         if let Some(c) = &z.counters {
             println!(" {:>9} B: {}", z.bytes, counters_line("sender", c));
@@ -334,11 +356,18 @@ fn run(args: &Args) -> Result<(), String> {
     let mut lat = Vec::new();
     for &size in &lat_sizes {
         let send = perftest_lat("ib_send_lat", size, lat_iters)?;
-        let write = perftest_lat("ib_write_lat", size, lat_iters)?;
-        let ours = zcopy_lat(size, lat_iters, args.lat_slots)?;
+        let runs = (0..rounds)
+            .map(|_| {
+                let write = perftest_lat("ib_write_lat", size, lat_iters)?;
+                Ok((write, zcopy_lat(size, lat_iters, args.lat_slots)?))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let ((write, ours), ratios) = median_round(runs, |(w, z)| z.typical / w.typical);
+        spread.push(("latency", size, "ib_write_lat", ratios));
         lat.push((send, write, ours));
     }
     print_lat(&lat);
+    print_rounds(&spread, "latency");
     for (_, _, z) in &lat {
         if let Some((t, r)) = &z.counters {
             println!(" {:>7} B: {}", z.bytes, counters_line("ping sender", t));
@@ -373,16 +402,30 @@ fn run(args: &Args) -> Result<(), String> {
             let slot = parse_usize(s)?;
             // ib_write_bw moving the file's bytes, the CPUs sampled
             // through both runs.
-            let cpu = CpuSampler::start();
-            let (perf, perf_ended) =
-                perftest_bw_timed("ib_write_bw", slot, (file_size / slot).max(1) as u64)?;
-            let run = zcopy_file(&zcopy, file_size, slot, args.file_slot_count)?;
-            let perf_secs = file_size as f64 / PERFTEST_MB / perf.avg;
-            let (a, b) = transfer_window(perf_ended, perf_secs);
-            let perf_busy = cpu.busy(a, b);
-            let (a, b) = transfer_window(run.ended, run.seconds);
-            let run_busy = cpu.busy(a, b);
-            drop(cpu);
+            let round = || -> Result<(Bw, FileRun), String> {
+                let cpu = CpuSampler::start();
+                let (perf, perf_ended) =
+                    perftest_bw_timed("ib_write_bw", slot, (file_size / slot).max(1) as u64)?;
+                let run = zcopy_file(&zcopy, file_size, slot, args.file_slot_count)?;
+                let perf_secs = file_size as f64 / PERFTEST_MB / perf.avg;
+                let (a, b) = transfer_window(perf_ended, perf_secs);
+                let perf_busy = cpu.busy(a, b);
+                let (a, b) = transfer_window(run.ended, run.seconds);
+                let busy = cpu.busy(a, b);
+                Ok((
+                    perf,
+                    FileRun {
+                        perf_busy,
+                        busy,
+                        ..run
+                    },
+                ))
+            };
+            let runs = (0..rounds)
+                .map(|_| round())
+                .collect::<Result<Vec<_>, _>>()?;
+            let ((perf, run), ratios) = median_round(runs, |(p, f)| f.bw / p.avg);
+            let file_rounds = [("file", slot, "ib_write_bw", ratios)];
             println!(
                 " slot {:>8}: zcopy send {:.2} MB/sec ({:.3} s), ib_write_bw {:.2} MB/sec ({:.3} s): {:.1}%",
                 slot,
@@ -401,20 +444,54 @@ fn run(args: &Args) -> Result<(), String> {
             println!(
                 " {:>13}  the guest's CPUs busy during the transfer (all of them, user and kernel; the middle 80 % of each run): ib_write_bw {}, zcopy send/recv {}",
                 "",
-                pct(perf_busy),
-                pct(run_busy)
+                pct(run.perf_busy),
+                pct(run.busy)
             );
-            files.push((
-                perf,
-                FileRun {
-                    perf_busy,
-                    busy: run_busy,
-                    ..run
-                },
-            ));
+            print_rounds(&file_rounds, "file");
+            spread.extend(file_rounds);
+            files.push((perf, run));
         }
     }
-    report(&args.out, mtu, args.rx_spin, &bw, &sends, &lat, &files, q)
+    report(
+        &args.out,
+        mtu,
+        (args.tx_spin, args.rx_spin),
+        &bw,
+        &sends,
+        &lat,
+        &files,
+        &spread,
+        q,
+    )
+}
+
+/// The round whose ratio is the median of `runs` (the lower middle of an
+/// even count), and every round's ratio in the order they ran.
+fn median_round<T>(runs: Vec<T>, ratio: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
+    let ratios: Vec<f64> = runs.iter().map(&ratio).collect();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
+    let mid = order[(order.len() - 1) / 2];
+    let pick = runs.into_iter().nth(mid).expect("at least one round");
+    (pick, ratios)
+}
+
+/// What one comparison's rounds gave: its kind, size, baseline, and
+/// zcopy's ratio to the baseline in each round.
+type Rounds = (&'static str, usize, &'static str, Vec<f64>);
+
+/// The rounds' ratios of `kind`, when there was more than one.
+fn print_rounds(spread: &[Rounds], kind: &str) {
+    for (k, size, base, ratios) in spread.iter().filter(|r| r.0 == kind) {
+        if ratios.len() < 2 {
+            continue;
+        }
+        let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            " {k} {size} B, zcopy / {base} in each round: {} (the row above is the median's)",
+            list.join(", ")
+        );
+    }
 }
 
 /// `zcopy recv` in the background, `zcopy send` of a `size`-byte file in
@@ -840,9 +917,13 @@ fn spawn_self(args: &[String]) -> Result<(Child, SocketAddr), String> {
     Ok((child, addr))
 }
 
-/// Slots per channel: perftest's window (128) where memory allows.
+/// Slots per channel: perftest's window (128 messages) where 64 MiB
+/// allows, and never fewer than a stream's
+/// ([`zcopy::channel::stream_slot_count`]: 1024 at 4 KiB, 256 at 16 KiB),
+/// since a slot comes back later than a write's acknowledgement.
 fn window(size: usize) -> u32 {
-    ((64usize << 20) / size).clamp(8, 128) as u32
+    let perftest = ((64usize << 20) / size).clamp(8, 128) as u32;
+    perftest.max(zcopy::channel::stream_slot_count(size))
 }
 
 /// The receiving process of a bandwidth run (the sender decides the
@@ -894,7 +975,7 @@ fn drain(tx: &zcopy::rdma::Sender, child: &mut Child) -> Result<(), String> {
     Ok(())
 }
 
-fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
+fn zcopy_bw(size: usize, iters: u64, rx_spin: u32, tx_spin: u32) -> Result<Bw, String> {
     let count = window(size);
     let (mut child, addr) =
         spawn_self(&["--serve-bw".into(), "--rx-spin".into(), rx_spin.to_string()])?;
@@ -903,7 +984,7 @@ fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
         .slot_count(count)
         .connect_rdma(Some(IpAddr::V4(B)), addr)
         .map_err(|e| e.to_string())?;
-    tx.set_spin(SPIN);
+    tx.set_spin(tx_spin);
     let start = Instant::now();
     let sent = (0..iters).try_for_each(|_| {
         let loan = tx.loan().map_err(|e| e.to_string())?;
@@ -931,12 +1012,12 @@ fn zcopy_bw(size: usize, iters: u64, rx_spin: u32) -> Result<Bw, String> {
     })
 }
 
-/// How the bandwidth runs' receiver waits.
-fn rx_mode(rx_spin: u32) -> String {
-    if rx_spin == SPIN {
+/// How an end of the bandwidth runs waits, given its spin.
+fn spin_mode(spin: u32) -> String {
+    if spin == SPIN {
         "busy-polling".to_string()
     } else {
-        format!("spins {rx_spin} rounds, then sleeps")
+        format!("spins {spin} rounds, then sleeps")
     }
 }
 
@@ -1093,11 +1174,12 @@ fn goal(
 fn report(
     out: &Path,
     mtu: u32,
-    rx_spin: u32,
+    (tx_spin, rx_spin): (u32, u32),
     bw: &[(Bw, Bw)],
     sends: &[Option<Bw>],
     lat: &[(Lat, Lat, Lat)],
     files: &[(Bw, FileRun)],
+    spread: &[Rounds],
     quick: bool,
 ) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -1140,12 +1222,14 @@ fn report(
         "bench": "rdma",
         "quick": quick,
         "ib_mtu": mtu,
+        "bandwidth_sender_spin": tx_spin,
         "bandwidth_receiver_spin": rx_spin,
         "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
         "bandwidth": bw.iter().zip(sends).map(|((p, z), s)| json!({"ib_write_bw": bw_json(p), "ib_send_bw": s.as_ref().map(bw_json), "zcopy": bw_json(z), "ratio": z.avg / p.avg, "ratio_to_send": s.as_ref().map(|s| z.avg / s.avg)})).collect::<Vec<_>>(),
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
         "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work, "cpu_busy": f.busy, "ib_write_bw_cpu_busy": f.perf_busy})).collect::<Vec<_>>(),
         "goals": goals,
+        "rounds": spread.iter().map(|(kind, size, base, ratios)| json!({"kind": kind, "bytes": size, "baseline": base, "ratios": ratios})).collect::<Vec<_>>(),
     });
     let json_path = out.join("rdma.json");
     std::fs::write(
@@ -1156,9 +1240,10 @@ fn report(
     let chart = zcopy_plot::Lines {
         title: "RDMA bandwidth on Soft-RoCE, same boot and devices (higher is better)".into(),
         note: format!(
-            "one sender (busy-polling), one receiver ({}); IB MTU {mtu}; the channel's \
+            "zcopy: one sender ({}), one receiver ({}); IB MTU {mtu}; the channel's \
              average beside ib_write_bw's and ib_send_bw's",
-            rx_mode(rx_spin)
+            spin_mode(tx_spin),
+            spin_mode(rx_spin)
         ),
         value: "bandwidth, average".into(),
         sizes: "message size".into(),
@@ -1213,6 +1298,15 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_round_is_the_middle_ratio_and_every_ratio_is_kept() {
+        let (pick, all) = median_round(vec![3.0, 1.0, 2.0], |&r| r);
+        assert_eq!((pick, all), (2.0, vec![3.0, 1.0, 2.0]));
+        let (pick, _) = median_round(vec![(0, 0.9), (1, 0.8)], |&(_, r)| r);
+        assert_eq!(pick.0, 1, "the lower of two");
+        assert_eq!(median_round(vec![7.0], |&r| r).0, 7.0);
+    }
 
     #[test]
     fn bandwidth_is_counted_in_perftests_megabytes() {

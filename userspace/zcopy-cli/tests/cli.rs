@@ -1274,15 +1274,27 @@ fn bench_card_quick_in_the_guest() {
 }
 
 /// In the guest: the RDMA bench, quick, against perftest on zrxe0/zrxe1:
-/// rdma.json with the --quick sizes and the bandwidth plot.
+/// rdma.json with the --quick sizes and the bandwidth plot; with two
+/// rounds, each comparison's ratios, and the rows those of the median's
+/// round (the lower of two).
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn bench_rdma_quick_in_the_guest() {
     bench_binary("zcopy-bench", "zcopy-rdma-bench");
     let dir = TempDir::new("bench-rdma");
     let out = dir.path("out");
-    let (code, stdout, err) =
-        zcopy_bench(&["rdma", "--quick", "--out", out.to_str().unwrap()], None);
+    let (code, stdout, err) = zcopy_bench(
+        &[
+            "rdma",
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            "--rounds",
+            "2",
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{err}\n{stdout}");
     assert!(
         stdout.contains("ib_write_bw") && stdout.contains("ib_write_lat"),
@@ -1301,6 +1313,35 @@ fn bench_rdma_quick_in_the_guest() {
             assert!(
                 r[who]["bw_avg_mb_s"].as_f64().is_some_and(|v| v > 0.0),
                 "{r}"
+            );
+        }
+    }
+    let rounds = doc["rounds"].as_array().expect("rounds");
+    for (kind, rows, key) in [
+        ("bandwidth", bw, "ratio"),
+        (
+            "latency",
+            doc["latency"].as_array().expect("latency"),
+            "ratio_vs_write_lat",
+        ),
+    ] {
+        for r in rows {
+            let bytes = r["zcopy"]["bytes"].as_u64();
+            let round = rounds
+                .iter()
+                .find(|x| x["kind"] == kind && x["bytes"].as_u64() == bytes)
+                .unwrap_or_else(|| panic!("no rounds of {kind} {bytes:?}: {rounds:?}"));
+            let ratios: Vec<f64> = round["ratios"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_f64())
+                .collect();
+            assert_eq!(ratios.len(), 2, "{round}");
+            let lower = ratios[0].min(ratios[1]);
+            assert!(
+                (r[key].as_f64().unwrap() - lower).abs() < 1e-9,
+                "{kind}: the row is the lower round's: {r} {round}"
             );
         }
     }
