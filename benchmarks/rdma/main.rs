@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
-use zcopy::channel::{Builder, Error};
+use zcopy::channel::{Builder, Error, Wait};
 use zcopy::rdma::{BuilderExt, LinkStats, Listener};
 use zcopy_units::parse_usize;
 
@@ -75,6 +75,11 @@ struct Args {
     /// figures move by a tenth and more between runs under TCG.
     #[arg(long)]
     rounds: Option<usize>,
+    /// Slots of the bandwidth runs' channel [default: perftest's 128
+    /// messages where 64 MiB allows, never fewer than
+    /// `zcopy::channel::stream_slot_count`].
+    #[arg(long)]
+    bw_slots: Option<u32>,
     /// Slots each way of the latency ping-pong [default: the channel's
     /// default]. The receiver gives slots back every half ring, so a small
     /// ring sends a credit write every few messages.
@@ -333,7 +338,7 @@ fn run(args: &Args) -> Result<(), String> {
         let runs = (0..rounds)
             .map(|_| {
                 let perf = perftest_bw("ib_write_bw", size, iters)?;
-                Ok((perf, zcopy_bw(size, iters, args.rx_spin, args.tx_spin)?))
+                Ok((perf, zcopy_bw(size, iters, args)?))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let (pair, ratios) = median_round(runs, |(p, z)| z.avg / p.avg);
@@ -948,35 +953,41 @@ fn serve_bw(spin: u32) -> Result<(), String> {
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Waits until the receiver has given back every slot. A receiver that
-/// died or broke the link gives none back, and `in_flight` cannot say so:
-/// the receiving process is watched, and the wait is bounded.
+/// died or broke the link gives none back: the loan's wait notices it
+/// (`PeerDied`), and the wait is bounded.
 fn drain(tx: &zcopy::rdma::Sender, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + DRAIN_LIMIT;
-    let mut polls = 0u32;
+    // Each slot loaned as it comes back (unsent: they go back when
+    // dropped), so the wait is the channel's own: it spins, then sleeps,
+    // and leaves the vCPUs to Soft-RoCE while the last window drains.
+    let mut held = Vec::new();
     while tx.in_flight() > 0 {
-        polls = polls.wrapping_add(1);
-        if polls % 4096 == 0 {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                return Err(format!(
-                    "the receiving process ended ({status}) with {} messages not given back",
-                    tx.in_flight()
-                ));
-            }
-            if Instant::now() > deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tx.loan_with(Wait::Timeout(left)) {
+            Ok(loan) => held.push(loan),
+            Err(Error::Timeout) => {
                 return Err(format!(
                     "{} messages not given back within {} s",
                     tx.in_flight(),
                     DRAIN_LIMIT.as_secs()
+                ))
+            }
+            Err(e) => {
+                let status = child.try_wait().map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "the receiving process ({}) left {} messages not given back: {e}",
+                    status.map_or("still running".into(), |s| s.to_string()),
+                    tx.in_flight()
                 ));
             }
         }
-        std::hint::spin_loop();
     }
     Ok(())
 }
 
-fn zcopy_bw(size: usize, iters: u64, rx_spin: u32, tx_spin: u32) -> Result<Bw, String> {
-    let count = window(size);
+fn zcopy_bw(size: usize, iters: u64, args: &Args) -> Result<Bw, String> {
+    let (rx_spin, tx_spin) = (args.rx_spin, args.tx_spin);
+    let count = args.bw_slots.unwrap_or_else(|| window(size));
     let (mut child, addr) =
         spawn_self(&["--serve-bw".into(), "--rx-spin".into(), rx_spin.to_string()])?;
     let tx = Builder::new()
