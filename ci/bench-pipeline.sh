@@ -3,7 +3,7 @@
 # attached, zcard.ko loaded, Soft-RoCE up): 64 MiB (the card's whole
 # storage), 5 runs per way, all eleven ways, to a local and a network peer.
 # The tables on stdout; target/bench/pipeline.json, pipeline-local.svg and
-# pipeline-network.svg. make demo runs the same method shorter (32 MiB,
+# pipeline-network.svg. make demo runs the same method shorter (64 MiB,
 # 3 runs). Arguments go to zcopy pipeline (--help).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

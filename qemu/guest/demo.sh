@@ -10,7 +10,7 @@
 # host-native benches, the card's engine and IPC: their output is shown and
 # their JSON read instead of running IPC here), ZCOPY_BIN_DIR (the zcopy
 # binaries; default target/release), ZCOPY_DEMO_SIZE (bytes the pipeline
-# serves; default 32M), ZCOPY_DEMO_RUNS (runs per way; default 3),
+# serves; default 64M, the card's whole storage, as the full bench), ZCOPY_DEMO_RUNS (runs per way; default 3),
 # ZCOPY_DEMO_QUICK=1 (the reduced demo make qemu-test runs: 4M, one run,
 # benches --quick, which judge no goal).
 set -uo pipefail
@@ -18,7 +18,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root" || exit 1
 bin=${ZCOPY_BIN_DIR:-$root/target/release}
 out=${ZCOPY_DEMO_OUT:-$root/target/demo}
-size=${ZCOPY_DEMO_SIZE:-32M} runs=${ZCOPY_DEMO_RUNS:-3}
+size=${ZCOPY_DEMO_SIZE:-64M} runs=${ZCOPY_DEMO_RUNS:-3}
 bench=--short
 if [ "${ZCOPY_DEMO_QUICK:-0}" = 1 ]; then
 	size=4M runs=1 bench=--quick
