@@ -18,6 +18,11 @@
 //!   against `ib_write_bw` at the same message size; the sender's own
 //!   timing (its `--json` summary), the file and its copy in /dev/shm.
 //!
+//! Every comparison with `ib_write_bw` or `ib_write_lat` (bandwidth,
+//! latency, files) runs `--rounds` times, the two alternating: the verdict
+//! is the median of the rounds' ratios, the tables show the median's round
+//! and a line under each lists every round's ratio.
+//!
 //! Each bandwidth and latency row also gives the channel's counters per
 //! message: credit writes, reads of the receiver's board, completion queue
 //! polls. The latency runs busy-poll at both ends, as perftest does. In the
