@@ -156,6 +156,9 @@ struct Bw {
     avg: f64,
     rate: f64,
     counters: Option<LinkStats>,
+    /// How busy the guest's CPUs were over the middle 80 % of the
+    /// transfer (bandwidth runs).
+    busy: Option<f64>,
 }
 
 /// Counters per message of a channel run, as printed and in the JSON.
@@ -342,8 +345,15 @@ fn run(args: &Args) -> Result<(), String> {
             .ok();
         let runs = (0..rounds)
             .map(|_| {
-                let perf = perftest_bw("ib_write_bw", size, iters)?;
-                Ok((perf, zcopy_bw(size, iters, args)?))
+                let cpu = CpuSampler::start();
+                let (perf, ended) = perftest_bw_timed("ib_write_bw", size, iters)?;
+                let secs = (iters * size as u64) as f64 / PERFTEST_MB / perf.avg;
+                let (a, b) = transfer_window(ended, secs);
+                let perf = Bw {
+                    busy: cpu.busy(a, b),
+                    ..perf
+                };
+                Ok((perf, zcopy_bw(size, iters, args, &cpu)?))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let (pair, ratios) = median_round(runs, |(p, z)| z.avg / p.avg);
@@ -353,10 +363,18 @@ fn run(args: &Args) -> Result<(), String> {
     }
     print_bw(&bw, &sends);
     print_rounds(&spread, "bandwidth");
-    for (_, z) in &bw {
+    for (p, z) in &bw {
         if let Some(c) = &z.counters {
             println!(" {:>9} B: {}", z.bytes, counters_line("sender", c));
         }
+        let pct =
+            |b: Option<f64>| b.map_or("not measured".into(), |b| format!("{:.0} %", 100.0 * b));
+        println!(
+            " {:>9} B: the guest's CPUs busy (all of them, user and kernel; the middle 80 % of each run): ib_write_bw {}, zcopy {}",
+            z.bytes,
+            pct(p.busy),
+            pct(z.busy)
+        );
     }
     println!();
     println!(
@@ -873,6 +891,7 @@ fn perftest_bw_timed(tool: &str, size: usize, iters: u64) -> Result<(Bw, Instant
                 avg,
                 rate,
                 counters: None,
+                busy: None,
             },
             ended,
         )),
@@ -990,7 +1009,9 @@ fn drain(tx: &zcopy::rdma::Sender, child: &mut Child) -> Result<(), String> {
     Ok(())
 }
 
-fn zcopy_bw(size: usize, iters: u64, args: &Args) -> Result<Bw, String> {
+/// The channel moving `iters` messages of `size`; the CPUs' busy share
+/// during the transfer is read from `cpu`, sampling meanwhile.
+fn zcopy_bw(size: usize, iters: u64, args: &Args, cpu: &CpuSampler) -> Result<Bw, String> {
     let (rx_spin, tx_spin) = (args.rx_spin, args.tx_spin);
     let count = args.bw_slots.unwrap_or_else(|| window(size));
     let (mut child, addr) =
@@ -1011,7 +1032,8 @@ fn zcopy_bw(size: usize, iters: u64, args: &Args) -> Result<Bw, String> {
         let _ = child.wait();
         return Err(e);
     }
-    let secs = start.elapsed().as_secs_f64();
+    let ended = Instant::now();
+    let secs = (ended - start).as_secs_f64();
     let counters = tx.stats();
     drop(tx);
     wait_or_kill(&mut child, Duration::from_secs(30)).map_err(|e| e.to_string())?;
@@ -1025,6 +1047,10 @@ fn zcopy_bw(size: usize, iters: u64, args: &Args) -> Result<Bw, String> {
         avg,
         rate: iters as f64 / secs / 1e6,
         counters: Some(counters),
+        busy: {
+            let (a, b) = transfer_window(ended, secs);
+            cpu.busy(a, b)
+        },
     })
 }
 
@@ -1199,7 +1225,7 @@ fn report(
     quick: bool,
 ) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate, "counters": b.counters.as_ref().map(per_message)});
+    let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate, "counters": b.counters.as_ref().map(per_message), "cpu_busy": b.busy});
     let lat_json = |l: &Lat| json!({"bytes": l.bytes, "iterations": l.iters, "t_min_us": l.min, "t_max_us": l.max, "t_typical_us": l.typical, "t_avg_us": l.avg, "t_stdev_us": l.stdev, "p99_us": l.p99, "p999_us": l.p999, "counters": l.counters.as_ref().map(|(t, r)| json!({"ping_sender": per_message(t), "pong_receiver": per_message(r)}))});
     let bw_ratios: Vec<(usize, f64)> = bw.iter().map(|(p, z)| (p.bytes, z.avg / p.avg)).collect();
     let lat_ratios: Vec<(usize, f64)> = lat
