@@ -21,14 +21,15 @@
 //! Every comparison with `ib_write_bw` or `ib_write_lat` (bandwidth,
 //! latency, files) runs `--rounds` times, the two alternating: the verdict
 //! is the median of the rounds' ratios, the tables show the median's round
-//! and a line under each lists every round's ratio.
+//! and, with more than one round, a line under each lists every round's
+//! ratio.
 //!
 //! Each bandwidth and latency row also gives the channel's counters per
 //! message: credit writes, reads of the receiver's board, completion queue
 //! polls. The latency runs busy-poll at both ends, as perftest does. In the
 //! bandwidth runs both ends of the channel wait as it does by default
-//! (spin, then sleep: `--tx-spin`, `--rx-spin`), as perftest's server
-//! leaves its CPU to the device. Table on stdout, every
+//! (spin, then sleep: `--tx-spin`, `--rx-spin`); perftest's client
+//! busy-polls and its server polls nothing. Table on stdout, every
 //! goal with its value and verdict, JSON and an SVG plot in `--out`. Under TCG the absolute figures are indicative: the
 //! ratio to perftest is the figure.
 
@@ -78,8 +79,8 @@ struct Args {
     /// verdict takes the median of the rounds' ratios, and the tables show
     /// the round of the median [default: 3; --quick: 1]. perftest's own
     /// figures move by a tenth and more between runs under TCG.
-    #[arg(long)]
-    rounds: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: Option<u32>,
     /// Slots of the bandwidth runs' channel [default: perftest's 128
     /// messages where 64 MiB allows, never fewer than
     /// `zcopy::channel::stream_slot_count`].
@@ -104,14 +105,14 @@ struct Args {
     #[arg(long)]
     zcopy: Option<PathBuf>,
     /// The receiver's busy-poll rounds before it sleeps, in the bandwidth
-    /// runs [default: the channel's own, `zcopy::channel::DEFAULT_SPIN`].
+    /// runs (the default is the channel's own, `zcopy::channel::DEFAULT_SPIN`).
     /// perftest's ib_write_bw server polls nothing during the run; a
     /// receiver that spins on (1073741824: always busy) takes one of the
     /// guest's two vCPUs from Soft-RoCE's kernel work.
     #[arg(long, default_value_t = zcopy::channel::DEFAULT_SPIN)]
     rx_spin: u32,
     /// The sender's busy-poll rounds before it sleeps when out of slots, in
-    /// the bandwidth runs [default: the channel's own]. perftest's client
+    /// the bandwidth runs (the default is the channel's own). perftest's client
     /// busy-polls its completions; a channel sender that does the same
     /// (1073741824) takes a vCPU from Soft-RoCE while it waits for slots.
     #[arg(long, default_value_t = zcopy::channel::DEFAULT_SPIN)]
@@ -159,6 +160,8 @@ struct Bw {
     /// How busy the guest's CPUs were over the middle 80 % of the
     /// transfer (bandwidth runs).
     busy: Option<f64>,
+    /// The channel's slot count (zcopy's rows).
+    slots: Option<u32>,
 }
 
 /// Counters per message of a channel run, as printed and in the JSON.
@@ -220,10 +223,9 @@ struct FileRun {
     recv_work: f64,
     /// When `zcopy send` exited.
     ended: Instant,
-    /// The guest's CPUs' busy share during the transfer, and during
-    /// ib_write_bw's of the same bytes.
+    /// The guest's CPUs' busy share during the transfer (ib_write_bw's
+    /// of the same bytes is its [`Bw`]'s).
     busy: Option<f64>,
-    perf_busy: Option<f64>,
 }
 
 /// Samples the guest's CPU time (/proc/stat's first line: every CPU,
@@ -322,7 +324,7 @@ fn run(args: &Args) -> Result<(), String> {
     )?;
     let lat_sizes = list(&args.lat_sizes, "64,4K", "64")?;
     let lat_iters = args.lat_iters.unwrap_or(if q { 200 } else { 2000 });
-    let rounds = args.rounds.unwrap_or(if q { 1 } else { 3 }).max(1);
+    let rounds = args.rounds.unwrap_or(if q { 1 } else { 3 });
     let mut spread = Vec::new();
     let mtu = zcopy::rdma::devices()
         .map_err(|e| e.to_string())?
@@ -356,7 +358,7 @@ fn run(args: &Args) -> Result<(), String> {
                 Ok((perf, zcopy_bw(size, iters, args, &cpu)?))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let (pair, ratios) = median_round(runs, |(p, z)| z.avg / p.avg);
+        let (pair, ratios) = median_round(runs, Better::Higher, |(p, z)| z.avg / p.avg);
         spread.push(("bandwidth", size, "ib_write_bw", ratios));
         bw.push(pair);
         sends.push(send);
@@ -367,13 +369,12 @@ fn run(args: &Args) -> Result<(), String> {
         if let Some(c) = &z.counters {
             println!(" {:>9} B: {}", z.bytes, counters_line("sender", c));
         }
-        let pct =
-            |b: Option<f64>| b.map_or("not measured".into(), |b| format!("{:.0} %", 100.0 * b));
         println!(
-            " {:>9} B: the guest's CPUs busy (all of them, user and kernel; the middle 80 % of each run): ib_write_bw {}, zcopy {}",
+            " {:>9} B: the guest's CPUs busy (all of them, user and kernel; the middle 80 % of each run): ib_write_bw {}, zcopy {} ({} slots)",
             z.bytes,
-            pct(p.busy),
-            pct(z.busy)
+            busy_pct(p.busy),
+            busy_pct(z.busy),
+            z.slots.unwrap_or(0)
         );
     }
     println!();
@@ -390,7 +391,8 @@ fn run(args: &Args) -> Result<(), String> {
                 Ok((write, zcopy_lat(size, lat_iters, args.lat_slots)?))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let ((write, ours), ratios) = median_round(runs, |(w, z)| z.typical / w.typical);
+        let ((write, ours), ratios) =
+            median_round(runs, Better::Lower, |(w, z)| z.typical / w.typical);
         spread.push(("latency", size, "ib_write_lat", ratios));
         lat.push((send, write, ours));
     }
@@ -437,22 +439,18 @@ fn run(args: &Args) -> Result<(), String> {
                 let run = zcopy_file(&zcopy, file_size, slot, args.file_slot_count)?;
                 let perf_secs = file_size as f64 / PERFTEST_MB / perf.avg;
                 let (a, b) = transfer_window(perf_ended, perf_secs);
-                let perf_busy = cpu.busy(a, b);
+                let perf = Bw {
+                    busy: cpu.busy(a, b),
+                    ..perf
+                };
                 let (a, b) = transfer_window(run.ended, run.seconds);
                 let busy = cpu.busy(a, b);
-                Ok((
-                    perf,
-                    FileRun {
-                        perf_busy,
-                        busy,
-                        ..run
-                    },
-                ))
+                Ok((perf, FileRun { busy, ..run }))
             };
             let runs = (0..rounds)
                 .map(|_| round())
                 .collect::<Result<Vec<_>, _>>()?;
-            let ((perf, run), ratios) = median_round(runs, |(p, f)| f.bw / p.avg);
+            let ((perf, run), ratios) = median_round(runs, Better::Higher, |(p, f)| f.bw / p.avg);
             let file_rounds = [("file", slot, "ib_write_bw", ratios)];
             println!(
                 " slot {:>8}: zcopy send {:.2} MB/sec ({:.3} s), ib_write_bw {:.2} MB/sec ({:.3} s): {:.1}%",
@@ -467,13 +465,11 @@ fn run(args: &Args) -> Result<(), String> {
                 " {:>13}  the file work alone, no RDMA: the sender's read + CRC32C {:.3} s, the receiver's CRC32C + write {:.3} s",
                 "", run.send_work, run.recv_work
             );
-            let pct =
-                |b: Option<f64>| b.map_or("not measured".into(), |b| format!("{:.0} %", 100.0 * b));
             println!(
                 " {:>13}  the guest's CPUs busy during the transfer (all of them, user and kernel; the middle 80 % of each run): ib_write_bw {}, zcopy send/recv {}",
                 "",
-                pct(run.perf_busy),
-                pct(run.busy)
+                busy_pct(perf.busy),
+                busy_pct(run.busy)
             );
             print_rounds(&file_rounds, "file");
             spread.extend(file_rounds);
@@ -493,15 +489,34 @@ fn run(args: &Args) -> Result<(), String> {
     )
 }
 
-/// The round whose ratio is the median of `runs` (the lower middle of an
-/// even count), and every round's ratio in the order they ran.
-fn median_round<T>(runs: Vec<T>, ratio: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
+/// Which way a ratio of zcopy to its baseline is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    /// Bandwidth: zcopy's over the baseline's.
+    Higher,
+    /// Latency: zcopy's over the baseline's.
+    Lower,
+}
+
+/// A CPUs' busy share as printed.
+fn busy_pct(b: Option<f64>) -> String {
+    b.map_or("not measured".into(), |b| format!("{:.0} %", 100.0 * b))
+}
+
+/// The round whose ratio is the median of `runs` (of an even count, the
+/// middle one worse for zcopy), and every round's ratio in the order they
+/// ran. `runs` is not empty.
+fn median_round<T>(runs: Vec<T>, better: Better, ratio: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
     let ratios: Vec<f64> = runs.iter().map(&ratio).collect();
     let mut order: Vec<usize> = (0..runs.len()).collect();
-    order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
+    // Worst for zcopy first, so the lower middle is the worse one.
+    order.sort_by(|&a, &b| match better {
+        Better::Higher => ratios[a].total_cmp(&ratios[b]),
+        Better::Lower => ratios[b].total_cmp(&ratios[a]),
+    });
     let mid = order[(order.len() - 1) / 2];
-    let pick = runs.into_iter().nth(mid).expect("at least one round");
-    (pick, ratios)
+    let mut runs = runs;
+    (runs.swap_remove(mid), ratios)
 }
 
 /// What one comparison's rounds gave: its kind, size, baseline, and
@@ -603,7 +618,6 @@ fn zcopy_file(
         recv_work,
         ended,
         busy: None,
-        perf_busy: None,
     })
 }
 
@@ -816,14 +830,8 @@ fn perftest_timed(tool: &str, extra: &[String]) -> Result<(Vec<f64>, Instant), S
         }));
         let mut args = common("zrxe1");
         args.push(A.to_string());
-        let out = Command::new(tool)
-            .args(&args)
-            .output()
-            .map_err(|e| format!("{tool}: {e}"))?;
-        let ended = Instant::now();
+        let (text, err, ended) = run_client(tool, &args)?;
         let _ = wait_or_kill(&mut server, Duration::from_secs(30));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
         match classify(&text, &err).map_err(|e| format!("{tool}: {e}"))? {
             Run::Row(v) => return Ok((v, ended)),
             Run::Uncalibrated => eprintln!(
@@ -838,6 +846,41 @@ fn perftest_timed(tool: &str, extra: &[String]) -> Result<(Vec<f64>, Instant), S
     Err(format!(
         "{tool}: no usable result in {PERFTEST_TRIES} runs; the last said:\n{last}"
     ))
+}
+
+/// Runs a perftest client to its end: its stdout, its stderr, and when
+/// its result row (the line under `#bytes`) came, which is when the
+/// transfer ended, before the client's own teardown (or its exit, if no
+/// row came). Its stdout is line-buffered (`stdbuf -oL`, coreutils), or a
+/// pipe would hold the row until the exit.
+fn run_client(tool: &str, args: &[String]) -> Result<(String, String, Instant), String> {
+    let mut child = Command::new("stdbuf")
+        .arg("-oL")
+        .arg(tool)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{tool}: {e}"))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let errs = std::thread::spawn(move || {
+        let mut v = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut v);
+        v
+    });
+    let (mut text, mut header, mut row) = (String::new(), false, None);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.map_err(|e| format!("{tool}: {e}"))?;
+        if header && row.is_none() && !line.trim().is_empty() {
+            row = Some(Instant::now());
+        }
+        header |= line.trim_start().starts_with("#bytes");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    child.wait().map_err(|e| format!("{tool}: {e}"))?;
+    let ended = row.unwrap_or_else(Instant::now);
+    Ok((text, errs.join().unwrap_or_default(), ended))
 }
 
 /// The numbers under perftest's `#bytes` header line.
@@ -892,6 +935,7 @@ fn perftest_bw_timed(tool: &str, size: usize, iters: u64) -> Result<(Bw, Instant
                 rate,
                 counters: None,
                 busy: None,
+                slots: None,
             },
             ended,
         )),
@@ -946,13 +990,14 @@ fn spawn_self(args: &[String]) -> Result<(Child, SocketAddr), String> {
     Ok((child, addr))
 }
 
-/// Slots per channel: perftest's window (128 messages) where 64 MiB
-/// allows, and never fewer than a stream's
-/// ([`zcopy::channel::stream_slot_count`]: 1024 at 4 KiB, 256 at 16 KiB),
-/// since a slot comes back later than a write's acknowledgement.
+/// Slots per channel: perftest's window (128 messages), and never fewer
+/// than a stream's ([`zcopy::channel::stream_slot_count`]: 1024 at 4 KiB,
+/// 256 at 16 KiB), since a slot comes back later than a write's
+/// acknowledgement; within 64 MiB (at least 8 slots).
 fn window(size: usize) -> u32 {
-    let perftest = ((64usize << 20) / size).clamp(8, 128) as u32;
-    perftest.max(zcopy::channel::stream_slot_count(size))
+    let cap = ((64usize << 20) / size.max(1)).max(8) as u32;
+    let perftest = cap.min(128);
+    perftest.max(zcopy::channel::stream_slot_count(size).min(cap))
 }
 
 /// The receiving process of a bandwidth run (the sender decides the
@@ -985,23 +1030,26 @@ fn drain(tx: &zcopy::rdma::Sender, child: &mut Child) -> Result<(), String> {
     // dropped), so the wait is the channel's own: it spins, then sleeps,
     // and leaves the vCPUs to Soft-RoCE while the last window drains.
     let mut held = Vec::new();
-    while tx.in_flight() > 0 {
+    loop {
+        // Counted before the loan: a dead receiver's loan reclaims them.
+        let out = tx.in_flight();
+        if out == 0 {
+            break;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         match tx.loan_with(Wait::Timeout(left)) {
             Ok(loan) => held.push(loan),
             Err(Error::Timeout) => {
                 return Err(format!(
-                    "{} messages not given back within {} s",
-                    tx.in_flight(),
+                    "{out} messages not given back within {} s",
                     DRAIN_LIMIT.as_secs()
                 ))
             }
             Err(e) => {
                 let status = child.try_wait().map_err(|e| e.to_string())?;
                 return Err(format!(
-                    "the receiving process ({}) left {} messages not given back: {e}",
+                    "the receiving process ({}) left {out} messages not given back: {e}",
                     status.map_or("still running".into(), |s| s.to_string()),
-                    tx.in_flight()
                 ));
             }
         }
@@ -1047,6 +1095,7 @@ fn zcopy_bw(size: usize, iters: u64, args: &Args, cpu: &CpuSampler) -> Result<Bw
         avg,
         rate: iters as f64 / secs / 1e6,
         counters: Some(counters),
+        slots: Some(count),
         busy: {
             let (a, b) = transfer_window(ended, secs);
             cpu.busy(a, b)
@@ -1225,7 +1274,7 @@ fn report(
     quick: bool,
 ) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate, "counters": b.counters.as_ref().map(per_message), "cpu_busy": b.busy});
+    let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate, "counters": b.counters.as_ref().map(per_message), "cpu_busy": b.busy, "slots": b.slots});
     let lat_json = |l: &Lat| json!({"bytes": l.bytes, "iterations": l.iters, "t_min_us": l.min, "t_max_us": l.max, "t_typical_us": l.typical, "t_avg_us": l.avg, "t_stdev_us": l.stdev, "p99_us": l.p99, "p999_us": l.p999, "counters": l.counters.as_ref().map(|(t, r)| json!({"ping_sender": per_message(t), "pong_receiver": per_message(r)}))});
     let bw_ratios: Vec<(usize, f64)> = bw.iter().map(|(p, z)| (p.bytes, z.avg / p.avg)).collect();
     let lat_ratios: Vec<(usize, f64)> = lat
@@ -1269,7 +1318,7 @@ fn report(
         "devices": ["zrxe1 (sender)", "zrxe0 (receiver)"],
         "bandwidth": bw.iter().zip(sends).map(|((p, z), s)| json!({"ib_write_bw": bw_json(p), "ib_send_bw": s.as_ref().map(bw_json), "zcopy": bw_json(z), "ratio": z.avg / p.avg, "ratio_to_send": s.as_ref().map(|s| z.avg / s.avg)})).collect::<Vec<_>>(),
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
-        "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work, "cpu_busy": f.busy, "ib_write_bw_cpu_busy": f.perf_busy})).collect::<Vec<_>>(),
+        "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work, "cpu_busy": f.busy})).collect::<Vec<_>>(),
         "goals": goals,
         "rounds": spread.iter().map(|(kind, size, base, ratios)| json!({"kind": kind, "bytes": size, "baseline": base, "ratios": ratios})).collect::<Vec<_>>(),
     });
@@ -1343,11 +1392,24 @@ mod tests {
 
     #[test]
     fn the_median_round_is_the_middle_ratio_and_every_ratio_is_kept() {
-        let (pick, all) = median_round(vec![3.0, 1.0, 2.0], |&r| r);
-        assert_eq!((pick, all), (2.0, vec![3.0, 1.0, 2.0]));
-        let (pick, _) = median_round(vec![(0, 0.9), (1, 0.8)], |&(_, r)| r);
-        assert_eq!(pick.0, 1, "the lower of two");
-        assert_eq!(median_round(vec![7.0], |&r| r).0, 7.0);
+        for better in [Better::Higher, Better::Lower] {
+            let (pick, all) = median_round(vec![3.0, 1.0, 2.0], better, |&r| r);
+            assert_eq!((pick, all), (2.0, vec![3.0, 1.0, 2.0]));
+            assert_eq!(median_round(vec![7.0], better, |&r| r).0, 7.0);
+        }
+        // Of two, the one worse for zcopy.
+        let two = || vec![(0, 0.9), (1, 0.8)];
+        assert_eq!(median_round(two(), Better::Higher, |&(_, r)| r).0 .0, 1);
+        assert_eq!(median_round(two(), Better::Lower, |&(_, r)| r).0 .0, 0);
+    }
+
+    #[test]
+    fn the_window_is_a_streams_within_64_mib() {
+        let w = |k: usize| window(k << 10);
+        assert_eq!(
+            [w(4), w(16), w(64), w(256), w(1024), w(4096), w(8192)],
+            [1024, 256, 128, 128, 64, 16, 8]
+        );
     }
 
     #[test]
