@@ -10,7 +10,8 @@
 # host-native benches, the card's engine and IPC: their output is shown and
 # their JSON read instead of running IPC here), ZCOPY_BIN_DIR (the zcopy
 # binaries; default target/release), ZCOPY_DEMO_SIZE (bytes the pipeline
-# serves; default 64M, the card's whole storage, as the full bench), ZCOPY_DEMO_RUNS (runs per way; default 3),
+# serves; default 64M, the card's whole storage, as the full bench),
+# ZCOPY_DEMO_RUNS (runs per way; default 3),
 # ZCOPY_DEMO_QUICK=1 (the reduced demo make qemu-test runs: 4M, one run,
 # benches --quick, which judge no goal).
 set -uo pipefail
