@@ -17,8 +17,6 @@ zc_infra() {
 	exit "$ZCOPY_EXIT_INFRA"
 }
 
-# zc_cache_dir: where the toolbox and probe results live, outside any clone
-# so every clone (and CI) reuses them.
 # zc_build_tools: the release zcopy tools the guest runs
 # (zcopy, zcopy-rdma-bench, ...), built as one package set. Cargo
 # resolves dependency features per set, so another set builds another
@@ -31,6 +29,8 @@ zc_build_tools() {
 	cargo build --release -p zcopy-cli -p zcopy-bench
 }
 
+# zc_cache_dir: where the toolbox and probe results live, outside any clone
+# so every clone (and CI) reuses them.
 zc_cache_dir() {
 	if [ -n "${ZCOPY_CACHE:-}" ]; then
 		echo "$ZCOPY_CACHE"
