@@ -25,7 +25,8 @@ pub fn repo_root() -> PathBuf {
 /// empty means unset).
 pub const CASES_ENV: &str = "ZCOPY_PROPTEST_CASES";
 
-/// Fixes the seed of every property test (the one a failure printed).
+/// Fixes the seed of every property test, and of the randomised tests
+/// that take theirs from [`seed`] (the one a failure printed).
 pub const SEED_ENV: &str = "ZCOPY_PROPTEST_SEED";
 
 /// The configuration of the property test `name`: `cases` cases unless
@@ -76,21 +77,40 @@ fn config_from(
             }
         },
     };
-    let seed = match set(seed_var) {
-        None => clock(),
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            format!(
-                "{SEED_ENV}={v:?}: a seed is a number from 0 to {}",
-                u64::MAX
-            )
-        })?,
-    };
+    let seed = seed_from(seed_var, clock)?;
     Ok(Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         ..Config::default()
     })
+}
+
+/// The seed [`SEED_ENV`]'s value `seed_var` gives, or else `clock`'s.
+fn seed_from(seed_var: Option<&str>, clock: impl FnOnce() -> u64) -> Result<u64, String> {
+    match set(seed_var) {
+        None => Ok(clock()),
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            format!(
+                "{SEED_ENV}={v:?}: a seed is a number from 0 to {}",
+                u64::MAX
+            )
+        }),
+    }
+}
+
+/// The seed of the randomised test `name` that is not a property test
+/// (its own generator): from [`SEED_ENV`] or else the clock, printed to
+/// stderr with the variable that replays it, as [`proptest_config`] does.
+///
+/// # Panics
+///
+/// When [`SEED_ENV`] is set to something that is not a number.
+pub fn seed(name: &str) -> u64 {
+    let seed = seed_from(std::env::var(SEED_ENV).ok().as_deref(), clock_seed)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    eprintln!("{name}: seed {seed} (replay: {SEED_ENV}={seed})");
+    seed
 }
 
 /// A variable's value, `None` when unset or empty.

@@ -615,11 +615,7 @@ mod tests {
         let mut p = Producer::attach(heap.ptr()).unwrap();
         let mut c = Consumer::attach(heap.ptr()).unwrap();
         const N: u64 = 30_000;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        eprintln!("a_sleeping_consumer_is_woken_by_every_push: seed {seed}");
+        let seed = zcopy_testkit::seed("a_sleeping_consumer_is_woken_by_every_push");
         let lost = AtomicBool::new(false);
         let got = std::thread::scope(|s| {
             let consumer = s.spawn(|| {
