@@ -861,7 +861,7 @@ fn run_client(tool: &str, args: &[String]) -> Result<(String, String, Instant), 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{tool}: {e}"))?;
+        .map_err(|e| format!("stdbuf -oL {tool}: {e} (stdbuf is coreutils')"))?;
     let mut stderr = child.stderr.take().expect("piped");
     let errs = std::thread::spawn(move || {
         let mut v = String::new();
