@@ -26,6 +26,8 @@ const _: () = assert!(MAX_RDMA_SLOTS <= MAX_SLOT_COUNT);
 pub(super) const INLINE: u32 = 256;
 /// How long connection steps may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a post waits for room in a full send queue.
+const SEND_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// How long a sender out of slots waits after a read of the receiver's
 /// board that freed nothing before it reads again.
 pub(super) const PULL_EVERY: Duration = Duration::from_millis(1);
@@ -432,10 +434,14 @@ impl Link {
     /// Credits can outrun their acknowledgements, so the receiver's send
     /// queue fills up when the sender is quick.
     pub(super) fn reserve_send(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // The clock is read only once the queue is found full: where the
+        // vDSO cannot read it (a TCG guest), each read is a system call,
+        // and a post is on every message's path.
+        let mut deadline = None;
         while self.sq_used >= self.sq_depth {
             if self.poll_cq()? == 0 {
-                if Instant::now() > deadline {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + SEND_QUEUE_WAIT);
+                if Instant::now() > d {
                     return Err(
                         crate::rdma::Error::Timeout("waiting for room in the send queue").into(),
                     );

@@ -185,7 +185,9 @@ impl Receiver {
         if st.uncredited >= credit_batch(&self.geo) {
             self.credit(&mut st);
         }
-        let deadline = wait.deadline();
+        // The clock is read only once there is something to wait for, as
+        // in `Link::reserve_send`.
+        let mut deadline = None;
         let mut spins = 0;
         loop {
             self.collect(&mut st)?;
@@ -207,7 +209,7 @@ impl Receiver {
                     reclaimed: 0,
                 });
             }
-            let Some(d) = deadline else {
+            let Some(d) = *deadline.get_or_insert_with(|| wait.deadline()) else {
                 if st.pacer.due() {
                     st.link.check_events();
                     if st.link.broken.is_some() {

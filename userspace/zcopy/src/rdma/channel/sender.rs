@@ -207,7 +207,9 @@ impl Sender {
 
     fn take_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
-        let deadline = wait.deadline();
+        // The clock is read only once there is something to wait for, as
+        // in `Link::reserve_send`.
+        let mut deadline = None;
         let mut spins = 0;
         loop {
             self.collect(&mut st)?;
@@ -216,7 +218,7 @@ impl Sender {
                 return Ok(index);
             }
             self.pull(&mut st);
-            let Some(d) = deadline else {
+            let Some(d) = *deadline.get_or_insert_with(|| wait.deadline()) else {
                 return Err(Error::Full);
             };
             if d.is_some_and(|d| Instant::now() >= d) {
