@@ -493,9 +493,9 @@ fn run(args: &Args) -> Result<(), String> {
 /// Which way a ratio of zcopy to its baseline is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Better {
-    /// Bandwidth: zcopy's over the baseline's.
+    /// A higher ratio is better (bandwidth).
     Higher,
-    /// Latency: zcopy's over the baseline's.
+    /// A lower ratio is better (latency).
     Lower,
 }
 
@@ -507,7 +507,7 @@ fn busy_pct(b: Option<f64>) -> String {
 /// The round whose ratio is the median of `runs` (of an even count, the
 /// middle one worse for zcopy), and every round's ratio in the order they
 /// ran. `runs` is not empty.
-fn median_round<T>(runs: Vec<T>, better: Better, ratio: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
+fn median_round<T>(mut runs: Vec<T>, better: Better, ratio: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
     let ratios: Vec<f64> = runs.iter().map(&ratio).collect();
     let mut order: Vec<usize> = (0..runs.len()).collect();
     // Worst for zcopy first, so the lower middle is the worse one.
@@ -516,7 +516,6 @@ fn median_round<T>(runs: Vec<T>, better: Better, ratio: impl Fn(&T) -> f64) -> (
         Better::Lower => ratios[b].total_cmp(&ratios[a]),
     });
     let mid = order[(order.len() - 1) / 2];
-    let mut runs = runs;
     (runs.swap_remove(mid), ratios)
 }
 
