@@ -1,5 +1,6 @@
 //! Sizes as every zcopy command line takes them, with no dependencies so
-//! that the device model, the CLI and the benchmarks share one parser.
+//! that the device model, the CLI and the benchmarks share one parser, and
+//! the rule by which every zcopy bench judges a goal ([`verdict`]).
 //!
 //! A size is decimal digits with an optional binary suffix: `K`, `M`, `G`
 //! or `T` (any case, powers of 1024), which may be written `KiB`, `MiB`,
@@ -8,6 +9,8 @@
 //! anything that does not fit in a `u64`.
 
 #![deny(missing_docs)]
+
+pub mod verdict;
 
 /// What [`parse_size`] accepts, for help texts and error messages.
 pub const SIZE_SYNTAX: &str =

@@ -36,6 +36,7 @@ use serde::Serialize;
 use zcopy::card::{Buf, Card, Pool, Rings, Sqe};
 use zcopy::channel::Builder;
 use zcopy::rdma::BuilderExt;
+use zcopy_units::verdict::{judge_interval, quartiles, Verdict, MIN_RUNS};
 
 use crate::failure::{self, Failure, Result};
 use crate::output;
@@ -48,8 +49,6 @@ const REFERENCE_CLAIM: &str =
 /// The goal: a zero-copy way takes at most this share of read+write's
 /// transfer time, and of its serving CPU time.
 const GOAL: f64 = 0.35;
-/// Runs per way a verdict needs (fewer: the figures, no verdict).
-const MIN_VERDICT_RUNS: u32 = 3;
 
 /// Who the file is served to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -573,29 +572,19 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     }
 }
 
-/// The quartiles of `v` by nearest rank: with 3 runs the lowest and the
-/// highest, with 5 the second and the fourth: more runs drop more of the
-/// outliers.
-fn quartiles(v: &[f64]) -> (f64, f64) {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let k = (v.len() - 1) / 4;
-    (v[k], v[v.len() - 1 - k])
-}
-
 /// The interval of the ratio `num / den` the runs' quartiles give: from the
 /// lower quartile of `num` over the upper of `den` to the other way round.
 fn ratio_range(num: &[f64], den: &[f64]) -> Option<(f64, f64)> {
-    let (n1, n3) = quartiles(num);
-    let (d1, d3) = quartiles(den);
+    let (n1, n3) = quartiles(num)?;
+    let (d1, d3) = quartiles(den)?;
     (d1 > 0.0).then(|| (n1 / d3, n3 / d1))
 }
 
 /// The goal of one table: its best zero-copy way at most `GOAL` of
-/// read+write's transfer time and of its serving CPU. A verdict needs
-/// `MIN_VERDICT_RUNS` runs and the whole interval the runs' quartiles give
-/// on one side of the goal ([`ratio_range`]); otherwise there is none. A
-/// short run therefore gives the verdict a longer one gives, or none.
+/// read+write's transfer time and of its serving CPU, judged by the
+/// benches' rule ([`zcopy_units::verdict`]) on the intervals the runs'
+/// quartiles give ([`ratio_range`]). A short run therefore gives the
+/// verdict a longer one gives, or none.
 fn goal(reach: Reach, base: Option<&Row>, rows: &[Row], runs: u32) -> Goal {
     let mut g = measure_goal(reach, base, rows, runs);
     g.summary = goal_line(&g);
@@ -653,26 +642,25 @@ fn measure_goal(reach: Reach, base: Option<&Row>, rows: &[Row], runs: u32) -> Go
         g.verdict = "no verdict: read+write's serving CPU time measured 0".into();
         return g;
     };
-    if runs < MIN_VERDICT_RUNS {
-        g.verdict = format!(
-            "no verdict: {runs} run{} per way, a verdict needs {MIN_VERDICT_RUNS}",
-            if runs == 1 { "" } else { "s" }
-        );
-    } else if t.1 <= GOAL && c.1 <= GOAL {
-        g.met = Some(true);
-        g.verdict = "met".into();
-    } else if t.0 > GOAL || c.0 > GOAL {
-        g.met = Some(false);
-        g.verdict = "not met".into();
-    } else {
-        g.verdict = format!(
+    let runs = runs as usize;
+    let within = |r: f64| r <= GOAL;
+    let verdict = judge_interval(runs, t, within).and(judge_interval(runs, c, within));
+    g.met = verdict.met();
+    g.verdict = match verdict {
+        Verdict::Met => "met".into(),
+        Verdict::NotMet => "not met".into(),
+        Verdict::TooFew(n) => format!(
+            "no verdict: {n} run{} per way, a verdict needs {MIN_RUNS}",
+            if n == 1 { "" } else { "s" }
+        ),
+        Verdict::Straddles(..) => format!(
             "no verdict: the runs fall on both sides of it (transfer {}-{}, CPU {}-{})",
             pct(t.0),
             pct(t.1),
             pct(c.0),
             pct(c.1)
-        );
-    }
+        ),
+    };
     g
 }
 
@@ -1304,13 +1292,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quartiles_by_nearest_rank() {
-        assert_eq!(quartiles(&[3.0, 1.0, 2.0]), (1.0, 3.0));
-        assert_eq!(quartiles(&[5.0, 1.0, 4.0, 2.0, 3.0]), (2.0, 4.0));
-        assert_eq!(quartiles(&[7.0]), (7.0, 7.0));
-    }
-
-    #[test]
     fn the_ratio_interval_spans_the_quartiles_of_both_sides() {
         // 3 runs: every pairing.
         assert_eq!(
@@ -1321,7 +1302,8 @@ mod tests {
         let (lo, hi) =
             ratio_range(&[1.0, 2.0, 2.0, 2.0, 9.0], &[1.0, 10.0, 10.0, 10.0, 50.0]).unwrap();
         assert_eq!((lo, hi), (0.2, 0.2));
-        // A zero time below cannot be divided by.
+        // A zero time below cannot be divided by, and no runs give nothing.
         assert_eq!(ratio_range(&[1.0], &[0.0]), None);
+        assert_eq!(ratio_range(&[], &[1.0]), None);
     }
 }
