@@ -20,10 +20,12 @@
 //!   timing (its `--json` summary), the file and its copy in /dev/shm.
 //!
 //! Every comparison with `ib_write_bw` or `ib_write_lat` (bandwidth,
-//! latency, files) runs `--rounds` times, the two alternating: the verdict
-//! is the median of the rounds' ratios, the tables show the median's round
-//! and, with more than one round, a line under each lists every round's
-//! ratio.
+//! latency, files) runs `--rounds` times, the two alternating. The verdict
+//! is the benches' rule (`zcopy_units::verdict`) on the rounds' ratios: met
+//! or not met when the interval between their quartiles lies on one side
+//! of the goal, no verdict when it lies on both. The tables show the
+//! median's round and, with more than one round, a line under each lists
+//! every round's ratio.
 //!
 //! Each bandwidth and latency row also gives the channel's counters per
 //! message: credit writes, reads of the receiver's board, completion queue
@@ -45,6 +47,7 @@ use serde_json::{json, Value};
 use zcopy::channel::{Builder, Error, Wait};
 use zcopy::rdma::{BuilderExt, LinkStats, Listener};
 use zcopy_units::parse_usize;
+use zcopy_units::verdict::{judge, Verdict, MIN_RUNS};
 
 const A: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
 const B: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 2);
@@ -77,9 +80,11 @@ struct Args {
     #[arg(long)]
     lat_iters: Option<u32>,
     /// Rounds of each comparison: perftest and the channel alternate, the
-    /// verdict takes the median of the rounds' ratios, and the tables show
-    /// the round of the median [default: 3; --quick: 1]. perftest's own
-    /// figures move by a tenth and more between runs under TCG.
+    /// verdict reads the quartiles of the rounds' ratios (a verdict needs
+    /// 3), and the tables show the round of the median [default: 5;
+    /// --quick: 1]. perftest's own figures move by a tenth and more
+    /// between runs under TCG; with 5 rounds one outlier at each end does
+    /// not decide.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: Option<u32>,
     /// Slots of the bandwidth runs' channel [default: perftest's 128
@@ -325,7 +330,7 @@ fn run(args: &Args) -> Result<(), String> {
     )?;
     let lat_sizes = list(&args.lat_sizes, "64,4K", "64")?;
     let lat_iters = args.lat_iters.unwrap_or(if q { 200 } else { 2000 });
-    let rounds = args.rounds.unwrap_or(if q { 1 } else { 3 });
+    let rounds = args.rounds.unwrap_or(if q { 1 } else { 5 });
     let mut spread = Vec::new();
     let mtu = zcopy::rdma::devices()
         .map_err(|e| e.to_string())?
@@ -1256,43 +1261,86 @@ fn lat_stats(size: usize, mut v: Vec<f64>) -> Lat {
     }
 }
 
-/// One goal over several sizes: each size's ratio must pass `ok`. Not met
-/// when one measured size fails; met only when every size of `sizes` was
-/// measured and passed; not judged in a quick run.
+/// One size's figures for a goal: the size, the median round's ratio and
+/// every round's ratio.
+type SizeRounds<'a> = (usize, f64, &'a [f64]);
+
+/// One goal over several sizes: each size's rounds must pass `ok`, judged
+/// by the benches' rule ([`zcopy_units::verdict`]) on the quartiles of
+/// their ratios. Not met when one measured size is not; met only when
+/// every size of `sizes` was measured and met; otherwise no verdict (the
+/// rounds of a size fall on both sides of the goal, too few rounds, a
+/// size left out, a quick run), and the `verdict` says which.
 fn goal(
     name: &str,
     sizes: &[usize],
-    ratios: &[(usize, f64)],
+    measured: &[SizeRounds],
     ok: fn(f64) -> bool,
     quick: bool,
 ) -> Value {
+    let latency = name.contains("latency");
     let shown = |r: f64| {
-        if name.contains("latency") {
+        if latency {
             format!("{r:.2}×")
         } else {
             format!("{:.0} %", r * 100.0)
         }
     };
     // The worst size: the lowest bandwidth ratio, the highest latency one.
-    let sign = if name.contains("latency") { -1.0 } else { 1.0 };
-    let worst = ratios
+    let sign = if latency { -1.0 } else { 1.0 };
+    let worst = measured
         .iter()
-        .copied()
+        .map(|&(size, r, _)| (size, r))
         .min_by(|a, b| (sign * a.1).total_cmp(&(sign * b.1)));
-    let every = sizes.iter().all(|s| ratios.iter().any(|r| r.0 == *s));
-    let met = match (quick, ratios.iter().all(|r| ok(r.1))) {
-        (true, _) => None,
-        (false, false) => Some(false),
-        (false, true) => every.then_some(true),
-    };
-    let each: Vec<String> = ratios
+    let every = sizes.iter().all(|s| measured.iter().any(|m| m.0 == *s));
+    let each: Vec<(usize, Verdict)> = measured
         .iter()
-        .map(|&(size, r)| format!("{} {}", zcopy_plot::size(size as f64), shown(r)))
+        .map(|&(size, _, rounds)| (size, judge(rounds, ok)))
         .collect();
-    let value = if each.is_empty() {
+    let overall = each.iter().fold(Verdict::Met, |all, &(_, v)| all.and(v));
+    let straddle: Vec<String> = each
+        .iter()
+        .filter_map(|&(size, v)| match v {
+            Verdict::Straddles(lo, hi) => Some(format!(
+                "{} ({})",
+                zcopy_plot::size(size as f64),
+                if latency {
+                    format!("{lo:.2}–{hi:.2}×")
+                } else {
+                    format!("{:.0}–{:.0} %", lo * 100.0, hi * 100.0)
+                }
+            )),
+            _ => None,
+        })
+        .collect();
+    let (met, verdict) = match overall {
+        _ if quick => (None, "not judged (a quick run)".to_string()),
+        Verdict::NotMet => (Some(false), "NOT met".into()),
+        Verdict::Met if every => (Some(true), "met".into()),
+        Verdict::Met => (None, "not judged (not every size measured)".into()),
+        Verdict::Straddles(..) => (
+            None,
+            format!(
+                "no verdict: the rounds fall on both sides of it at {}",
+                straddle.join(", ")
+            ),
+        ),
+        Verdict::TooFew(n) => (
+            None,
+            format!(
+                "no verdict: {n} round{} per size, a verdict needs {MIN_RUNS}",
+                if n == 1 { "" } else { "s" }
+            ),
+        ),
+    };
+    let value = if measured.is_empty() {
         "not measured in this run".to_string()
     } else {
-        each.join(", ")
+        measured
+            .iter()
+            .map(|&(size, r, _)| format!("{} {}", zcopy_plot::size(size as f64), shown(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     json!({
         "goal": name,
@@ -1301,6 +1349,7 @@ fn goal(
         "worst_size": worst.map(|w| w.0),
         "every_size_measured": every,
         "met": met,
+        "verdict": verdict,
     })
 }
 
@@ -1319,35 +1368,53 @@ fn report(
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let bw_json = |b: &Bw| json!({"bytes": b.bytes, "iterations": b.iters, "bw_peak_mb_s": b.peak, "bw_avg_mb_s": b.avg, "msg_rate_mpps": b.rate, "counters": b.counters.as_ref().map(per_message), "cpu_busy": b.busy, "slots": b.slots});
     let lat_json = |l: &Lat| json!({"bytes": l.bytes, "iterations": l.iters, "t_min_us": l.min, "t_max_us": l.max, "t_typical_us": l.typical, "t_avg_us": l.avg, "t_stdev_us": l.stdev, "p99_us": l.p99, "p999_us": l.p999, "counters": l.counters.as_ref().map(|(t, r)| json!({"ping_sender": per_message(t), "pong_receiver": per_message(r)}))});
-    let bw_ratios: Vec<(usize, f64)> = bw.iter().map(|(p, z)| (p.bytes, z.avg / p.avg)).collect();
-    let lat_ratios: Vec<(usize, f64)> = lat
+    // Each size's median ratio (the round the tables show) and its rounds.
+    let rounds_of = |kind: &str, size: usize| -> &[f64] {
+        spread
+            .iter()
+            .find(|r| r.0 == kind && r.1 == size)
+            .map_or(&[], |r| &r.3[..])
+    };
+    let bw_rounds: Vec<SizeRounds> = bw
         .iter()
-        .map(|(_, w, z)| (w.bytes, z.typical / w.typical))
+        .map(|(p, z)| (p.bytes, z.avg / p.avg, rounds_of("bandwidth", p.bytes)))
+        .collect();
+    let lat_rounds: Vec<SizeRounds> = lat
+        .iter()
+        .map(|(_, w, z)| {
+            (
+                w.bytes,
+                z.typical / w.typical,
+                rounds_of("latency", w.bytes),
+            )
+        })
         .collect();
     let mut goals: Vec<Value> = vec![
         goal(
             "bandwidth ≥ 95 % of ib_write_bw at every size from 4 KiB to 4 MiB",
             &[4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20],
-            &bw_ratios,
+            &bw_rounds,
             |r| r >= 0.95,
             quick,
         ),
         goal(
             "typical latency ≤ 1.1 × ib_write_lat at 64 B and 4 KiB",
             &[64, 4 << 10],
-            &lat_ratios,
+            &lat_rounds,
             |r| r <= 1.1,
             quick,
         ),
     ];
     if !files.is_empty() {
         let slots: Vec<usize> = files.iter().map(|(_, f)| f.slot).collect();
-        let file_ratios: Vec<(usize, f64)> =
-            files.iter().map(|(p, f)| (f.slot, f.bw / p.avg)).collect();
+        let file_rounds: Vec<SizeRounds> = files
+            .iter()
+            .map(|(p, f)| (f.slot, f.bw / p.avg, rounds_of("file", f.slot)))
+            .collect();
         goals.push(goal(
             "zcopy send/recv of a file ≥ 95 % of ib_write_bw at the slot size",
             &slots,
-            &file_ratios,
+            &file_rounds,
             |r| r >= 0.95,
             quick,
         ));
@@ -1413,16 +1480,11 @@ fn report(
     println!();
     println!("goals (against perftest in this run):");
     for g in &goals {
-        let verdict = match (g["met"].as_bool(), quick) {
-            (Some(true), _) => "met",
-            (Some(false), _) => "NOT met",
-            (None, true) => "not judged (a quick run)",
-            (None, false) => "not judged (not every size measured)",
-        };
         println!(
-            "  {}: {} -> {verdict}",
+            "  {}: {} -> {}",
             g["goal"].as_str().unwrap_or(""),
-            g["value"].as_str().unwrap_or("")
+            g["value"].as_str().unwrap_or(""),
+            g["verdict"].as_str().unwrap_or("")
         );
     }
     println!("wrote {} and {}", json_path.display(), svg_path.display());
@@ -1484,30 +1546,100 @@ mod tests {
         assert!(!is_listening(port));
     }
 
+    /// A size whose three rounds all gave `r`.
+    fn steady(size: usize, r: f64) -> (usize, f64, Vec<f64>) {
+        (size, r, vec![r, r, r])
+    }
+
+    fn judged(name: &str, sizes: &[usize], m: &[(usize, f64, Vec<f64>)], quick: bool) -> Value {
+        let ok: fn(f64) -> bool = if name.contains("latency") {
+            |x| x <= 1.1
+        } else {
+            |x| x >= 0.95
+        };
+        let m: Vec<SizeRounds> = m.iter().map(|(s, r, v)| (*s, *r, &v[..])).collect();
+        goal(name, sizes, &m, ok, quick)
+    }
+
     #[test]
     fn a_goal_over_sizes_is_judged_only_on_what_was_measured() {
         let every = [4096, 65536];
-        let bw = |r: &[(usize, f64)], quick| goal("bandwidth", &every, r, |x| x >= 0.95, quick);
-        let g = bw(&[(4096, 0.69), (65536, 0.97)], false);
+        let bw = |m: &[(usize, f64, Vec<f64>)], quick| judged("bandwidth", &every, m, quick);
+        let g = bw(&[steady(4096, 0.69), steady(65536, 0.97)], false);
         assert_eq!(g["met"], false, "one size fails: not met");
+        assert_eq!(g["verdict"], "NOT met");
         assert_eq!(
             (g["worst_size"].as_u64(), g["worst_ratio"].as_f64()),
             (Some(4096), Some(0.69))
         );
         assert_eq!(g["value"], "4 KiB 69 %, 64 KiB 97 %");
-        assert_eq!(bw(&[(4096, 0.99), (65536, 0.97)], false)["met"], true);
-        assert!(
-            bw(&[(4096, 0.99)], false)["met"].is_null(),
-            "a size left out: not judged"
+        let g = bw(&[steady(4096, 0.99), steady(65536, 0.97)], false);
+        assert_eq!(
+            (g["met"].as_bool(), g["verdict"].as_str()),
+            (Some(true), Some("met"))
         );
-        assert!(
-            bw(&[(4096, 0.5), (65536, 0.5)], true)["met"].is_null(),
-            "quick: not judged"
-        );
-        let lat = goal("latency", &[64], &[(64, 1.58)], |x| x <= 1.1, false);
+        let g = bw(&[steady(4096, 0.99)], false);
+        assert!(g["met"].is_null(), "a size left out: not judged");
+        assert_eq!(g["verdict"], "not judged (not every size measured)");
+        let g = bw(&[steady(4096, 0.5), steady(65536, 0.5)], true);
+        assert!(g["met"].is_null(), "quick: not judged");
+        assert_eq!(g["verdict"], "not judged (a quick run)");
+        let lat = judged("latency", &[64], &[steady(64, 1.58)], false);
         assert_eq!(
             (lat["met"].as_bool(), lat["value"].as_str()),
             (Some(false), Some("64 B 1.58×"))
+        );
+    }
+
+    #[test]
+    fn rounds_on_both_sides_of_a_goal_give_no_verdict() {
+        let every = [4096, 65536];
+        // Medians that meet it (1.02 and 0.97), rounds that fall on both
+        // sides: the spread decides, so there is no verdict.
+        let g = judged(
+            "bandwidth",
+            &every,
+            &[
+                (4096, 1.02, vec![0.93, 1.37, 1.02]),
+                (65536, 0.97, vec![0.97, 0.90, 1.10]),
+            ],
+            false,
+        );
+        assert!(g["met"].is_null(), "{g}");
+        assert_eq!(
+            g["verdict"],
+            "no verdict: the rounds fall on both sides of it at 4 KiB (93–137 %), \
+             64 KiB (90–110 %)"
+        );
+        // A size whose every round fails decides, whatever the others do.
+        let g = judged(
+            "bandwidth",
+            &every,
+            &[
+                (4096, 1.02, vec![0.93, 1.37, 1.02]),
+                (65536, 0.86, vec![0.86, 0.80, 0.90]),
+            ],
+            false,
+        );
+        assert_eq!(g["met"], false, "{g}");
+        let lat = judged(
+            "latency",
+            &[64],
+            &[(64, 1.14, vec![1.19, 1.07, 1.14])],
+            false,
+        );
+        assert!(lat["met"].is_null(), "{lat}");
+        assert_eq!(
+            lat["verdict"],
+            "no verdict: the rounds fall on both sides of it at 64 B (1.07–1.19×)"
+        );
+        let one = judged("latency", &[64], &[(64, 1.5, vec![1.5])], false);
+        assert_eq!(
+            (one["met"].as_bool(), one["verdict"].as_str()),
+            (
+                None,
+                Some("no verdict: 1 round per size, a verdict needs 3")
+            )
         );
     }
 
