@@ -39,6 +39,13 @@ pub(crate) fn alive(pid: u32, start: u64) -> bool {
     start_time(pid).is_some_and(|s| s == start)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread asked whether a peer is gone (each a
+    /// system call), for the tests of when a channel end asks.
+    pub(crate) static ASKED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// A peer watched through a pidfd: exit is seen without racing pid reuse.
 #[derive(Debug)]
 pub(crate) struct Watch {
@@ -67,6 +74,8 @@ impl Watch {
 
     /// True once the process has exited (or was never there).
     pub(crate) fn gone(&self) -> bool {
+        #[cfg(test)]
+        ASKED.with(|n| n.set(n.get() + 1));
         let Some(fd) = &self.fd else {
             return true;
         };

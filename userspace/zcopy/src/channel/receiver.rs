@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::corrupt;
 use super::liveness::{self, Watch};
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
-use super::wait::{prefetch, wait_on, Pacer, DEFAULT_SPIN};
+use super::wait::{prefetch, sleep_on, spin_on, Pacer, DEFAULT_SPIN};
 #[cfg(feature = "card")]
 use super::CardSlots;
 use super::{check_pod, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
@@ -260,26 +260,38 @@ impl<T: Transport> Receiver<T> {
     }
 
     /// [`Receiver::recv_with`] when no message was there (or a failure
-    /// from a Drop waits to be reported): checks the peer, waits as
-    /// `wait` says, and looks at the ring again.
+    /// from a Drop waits to be reported): waits as `wait` says. A waiting
+    /// call spins on the ring first and asks after the sender's process (a
+    /// system call) only once the spin found nothing, before it sleeps: a
+    /// message that comes within the spin costs no system call.
     #[inline(never)]
     fn wait_for_message(&self, st: &mut RecvState, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         if let Some(e) = st.deferred.take() {
             return Err(e);
         }
-        let mut deadline = None;
-        loop {
+        let Some(deadline) = wait.deadline() else {
+            // Not waiting: the sender is asked after as the pacer says.
             self.prefetch_recent(st);
-            let d = *deadline.get_or_insert_with(|| wait.deadline());
-            let ask = match d {
-                Some(_) => true,
-                None => st.pacer.due(),
-            };
+            let ask = st.pacer.due();
             if !self.sender_left(st, ask)? {
-                let Some(d) = d else {
-                    return Ok(None);
-                };
-                wait_on(&mut st.submit, self.spin.get(), d)?;
+                return Ok(None);
+            }
+            let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
+            return v.map(|v| self.take(st, v)).transpose();
+        };
+        loop {
+            let found = spin_on(self.spin.get(), || {
+                let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
+                if v.is_none() {
+                    self.prefetch_recent(st);
+                }
+                Ok(v)
+            })?;
+            if let Some(v) = found {
+                return self.take(st, v).map(Some);
+            }
+            if !self.sender_left(st, true)? {
+                sleep_on(&mut st.submit, deadline)?;
             }
             if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
                 return self.take(st, v).map(Some);
@@ -406,5 +418,51 @@ impl<T: Transport> Rx for Receiver<T> {
 impl<T: Transport> RxSample for Sample<'_, T> {
     fn offset(&self) -> u64 {
         Sample::offset(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::super::liveness::ASKED;
+    use super::*;
+    use crate::channel::Builder;
+
+    fn asked() -> u64 {
+        ASKED.with(|n| n.get())
+    }
+
+    #[test]
+    fn a_wait_asks_after_the_sender_only_before_it_sleeps() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let tx = Builder::new().slot_size(64).slot_count(4).create().unwrap();
+        tx.share(&a).unwrap();
+        let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+
+        // A message that comes while the wait spins (here: already there
+        // when the wait begins, as after a poll that just missed it) is
+        // taken without asking the kernel about the sender's process.
+        tx.send_copy(b"ping").unwrap();
+        let before = asked();
+        let mut st = rx.state.borrow_mut();
+        let got = rx.wait_for_message(&mut st, Wait::Forever).unwrap();
+        drop(st);
+        assert_eq!(&got.unwrap()[..], b"ping");
+        assert_eq!(
+            asked() - before,
+            0,
+            "a system call for a message within the spin"
+        );
+
+        // Nothing comes: before it sleeps, the wait asks (a dead sender
+        // is still noticed).
+        let before = asked();
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(5)),
+            Err(Error::Timeout)
+        ));
+        assert!(asked() > before, "slept without asking after the sender");
     }
 }

@@ -10,7 +10,7 @@ use super::error::corrupt;
 use super::ledger::{Events, Ledger};
 use super::liveness::Watch;
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
-use super::wait::{wait_on, DEFAULT_SPIN};
+use super::wait::{sleep_on, spin_on, DEFAULT_SPIN};
 #[cfg(feature = "card")]
 use super::CardSlots;
 use super::{check_pod, Error, Geometry, Result, Transport, Tx, TxLoan, Wait};
@@ -172,7 +172,9 @@ impl<T: Transport> Sender<T> {
     }
 
     /// [`Sender::take_slot`] when no slot was free: takes in what the
-    /// receiver returned, then waits for a return as `wait` says.
+    /// receiver returned, then waits for a return as `wait` says. It spins
+    /// first and asks after the receiver's process (a system call) only
+    /// once the spin brought nothing back, before it sleeps.
     #[inline(never)]
     fn wait_for_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
@@ -189,8 +191,14 @@ impl<T: Transport> Sender<T> {
             let Some(d) = d else {
                 return Err(Error::Full);
             };
-            self.check_receiver(&mut st)?;
-            wait_on(&mut st.returns, self.spin.get(), d)?;
+            let returned = spin_on(self.spin.get(), || {
+                self.collect(&mut st)?;
+                Ok(st.ledger.has_free().then_some(()))
+            })?;
+            if returned.is_none() {
+                self.check_receiver(&mut st)?;
+                sleep_on(&mut st.returns, d)?;
+            }
         }
     }
 

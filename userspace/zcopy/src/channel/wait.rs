@@ -1,5 +1,5 @@
 //! How a channel end waits for its peer: the [`Wait`] policy, and the
-//! spin-then-sleep loop on an index ring.
+//! spin-then-sleep of a wait on an index ring.
 
 use std::time::{Duration, Instant};
 
@@ -79,15 +79,28 @@ impl Pacer {
     }
 }
 
-/// Sleeps on `ring` until it has an entry, the deadline passes, or one
-/// liveness slice ends. Spins `spin` rounds first.
-pub(crate) fn wait_on(ring: &mut Consumer, spin: u32, deadline: Option<Instant>) -> Result<()> {
+/// Busy-polls `poll` up to `spin` rounds, pausing the CPU between them,
+/// and returns what it found (a message, a returned slot: `poll` takes it
+/// at once), or `None` when the rounds ran out. Nothing here asks after
+/// the peer: a caller does that, a system call, only when the spin found
+/// nothing and it is about to sleep ([`sleep_on`]).
+#[inline(always)]
+pub(crate) fn spin_on<R>(
+    spin: u32,
+    mut poll: impl FnMut() -> Result<Option<R>>,
+) -> Result<Option<R>> {
     for _ in 0..spin {
-        if ring.ready().map_err(corrupt("ring indices out of range"))? {
-            return Ok(());
+        if let Some(r) = poll()? {
+            return Ok(Some(r));
         }
         std::hint::spin_loop();
     }
+    Ok(None)
+}
+
+/// Sleeps on `ring` until it has an entry, the deadline passes, or one
+/// liveness slice ends (the caller spun first, [`spin_on`]).
+pub(crate) fn sleep_on(ring: &mut Consumer, deadline: Option<Instant>) -> Result<()> {
     let slice = match deadline {
         None => LIVENESS_SLICE,
         Some(d) => {
