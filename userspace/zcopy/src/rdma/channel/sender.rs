@@ -217,17 +217,24 @@ impl Sender {
             if let Some(index) = st.ledger.loan() {
                 return Ok(index);
             }
-            self.pull(&mut st);
+            // The board is pulled when the wait begins and before each
+            // sleep, and the deadline checked before each sleep: the spin
+            // between reads no clock (in a guest without a working vDSO
+            // every read is a system call).
+            let spinning = spins < self.spin.get();
+            if spins == 0 || !spinning {
+                self.pull(&mut st);
+            }
             let Some(d) = *deadline.get_or_insert_with(|| wait.deadline()) else {
                 return Err(Error::Full);
             };
-            if d.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
-            }
-            if spins < self.spin.get() {
+            if spinning {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
+            }
+            if d.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
             }
             // Wake for the next read of the board too.
             let until = match (d, st.reading) {
