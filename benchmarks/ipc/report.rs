@@ -253,7 +253,7 @@ fn goals(points: &[Point], rounds: &Rounds, idle: Option<(f64, f64)>, quick: boo
             _ if quick => "not judged (a quick run)".to_string(),
             Verdict::Met => "met".into(),
             Verdict::NotMet => "NOT met".into(),
-            Verdict::Straddles(..) => format!("no verdict: quartiles {q1:.2}–{q3:.2}×"),
+            Verdict::Straddles(lo, hi) => format!("no verdict: quartiles {lo:.2}–{hi:.2}×"),
             Verdict::TooFew(n) => format!("no verdict: {n} rounds, a verdict needs {MIN_RUNS}"),
         };
         Some(json!({
