@@ -50,9 +50,10 @@ The bench binaries are looked for next to this zcopy (cargo builds them into the
 target/<profile>/ directory: cargo build -p zcopy-bench --bins), or in $ZCOPY_BENCH_DIR.
 
 --short measures only the points the bench's goals read, by the full bench's method and
-iterations (make demo runs it). The shm and rdma benches judge a goal on the quartiles of
-their rounds (met or not met when they lie on one side of it, no verdict when they
-straddle it), so a short run gives the full bench's verdict or none:
+iterations (make demo runs it). A goal measured in rounds (shm's paired ones, every rdma
+one) is judged on the quartiles of its rounds (met or not met when they lie on one side
+of it, no verdict when they straddle it), so a short run gives the full bench's verdict
+or none:
   shm   --pin cross --sizes 64,4194304
   card  (the full settings)
   rdma  --volume 32M (every size, a quarter of the bytes; the whole latency run)

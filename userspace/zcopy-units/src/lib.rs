@@ -1,6 +1,7 @@
 //! Sizes as every zcopy command line takes them, with no dependencies so
 //! that the device model, the CLI and the benchmarks share one parser, and
-//! the rule by which every zcopy bench judges a goal ([`verdict`]).
+//! the rule by which zcopy's benches judge a goal from repeated runs
+//! ([`verdict`]).
 //!
 //! A size is decimal digits with an optional binary suffix: `K`, `M`, `G`
 //! or `T` (any case, powers of 1024), which may be written `KiB`, `MiB`,
