@@ -12,7 +12,11 @@
 //!   (one-way = half the round trip, as perftest reports, each round trip
 //!   timed by the CPU's time-stamp counter as perftest times its; the
 //!   channel's default ring each way, `--lat-slots`), in perftest's
-//!   columns: `t_min t_max t_typical t_avg t_stdev 99% 99.9%`.
+//!   columns: `t_min t_max t_typical t_avg t_stdev 99% 99.9%`. perftest
+//!   reports in cycles of that counter (`-C`), and both programs' counts
+//!   become µs by one scale, the counter against the monotonic clock over
+//!   the whole run ([`clock`]): perftest's own calibration, a few short
+//!   samples, fails under TCG noise and voids the run's figures.
 //!
 //! - Files: `zcopy send` / `zcopy recv` of a `--file-size` file over RDMA
 //!   at each `--file-slots` slot size (the CLI's default slot count),
@@ -311,6 +315,8 @@ fn transfer_window(ended: Instant, secs: f64) -> (Instant, Instant) {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    // The latency figures' scale runs from here.
+    clock();
     let q = args.quick;
     let list =
         |given: &Option<Vec<String>>, full: &str, quick: &str| -> Result<Vec<usize>, String> {
@@ -734,9 +740,15 @@ fn print_lat(rows: &[(Lat, Lat, Lat)]) {
             } else {
                 String::new()
             };
+            // perftest gives no standard deviation in cycles.
+            let stdev = if r.stdev.is_nan() {
+                "n/a".to_string()
+            } else {
+                format!("{:.2}", r.stdev)
+            };
             println!(
-                " {:<12} {:>7} {:>11} {:>8.2} {:>8.2} {:>10.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}   {}",
-                name, r.bytes, r.iters, r.min, r.max, r.typical, r.avg, r.stdev, r.p99, r.p999, ratio
+                " {:<12} {:>7} {:>11} {:>8.2} {:>8.2} {:>10.2} {:>8.2} {:>8} {:>8.2} {:>8.2}   {}",
+                name, r.bytes, r.iters, r.min, r.max, r.typical, r.avg, stdev, r.p99, r.p999, ratio
             );
         }
     }
@@ -762,8 +774,11 @@ enum Run {
     Nothing,
 }
 
-fn classify(stdout: &str, stderr: &str) -> Result<Run, String> {
-    if stdout.contains(UNCALIBRATED) || stderr.contains(UNCALIBRATED) {
+/// What a perftest client run gave. A run in cycles (`cycles`: `-C`)
+/// uses no calibration of perftest's, so a failed one (perftest 6.x
+/// calibrates anyway, and says so) voids nothing.
+fn classify(stdout: &str, stderr: &str, cycles: bool) -> Result<Run, String> {
+    if !cycles && (stdout.contains(UNCALIBRATED) || stderr.contains(UNCALIBRATED)) {
         return Ok(Run::Uncalibrated);
     }
     result_row(stdout).map_or(Ok(Run::Nothing), |row| row.map(Run::Row))
@@ -837,7 +852,8 @@ fn perftest_timed(tool: &str, extra: &[String]) -> Result<(Vec<f64>, Instant), S
         args.push(A.to_string());
         let (text, err, ended) = run_client(tool, &args)?;
         let _ = wait_or_kill(&mut server, Duration::from_secs(30));
-        match classify(&text, &err).map_err(|e| format!("{tool}: {e}"))? {
+        let cycles = extra.iter().any(|a| a == "-C");
+        match classify(&text, &err, cycles).map_err(|e| format!("{tool}: {e}"))? {
             Run::Row(v) => return Ok((v, ended)),
             Run::Uncalibrated => eprintln!(
                 "{tool} {}: clock calibration failed under emulation noise (r^2 < 0.9), \
@@ -948,30 +964,55 @@ fn perftest_bw_timed(tool: &str, size: usize, iters: u64) -> Result<(Bw, Instant
     }
 }
 
+/// Whether perftest's cycles are [`ticks`]: on x86_64 both read the
+/// time-stamp counter. Elsewhere perftest reads another counter and
+/// reports in its own µs.
+const PERFTEST_CYCLES: bool = cfg!(target_arch = "x86_64");
+
+/// `tool` (ib_write_lat, ib_send_lat): `iters` round trips of `size`,
+/// reported in cycles of the time-stamp counter (`-C`, so perftest's own
+/// calibration decides nothing) and turned into µs by [`clock`].
 fn perftest_lat(tool: &str, size: usize, iters: u32) -> Result<Lat, String> {
-    let v = perftest(
-        tool,
-        &[
-            "-s".into(),
-            size.to_string(),
-            "-n".into(),
-            iters.to_string(),
-        ],
-    )?;
-    match v[..] {
+    let v = perftest(tool, &lat_args(size, iters, PERFTEST_CYCLES))?;
+    let scale = if PERFTEST_CYCLES {
+        clock().us_per_tick()
+    } else {
+        1.0
+    };
+    lat_from_cycles(&v, scale).map_err(|e| format!("{tool}: {e}"))
+}
+
+/// A perftest latency run's own arguments: `size`, `iters`, and `-C`
+/// when it is to report `cycles`.
+fn lat_args(size: usize, iters: u32, cycles: bool) -> Vec<String> {
+    let mut v: Vec<String> = if cycles { vec!["-C".into()] } else { vec![] };
+    v.extend([
+        "-s".into(),
+        size.to_string(),
+        "-n".into(),
+        iters.to_string(),
+    ]);
+    v
+}
+
+/// A perftest latency row in cycles (`-C`), in µs at `us_per_cycle`. Its
+/// standard deviation in cycles is printed as `-nan` by perftest 6.x; it
+/// stays NaN (the table prints it, the JSON gives null).
+fn lat_from_cycles(v: &[f64], us_per_cycle: f64) -> Result<Lat, String> {
+    match *v {
         [bytes, iters, min, max, typical, avg, stdev, p99, p999, ..] => Ok(Lat {
             bytes: bytes as usize,
             iters: iters as u64,
-            min,
-            max,
-            typical,
-            avg,
-            stdev,
-            p99,
-            p999,
+            min: min * us_per_cycle,
+            max: max * us_per_cycle,
+            typical: typical * us_per_cycle,
+            avg: avg * us_per_cycle,
+            stdev: stdev * us_per_cycle,
+            p99: p99 * us_per_cycle,
+            p999: p999 * us_per_cycle,
             counters: None,
         }),
-        _ => Err(format!("{tool}: unexpected columns {v:?}")),
+        _ => Err(format!("unexpected columns {v:?}")),
     }
 }
 
@@ -1177,7 +1218,6 @@ fn zcopy_lat(size: usize, iters: u32, slots: Option<u32>) -> Result<Lat, String>
     tx.set_spin(SPIN);
     rx.set_spin(SPIN);
     let mut rtts = Vec::with_capacity(iters as usize);
-    let clock = Ticks::start();
     for i in 0..iters + iters / 10 {
         let t = ticks();
         let ping = tx.loan().map_err(|e| e.to_string())?;
@@ -1190,7 +1230,7 @@ fn zcopy_lat(size: usize, iters: u32, slots: Option<u32>) -> Result<Lat, String>
             rtts.push(rtt);
         }
     }
-    let us_per_tick = clock.us_per_tick();
+    let us_per_tick = clock().us_per_tick();
     let one_way = rtts.iter().map(|&t| t as f64 * us_per_tick / 2.0).collect();
     let counters = (tx.stats(), rx.stats());
     drop((tx, rx));
@@ -1219,8 +1259,8 @@ fn ticks() -> u64 {
     }
 }
 
-/// The scale of [`ticks`], calibrated against the monotonic clock over
-/// the run it brackets (perftest calibrates its cycles too).
+/// The scale of [`ticks`], calibrated against the monotonic clock from
+/// its start to each reading.
 struct Ticks {
     ticks: u64,
     at: Instant,
@@ -1239,6 +1279,15 @@ impl Ticks {
         let us = self.at.elapsed().as_secs_f64() * 1e6;
         us / ticks().wrapping_sub(self.ticks).max(1) as f64
     }
+}
+
+/// The scale every latency figure of the run is converted with, the
+/// channel's and perftest's alike: started with the run (`run` reads it
+/// first), so by the latency runs it spans seconds to minutes and the
+/// clock reads at its ends weigh nothing.
+fn clock() -> &'static Ticks {
+    static CLOCK: std::sync::OnceLock<Ticks> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(Ticks::start)
 }
 
 fn lat_stats(size: usize, mut v: Vec<f64>) -> Lat {
@@ -1652,19 +1701,51 @@ mod tests {
             "Correlation coefficient r^2: 0.785514 < 0.9\n{}",
             ROW.replace("812.50", "0.00")
         );
-        assert_eq!(classify(&noisy, ""), Ok(Run::Uncalibrated));
+        assert_eq!(classify(&noisy, "", false), Ok(Run::Uncalibrated));
         assert_eq!(
-            classify(ROW, "Correlation coefficient r^2: 0.5 < 0.9\n"),
+            classify(ROW, "Correlation coefficient r^2: 0.5 < 0.9\n", false),
             Ok(Run::Uncalibrated),
             "on stderr too"
         );
         assert_eq!(
-            classify(ROW, ""),
+            classify(ROW, "", false),
             Ok(Run::Row(vec![65536.0, 500.0, 812.5, 811.93, 0.012991]))
         );
         assert_eq!(
-            classify("Couldn't connect to 169.254.77.1\n", ""),
+            classify("Couldn't connect to 169.254.77.1\n", "", false),
             Ok(Run::Nothing)
         );
+    }
+
+    #[test]
+    fn a_latency_row_in_cycles_becomes_microseconds_by_the_runs_scale() {
+        // ib_write_lat -C (perftest 6.24): the header still says usec.
+        let out = " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    \
+                   t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec] \n \
+                   64      2000          189605.00        18084622.50      259025.00  \t       \
+                   420947.31     \t-nan   \t\t4676425.00 \t\t14804179.00\n";
+        // perftest 6.24 calibrates even then, and may say it failed: the
+        // cycles do not depend on it.
+        let Ok(Run::Row(v)) = classify(out, "Correlation coefficient r^2: 0.6 < 0.9\n", true)
+        else {
+            panic!("no row in {out:?}");
+        };
+        // A 2.5 GHz counter: 400 ps per cycle.
+        let l = lat_from_cycles(&v, 0.0004).unwrap();
+        assert_eq!((l.bytes, l.iters), (64, 2000));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(l.min, 75.842), "{l:?}");
+        assert!(close(l.typical, 103.61), "{l:?}");
+        assert!(close(l.p999, 5921.6716), "{l:?}");
+        assert!(l.stdev.is_nan(), "perftest's -nan stays unknown: {l:?}");
+        assert!(lat_from_cycles(&v[..5], 0.0004).is_err());
+    }
+
+    #[test]
+    fn perftest_latency_runs_report_cycles() {
+        // Without -C perftest calibrates its counter itself, and under
+        // TCG that fails often enough to void whole latency runs.
+        assert_eq!(lat_args(64, 2000, true), ["-C", "-s", "64", "-n", "2000"]);
+        assert_eq!(lat_args(64, 2000, false), ["-s", "64", "-n", "2000"]);
     }
 }
