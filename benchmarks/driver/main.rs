@@ -1,6 +1,6 @@
 //! Driver benchmark, run in the guest by `make bench` (ci/bench-driver.sh):
 //! 4 KiB COPY through the rings at queue depth 1 and 32, ops/s and ioctls
-//! per op. Prints a table and writes JSON (path in argv[1], else stdout
+//! per op. Prints a table and writes JSON (path in `argv[1]`, else stdout
 //! only) and, beside it, a bar chart of ops/s (the same path ending in
 //! .svg). Under TCG the absolute numbers are indicative; the ratio is the
 //! point.

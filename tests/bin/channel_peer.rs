@@ -10,7 +10,7 @@
 //! channel-peer named <name>                  create /dev/shm/zcopy.<name>, print "created", sleep
 //! channel-peer named-recv <name> <n>         open it by name, receive n
 //! ```
-//! Prints one line ("ok <n>", "held", "shared", "attached") on stdout; exit 1 with a
+//! Prints one line (`ok <n>`, `held`, `shared`, `attached`) on stdout; exit 1 with a
 //! message on stderr on any failure.
 
 use std::os::unix::net::UnixStream;

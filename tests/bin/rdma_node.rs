@@ -10,8 +10,8 @@
 //!                                              PeerDied within 3 s of the last good send
 //! ```
 //! Messages are the test pattern (tests/support/channel.rs) in 4 KiB
-//! slots: random lengths, order and bytes checked. Prints one line ("ok
-//! <n>", "peer died after <n> (<ms> ms after the last send)"); exit 1 with
+//! slots: random lengths, order and bytes checked. Prints one line (`ok
+//! <n>`, `peer died after <n> (<ms> ms after the last send)`); exit 1 with
 //! a message on stderr on any failure.
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,4 @@
-//! Tests every transport must pass, generic over it; [`conformance_suite!`]
+//! Tests every transport must pass, generic over it; [`conformance_suite!`](crate::conformance_suite)
 //! turns them into `#[test]`s for one transport.
 
 use std::collections::VecDeque;
@@ -18,7 +18,7 @@ use zcopy::channel::{Builder, Error, Receiver, Rx, RxSample, Sender, Transport, 
 
 use crate::channel::*;
 
-/// The peer binary (built beside the test binaries: target/<profile>/).
+/// The peer binary (built beside the test binaries: `target/<profile>/`).
 pub fn peer_exe() -> String {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe

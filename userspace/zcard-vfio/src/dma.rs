@@ -9,7 +9,7 @@
 //!
 //! The memory is shared with a device that reads and writes it at any time,
 //! so no Rust reference to it is ever made: every access is a raw copy or a
-//! volatile/atomic access through [`DmaMemory::ptr`].
+//! volatile/atomic access through `DmaMemory::ptr`.
 
 use std::fs::File;
 use std::io;
