@@ -45,7 +45,7 @@ loom: ## model-check the ring's atomics with loom (also run by make qemu-test)
 	@ci/bootstrap.sh
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CURDIR)/target/loom cargo test -p zcopy --lib --release loom
 
-lint: ## cargo fmt --check, clippy -D warnings, actionlint on the workflow, shellcheck
+lint: ## cargo fmt --check, clippy and rustdoc -D warnings, actionlint on the workflow, shellcheck
 	@ci/bootstrap.sh
 	@ci/lint.sh
 
