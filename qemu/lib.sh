@@ -20,9 +20,8 @@ zc_infra() {
 # zc_build_tools: the release zcopy tools the guest runs
 # (zcopy, zcopy-rdma-bench, ...), built as one package set. Cargo
 # resolves dependency features per set, so another set builds another
-# target/release/zcopy, laid out differently; under TCG the guest CPU has
-# no SSE4.2, CRC32C runs the crc32c crate's table loop, and its speed
-# there depends on that layout (QEMU does not chain translated blocks
+# target/release/zcopy, laid out differently, and under TCG a hot loop's
+# speed depends on that layout (QEMU does not chain translated blocks
 # across pages). The demo and every bench build the tools this way, so
 # they measure one binary. The card (zcard-vhost) is built apart.
 zc_build_tools() {

@@ -54,8 +54,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Throughput, 10^6 bytes per second.
     pub mb_per_s: f64,
-    /// crc32c of the file, 8 hex digits.
-    pub crc32c: String,
+    /// XXH64 of the file, 16 hex digits.
+    pub xxh64: String,
     /// Payload bytes per slot of the channel.
     pub slot_size: usize,
 }
@@ -74,7 +74,7 @@ impl Summary {
             bytes: s.bytes,
             seconds: s.seconds,
             mb_per_s,
-            crc32c: format!("{:08x}", s.crc32c),
+            xxh64: format!("{:016x}", s.xxh64),
             slot_size,
         }
     }
@@ -84,8 +84,8 @@ impl Summary {
             return print_json(self);
         }
         print(&format!(
-            "{} {} bytes in {:.3} s ({:.1} MB/s) via {}, crc32c {}\n",
-            self.direction, self.bytes, self.seconds, self.mb_per_s, self.via, self.crc32c
+            "{} {} bytes in {:.3} s ({:.1} MB/s) via {}, xxh64 {}\n",
+            self.direction, self.bytes, self.seconds, self.mb_per_s, self.via, self.xxh64
         ))
     }
 }

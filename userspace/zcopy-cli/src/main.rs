@@ -3,7 +3,7 @@
 //! ```text
 //! zcopy info [--json]                  cards, RDMA devices and ports, named channels
 //! zcopy send FILE --via shm|card|rdma  send a file to a `zcopy recv`, zero-copy
-//! zcopy recv OUTFILE --via ...         receive it, check length and crc32c
+//! zcopy recv OUTFILE --via ...         receive it, check length and checksum
 //! zcopy channel list [--json]          named channels in /dev/shm, live and stale
 //! zcopy channel clean [NAME...]        remove stale channels (all stale ones without NAME)
 //! zcopy bench shm|card|rdma|all        the benchmarks, with their baselines, tables and plots
@@ -67,18 +67,18 @@ enum Command {
         after_help = exit_codes_help(),
         long_about = "Sends a file to `zcopy recv` over a zero-copy channel: each chunk is read \
 from the file straight into a loaned slot and sent; the receiver writes it out from the same \
-slot. A header (file size) goes first, a trailer (size, crc32c) last; the receiver checks both.\n\n\
+slot. A header (file size) goes first, a trailer (size, XXH64 checksum) last; the receiver checks both.\n\n\
 Examples:\n  \
 zcopy send big.bin --via shm --name demo           (then: zcopy recv out.bin --via shm --name demo)\n  \
 zcopy send big.bin --via card --name demo          (slots in a zcard pool; socket /run/zcopy/demo.sock)\n  \
 zcopy send big.bin --via rdma --to 169.254.77.1:7471 --from 169.254.77.2"
     )]
     Send(SendArgs),
-    /// Receives a file from `zcopy send` and checks its length and crc32c.
+    /// Receives a file from `zcopy send` and checks its length and checksum (XXH64).
     #[command(
         after_help = exit_codes_help(),
         long_about = "Receives a file from `zcopy send`, reading each chunk in place in the \
-channel's slot, and checks its length and crc32c against the sender's. OUTFILE appears only \
+channel's slot, and checks its length and XXH64 checksum against the sender's. OUTFILE appears only \
 when both match (it is written under a temporary name beside it first); on any failure it is \
 not created and an existing OUTFILE is left as it was.\n\n\
 Examples:\n  \

@@ -5,10 +5,16 @@
 //! The wire format, one message per slot:
 //!
 //! ```text
-//! header   "ZCFILE\0\1"  file size (u64 LE)                      16 bytes
+//! header   "ZCFILE\0\2"  file size (u64 LE)                      16 bytes
 //! data     the file's bytes in order, chunks of 1..=slot size, as many as it takes
-//! trailer  "ZCFILEND"    file size (u64 LE)  crc32c (u32 LE)     20 bytes
+//! trailer  "ZCFILEND"    file size (u64 LE)  XXH64 (u64 LE)      24 bytes
 //! ```
+//!
+//! The header's last byte is the format's version ([`VERSION`]). The
+//! checksum is XXH64 (seed 0) of the file's bytes: a 64-bit hash that
+//! needs one load per 8 bytes, where a table-driven CRC needs one per
+//! byte, so a CPU without CRC instructions (an emulated one, say) hashes
+//! several times faster, and collisions are 2^32 times rarer.
 //!
 //! The sender waits for the header to come back (the receiver is there)
 //! before it starts the clock, and for every slot to come back after the
@@ -26,14 +32,16 @@ use zcopy::channel::{Error, Rx, Tx, TxLoan, Wait};
 
 use crate::failure::{Failure, Result};
 
-/// First bytes of the header message.
-pub const HEADER_MAGIC: [u8; 8] = *b"ZCFILE\x00\x01";
+/// The format's version: the header's last byte.
+pub const VERSION: u8 = 2;
+/// First bytes of the header message: "ZCFILE\0", then [`VERSION`].
+pub const HEADER_MAGIC: [u8; 8] = [b'Z', b'C', b'F', b'I', b'L', b'E', 0, VERSION];
 /// First bytes of the trailer message.
 pub const TRAILER_MAGIC: [u8; 8] = *b"ZCFILEND";
 /// Header length: magic and file size.
 pub const HEADER_LEN: usize = 16;
-/// Trailer length: magic, file size and crc32c.
-pub const TRAILER_LEN: usize = 20;
+/// Trailer length: magic, file size and XXH64.
+pub const TRAILER_LEN: usize = 24;
 /// The smallest slot the protocol works with.
 pub const MIN_SLOT_SIZE: u32 = 64;
 /// Files larger than this get a progress bar (when stderr is a terminal).
@@ -50,8 +58,40 @@ pub struct Stats {
     /// the last slot coming back, at the receiver from the header to the
     /// trailer.
     pub seconds: f64,
-    /// crc32c of the bytes.
-    pub crc32c: u32,
+    /// XXH64 of the bytes.
+    pub xxh64: u64,
+}
+
+/// The checksum of a stream of bytes, fed in order.
+pub struct Checksum(xxhash_rust::xxh64::Xxh64);
+
+impl Checksum {
+    /// The checksum of nothing yet.
+    pub fn new() -> Checksum {
+        Checksum(xxhash_rust::xxh64::Xxh64::new(0))
+    }
+
+    /// Adds `bytes` to the stream.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The checksum of everything added.
+    pub fn value(&self) -> u64 {
+        self.0.digest()
+    }
+
+    /// The checksum of `bytes` alone.
+    #[cfg(test)]
+    pub fn of(bytes: &[u8]) -> u64 {
+        xxhash_rust::xxh64::xxh64(bytes, 0)
+    }
+}
+
+impl Default for Checksum {
+    fn default() -> Checksum {
+        Checksum::new()
+    }
 }
 
 /// The header message for a file of `size` bytes.
@@ -70,23 +110,29 @@ pub fn parse_header(m: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(m[8..16].try_into().ok()?))
 }
 
-/// The trailer message: the file size again and the crc32c of the data.
-pub fn trailer(size: u64, crc: u32) -> [u8; TRAILER_LEN] {
+/// The version of a header of another version of this format (whatever
+/// its length); None when `m` is of this version or no header at all.
+pub fn other_version(m: &[u8]) -> Option<u8> {
+    (m.len() >= 8 && m[..7] == HEADER_MAGIC[..7] && m[7] != VERSION).then(|| m[7])
+}
+
+/// The trailer message: the file size again and the data's checksum.
+pub fn trailer(size: u64, sum: u64) -> [u8; TRAILER_LEN] {
     let mut m = [0; TRAILER_LEN];
     m[..8].copy_from_slice(&TRAILER_MAGIC);
     m[8..16].copy_from_slice(&size.to_le_bytes());
-    m[16..].copy_from_slice(&crc.to_le_bytes());
+    m[16..].copy_from_slice(&sum.to_le_bytes());
     m
 }
 
-/// Size and crc32c a trailer message carries; None when it is no trailer.
-pub fn parse_trailer(m: &[u8]) -> Option<(u64, u32)> {
+/// Size and checksum a trailer message carries; None when it is no trailer.
+pub fn parse_trailer(m: &[u8]) -> Option<(u64, u64)> {
     if m.len() != TRAILER_LEN || m[..8] != TRAILER_MAGIC {
         return None;
     }
     let size = u64::from_le_bytes(m[8..16].try_into().ok()?);
-    let crc = u32::from_le_bytes(m[16..20].try_into().ok()?);
-    Some((size, crc))
+    let sum = u64::from_le_bytes(m[16..24].try_into().ok()?);
+    Some((size, sum))
 }
 
 /// How long to wait for the peer: forever, or at most this long each time.
@@ -118,7 +164,7 @@ pub fn send<T: Tx>(
     let start = Instant::now();
     let progress = Progress::new(size);
     let chunk = tx.slot_size() as u64;
-    let mut crc = 0;
+    let mut sum = Checksum::new();
     let mut sent = 0u64;
     while sent < size {
         let mut loan = tx.loan_with(wait).map_err(peer)?;
@@ -132,18 +178,18 @@ pub fn send<T: Tx>(
             };
             Failure::failed(format!("reading {name} at byte {sent} of {size}: {why}"))
         })?;
-        crc = crc32c::crc32c_append(crc, slot);
+        sum.update(slot);
         loan.send(n).map_err(peer)?;
         sent += n as u64;
         progress.add(n as u64);
     }
-    send_small(tx, wait, &trailer(size, crc)).map_err(peer)?;
+    send_small(tx, wait, &trailer(size, sum.value())).map_err(peer)?;
     drain(tx, wait).map_err(peer)?;
     progress.finish();
     Ok(Stats {
         bytes: size,
         seconds: start.elapsed().as_secs_f64(),
-        crc32c: crc,
+        xxh64: sum.value(),
     })
 }
 
@@ -186,7 +232,7 @@ fn sender_failure(e: Error, timeout: Option<Duration>) -> Failure {
 }
 
 /// Receives a file from `rx` into `out`: the header, the data, the
-/// trailer; fails unless the length and the crc32c match. `timeout` bounds
+/// trailer; fails unless the length and the checksum match. `timeout` bounds
 /// each wait for the sender.
 pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -> Result<Stats> {
     let wait = wait_for(timeout);
@@ -194,6 +240,11 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
         .recv_with(wait)
         .and_then(|m| m.ok_or(Error::Timeout))
         .map_err(|e| receiver_failure(e, timeout, None))?;
+    if let Some(v) = other_version(&first) {
+        return Err(Failure::failed(format!(
+            "the sender speaks version {v} of the file format and this zcopy speaks version {VERSION}: run the same zcopy at both ends"
+        )));
+    }
     let size = parse_header(&first).ok_or_else(|| {
         Failure::failed(format!(
             "the first message ({} bytes) is not a zcopy file header: is another program sending on this channel?",
@@ -204,7 +255,7 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
 
     let start = Instant::now();
     let progress = Progress::new(size);
-    let mut crc = 0;
+    let mut sum = Checksum::new();
     let mut got = 0u64;
     while got < size {
         let m = rx
@@ -217,7 +268,7 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
                 "the sender sent {n} bytes after {got} of {size}: not a zcopy file stream"
             )));
         }
-        crc = crc32c::crc32c_append(crc, &m);
+        sum.update(&m);
         out.write_all(&m)
             .map_err(|e| Failure::failed(format!("writing the output: {e}")))?;
         got += n;
@@ -229,7 +280,7 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
         .map_err(|e| receiver_failure(e, timeout, Some((got, size))))?;
     let seconds = start.elapsed().as_secs_f64();
     progress.finish();
-    let (their_size, their_crc) = parse_trailer(&last).ok_or_else(|| {
+    let (their_size, their_sum) = parse_trailer(&last).ok_or_else(|| {
         Failure::failed(format!(
             "expected the end of the file after {size} bytes, got a {}-byte message",
             last.len()
@@ -241,9 +292,10 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
             "length mismatch: received {got} bytes, the sender says it sent {their_size}"
         )));
     }
-    if their_crc != crc {
+    let ours = sum.value();
+    if their_sum != ours {
         return Err(Failure::failed(format!(
-            "checksum mismatch: the received bytes have crc32c {crc:08x}, the sender's have {their_crc:08x}"
+            "checksum mismatch: the received bytes have XXH64 {ours:016x}, the sender's have {their_sum:016x}"
         )));
     }
     // Everything is here and checked; let the sender close first (any
@@ -252,7 +304,7 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
     Ok(Stats {
         bytes: got,
         seconds,
-        crc32c: crc,
+        xxh64: ours,
     })
 }
 
@@ -351,14 +403,45 @@ mod tests {
     }
 
     #[test]
+    fn the_checksum_is_xxh64_fed_in_any_pieces() {
+        // The reference values of XXH64 with seed 0.
+        assert_eq!(Checksum::of(b""), 0xef46_db37_51d8_e999);
+        assert_eq!(Checksum::of(b"abc"), 0x44bc_2cf5_ad77_0999);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let mut sum = Checksum::new();
+        for piece in data.chunks(333) {
+            sum.update(piece);
+        }
+        assert_eq!(sum.value(), Checksum::of(&data));
+    }
+
+    #[test]
+    fn another_version_of_the_format_is_named() {
+        let mut old = header(5);
+        old[7] = 1;
+        assert_eq!(other_version(&old), Some(1));
+        assert_eq!(other_version(&header(5)), None);
+        // A later version's header may be longer.
+        let mut later = header(5).to_vec();
+        later[7] = 3;
+        later.extend_from_slice(&[0; 8]);
+        assert_eq!(other_version(&later), Some(3));
+        assert_eq!(other_version(b"ZCFILE"), None);
+        assert_eq!(parse_header(&old), None);
+        let (r, _) = receive_messages(&[&old, b"12345"]);
+        let e = r.unwrap_err().message;
+        assert!(e.contains("version 1 of the file format"), "{e}");
+    }
+
+    #[test]
     fn a_good_stream_is_written_and_its_checksum_reported() {
         let data = b"hello, zero-copy world";
-        let crc = crc32c::crc32c(data);
+        let sum = Checksum::of(data);
         let len = data.len() as u64;
         let (r, out) =
-            receive_messages(&[&header(len), &data[..10], &data[10..], &trailer(len, crc)]);
+            receive_messages(&[&header(len), &data[..10], &data[10..], &trailer(len, sum)]);
         let stats = r.unwrap();
-        assert_eq!((stats.bytes, stats.crc32c), (len, crc));
+        assert_eq!((stats.bytes, stats.xxh64), (len, sum));
         assert_eq!(out, data);
     }
 
@@ -366,7 +449,7 @@ mod tests {
     fn a_wrong_checksum_fails() {
         let data = b"some bytes";
         let len = data.len() as u64;
-        let bad = crc32c::crc32c(data) ^ 1;
+        let bad = Checksum::of(data) ^ 1;
         let (r, _) = receive_messages(&[&header(len), data, &trailer(len, bad)]);
         let e = r.unwrap_err();
         assert!(e.message.contains("checksum mismatch"), "{}", e.message);
@@ -383,7 +466,7 @@ mod tests {
         let e = r.unwrap_err().message;
         assert!(e.contains("sent 5 bytes after 0 of 4"), "{e}");
 
-        let (r, _) = receive_messages(&[&header(3), b"123", &trailer(4, crc32c::crc32c(b"123"))]);
+        let (r, _) = receive_messages(&[&header(3), b"123", &trailer(4, Checksum::of(b"123"))]);
         let e = r.unwrap_err().message;
         assert!(e.contains("length mismatch"), "{e}");
 
@@ -432,8 +515,8 @@ mod tests {
         let got = receive(&rx, &mut out, Some(Duration::from_secs(10))).unwrap();
         let sent = sender.join().unwrap().unwrap();
         assert_eq!(out, data);
-        assert_eq!(got.crc32c, crc32c::crc32c(&data));
-        assert_eq!((sent.bytes, sent.crc32c), (got.bytes, got.crc32c));
+        assert_eq!(got.xxh64, Checksum::of(&data));
+        assert_eq!((sent.bytes, sent.xxh64), (got.bytes, got.xxh64));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -82,10 +82,15 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// The `crc32c XXXXXXXX` of a summary line.
-fn crc_of(summary: &str) -> &str {
-    let at = summary.find("crc32c ").expect("a crc32c in the summary") + 7;
-    &summary[at..at + 8]
+/// The `xxh64 XXXXXXXXXXXXXXXX` of a summary line.
+fn sum_of(summary: &str) -> &str {
+    let at = summary.find("xxh64 ").expect("an xxh64 in the summary") + 6;
+    &summary[at..at + 16]
+}
+
+/// The checksum `zcopy send` and `zcopy recv` report: XXH64, seed 0.
+fn xxh64_hex(data: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh64::xxh64(data, 0))
 }
 
 /// A channel name no other test (or run) uses.
@@ -136,7 +141,7 @@ fn transfer(
 }
 
 /// Both ends exited 0, the bytes are the same, both summaries name the
-/// file's crc32c.
+/// file's checksum.
 fn assert_delivered(t: &Transfer, data: &[u8]) {
     assert_eq!(t.sent.0, 0, "sender: {:?}", t.sent);
     assert_eq!(t.received.0, 0, "receiver: {:?}", t.received);
@@ -146,7 +151,7 @@ fn assert_delivered(t: &Transfer, data: &[u8]) {
         t.out.len(),
         data.len()
     );
-    let crc = format!("{:08x}", crc32c::crc32c(data));
+    let sum = xxh64_hex(data);
     assert!(
         t.sent
             .1
@@ -161,8 +166,8 @@ fn assert_delivered(t: &Transfer, data: &[u8]) {
         "{}",
         t.received.1
     );
-    assert_eq!(crc_of(&t.sent.1), crc, "{}", t.sent.1);
-    assert_eq!(crc_of(&t.received.1), crc, "{}", t.received.1);
+    assert_eq!(sum_of(&t.sent.1), sum, "{}", t.sent.1);
+    assert_eq!(sum_of(&t.received.1), sum, "{}", t.received.1);
 }
 
 #[test]
@@ -351,7 +356,7 @@ fn info_for_people_has_the_three_sections() {
 }
 
 /// 3 MiB of seeded random bytes over a named shm channel, receiver first,
-/// then sender first: the same bytes and the same crc32c at both ends.
+/// then sender first: the same bytes and the same checksum at both ends.
 #[test]
 fn send_recv_shm_moves_a_file_intact() {
     let dir = TempDir::new("shm-3m");
@@ -374,7 +379,7 @@ fn send_recv_shm_empty_file() {
     let args = ["--via", "shm", "--name", &name, "--timeout", "30"];
     let t = transfer(&dir, &[], &args, &args, true);
     assert_delivered(&t, &[]);
-    assert_eq!(crc_of(&t.received.1), "00000000");
+    assert_eq!(sum_of(&t.received.1), "ef46db3751d8e999");
     assert!(dir.path("out.bin").exists(), "an empty OUTFILE is created");
 }
 
@@ -408,9 +413,9 @@ fn send_recv_shm_file_not_a_multiple_of_the_slot_size() {
     assert_eq!(j["via"], "shm");
     assert_eq!(j["bytes"], 10_000);
     assert_eq!(j["slot_size"], 4096);
-    assert_eq!(j["crc32c"], format!("{:08x}", crc32c::crc32c(&data)));
+    assert_eq!(j["xxh64"], xxh64_hex(&data));
     assert!(j["seconds"].is_f64() && j["mb_per_s"].is_f64());
-    assert_eq!(crc_of(&t.sent.1), j["crc32c"].as_str().unwrap());
+    assert_eq!(sum_of(&t.sent.1), j["xxh64"].as_str().unwrap());
 }
 
 /// A crashed sender's segment under the name is replaced, not an error;
@@ -532,11 +537,11 @@ fn recv_refuses_a_wrong_checksum() {
         .create_named(&name)
         .unwrap();
     // The wire format of zcopy send (src/transfer.rs).
-    let mut header = b"ZCFILE\x00\x01".to_vec();
+    let mut header = b"ZCFILE\x00\x02".to_vec();
     header.extend_from_slice(&1000u64.to_le_bytes());
     let mut trailer = b"ZCFILEND".to_vec();
     trailer.extend_from_slice(&1000u64.to_le_bytes());
-    trailer.extend_from_slice(&(crc32c::crc32c(&data) ^ 0x10).to_le_bytes());
+    trailer.extend_from_slice(&(xxhash_rust::xxh64::xxh64(&data, 0) ^ 0x10).to_le_bytes());
     for m in [&header, &data, &trailer] {
         let mut loan = tx.try_loan().unwrap();
         loan.as_mut_slice()[..m.len()].copy_from_slice(m);
@@ -580,7 +585,7 @@ fn recv_of_a_cut_stream_fails_and_leaves_no_file() {
         .slot_count(8)
         .create_named(&name)
         .unwrap();
-    let mut header = b"ZCFILE\x00\x01".to_vec();
+    let mut header = b"ZCFILE\x00\x02".to_vec();
     header.extend_from_slice(&100u64.to_le_bytes());
     for m in [&header[..], &[7u8; 10][..]] {
         let mut loan = tx.try_loan().unwrap();
