@@ -11,7 +11,7 @@
 //!   sender connects to it (retrying while nothing listens yet).
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -158,17 +158,14 @@ pub fn recv(args: &RecvArgs) -> Result<()> {
     Summary::new("received", args.via, &args.outfile, stats, slot_size).print(args.json)
 }
 
-/// The transfer into `out`, buffered (small slots would be one write each).
+/// The transfer into `out`.
 fn receive<R: zcopy::channel::Rx>(
     rx: &R,
     out: &mut Output,
     timeout: Option<Duration>,
 ) -> Result<Stats> {
-    let mut w = BufWriter::with_capacity(256 << 10, &mut out.file);
-    let stats = transfer::receive(rx, &mut w, timeout)?;
-    w.flush()
-        .map_err(|e| Failure::failed(format!("writing {}: {e}", out.path.display())))?;
-    Ok(stats)
+    let name = out.path.display().to_string();
+    transfer::receive(rx, &mut out.file, &name, timeout)
 }
 
 /// Says `what` on stderr when a person is watching it.

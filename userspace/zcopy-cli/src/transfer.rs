@@ -1,6 +1,7 @@
 //! Moving one file over a channel, written once for every transport: the
 //! sender reads the file straight into loaned slots and sends them; the
-//! receiver writes each slot, read in place, to the output file.
+//! receiver writes each slot, read in place, to the output file (slots
+//! shorter than [`DIRECT_WRITE`] are gathered into one write first).
 //!
 //! The wire format, one message per slot:
 //!
@@ -24,7 +25,7 @@
 //! sender before it disconnects.
 
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -44,6 +45,12 @@ pub const HEADER_LEN: usize = 16;
 pub const TRAILER_LEN: usize = 24;
 /// The smallest slot the protocol works with.
 pub const MIN_SLOT_SIZE: u32 = 64;
+/// Messages at least this long go to the output straight from their slot,
+/// one write each; shorter ones are gathered first, so that small slots
+/// do not cost a system call each.
+pub const DIRECT_WRITE: usize = 64 << 10;
+/// What gathers the shorter messages.
+const GATHER_BYTES: usize = 256 << 10;
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_ABOVE: u64 = 64 << 20;
 /// How long a receiver that has everything waits for the sender to close.
@@ -133,6 +140,35 @@ pub fn parse_trailer(m: &[u8]) -> Option<(u64, u64)> {
     let size = u64::from_le_bytes(m[8..16].try_into().ok()?);
     let sum = u64::from_le_bytes(m[16..24].try_into().ok()?);
     Some((size, sum))
+}
+
+/// The receiver's output: each message at least [`DIRECT_WRITE`] long
+/// written from its slot as it is; shorter ones gathered, in order, into
+/// writes of up to `GATHER_BYTES`.
+struct Gather<W: Write> {
+    buf: BufWriter<W>,
+}
+
+impl<W: Write> Gather<W> {
+    fn new(out: W) -> Gather<W> {
+        Gather {
+            buf: BufWriter::with_capacity(GATHER_BYTES, out),
+        }
+    }
+
+    fn put(&mut self, m: &[u8]) -> std::io::Result<()> {
+        if m.len() < DIRECT_WRITE {
+            return self.buf.write_all(m);
+        }
+        // What was gathered goes first.
+        self.buf.flush()?;
+        self.buf.get_mut().write_all(m)
+    }
+
+    /// Writes out what is gathered.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.buf.flush()
+    }
 }
 
 /// How long to wait for the peer: forever, or at most this long each time.
@@ -231,10 +267,15 @@ fn sender_failure(e: Error, timeout: Option<Duration>) -> Failure {
     }
 }
 
-/// Receives a file from `rx` into `out`: the header, the data, the
-/// trailer; fails unless the length and the checksum match. `timeout` bounds
-/// each wait for the sender.
-pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -> Result<Stats> {
+/// Receives a file from `rx` into `out` (called `name` in messages): the
+/// header, the data, the trailer; fails unless the length and the
+/// checksum match. `timeout` bounds each wait for the sender.
+pub fn receive<R: Rx>(
+    rx: &R,
+    out: &mut impl Write,
+    name: &str,
+    timeout: Option<Duration>,
+) -> Result<Stats> {
     let wait = wait_for(timeout);
     let first = rx
         .recv_with(wait)
@@ -257,6 +298,9 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
     let progress = Progress::new(size);
     let mut sum = Checksum::new();
     let mut got = 0u64;
+    let mut out = Gather::new(out);
+    let write_failed =
+        |e: std::io::Error, at: u64| Failure::failed(format!("writing {name} at byte {at}: {e}"));
     while got < size {
         let m = rx
             .recv_with(wait)
@@ -269,11 +313,11 @@ pub fn receive<R: Rx>(rx: &R, out: &mut impl Write, timeout: Option<Duration>) -
             )));
         }
         sum.update(&m);
-        out.write_all(&m)
-            .map_err(|e| Failure::failed(format!("writing the output: {e}")))?;
+        out.put(&m).map_err(|e| write_failed(e, got))?;
         got += n;
         progress.add(n);
     }
+    out.finish().map_err(|e| write_failed(e, got))?;
     let last = rx
         .recv_with(wait)
         .and_then(|m| m.ok_or(Error::Timeout))
@@ -384,7 +428,7 @@ mod tests {
         }
         drop(tx);
         let mut out = Vec::new();
-        let r = receive(&rx, &mut out, Some(Duration::from_secs(1)));
+        let r = receive(&rx, &mut out, "out", Some(Duration::from_secs(1)));
         (r, out)
     }
 
@@ -445,6 +489,99 @@ mod tests {
         assert_eq!(out, data);
     }
 
+    /// Every write the output gets, as it got it.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.push(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn long_messages_are_written_one_each_and_short_ones_gathered() {
+        let (tx, rx) = pair(DIRECT_WRITE, 16);
+        let long: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; DIRECT_WRITE]).collect();
+        let short = [b"abc".to_vec(), vec![7; 1000], b"xyz".to_vec()];
+        let order = [
+            &long[0], &long[1], &short[0], &short[1], &short[2], &long[2], &long[3],
+        ];
+        let data: Vec<u8> = order.iter().flat_map(|m| m.iter().copied()).collect();
+        let len = data.len() as u64;
+        send_small(&tx, Wait::Never, &header(len)).unwrap();
+        for m in order {
+            send_small(&tx, Wait::Never, m).unwrap();
+        }
+        send_small(&tx, Wait::Never, &trailer(len, Checksum::of(&data))).unwrap();
+        drop(tx);
+        let mut out = Writes::default();
+        receive(&rx, &mut out, "out", Some(Duration::from_secs(1))).unwrap();
+        let lens: Vec<usize> = out.0.iter().map(Vec::len).collect();
+        assert_eq!(
+            lens,
+            [DIRECT_WRITE, DIRECT_WRITE, 1006, DIRECT_WRITE, DIRECT_WRITE]
+        );
+        assert_eq!(out.0.concat(), data);
+    }
+
+    /// An output that takes `room` bytes, then fails every write.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_names_the_output_and_where() {
+        // A long message written straight from its slot.
+        let (tx, rx) = pair(DIRECT_WRITE, 4);
+        let data = vec![5u8; 2 * DIRECT_WRITE];
+        let len = data.len() as u64;
+        send_small(&tx, Wait::Never, &header(len)).unwrap();
+        for m in data.chunks(DIRECT_WRITE) {
+            send_small(&tx, Wait::Never, m).unwrap();
+        }
+        drop(tx);
+        let mut out = Full {
+            room: DIRECT_WRITE + 10,
+        };
+        let e = receive(&rx, &mut out, "out.bin", Some(Duration::from_secs(1))).unwrap_err();
+        assert!(
+            e.message.starts_with("writing out.bin at byte 65536: "),
+            "{}",
+            e.message
+        );
+        // Short messages, gathered: the write comes when they are all in.
+        let (tx, rx) = pair(64, 16);
+        let sum = Checksum::of(b"abcdef");
+        for m in [&header(6)[..], b"abc", b"def", &trailer(6, sum)] {
+            send_small(&tx, Wait::Never, m).unwrap();
+        }
+        drop(tx);
+        let mut out = Full { room: 0 };
+        let e = receive(&rx, &mut out, "out.bin", Some(Duration::from_secs(1)))
+            .unwrap_err()
+            .message;
+        assert!(e.starts_with("writing out.bin at byte 6: "), "{e}");
+    }
+
     #[test]
     fn a_wrong_checksum_fails() {
         let data = b"some bytes";
@@ -486,7 +623,13 @@ mod tests {
     fn nothing_from_the_sender_times_out() {
         let (_tx, rx) = pair(64, 4);
         let t0 = Instant::now();
-        let e = receive(&rx, &mut Vec::new(), Some(Duration::from_millis(100))).unwrap_err();
+        let e = receive(
+            &rx,
+            &mut Vec::new(),
+            "out",
+            Some(Duration::from_millis(100)),
+        )
+        .unwrap_err();
         assert!(
             e.message.contains("nothing from the sender for 0.1 s"),
             "{}",
@@ -512,7 +655,7 @@ mod tests {
         });
         let rx = Receiver::from_socket(&b).unwrap();
         let mut out = Vec::new();
-        let got = receive(&rx, &mut out, Some(Duration::from_secs(10))).unwrap();
+        let got = receive(&rx, &mut out, "out", Some(Duration::from_secs(10))).unwrap();
         let sent = sender.join().unwrap().unwrap();
         assert_eq!(out, data);
         assert_eq!(got.xxh64, Checksum::of(&data));
