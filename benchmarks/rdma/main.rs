@@ -361,16 +361,20 @@ fn run(args: &Args) -> Result<(), String> {
         let runs = (0..rounds)
             .map(|_| {
                 let cpu = CpuSampler::start();
-                let (perf, ended) = perftest_bw_timed("ib_write_bw", size, iters)?;
+                let Some((perf, ended)) = baseline(perftest_bw_timed("ib_write_bw", size, iters))?
+                else {
+                    return Ok(None);
+                };
                 let secs = (iters * size as u64) as f64 / PERFTEST_MB / perf.avg;
                 let (a, b) = transfer_window(ended, secs);
                 let perf = Bw {
                     busy: cpu.busy(a, b),
                     ..perf
                 };
-                Ok((perf, zcopy_bw(size, iters, args, &cpu)?))
+                Ok(Some((perf, zcopy_bw(size, iters, args, &cpu)?)))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let runs = measured(runs, &format!("bandwidth at {size} B"))?;
         let (pair, ratios) = median_round(runs, Better::Higher, |(p, z)| z.avg / p.avg);
         spread.push(("bandwidth", size, "ib_write_bw", ratios));
         bw.push(pair);
@@ -400,10 +404,13 @@ fn run(args: &Args) -> Result<(), String> {
         let send = perftest_lat("ib_send_lat", size, lat_iters)?;
         let runs = (0..rounds)
             .map(|_| {
-                let write = perftest_lat("ib_write_lat", size, lat_iters)?;
-                Ok((write, zcopy_lat(size, lat_iters, args.lat_slots)?))
+                let Some(write) = baseline(perftest_lat("ib_write_lat", size, lat_iters))? else {
+                    return Ok(None);
+                };
+                Ok(Some((write, zcopy_lat(size, lat_iters, args.lat_slots)?)))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let runs = measured(runs, &format!("latency at {size} B"))?;
         let ((write, ours), ratios) =
             median_round(runs, Better::Lower, |(w, z)| z.typical / w.typical);
         spread.push(("latency", size, "ib_write_lat", ratios));
@@ -445,10 +452,14 @@ fn run(args: &Args) -> Result<(), String> {
             let slot = parse_usize(s)?;
             // ib_write_bw moving the file's bytes, the CPUs sampled
             // through both runs.
-            let round = || -> Result<(Bw, FileRun), String> {
+            let round = || -> Result<Option<(Bw, FileRun)>, String> {
                 let cpu = CpuSampler::start();
-                let (perf, perf_ended) =
-                    perftest_bw_timed("ib_write_bw", slot, (file_size / slot).max(1) as u64)?;
+                let iters = (file_size / slot).max(1) as u64;
+                let Some((perf, perf_ended)) =
+                    baseline(perftest_bw_timed("ib_write_bw", slot, iters))?
+                else {
+                    return Ok(None);
+                };
                 let run = zcopy_file(&zcopy, file_size, slot, args.file_slot_count)?;
                 let perf_secs = file_size as f64 / PERFTEST_MB / perf.avg;
                 let (a, b) = transfer_window(perf_ended, perf_secs);
@@ -458,11 +469,12 @@ fn run(args: &Args) -> Result<(), String> {
                 };
                 let (a, b) = transfer_window(run.ended, run.seconds);
                 let busy = cpu.busy(a, b);
-                Ok((perf, FileRun { busy, ..run }))
+                Ok(Some((perf, FileRun { busy, ..run })))
             };
             let runs = (0..rounds)
                 .map(|_| round())
                 .collect::<Result<Vec<_>, _>>()?;
+            let runs = measured(runs, &format!("files at {slot} B"))?;
             let ((perf, run), ratios) = median_round(runs, Better::Higher, |(p, f)| f.bw / p.avg);
             let file_rounds = [("file", slot, "ib_write_bw", ratios)];
             println!(
@@ -529,6 +541,36 @@ fn median_round<T>(mut runs: Vec<T>, better: Better, ratio: impl Fn(&T) -> f64) 
     });
     let mid = order[(order.len() - 1) / 2];
     (runs.swap_remove(mid), ratios)
+}
+
+/// A baseline's figures; None when perftest ran and gave none in all its
+/// tries (said on stderr): that round of the comparison is left out, and
+/// the verdict reads the rounds that were measured. A perftest that could
+/// not be run or read fails the bench.
+fn baseline<T>(run: Result<T, PerftestError>) -> Result<Option<T>, String> {
+    match run {
+        Ok(v) => Ok(Some(v)),
+        Err(PerftestError::NoResult(e)) => {
+            eprintln!("{e}\nthis round is left out");
+            Ok(None)
+        }
+        Err(PerftestError::Broken(e)) => Err(e),
+    }
+}
+
+/// The rounds of `what` whose baseline ran; an error when none did.
+fn measured<T>(rounds: Vec<Option<T>>, what: &str) -> Result<Vec<T>, String> {
+    let n = rounds.len();
+    let kept: Vec<T> = rounds.into_iter().flatten().collect();
+    if kept.is_empty() {
+        return Err(format!(
+            "{what}: perftest gave no result in any of {n} rounds (above)"
+        ));
+    }
+    if kept.len() < n {
+        eprintln!("{what}: {} of {n} rounds measured", kept.len());
+    }
+    Ok(kept)
 }
 
 /// What one comparison's rounds gave: its kind, size, baseline, and
@@ -819,12 +861,44 @@ fn wait_listening(port: u16, limit: Duration) -> bool {
 /// result line (the numbers under the `#bytes` header). A run whose clock
 /// calibration failed is run again (said on stderr), up to PERFTEST_TRIES
 /// runs in all.
-fn perftest(tool: &str, extra: &[String]) -> Result<Vec<f64>, String> {
+fn perftest(tool: &str, extra: &[String]) -> Result<Vec<f64>, PerftestError> {
     perftest_timed(tool, extra).map(|(v, _)| v)
 }
 
+/// Why a perftest measurement gave no figures.
+#[derive(Debug, PartialEq)]
+enum PerftestError {
+    /// It ran every try and none gave a usable result (its clock
+    /// calibration failed, its server never listened): a round of a
+    /// comparison can go without it ([`baseline`]).
+    NoResult(String),
+    /// It could not be run, or what it printed could not be read: the
+    /// bench cannot go on.
+    Broken(String),
+}
+
+impl From<String> for PerftestError {
+    fn from(e: String) -> PerftestError {
+        PerftestError::Broken(e)
+    }
+}
+
+impl std::fmt::Display for PerftestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PerftestError::NoResult(e) | PerftestError::Broken(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<PerftestError> for String {
+    fn from(e: PerftestError) -> String {
+        e.to_string()
+    }
+}
+
 /// [`perftest`], and when its client exited.
-fn perftest_timed(tool: &str, extra: &[String]) -> Result<(Vec<f64>, Instant), String> {
+fn perftest_timed(tool: &str, extra: &[String]) -> Result<(Vec<f64>, Instant), PerftestError> {
     let common = |dev: &str| -> Vec<String> {
         let mut v: Vec<String> = ["-d", dev, "-x", "1", "-F"]
             .iter()
@@ -866,9 +940,9 @@ fn perftest_timed(tool: &str, extra: &[String]) -> Result<(Vec<f64>, Instant), S
         }
         last = format!("{text}{err}");
     }
-    Err(format!(
+    Err(PerftestError::NoResult(format!(
         "{tool}: no usable result in {PERFTEST_TRIES} runs; the last said:\n{last}"
-    ))
+    )))
 }
 
 /// Runs a perftest client to its end: its stdout, its stderr, and when
@@ -933,12 +1007,12 @@ fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<()> {
 }
 
 /// `tool` (ib_write_bw, ib_send_bw) moving `iters` messages of `size`.
-fn perftest_bw(tool: &str, size: usize, iters: u64) -> Result<Bw, String> {
+fn perftest_bw(tool: &str, size: usize, iters: u64) -> Result<Bw, PerftestError> {
     perftest_bw_timed(tool, size, iters).map(|(bw, _)| bw)
 }
 
 /// [`perftest_bw`], and when its client exited.
-fn perftest_bw_timed(tool: &str, size: usize, iters: u64) -> Result<(Bw, Instant), String> {
+fn perftest_bw_timed(tool: &str, size: usize, iters: u64) -> Result<(Bw, Instant), PerftestError> {
     let (v, ended) = perftest_timed(
         tool,
         &[
@@ -962,7 +1036,7 @@ fn perftest_bw_timed(tool: &str, size: usize, iters: u64) -> Result<(Bw, Instant
             },
             ended,
         )),
-        _ => Err(format!("{tool}: unexpected columns {v:?}")),
+        _ => Err(format!("{tool}: unexpected columns {v:?}").into()),
     }
 }
 
@@ -974,14 +1048,14 @@ const PERFTEST_CYCLES: bool = cfg!(target_arch = "x86_64");
 /// `tool` (ib_write_lat, ib_send_lat): `iters` round trips of `size`,
 /// reported in cycles of the time-stamp counter (`-C`, so perftest's own
 /// calibration decides nothing) and turned into µs by [`clock`].
-fn perftest_lat(tool: &str, size: usize, iters: u32) -> Result<Lat, String> {
+fn perftest_lat(tool: &str, size: usize, iters: u32) -> Result<Lat, PerftestError> {
     let v = perftest(tool, &lat_args(size, iters, PERFTEST_CYCLES))?;
     let scale = if PERFTEST_CYCLES {
         clock().us_per_tick()
     } else {
         1.0
     };
-    lat_from_cycles(&v, scale).map_err(|e| format!("{tool}: {e}"))
+    lat_from_cycles(&v, scale).map_err(|e| format!("{tool}: {e}").into())
 }
 
 /// A perftest latency run's own arguments: `size`, `iters`, and `-C`
@@ -1696,6 +1770,25 @@ mod tests {
 
     const ROW: &str = " #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]\n \
                        65536      500              812.50             811.93               0.012991\n";
+
+    #[test]
+    fn rounds_without_a_baseline_are_left_out_and_none_left_fails() {
+        assert_eq!(measured(vec![Some(1), None, Some(3)], "x"), Ok(vec![1, 3]));
+        assert_eq!(measured(vec![Some(2)], "x"), Ok(vec![2]));
+        let e = measured::<u8>(vec![None, None], "files at 65536 B").unwrap_err();
+        assert!(
+            e.contains("files at 65536 B") && e.contains("2 rounds"),
+            "{e}"
+        );
+        let none = PerftestError::NoResult("ib_write_bw: no usable result".into());
+        assert_eq!(baseline::<u8>(Err(none)), Ok(None));
+        let broken = PerftestError::Broken("ib_write_bw: No such file".into());
+        assert_eq!(
+            baseline::<u8>(Err(broken)),
+            Err("ib_write_bw: No such file".into())
+        );
+        assert_eq!(baseline::<u8>(Ok(4)), Ok(Some(4)));
+    }
 
     #[test]
     fn a_failed_clock_calibration_is_recognised_and_never_a_figure() {
