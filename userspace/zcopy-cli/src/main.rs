@@ -109,7 +109,7 @@ with MSG_ZEROCOPY.\n\n\
 The card ways run as an asynchronous pipeline: a reader thread keeps many card reads in flight \
 into free buffers, the sender sends full ones in order, and lock-free queues hand buffers \
 between them.\n\n\
-The far end is a separate process that checks length and CRC32C of every byte and times its \
+The far end is a separate process that checks length and checksum (XXH64) of every byte and times its \
 check apart. Each run is made twice: checked (the whole time: first byte read to the far end's \
 last byte checked) and with a far end that takes the data without reading it (the transfer \
 time); the runs go in rounds, every way once in each. For each way: both times, the check's time, MB/s, the serving process's CPU time and \

@@ -89,7 +89,6 @@ impl Checksum {
     }
 
     /// The checksum of `bytes` alone.
-    #[cfg(test)]
     pub fn of(bytes: &[u8]) -> u64 {
         xxhash_rust::xxh64::xxh64(bytes, 0)
     }

@@ -10,10 +10,11 @@
 //! the classic ways, or from card-pool buffers over RDMA or over TCP with
 //! MSG_ZEROCOPY.
 //!
-//! The far end (`sink`) is another process that checks length and CRC32C
-//! of every byte, and times its check apart. Each run of a way is done
-//! twice: once checked (the whole time) and once with a far end that takes
-//! the data without reading the payload (the transfer time). The runs go
+//! The far end (`sink`) is another process that checks length and
+//! checksum (XXH64, as `zcopy recv` does) of every byte, and times its
+//! check apart. Each run of a way is done twice: once checked (the whole
+//! time) and once with a far end that takes the data without reading the
+//! payload (the transfer time). The runs go
 //! in `--runs` rounds, every way once in each; the medians are reported.
 
 pub mod sink;
@@ -40,6 +41,7 @@ use zcopy_units::verdict::{judge_interval, quartiles, Verdict, MIN_RUNS};
 
 use crate::failure::{self, Failure, Result};
 use crate::output;
+use crate::transfer::Checksum;
 
 /// Where the reference claim comes from.
 const REFERENCE_SOURCE: &str = "a common account of Linux zero-copy: mmap, sendfile, splice, DMA";
@@ -264,7 +266,7 @@ struct Row {
     /// Wall time of the same transfer when the far end takes the data
     /// without reading the payload (median of the transfer runs).
     transfer_seconds: f64,
-    /// The far end's time in its check (CRC32C), median of the checked runs.
+    /// The far end's time in its check (XXH64), median of the checked runs.
     check_seconds: f64,
     /// Bytes over the transfer time.
     mb_per_s: f64,
@@ -291,9 +293,9 @@ struct Row {
     checked: String,
     /// Bytes the far end got in every checked run.
     far_end_bytes: u64,
-    /// The CRC32C the far end computed over them (every checked run: a run
-    /// that disagrees with the file fails the command).
-    far_end_crc32c: u32,
+    /// The XXH64 the far end computed over them (every checked run: a run
+    /// that disagrees with the file fails the command), 16 hex digits.
+    far_end_xxh64: String,
     /// Transfer time relative to read+write's in the same table.
     vs_read_write: Option<f64>,
     /// Serving CPU time relative to read+write's in the same table.
@@ -348,7 +350,8 @@ struct Report {
     buffers: u32,
     runs: u32,
     seed: u64,
-    crc32c: u32,
+    /// XXH64 of the file, 16 hex digits (as `zcopy send --json` gives it).
+    xxh64: String,
     kernel: String,
     cpus: usize,
     /// The CPUs the serving process and the far end ran on (None: one CPU,
@@ -371,8 +374,8 @@ struct Sample {
     ivcsw: i64,
     /// The far end's time in its check.
     check_seconds: f64,
-    /// What the far end got: bytes, and their CRC32C (checked runs).
-    got: (u64, u32),
+    /// What the far end got: bytes, and their XXH64 (checked runs).
+    got: (u64, u64),
     checked: String,
     /// Kernel copies a counter showed, where it overrides the construction
     /// (MSG_ZEROCOPY sends the kernel copied after all).
@@ -454,7 +457,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     }
 
     let data = make_data(a.size, a.seed);
-    let crc = crc32c::crc32c(&data);
+    let sum = Checksum::of(&data);
     let (path, remove) = match &a.file {
         Some(p) => (p.clone(), false),
         None => (
@@ -480,8 +483,8 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     let mut samples: Vec<(Vec<Sample>, Vec<Sample>)> = vec![(Vec::new(), Vec::new()); ran.len()];
     for _ in 0..a.runs {
         for (way, (whole, bare)) in ran.iter().zip(samples.iter_mut()) {
-            whole.push(run_once(a, *way, &path, kit.as_mut(), crc, true)?);
-            bare.push(run_once(a, *way, &path, kit.as_mut(), crc, false)?);
+            whole.push(run_once(a, *way, &path, kit.as_mut(), sum, true)?);
+            bare.push(run_once(a, *way, &path, kit.as_mut(), sum, false)?);
         }
     }
     let mut rows: Vec<Row> = Vec::new();
@@ -518,7 +521,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
             far_how,
             checked: m.checked.clone(),
             far_end_bytes: m.got.0,
-            far_end_crc32c: m.got.1,
+            far_end_xxh64: format!("{:016x}", m.got.1),
             vs_read_write: None,
             cpu_vs_read_write: None,
             whole_vs_read_write: None,
@@ -550,7 +553,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         buffers: a.buffers,
         runs: a.runs,
         seed: a.seed,
-        crc32c: crc,
+        xxh64: format!("{sum:016x}"),
         kernel: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -839,9 +842,9 @@ impl Peer {
             .map_err(|_| Failure::failed(format!("the far end listens on {:?}", self.addr)))
     }
 
-    /// Waits for the far end's verdict: bytes and CRC32C it received, and
+    /// Waits for the far end's verdict: bytes and XXH64 it received, and
     /// the seconds its check took.
-    fn finish(mut self) -> Result<(u64, u32, f64)> {
+    fn finish(mut self) -> Result<(u64, u64, f64)> {
         let line = read_line(&mut self.out)?;
         let _ = self.child.wait();
         let mut it = line.strip_prefix("done ").unwrap_or("").split(' ');
@@ -896,7 +899,7 @@ fn run_once(
     way: Way,
     path: &Path,
     kit: Option<&mut CardKit>,
-    crc: u32,
+    sum: u64,
     check: bool,
 ) -> Result<Sample> {
     let io = |what: &'static str| move |e: std::io::Error| Failure::failed(format!("{what}: {e}"));
@@ -1032,9 +1035,9 @@ fn run_once(
     let (bytes, got, check_seconds) = peer.finish()?;
     let seconds = start.elapsed().as_secs_f64();
     let u1 = usage();
-    if bytes != a.size || (check && got != crc) {
+    if bytes != a.size || (check && got != sum) {
         return Err(Failure::failed(format!(
-            "{}: the far end got {bytes} bytes with crc32c {got:#010x}; sent {} with {crc:#010x}",
+            "{}: the far end got {bytes} bytes with XXH64 {got:#018x}; sent {} with {sum:#018x}",
             way.name(),
             a.size
         )));
@@ -1182,9 +1185,9 @@ fn table(r: &Report) -> String {
             }
         }
     }
-    s += "\ntime: first byte read to the far end's last byte checked (CRC32C); transfer: the same \
+    s += "\ntime: first byte read to the far end's last byte checked (XXH64); transfer: the same \
         with a far\nend that takes the data without reading it (a stream into its buffer, a \
-        channel's slots as\nthey are); check: the far end's time in its CRC32C. MB/s and CPU \
+        channel's slots as\nthey are); check: the far end's time in its XXH64. MB/s and CPU \
         (the serving process, user +\nsystem, every thread) are the transfer run's. copies: CPU \
         copies of the payload, by construction\n(a counter overrides it where one shows more): \
         made by the process itself + made by the kernel\nfor it; copies on the serving side, \
@@ -1196,8 +1199,8 @@ fn table(r: &Report) -> String {
         s += &format!("skipped {}: {}\n", k.way.name(), k.reason);
     }
     s += &format!(
-        "\nEvery run's data checked at the far end: {} bytes, crc32c {:#010x}.\n",
-        r.bytes, r.crc32c
+        "\nEvery run's data checked at the far end: {} bytes, XXH64 {}.\n",
+        r.bytes, r.xxh64
     );
     s += &format!(
         "The reference claim ({}): {}.\n",
@@ -1260,7 +1263,7 @@ fn write_files(dir: &Path, r: &Report) -> Result<()> {
             ),
             note: format!(
                 "median of {} run{}, {} CPUs{}, kernel {}; each way: the transfer alone, then the \
-                 whole time with the far end's CRC32C check",
+                 whole time with the far end's XXH64 check",
                 r.runs,
                 if r.runs == 1 { "" } else { "s" },
                 r.cpus,

@@ -6,11 +6,12 @@
 //! It speaks to the parent over stdout in three lines: `listening ADDR`
 //! once it can be connected to, `ready` once it has the connection (and
 //! the channel open and mapped), so that no run times the far end's
-//! setup, then `done BYTES CRC32C CHECK_SECONDS` after the stream ended. The check (CRC32C over every byte, read where it arrived:
-//! in its own buffer for a stream, in place in the slot for a channel) is
-//! timed on its own; with `--no-check` the far end takes the data (a stream
+//! setup, then `done BYTES XXH64 CHECK_SECONDS` after the stream ended.
+//! The check (XXH64, `zcopy recv`'s checksum, over every byte, read where
+//! it arrived: in its own buffer for a stream, in place in the slot for a
+//! channel) is timed on its own; with `--no-check` the far end takes the data (a stream
 //! into its buffer, a channel's messages as they are) without reading the
-//! payload, reports a CRC32C of 0, and the run times the transfer alone.
+//! payload, reports a checksum of 0, and the run times the transfer alone.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -23,6 +24,7 @@ use clap::Args;
 use zcopy::channel::{Error as ChannelError, Receiver, Rx};
 
 use crate::failure::{Failure, Result};
+use crate::transfer::Checksum;
 
 /// `zcopy pipeline-sink` (hidden; started by `zcopy pipeline`).
 #[derive(Debug, Args)]
@@ -52,11 +54,11 @@ pub struct SinkArgs {
     pub timeout: u64,
 }
 
-/// The far end's check: CRC32C of what came, timed apart.
+/// The far end's check: the checksum of what came, timed apart.
 struct Check {
     on: bool,
     bytes: u64,
-    crc: u32,
+    sum: Checksum,
     spent: Duration,
 }
 
@@ -65,17 +67,17 @@ impl Check {
         Check {
             on,
             bytes: 0,
-            crc: 0,
+            sum: Checksum::new(),
             spent: Duration::ZERO,
         }
     }
 
-    /// Counts `data` and, when checking, folds it into the CRC32C.
+    /// Counts `data` and, when checking, folds it into the checksum.
     fn take(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
         if self.on {
             let t = Instant::now();
-            self.crc = crc32c::crc32c_append(self.crc, data);
+            self.sum.update(data);
             self.spent += t.elapsed();
         }
     }
@@ -119,7 +121,7 @@ pub fn run(a: &SinkArgs) -> Result<()> {
     say(&format!(
         "done {} {} {:.6}",
         c.bytes,
-        c.crc,
+        if c.on { c.sum.value() } else { 0 },
         c.spent.as_secs_f64()
     ))
 }
