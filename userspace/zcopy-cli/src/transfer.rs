@@ -1,7 +1,8 @@
 //! Moving one file over a channel, written once for every transport: the
 //! sender reads the file straight into loaned slots and sends them; the
 //! receiver writes each slot, read in place, to the output file (slots
-//! shorter than [`DIRECT_WRITE`] are gathered into one write first).
+//! shorter than [`DIRECT_WRITE`] are gathered into writes of that size
+//! first).
 //!
 //! The wire format, one message per slot:
 //!
@@ -46,11 +47,11 @@ pub const TRAILER_LEN: usize = 24;
 /// The smallest slot the protocol works with.
 pub const MIN_SLOT_SIZE: u32 = 64;
 /// Messages at least this long go to the output straight from their slot,
-/// one write each; shorter ones are gathered first, so that small slots
-/// do not cost a system call each.
+/// one write each; shorter ones are gathered into writes of up to this
+/// size first, so that small slots do not cost a system call each (the
+/// receiver's output is a `BufWriter` of this capacity, which passes a
+/// write at least as long as its capacity straight through).
 pub const DIRECT_WRITE: usize = 64 << 10;
-/// What gathers the shorter messages.
-const GATHER_BYTES: usize = 256 << 10;
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_ABOVE: u64 = 64 << 20;
 /// How long a receiver that has everything waits for the sender to close.
@@ -139,35 +140,6 @@ pub fn parse_trailer(m: &[u8]) -> Option<(u64, u64)> {
     let size = u64::from_le_bytes(m[8..16].try_into().ok()?);
     let sum = u64::from_le_bytes(m[16..24].try_into().ok()?);
     Some((size, sum))
-}
-
-/// The receiver's output: each message at least [`DIRECT_WRITE`] long
-/// written from its slot as it is; shorter ones gathered, in order, into
-/// writes of up to `GATHER_BYTES`.
-struct Gather<W: Write> {
-    buf: BufWriter<W>,
-}
-
-impl<W: Write> Gather<W> {
-    fn new(out: W) -> Gather<W> {
-        Gather {
-            buf: BufWriter::with_capacity(GATHER_BYTES, out),
-        }
-    }
-
-    fn put(&mut self, m: &[u8]) -> std::io::Result<()> {
-        if m.len() < DIRECT_WRITE {
-            return self.buf.write_all(m);
-        }
-        // What was gathered goes first.
-        self.buf.flush()?;
-        self.buf.get_mut().write_all(m)
-    }
-
-    /// Writes out what is gathered.
-    fn finish(&mut self) -> std::io::Result<()> {
-        self.buf.flush()
-    }
 }
 
 /// How long to wait for the peer: forever, or at most this long each time.
@@ -297,7 +269,7 @@ pub fn receive<R: Rx>(
     let progress = Progress::new(size);
     let mut sum = Checksum::new();
     let mut got = 0u64;
-    let mut out = Gather::new(out);
+    let mut out = BufWriter::with_capacity(DIRECT_WRITE, out);
     let write_failed =
         |e: std::io::Error, at: u64| Failure::failed(format!("writing {name} at byte {at}: {e}"));
     while got < size {
@@ -312,11 +284,11 @@ pub fn receive<R: Rx>(
             )));
         }
         sum.update(&m);
-        out.put(&m).map_err(|e| write_failed(e, got))?;
+        out.write_all(&m).map_err(|e| write_failed(e, got))?;
         got += n;
         progress.add(n);
     }
-    out.finish().map_err(|e| write_failed(e, got))?;
+    out.flush().map_err(|e| write_failed(e, got))?;
     let last = rx
         .recv_with(wait)
         .and_then(|m| m.ok_or(Error::Timeout))
