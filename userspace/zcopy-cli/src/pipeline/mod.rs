@@ -14,8 +14,8 @@
 //! checksum (XXH64, as `zcopy recv` does) of every byte, and times its
 //! check apart. Each run of a way is done twice: once checked (the whole
 //! time) and once with a far end that takes the data without reading the
-//! payload (the transfer time). The runs go
-//! in `--runs` rounds, every way once in each; the medians are reported.
+//! payload (the transfer time). The runs go in `--runs` rounds, every way
+//! once in each; the medians are reported.
 
 pub mod sink;
 mod staged;
