@@ -358,23 +358,20 @@ fn run(args: &Args) -> Result<(), String> {
         let send = perftest_bw("ib_send_bw", size, iters)
             .inspect_err(|e| eprintln!("{e}: ib_send_bw not measured at {size} B"))
             .ok();
-        let runs = (0..rounds)
-            .map(|_| {
-                let cpu = CpuSampler::start();
-                let Some((perf, ended)) = baseline(perftest_bw_timed("ib_write_bw", size, iters))?
-                else {
-                    return Ok(None);
-                };
-                let secs = (iters * size as u64) as f64 / PERFTEST_MB / perf.avg;
-                let (a, b) = transfer_window(ended, secs);
-                let perf = Bw {
-                    busy: cpu.busy(a, b),
-                    ..perf
-                };
-                Ok(Some((perf, zcopy_bw(size, iters, args, &cpu)?)))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let runs = measured(runs, &format!("bandwidth at {size} B"))?;
+        let runs = measured(rounds, &format!("bandwidth at {size} B"), || {
+            let cpu = CpuSampler::start();
+            let Some((perf, ended)) = baseline(perftest_bw_timed("ib_write_bw", size, iters))?
+            else {
+                return Ok(None);
+            };
+            let secs = (iters * size as u64) as f64 / PERFTEST_MB / perf.avg;
+            let (a, b) = transfer_window(ended, secs);
+            let perf = Bw {
+                busy: cpu.busy(a, b),
+                ..perf
+            };
+            Ok(Some((perf, zcopy_bw(size, iters, args, &cpu)?)))
+        })?;
         let (pair, ratios) = median_round(runs, Better::Higher, |(p, z)| z.avg / p.avg);
         spread.push(("bandwidth", size, "ib_write_bw", ratios));
         bw.push(pair);
@@ -402,15 +399,12 @@ fn run(args: &Args) -> Result<(), String> {
     let mut lat = Vec::new();
     for &size in &lat_sizes {
         let send = perftest_lat("ib_send_lat", size, lat_iters)?;
-        let runs = (0..rounds)
-            .map(|_| {
-                let Some(write) = baseline(perftest_lat("ib_write_lat", size, lat_iters))? else {
-                    return Ok(None);
-                };
-                Ok(Some((write, zcopy_lat(size, lat_iters, args.lat_slots)?)))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let runs = measured(runs, &format!("latency at {size} B"))?;
+        let runs = measured(rounds, &format!("latency at {size} B"), || {
+            let Some(write) = baseline(perftest_lat("ib_write_lat", size, lat_iters))? else {
+                return Ok(None);
+            };
+            Ok(Some((write, zcopy_lat(size, lat_iters, args.lat_slots)?)))
+        })?;
         let ((write, ours), ratios) =
             median_round(runs, Better::Lower, |(w, z)| z.typical / w.typical);
         spread.push(("latency", size, "ib_write_lat", ratios));
@@ -471,10 +465,7 @@ fn run(args: &Args) -> Result<(), String> {
                 let busy = cpu.busy(a, b);
                 Ok(Some((perf, FileRun { busy, ..run })))
             };
-            let runs = (0..rounds)
-                .map(|_| round())
-                .collect::<Result<Vec<_>, _>>()?;
-            let runs = measured(runs, &format!("files at {slot} B"))?;
+            let runs = measured(rounds, &format!("files at {slot} B"), round)?;
             let ((perf, run), ratios) = median_round(runs, Better::Higher, |(p, f)| f.bw / p.avg);
             let file_rounds = [("file", slot, "ib_write_bw", ratios)];
             println!(
@@ -558,17 +549,25 @@ fn baseline<T>(run: Result<T, PerftestError>) -> Result<Option<T>, String> {
     }
 }
 
-/// The rounds of `what` whose baseline ran; an error when none did.
-fn measured<T>(rounds: Vec<Option<T>>, what: &str) -> Result<Vec<T>, String> {
-    let n = rounds.len();
-    let kept: Vec<T> = rounds.into_iter().flatten().collect();
+/// Runs `rounds` rounds of `what` and keeps those whose baseline ran
+/// (`round` gives None for the others); an error when none did, or at
+/// once when a round fails.
+fn measured<T>(
+    rounds: u32,
+    what: &str,
+    mut round: impl FnMut() -> Result<Option<T>, String>,
+) -> Result<Vec<T>, String> {
+    let mut kept = Vec::new();
+    for _ in 0..rounds {
+        kept.extend(round()?);
+    }
     if kept.is_empty() {
         return Err(format!(
-            "{what}: perftest gave no result in any of {n} rounds (above)"
+            "{what}: perftest gave no result in any of {rounds} rounds (above)"
         ));
     }
-    if kept.len() < n {
-        eprintln!("{what}: {} of {n} rounds measured", kept.len());
+    if kept.len() < rounds as usize {
+        eprintln!("{what}: {} of {rounds} rounds measured", kept.len());
     }
     Ok(kept)
 }
@@ -1773,13 +1772,36 @@ mod tests {
 
     #[test]
     fn rounds_without_a_baseline_are_left_out_and_none_left_fails() {
-        assert_eq!(measured(vec![Some(1), None, Some(3)], "x"), Ok(vec![1, 3]));
-        assert_eq!(measured(vec![Some(2)], "x"), Ok(vec![2]));
-        let e = measured::<u8>(vec![None, None], "files at 65536 B").unwrap_err();
+        // `measured` over rounds that give these results in turn, and how
+        // many rounds it ran.
+        fn over(results: Vec<Result<Option<u8>, String>>) -> (Result<Vec<u8>, String>, usize) {
+            let n = results.len() as u32;
+            let mut it = results.into_iter();
+            let mut ran = 0;
+            let r = measured(n, "files at 65536 B", || {
+                ran += 1;
+                it.next().unwrap()
+            });
+            (r, ran)
+        }
+        assert_eq!(
+            over(vec![Ok(Some(1)), Ok(None), Ok(Some(3))]),
+            (Ok(vec![1, 3]), 3)
+        );
+        assert_eq!(over(vec![Ok(Some(2))]), (Ok(vec![2]), 1));
+        let (r, _) = over(vec![Ok(None), Ok(None)]);
+        let e = r.unwrap_err();
         assert!(
             e.contains("files at 65536 B") && e.contains("2 rounds"),
             "{e}"
         );
+        // A round that fails ends the comparison there.
+        let (r, ran) = over(vec![
+            Ok(Some(1)),
+            Err("zcopy send: refused".into()),
+            Ok(Some(3)),
+        ]);
+        assert_eq!((r, ran), (Err("zcopy send: refused".into()), 2));
         let none = PerftestError::NoResult("ib_write_bw: no usable result".into());
         assert_eq!(baseline::<u8>(Err(none)), Ok(None));
         let broken = PerftestError::Broken("ib_write_bw: No such file".into());
