@@ -34,9 +34,10 @@ pub enum Mech {
     ZcopyBusy,
     /// zcopy channel, busy-polling, the sender writing every byte of the slot.
     ZcopyFill,
-    /// zcopy channel, blocking `recv` (its bounded spin, then the futex).
+    /// zcopy channel, blocking `recv` (its bounded spin and yield, then the
+    /// futex).
     ZcopyBlocking,
-    /// zcopy channel, sleeping in the futex at once (no spin).
+    /// zcopy channel, sleeping in the futex at once (no spin, no yield).
     ZcopyFutex,
     /// The same rings with the payload copied in and out (a copying shm ring).
     CopyRing,
@@ -147,8 +148,8 @@ impl Mech {
             Mech::FloorIndex => "floor-index (flag naming the header line read)",
             Mech::ZcopyBusy => "zcopy-busy (busy-poll)",
             Mech::ZcopyFill => "zcopy-fill (busy-poll, every byte written)",
-            Mech::ZcopyBlocking => "zcopy-blocking (spin, then futex)",
-            Mech::ZcopyFutex => "zcopy-futex (futex, no spin)",
+            Mech::ZcopyBlocking => "zcopy-blocking (spin, yield, then futex)",
+            Mech::ZcopyFutex => "zcopy-futex (futex at once)",
             Mech::CopyRing => "copy-ring (copying shm ring)",
             Mech::Pipe => "pipe",
             Mech::Uds => "uds (Unix socket)",
@@ -647,13 +648,15 @@ fn pong(m: Mech, size: usize, job: Job, s: &Shared) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `m` receives by blocking `recv`, and with which spin: the
-/// library's default for [`Mech::ZcopyBlocking`], none for
-/// [`Mech::ZcopyFutex`].
+/// Whether `m` receives by blocking `recv`, and how it waits: the
+/// library's default spin and yield for [`Mech::ZcopyBlocking`], neither
+/// for [`Mech::ZcopyFutex`].
 fn set_blocking(m: Mech, tx: &Sender<Shm>, rx: &Receiver<Shm>) -> bool {
     if m == Mech::ZcopyFutex {
         tx.set_spin(0);
         rx.set_spin(0);
+        tx.set_yield(std::time::Duration::ZERO);
+        rx.set_yield(std::time::Duration::ZERO);
     }
     matches!(m, Mech::ZcopyBlocking | Mech::ZcopyFutex)
 }

@@ -917,6 +917,11 @@ fn run_once(
                 .slot_count(a.buffers)
                 .create_on_card(&k.card)
                 .map_err(chan)?;
+            // A wait for a returned slot sleeps after its short spin, as a
+            // socket way's write() sleeps: a yielding guest vCPU would hold
+            // a host core the card's device model needs, and count as
+            // serving CPU.
+            tx.set_yield(Duration::ZERO);
             let sock = UnixStream::connect(&peer.addr).map_err(io("connecting"))?;
             tx.share(&sock).map_err(chan)?;
             peer.ready()?;
@@ -936,6 +941,8 @@ fn run_once(
                 .slot_count(a.buffers)
                 .create()
                 .map_err(chan)?;
+            // As the card channel's serving end.
+            tx.set_yield(Duration::ZERO);
             let sock = UnixStream::connect(&peer.addr).map_err(io("connecting"))?;
             tx.share(&sock).map_err(chan)?;
             ways::warm(&tx)?;

@@ -101,8 +101,10 @@ pub fn run(a: &SinkArgs) -> Result<()> {
         // The far end waits as the socket ways' does in read(): asleep at
         // once, no spin. A spinning guest vCPU holds one of the host's
         // cores, which the card's device model and QEMU's event loop need
-        // to complete the card's requests on a 2-core host.
+        // to complete the card's requests on a 2-core host; a yielding
+        // one does too.
         rx.set_spin(0);
+        rx.set_yield(Duration::ZERO);
         say("ready")?;
         channel(&rx, timeout, &mut c)?;
     } else if let Some(p) = &a.card {
@@ -111,6 +113,7 @@ pub fn run(a: &SinkArgs) -> Result<()> {
         let rx = Receiver::from_socket_on_card(&card, &s).map_err(chan)?;
         // As the shm far end, and the socket ones in read(): no spin.
         rx.set_spin(0);
+        rx.set_yield(Duration::ZERO);
         say("ready")?;
         channel(&rx, timeout, &mut c)?;
     } else {

@@ -72,4 +72,4 @@ pub use transport::CardSlots;
 pub use transport::{Shm, Transport};
 #[cfg(feature = "rdma")]
 pub(crate) use wait::Pacer;
-pub use wait::{Wait, DEFAULT_SPIN, LIVENESS_SLICE, PEER_CHECK_EVERY};
+pub use wait::{Wait, DEFAULT_SPIN, DEFAULT_YIELD, LIVENESS_SLICE, PEER_CHECK_EVERY};

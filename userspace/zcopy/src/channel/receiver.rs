@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::corrupt;
 use super::liveness::{self, Watch};
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
-use super::wait::{prefetch, sleep_on, spin_on, Pacer, DEFAULT_SPIN};
+use super::wait::{prefetch, sleep_on, spin_on, yield_on, Pacer, DEFAULT_SPIN, DEFAULT_YIELD};
 #[cfg(feature = "card")]
 use super::CardSlots;
 use super::{check_pod, Error, Geometry, Result, Rx, RxSample, Shm, Transport, Wait};
@@ -37,6 +37,7 @@ pub struct Receiver<T: Transport> {
     geo: Geometry,
     state: RefCell<RecvState>,
     spin: Cell<u32>,
+    yield_for: Cell<Duration>,
 }
 
 impl Receiver<Shm> {
@@ -102,6 +103,7 @@ impl<T: Transport> Receiver<T> {
             geo,
             state: RefCell::new(state),
             spin: Cell::new(DEFAULT_SPIN),
+            yield_for: Cell::new(DEFAULT_YIELD),
         })
     }
 
@@ -115,21 +117,31 @@ impl<T: Transport> Receiver<T> {
         &self.slots
     }
 
-    /// Busy-poll rounds before each sleep when waiting (default
-    /// [`DEFAULT_SPIN`]; 0: sleep at once). See [`Receiver::recv`].
+    /// Busy-poll rounds when waiting, before it yields (default
+    /// [`DEFAULT_SPIN`]; 0: none). See [`Receiver::recv`].
     pub fn set_spin(&self, rounds: u32) {
         self.spin.set(rounds);
+    }
+
+    /// How long a wait gives the CPU up and checks again after its spin,
+    /// before it sleeps (default [`DEFAULT_YIELD`]; zero: sleep right
+    /// after the spin; with `set_spin(0)`, at once). See [`Receiver::recv`].
+    pub fn set_yield(&self, span: Duration) {
+        self.yield_for.set(span);
     }
 
     /// The next message, waiting as long as it takes.
     ///
     /// How it waits: it checks the submit ring up to `spin` times (256,
     /// [`DEFAULT_SPIN`], unless [`Receiver::set_spin`] says otherwise), with
-    /// a spin-loop hint between checks, then sleeps on the ring's futex
-    /// until the sender's next message wakes it, for at most
-    /// [`LIVENESS_SLICE`](super::LIVENESS_SLICE) (20 ms). After each sleep it checks whether the
-    /// sender closed ([`Error::Closed`]) or died ([`Error::PeerDied`]),
-    /// both only once every message sent has been taken, and spins again.
+    /// a spin-loop hint between checks; then it gives the CPU up
+    /// (`sched_yield`) and checks again, until 50 µs have passed
+    /// ([`DEFAULT_YIELD`], [`Receiver::set_yield`]); then it sleeps on the
+    /// ring's futex until the sender's next message wakes it, for at most
+    /// [`LIVENESS_SLICE`](super::LIVENESS_SLICE) (20 ms) at a time. Before
+    /// each sleep it checks whether the sender closed ([`Error::Closed`])
+    /// or died ([`Error::PeerDied`]), both only once every message sent
+    /// has been taken.
     #[inline]
     pub fn recv(&self) -> Result<Sample<'_, T>> {
         self.recv_with(Wait::Forever)?.ok_or(Error::Timeout)
@@ -261,9 +273,10 @@ impl<T: Transport> Receiver<T> {
 
     /// [`Receiver::recv_with`] when no message was there (or a failure
     /// from a Drop waits to be reported): waits as `wait` says. A waiting
-    /// call spins on the ring first and asks after the sender's process (a
-    /// system call) only once the spin found nothing, before it sleeps: a
-    /// message that comes within the spin costs no system call.
+    /// call spins on the ring first, then yields, and asks after the
+    /// sender's process (a system call) only once both found nothing,
+    /// before it sleeps: a message that comes within the spin costs no
+    /// system call.
     #[inline(never)]
     fn wait_for_message(&self, st: &mut RecvState, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         if let Some(e) = st.deferred.take() {
@@ -279,17 +292,25 @@ impl<T: Transport> Receiver<T> {
             let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
             return v.map(|v| self.take(st, v)).transpose();
         };
-        loop {
-            let found = spin_on(self.spin.get(), || {
-                let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
-                if v.is_none() {
-                    self.prefetch_recent(st);
-                }
-                Ok(v)
-            })?;
-            if let Some(v) = found {
-                return self.take(st, v).map(Some);
+        let mut found = spin_on(self.spin.get(), || {
+            let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
+            if v.is_none() {
+                self.prefetch_recent(st);
             }
+            Ok(v)
+        })?;
+        if found.is_none() {
+            found = yield_on(self.yield_for.get(), deadline, || {
+                st.submit.pop().map_err(corrupt("submit ring indices"))
+            })?;
+        }
+        if let Some(v) = found {
+            return self.take(st, v).map(Some);
+        }
+        // Woken by a message or at the end of a slice alike: a sleep is
+        // followed by a check of the ring, and by the next sleep, with no
+        // spin between (a sender that went quiet for a slice is idle).
+        loop {
             if !self.sender_left(st, true)? {
                 sleep_on(&mut st.submit, deadline)?;
             }
@@ -464,5 +485,53 @@ mod tests {
             Err(Error::Timeout)
         ));
         assert!(asked() > before, "slept without asking after the sender");
+    }
+
+    /// Sends `b"late"` from another thread once `delay` has passed while
+    /// this thread waits in `recv` (no spin, `yield_for` of yielding):
+    /// how many times the wait asked after the sender.
+    fn asks_for_a_late_message(yield_for: Duration, delay: Duration) -> u64 {
+        let (a, b) = UnixStream::pair().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let tx = Builder::new().slot_size(64).slot_count(4).create().unwrap();
+                tx.share(&a).unwrap();
+                std::thread::sleep(delay);
+                tx.send_copy(b"late").unwrap();
+            });
+            let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+            rx.set_spin(0);
+            rx.set_yield(yield_for);
+            let before = asked();
+            assert_eq!(&rx.recv().unwrap()[..], b"late");
+            asked() - before
+        })
+    }
+
+    #[test]
+    fn a_wait_yields_before_it_sleeps() {
+        // A message that comes while the wait yields is taken there: the
+        // wait never got to its sleep, before which it asks after the
+        // sender.
+        // Long enough that the wait surely began before it ends.
+        let delay = Duration::from_millis(200);
+        assert_eq!(asks_for_a_late_message(Duration::from_secs(30), delay), 0);
+        // Without the yield, the same wait sleeps (and asks first).
+        assert!(asks_for_a_late_message(Duration::ZERO, delay) > 0);
+    }
+
+    #[test]
+    fn a_wait_yields_no_longer_than_its_timeout() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let tx = Builder::new().slot_size(64).slot_count(4).create().unwrap();
+        tx.share(&a).unwrap();
+        let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+        rx.set_yield(Duration::from_secs(30));
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(20)),
+            Err(Error::Timeout)
+        ));
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }

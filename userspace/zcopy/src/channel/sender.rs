@@ -5,12 +5,13 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::error::corrupt;
 use super::ledger::{Events, Ledger};
 use super::liveness::Watch;
 use super::segment::{Segment, FLAG_SENDER_CLOSED};
-use super::wait::{sleep_on, spin_on, DEFAULT_SPIN};
+use super::wait::{sleep_on, spin_on, yield_on, DEFAULT_SPIN, DEFAULT_YIELD};
 #[cfg(feature = "card")]
 use super::CardSlots;
 use super::{check_pod, Error, Geometry, Result, Transport, Tx, TxLoan, Wait};
@@ -37,6 +38,7 @@ pub struct Sender<T: Transport> {
     state: RefCell<SendState>,
     backpressure: Cell<Wait>,
     spin: Cell<u32>,
+    yield_for: Cell<Duration>,
 }
 
 impl<T: Transport> Sender<T> {
@@ -57,6 +59,7 @@ impl<T: Transport> Sender<T> {
             geo,
             backpressure: Cell::new(backpressure),
             spin: Cell::new(DEFAULT_SPIN),
+            yield_for: Cell::new(DEFAULT_YIELD),
         }
     }
 
@@ -75,9 +78,17 @@ impl<T: Transport> Sender<T> {
         self.backpressure.set(wait);
     }
 
-    /// Busy-poll rounds before sleeping when waiting (0: sleep at once).
+    /// Busy-poll rounds when waiting for a slot, before it yields
+    /// (default [`DEFAULT_SPIN`]; 0: none).
     pub fn set_spin(&self, rounds: u32) {
         self.spin.set(rounds);
+    }
+
+    /// How long a wait for a slot gives the CPU up and checks again after
+    /// its spin, before it sleeps (default [`DEFAULT_YIELD`]; zero: sleep
+    /// right after the spin; with `set_spin(0)`, at once).
+    pub fn set_yield(&self, span: Duration) {
+        self.yield_for.set(span);
     }
 
     /// Slots sent and not yet given back (after taking in what the
@@ -172,13 +183,14 @@ impl<T: Transport> Sender<T> {
     }
 
     /// [`Sender::take_slot`] when no slot was free: takes in what the
-    /// receiver returned, then waits for a return as `wait` says. It spins
-    /// first and asks after the receiver's process (a system call) only
-    /// once the spin brought nothing back, before it sleeps.
+    /// receiver returned, then waits for a return as `wait` says. It spins,
+    /// then yields, and asks after the receiver's process (a system call)
+    /// only once both brought nothing back, before it sleeps.
     #[inline(never)]
     fn wait_for_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
         let mut deadline = None;
+        let mut first = true;
         loop {
             if let Some(index) = st.ledger.loan() {
                 return Ok(index);
@@ -191,10 +203,21 @@ impl<T: Transport> Sender<T> {
             let Some(d) = d else {
                 return Err(Error::Full);
             };
-            let returned = spin_on(self.spin.get(), || {
-                self.collect(&mut st)?;
-                Ok(st.ledger.has_free().then_some(()))
-            })?;
+            let mut returned = None;
+            if first {
+                // Once per call: after a sleep the returns wake it.
+                first = false;
+                returned = spin_on(self.spin.get(), || {
+                    self.collect(&mut st)?;
+                    Ok(st.ledger.has_free().then_some(()))
+                })?;
+                if returned.is_none() {
+                    returned = yield_on(self.yield_for.get(), d, || {
+                        self.collect(&mut st)?;
+                        Ok(st.ledger.has_free().then_some(()))
+                    })?;
+                }
+            }
             if returned.is_none() {
                 self.check_receiver(&mut st)?;
                 sleep_on(&mut st.returns, d)?;
@@ -524,5 +547,53 @@ impl<T: Transport, S: SenderRef<T>> TxLoan for SlotLoan<T, S> {
     }
     fn send(self, len: usize) -> Result<()> {
         SlotLoan::send(self, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::super::liveness::ASKED;
+    use crate::channel::{Builder, Receiver, Shm};
+
+    /// Waits in `loan` (no spin, `yield_for` of yielding) on a channel of
+    /// one slot whose receiver gives it back once `delay` has passed: how
+    /// many times the wait asked after the receiver.
+    fn asks_for_a_late_return(yield_for: Duration, delay: Duration) -> u64 {
+        let (a, b) = UnixStream::pair().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+                let held = rx.recv().unwrap();
+                std::thread::sleep(delay);
+                drop(held);
+                // Stay attached until the sender has its slot.
+                let _ = rx.recv();
+            });
+            let tx = Builder::new().slot_size(64).slot_count(1).create().unwrap();
+            tx.share(&a).unwrap();
+            tx.set_spin(0);
+            tx.set_yield(yield_for);
+            tx.send_copy(b"held").unwrap();
+            let before = ASKED.with(|n| n.get());
+            let loan = tx.loan().unwrap();
+            let asked = ASKED.with(|n| n.get()) - before;
+            loan.send(3).unwrap();
+            asked
+        })
+    }
+
+    #[test]
+    fn a_wait_for_a_slot_yields_before_it_sleeps() {
+        // A slot that comes back while the wait yields is taken there: the
+        // wait never got to its sleep, before which it asks after the
+        // receiver.
+        // Long enough that the wait surely began before it ends.
+        let delay = Duration::from_millis(200);
+        assert_eq!(asks_for_a_late_return(Duration::from_secs(30), delay), 0);
+        // Without the yield, the same wait sleeps (and asks first).
+        assert!(asks_for_a_late_return(Duration::ZERO, delay) > 0);
     }
 }

@@ -1,5 +1,5 @@
 //! How a channel end waits for its peer: the [`Wait`] policy, and the
-//! spin-then-sleep of a wait on an index ring.
+//! spin, yield, then sleep of a wait on an index ring.
 
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,18 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(20);
 /// 1 to 15 µs. A peer that answers within it is seen at busy-poll speed
 /// without a system call; one that does not finds this side asleep in the
 /// futex, using no CPU. `Sender::set_spin` and `Receiver::set_spin` change
-/// it per end (0: sleep at once).
+/// it per end (0: no spin).
 pub const DEFAULT_SPIN: u32 = 256;
+/// Default time a waiting end spends giving its CPU up (`sched_yield`)
+/// and checking again, after its spin and before it sleeps: about what
+/// waking a thread that sleeps on an idle CPU takes (27–50 µs at the
+/// median in a 2-vCPU VM, docs/benchmarks.md). Two ends that answer each other
+/// then do not both fall asleep, and stay so, once one of them was late:
+/// the other, still yielding, sees the late answer and replies to an end
+/// that is awake. Yielding, not spinning, lets a peer on the same core
+/// run at once. `Sender::set_yield` and `Receiver::set_yield` change it
+/// per end (zero: sleep right after the spin).
+pub const DEFAULT_YIELD: Duration = Duration::from_micros(50);
 /// A `try_recv` that finds nothing looks at the clock on every this many
 /// such calls, and asks whether the sender is still there (a system call)
 /// when [`LIVENESS_SLICE`] has passed since it last asked. The closed flag
@@ -98,8 +108,35 @@ pub(crate) fn spin_on<R>(
     Ok(None)
 }
 
+/// After [`spin_on`] found nothing: gives the CPU up and polls again, as
+/// long as `span` (cut to the caller's `deadline`) has not passed. Returns
+/// what `poll` found, or `None` when the time ran out. The clock is read
+/// once per round; each round is a system call anyway.
+#[inline(never)]
+pub(crate) fn yield_on<R>(
+    span: Duration,
+    deadline: Option<Instant>,
+    mut poll: impl FnMut() -> Result<Option<R>>,
+) -> Result<Option<R>> {
+    if span.is_zero() {
+        return Ok(None);
+    }
+    let end = Instant::now() + span;
+    let end = deadline.map_or(end, |d| d.min(end));
+    loop {
+        std::thread::yield_now();
+        if let Some(r) = poll()? {
+            return Ok(Some(r));
+        }
+        if Instant::now() >= end {
+            return Ok(None);
+        }
+    }
+}
+
 /// Sleeps on `ring` until it has an entry, the deadline passes, or one
-/// liveness slice ends (the caller spun first, [`spin_on`]).
+/// liveness slice ends (the caller spun and yielded first, [`spin_on`],
+/// [`yield_on`]).
 pub(crate) fn sleep_on(ring: &mut Consumer, deadline: Option<Instant>) -> Result<()> {
     let slice = match deadline {
         None => LIVENESS_SLICE,
