@@ -241,14 +241,16 @@ fn goals(points: &[Point], rounds: &Rounds, idle: Option<(f64, f64)>, quick: boo
         let (lo, hi) = ratios
             .iter()
             .fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+        let verdict = judge(&ratios, |r| ok(r, 1.0));
+        let (q1, q3) = quartiles(&ratios).unwrap_or((r, r));
+        // The quartiles are what the verdict reads; all the rounds' span
+        // beside them, so an outlier shows without seeming to decide.
         let value = format!(
-            "{} vs {}; {} rounds: median {r:.2}×, {lo:.2}–{hi:.2}×",
+            "{} vs {}; {} rounds: median {r:.2}×, quartiles {q1:.2}–{q3:.2}×, all {lo:.2}–{hi:.2}×",
             ns(x.round() as u64),
             ns(y.round() as u64),
             ratios.len()
         );
-        let verdict = judge(&ratios, |r| ok(r, 1.0));
-        let (q1, q3) = quartiles(&ratios).unwrap_or((r, r));
         let text = match verdict {
             _ if quick => "not judged (a quick run)".to_string(),
             Verdict::Met => "met".into(),
@@ -634,7 +636,7 @@ mod tests {
         assert_eq!(floor["verdict"], "NOT met");
         assert_eq!(
             floor["value"],
-            "100 ns vs 50 ns; 5 rounds: median 1.90×, 1.36–2.00×"
+            "100 ns vs 50 ns; 5 rounds: median 1.90×, quartiles 1.90–2.00×, all 1.36–2.00×"
         );
         assert_eq!(find(&all, BLOCKING_GOAL)["met"], true);
         // 4 MiB against 64 B of the same rounds, not the single points
@@ -663,7 +665,7 @@ mod tests {
         assert_eq!(floor["verdict"], "no verdict: quartiles 1.45–1.58×");
         assert_eq!(
             floor["value"],
-            "95 ns vs 60 ns; 3 rounds: median 1.49×, 1.45–1.58×"
+            "95 ns vs 60 ns; 3 rounds: median 1.49×, quartiles 1.45–1.58×, all 1.45–1.58×"
         );
         // Every round within it: met.
         let rounds = Rounds {
