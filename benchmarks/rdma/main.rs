@@ -501,6 +501,7 @@ fn run(args: &Args) -> Result<(), String> {
         &lat,
         &files,
         &spread,
+        rounds,
         q,
     )
 }
@@ -1477,6 +1478,21 @@ fn goal(
     })
 }
 
+/// Each comparison's rounds for the JSON: every comparison ran `rounds`
+/// rounds, and those whose perftest gave nothing are left out of its
+/// ratios (`measured`): `left_out` counts them.
+fn rounds_json(spread: &[Rounds], rounds: u32) -> Vec<Value> {
+    spread
+        .iter()
+        .map(|(kind, size, base, ratios)| {
+            json!({
+                "kind": kind, "bytes": size, "baseline": base, "ratios": ratios,
+                "left_out": (rounds as usize).saturating_sub(ratios.len())
+            })
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn report(
     out: &Path,
@@ -1487,6 +1503,7 @@ fn report(
     lat: &[(Lat, Lat, Lat)],
     files: &[(Bw, FileRun)],
     spread: &[Rounds],
+    rounds: u32,
     quick: bool,
 ) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -1554,7 +1571,7 @@ fn report(
         "latency": lat.iter().map(|(s, w, z)| json!({"ib_send_lat": lat_json(s), "ib_write_lat": lat_json(w), "zcopy": lat_json(z), "ratio_vs_write_lat": z.typical / w.typical, "ratio_vs_send_lat": z.typical / s.typical})).collect::<Vec<_>>(),
         "files": files.iter().map(|(p, f)| json!({"slot": f.slot, "bytes": f.bytes, "seconds": f.seconds, "zcopy_send_mb_s": f.bw, "ib_write_bw": bw_json(p), "ratio": f.bw / p.avg, "send_file_work_s": f.send_work, "recv_file_work_s": f.recv_work, "cpu_busy": f.busy})).collect::<Vec<_>>(),
         "goals": goals,
-        "rounds": spread.iter().map(|(kind, size, base, ratios)| json!({"kind": kind, "bytes": size, "baseline": base, "ratios": ratios})).collect::<Vec<_>>(),
+        "rounds": rounds_json(spread, rounds),
     });
     let json_path = out.join("rdma.json");
     std::fs::write(
@@ -1769,6 +1786,19 @@ mod tests {
 
     const ROW: &str = " #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]\n \
                        65536      500              812.50             811.93               0.012991\n";
+
+    #[test]
+    fn the_json_counts_the_rounds_left_out() {
+        let spread: Vec<Rounds> = vec![
+            ("bandwidth", 4096, "ib_write_bw", vec![1.0, 0.9, 1.1]),
+            ("file", 65536, "ib_write_bw", vec![0.97]),
+        ];
+        let j = rounds_json(&spread, 3);
+        assert_eq!(j[0]["left_out"], 0);
+        assert_eq!(j[1]["left_out"], 2);
+        assert_eq!(j[1]["ratios"], json!([0.97]));
+        assert_eq!(j[1]["kind"], "file");
+    }
 
     #[test]
     fn rounds_without_a_baseline_are_left_out_and_none_left_fails() {
