@@ -83,28 +83,30 @@ struct Request<'m, 'c> {
 /// segments each way and a status, what almost every request has.
 const INLINE_DESCS: usize = 8;
 
-/// The descriptors a [`Chain`] keeps: inline up to [`INLINE_DESCS`], on the
-/// heap past that (requests of many segments only).
+/// Where a [`Chain`] keeps its descriptors: inline up to [`INLINE_DESCS`],
+/// on the heap past that (requests of many segments only). The caller owns
+/// it, so the chain borrows its descriptors instead of carrying an array
+/// that every move of the chain would copy.
 #[derive(Debug)]
-enum Descs {
-    Inline([Descriptor; INLINE_DESCS], usize),
-    Heap(Vec<Descriptor>),
+struct DescStore {
+    inline: [Descriptor; INLINE_DESCS],
+    heap: Vec<Descriptor>,
 }
 
-impl Descs {
-    fn as_slice(&self) -> &[Descriptor] {
-        match self {
-            Descs::Inline(buf, len) => &buf[..*len],
-            Descs::Heap(v) => v,
+impl DescStore {
+    fn new() -> DescStore {
+        DescStore {
+            inline: [Descriptor::default(); INLINE_DESCS],
+            heap: Vec::new(),
         }
     }
 }
 
 /// A descriptor chain walked to its end, ending on a usable status descriptor.
 #[derive(Debug)]
-struct Chain<'m> {
+struct Chain<'m, 's> {
     /// The first descriptors, as many as a valid request can have plus one.
-    descs: Descs,
+    descs: &'s [Descriptor],
     /// How many descriptors the chain has in all.
     count: usize,
     /// The last descriptor: device-writable, large enough, in guest memory.
@@ -113,40 +115,48 @@ struct Chain<'m> {
     status_slice: Option<VolatileSlice<'m, ()>>,
 }
 
-impl<'m> Chain<'m> {
+impl<'m, 's> Chain<'m, 's> {
     /// Walks the whole chain (the iterator bounds it by the queue or indirect
-    /// table size), storing only as many descriptors as a valid request can
-    /// have, plus one to notice too many. None when the chain cannot carry a
-    /// status: it ends on a descriptor still flagged NEXT (cut short by a
-    /// loop, a bad next index or an unreadable table: nothing in it is
-    /// trusted), or its last descriptor is not a usable status descriptor.
-    fn collect<I>(mem: &'m GuestMem, chain: I, max_segments: u16) -> Option<Chain<'m>>
+    /// table size), storing in `store` only as many descriptors as a valid
+    /// request can have, plus one to notice too many. None when the chain
+    /// cannot carry a status: it ends on a descriptor still flagged NEXT
+    /// (cut short by a loop, a bad next index or an unreadable table:
+    /// nothing in it is trusted), or its last descriptor is not a usable
+    /// status descriptor.
+    fn collect<I>(
+        mem: &'m GuestMem,
+        chain: I,
+        max_segments: u16,
+        store: &'s mut DescStore,
+    ) -> Option<Chain<'m, 's>>
     where
         I: Iterator<Item = Descriptor>,
     {
         let keep = 2 * usize::from(max_segments) + 3;
-        let mut inline = [Descriptor::default(); INLINE_DESCS];
-        let mut heap = Vec::new();
         let mut count = 0usize;
-        let mut last = None;
+        // The last descriptor when it is past those stored.
+        let mut beyond = None;
         for d in chain {
             if count < INLINE_DESCS {
-                inline[count] = d;
+                store.inline[count] = d;
             } else if count < keep {
-                if heap.is_empty() {
-                    heap.extend_from_slice(&inline);
+                if store.heap.is_empty() {
+                    store.heap.extend_from_slice(&store.inline);
                 }
-                heap.push(d);
+                store.heap.push(d);
+            } else {
+                beyond = Some(d);
             }
             count += 1;
-            last = Some(d);
         }
         let stored = count.min(keep);
+        let store: &'s DescStore = store;
         let descs = if stored <= INLINE_DESCS {
-            Descs::Inline(inline, stored)
+            &store.inline[..stored]
         } else {
-            Descs::Heap(heap)
+            &store.heap[..]
         };
+        let last = beyond.or_else(|| descs.last().copied());
         let status =
             last.filter(|d| !d.has_next() && d.is_write_only() && d.len() >= REQ_STATUS_SIZE)?;
         let status_slice = match mem.get_slice(status.addr(), REQ_STATUS_SIZE as usize) {
@@ -164,9 +174,8 @@ impl<'m> Chain<'m> {
     }
 
     /// The stored descriptors between the header and the status.
-    fn middle(&self) -> &[Descriptor] {
-        let d = self.descs.as_slice();
-        &d[1..d.len() - 1]
+    fn middle(&self) -> &'s [Descriptor] {
+        &self.descs[1..self.descs.len() - 1]
     }
 }
 
@@ -367,7 +376,8 @@ impl Card {
     where
         I: Iterator<Item = Descriptor>,
     {
-        let Some(chain) = Chain::collect(mem, chain, self.limits.max_segments) else {
+        let mut store = DescStore::new();
+        let Some(chain) = Chain::collect(mem, chain, self.limits.max_segments, &mut store) else {
             debug!("queue {queue}: chain without a usable status descriptor dropped");
             return self.drop_chain();
         };
@@ -381,7 +391,7 @@ impl Card {
     /// NEEDS_RESET, a stall take effect here), then validation and execution.
     /// None when the queue stalls with the request left pending.
     fn decide(&self, mem: &GuestMem, chain: &Chain, queue: u16) -> Option<Verdict> {
-        let header = read_header(mem, chain.descs.as_slice(), chain.count);
+        let header = read_header(mem, chain.descs, chain.count);
         let op = header.as_ref().ok().and_then(|h| Op::from_opcode(h.opcode));
         let actions = self.faults.evaluate(op, queue);
         if actions.crash {
