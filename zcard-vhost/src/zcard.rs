@@ -438,9 +438,12 @@ impl Card {
             result: verdict.result,
             tag: verdict.tag,
         };
-        // The status slice found while walking the chain, written with one store.
+        // The status slice found while walking the chain, written whole.
         let written = match chain.status_slice {
-            Some(s) => s.get_ref::<ReqStatus>(0).map(|r| r.store(reply)).is_ok(),
+            Some(s) => s
+                .get_ref::<[u64; 2]>(0)
+                .map(|r| r.store(reply.to_words()))
+                .is_ok(),
             None => mem.write_obj(reply, chain.status.addr()).is_ok(),
         };
         if !written {
@@ -638,7 +641,10 @@ fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<Req
     // One translation and one load of the whole header (any alignment),
     // rather than a copy through guest memory's region walk.
     match mem.get_slice(first.addr(), REQ_HEADER_SIZE as usize) {
-        Ok(s) => s.get_ref::<ReqHeader>(0).map(|r| r.load()).ok(),
+        Ok(s) => s
+            .get_ref::<[u64; REQ_HEADER_WORDS]>(0)
+            .map(|r| ReqHeader::from_words(r.load()))
+            .ok(),
         // Across two regions: read through guest memory instead.
         Err(_) => mem.read_obj::<ReqHeader>(first.addr()).ok(),
     }
