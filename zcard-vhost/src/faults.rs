@@ -364,13 +364,21 @@ impl Faults {
     }
 
     /// Evaluates every rule against a request of `op` (None: unknown) on `queue`.
+    #[inline]
     pub fn evaluate(&self, op: Option<Op>, queue: u16) -> Actions {
-        let mut actions = Actions::default();
         // Acquire pairs with the Release in add/clear: a rule added before this
-        // request was taken is seen. Without rules no lock is taken.
+        // request was taken is seen. Without rules no lock is taken, and no
+        // call made: the common case is inlined into the request path.
         if !self.armed.load(Ordering::Acquire) {
-            return actions;
+            return Actions::default();
         }
+        self.evaluate_rules(op, queue)
+    }
+
+    /// [`Faults::evaluate`] when rules are armed.
+    #[inline(never)]
+    fn evaluate_rules(&self, op: Option<Op>, queue: u16) -> Actions {
+        let mut actions = Actions::default();
         let mut rules = self.lock();
         for rule in rules.iter_mut().filter(|r| r.matches(op, queue)) {
             if !rule.trigger() {
