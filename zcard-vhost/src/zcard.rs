@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{debug, warn};
 use virtio_queue::desc::split::Descriptor;
@@ -189,7 +190,10 @@ struct Verdict {
     result: u32,
     /// Bytes written to the destinations.
     written: u32,
-    actions: Actions,
+    /// A delay fault's wait before completing.
+    delay: Option<Duration>,
+    /// False when a lost-interrupt fault fired.
+    notify: bool,
 }
 
 /// The emulated card: limits, storage, faults, counters and device state.
@@ -413,7 +417,8 @@ impl Card {
             status: Status::NeedsReset,
             result: 0,
             written: 0,
-            actions,
+            delay: actions.delay,
+            notify: !actions.lost_interrupt,
         };
         if !self.needs_reset() {
             let checked = header
@@ -429,7 +434,7 @@ impl Card {
 
     /// Writes the status of a decided request and says what goes in the used ring.
     fn complete(&self, mem: &GuestMem, chain: &Chain, verdict: Verdict, queue: u16) -> Outcome {
-        if let Some(delay) = verdict.actions.delay {
+        if let Some(delay) = verdict.delay {
             std::thread::sleep(delay);
         }
         let reply = ReqStatus {
@@ -458,7 +463,7 @@ impl Card {
         self.stats.request(queue, verdict.op, verdict.status, bytes);
         Outcome::Complete {
             used_len: verdict.written + REQ_STATUS_SIZE,
-            notify: !verdict.actions.lost_interrupt,
+            notify: verdict.notify,
         }
     }
 
