@@ -478,3 +478,52 @@ fn credits_go_back_in_batches_and_a_starved_sender_reads_them() {
     assert!(matches!(tx.try_loan(), Err(Error::Full)));
     drop((loans, held));
 }
+
+/// Ends told to busy-poll without end (`set_spin(u32::MAX)`, as a
+/// latency-bound user or the bench's `--tx-spin` asks) still keep their
+/// timeouts, and a sender out of slots still reads the receiver's board
+/// while it spins: a release that comes after the first read, below the
+/// batch that would be written back, reaches it within a read period.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn ends_that_spin_on_keep_their_timeouts_and_read_the_board() {
+    let (tx, rx) = pair::<Rdma>(&(), 64, 16);
+    tx.set_spin(u32::MAX);
+    rx.set_spin(u32::MAX);
+    let t = Instant::now();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    // Twelve of sixteen slots sent, the other four loaned: the sender is
+    // out of slots, and its first read of the board finds nothing.
+    for seq in 0..12 {
+        send_message(&tx, seq).unwrap();
+    }
+    let spare: Vec<_> = (0..4).map(|_| tx.try_loan().unwrap()).collect();
+    let (got_slot, wait_for_it) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut held: Vec<_> = (0..12)
+                .map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap())
+                .collect();
+            // Seven released: below the batch of eight, and not every
+            // slot is here, so nothing is written back.
+            held.truncate(5);
+            let _ = wait_for_it.recv_timeout(Duration::from_secs(60));
+            assert_eq!(rx.stats().credit_writes, 0, "a credit write");
+            drop(held);
+        });
+        let t = Instant::now();
+        let loan = tx.loan_with(Wait::Timeout(Duration::from_secs(30)));
+        let waited = t.elapsed();
+        got_slot.send(()).unwrap();
+        assert!(loan.is_ok(), "{:?} after {waited:?}", loan.err());
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        assert!(tx.stats().credited_by_reads >= 1);
+        drop((loan, spare));
+    });
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::link::{
     anon_ring, check_peer, geometry, recv_depth, Hello, Link, LinkStats, CLOSE, CONNECT_TIMEOUT,
-    IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_RECV,
+    IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, LOOK_EVERY, WR_RECV,
 };
 use crate::channel::{Error, Geometry, Pacer, Result, Rx, RxSample, Wait};
 
@@ -218,16 +218,17 @@ impl Receiver {
                 }
                 return Ok(None);
             };
-            // The spin reads no clock (in a guest without a working vDSO
-            // every read is a system call); the deadline is checked once
-            // it is over, before each sleep.
-            if spins < self.spin.get() {
+            // The deadline is checked once per LOOK_EVERY rounds of the
+            // spin and before each sleep: the rounds between read no
+            // clock.
+            let spinning = spins < self.spin.get();
+            if (spins % LOOK_EVERY == 0 || !spinning) && d.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
+            }
+            if spinning {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
-            }
-            if d.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
             }
             st.link.wait(d)?;
         }

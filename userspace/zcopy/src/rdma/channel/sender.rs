@@ -12,8 +12,8 @@ use memmap2::MmapMut;
 
 use super::link::{
     anon_ring, check_peer, credit_range, geometry, recv_depth, Hello, Link, LinkStats, CLOSE,
-    CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, PULL_EVERY, WR_CLOSE,
-    WR_READ, WR_RECV, WR_WRITE,
+    CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, LOOK_EVERY, PULL_EVERY,
+    WR_CLOSE, WR_READ, WR_RECV, WR_WRITE,
 };
 use crate::channel::ledger::{Events, Ledger};
 use crate::channel::{Builder, Error, Geometry, Result, Tx, TxLoan, Wait};
@@ -217,24 +217,24 @@ impl Sender {
             if let Some(index) = st.ledger.loan() {
                 return Ok(index);
             }
-            // The board is pulled when the wait begins and before each
-            // sleep, and the deadline checked before each sleep: the spin
-            // between reads no clock (in a guest without a working vDSO
-            // every read is a system call).
+            // The board is pulled and the deadline checked when the wait
+            // begins, once per LOOK_EVERY rounds of the spin, and before
+            // each sleep: the rounds between read no clock.
             let spinning = spins < self.spin.get();
-            if spins == 0 || !spinning {
+            let look = spins % LOOK_EVERY == 0 || !spinning;
+            if look {
                 self.pull(&mut st);
             }
             let Some(d) = *deadline.get_or_insert_with(|| wait.deadline()) else {
                 return Err(Error::Full);
             };
+            if look && d.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
+            }
             if spinning {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
-            }
-            if d.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
             }
             // Wake for the next read of the board too.
             let until = match (d, st.reading) {
