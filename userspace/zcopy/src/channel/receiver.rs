@@ -292,7 +292,7 @@ impl<T: Transport> Receiver<T> {
             let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
             return v.map(|v| self.take(st, v)).transpose();
         };
-        let mut found = spin_on(self.spin.get(), || {
+        let mut found = spin_on(self.spin.get(), deadline, || {
             let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
             if v.is_none() {
                 self.prefetch_recent(st);
@@ -518,6 +518,24 @@ mod tests {
         assert_eq!(asks_for_a_late_message(Duration::from_secs(30), delay), 0);
         // Without the yield, the same wait sleeps (and asks first).
         assert!(asks_for_a_late_message(Duration::ZERO, delay) > 0);
+    }
+
+    #[test]
+    fn a_spin_without_end_keeps_the_timeout() {
+        // 2^32 rounds would take tens of seconds; the spin looks at the
+        // clock every LOOK_EVERY rounds.
+        let (a, b) = UnixStream::pair().unwrap();
+        let tx = Builder::new().slot_size(64).slot_count(4).create().unwrap();
+        tx.share(&a).unwrap();
+        let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+        rx.set_spin(u32::MAX);
+        rx.set_yield(Duration::ZERO);
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(50)),
+            Err(Error::Timeout)
+        ));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -207,7 +207,7 @@ impl<T: Transport> Sender<T> {
             if first {
                 // Once per call: after a sleep the returns wake it.
                 first = false;
-                returned = spin_on(self.spin.get(), || {
+                returned = spin_on(self.spin.get(), d, || {
                     self.collect(&mut st)?;
                     Ok(st.ledger.has_free().then_some(()))
                 })?;

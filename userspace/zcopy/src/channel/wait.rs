@@ -89,19 +89,31 @@ impl Pacer {
     }
 }
 
+/// A spinning end reads the clock once per this many rounds of its spin,
+/// for its deadline (and an RDMA sender out of slots for its next read of
+/// the receiver's board): however long an end is told to spin, its
+/// timeout holds. The rounds between read no clock (in a guest without a
+/// working vDSO every read is a system call).
+pub(crate) const LOOK_EVERY: u32 = 256;
+
 /// Busy-polls `poll` up to `spin` rounds, pausing the CPU between them,
 /// and returns what it found (a message, a returned slot: `poll` takes it
-/// at once), or `None` when the rounds ran out. Nothing here asks after
+/// at once), or `None` when the rounds ran out or, looked at every
+/// [`LOOK_EVERY`] rounds, the deadline passed. Nothing here asks after
 /// the peer: a caller does that, a system call, only when the spin found
 /// nothing and it is about to sleep ([`sleep_on`]).
 #[inline(always)]
 pub(crate) fn spin_on<R>(
     spin: u32,
+    deadline: Option<Instant>,
     mut poll: impl FnMut() -> Result<Option<R>>,
 ) -> Result<Option<R>> {
-    for _ in 0..spin {
+    for i in 0..spin {
         if let Some(r) = poll()? {
             return Ok(Some(r));
+        }
+        if i % LOOK_EVERY == LOOK_EVERY - 1 && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
         }
         std::hint::spin_loop();
     }

@@ -31,12 +31,6 @@ const SEND_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// How long a sender out of slots waits after a read of the receiver's
 /// board that freed nothing before it reads again.
 pub(super) const PULL_EVERY: Duration = Duration::from_millis(1);
-/// A spinning end reads the clock once per this many rounds of its spin:
-/// for its deadline, and a sender out of slots for its next read of the
-/// receiver's board. However long an end is told to spin, its timeout
-/// holds and its slots come back; the rounds between read no clock (in a
-/// guest without a working vDSO every read is a system call).
-pub(super) const LOOK_EVERY: u32 = 256;
 /// A sender signals one message write in this many: the receiver's board,
 /// not the write's completion, says when a slot is free again, so the
 /// completions only give the send queue its room back.

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::link::{
     anon_ring, check_peer, geometry, recv_depth, Hello, Link, LinkStats, CLOSE, CONNECT_TIMEOUT,
-    IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, LOOK_EVERY, WR_RECV,
+    IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_RECV,
 };
-use crate::channel::{Error, Geometry, Pacer, Result, Rx, RxSample, Wait};
+use crate::channel::{Error, Geometry, Pacer, Result, Rx, RxSample, Wait, LOOK_EVERY};
 
 /// Listens for RDMA channel senders.
 #[derive(Debug)]

@@ -12,11 +12,11 @@ use memmap2::MmapMut;
 
 use super::link::{
     anon_ring, check_peer, credit_range, geometry, recv_depth, Hello, Link, LinkStats, CLOSE,
-    CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, LOOK_EVERY, PULL_EVERY,
-    WR_CLOSE, WR_READ, WR_RECV, WR_WRITE,
+    CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, PULL_EVERY, WR_CLOSE,
+    WR_READ, WR_RECV, WR_WRITE,
 };
 use crate::channel::ledger::{Events, Ledger};
-use crate::channel::{Builder, Error, Geometry, Result, Tx, TxLoan, Wait};
+use crate::channel::{Builder, Error, Geometry, Result, Tx, TxLoan, Wait, LOOK_EVERY};
 use crate::rdma::cm::Connection;
 use crate::rdma::verbs::Region;
 
