@@ -31,13 +31,15 @@ impl Wait {
 /// How long one sleep lasts before the peer's liveness is checked again:
 /// the bound on noticing a dead peer while waiting.
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(20);
-/// Default busy-poll rounds before sleeping: each round checks the ring
-/// once (one load, a hit while nothing comes) and pauses the CPU (x86
-/// PAUSE: about 10 to 150 cycles, by CPU model), so the spin lasts about
-/// 1 to 15 µs. A peer that answers within it is seen at busy-poll speed
-/// without a system call; one that does not finds this side asleep in the
-/// futex, using no CPU. `Sender::set_spin` and `Receiver::set_spin` change
-/// it per end (0: no spin).
+/// Default busy-poll rounds of a wait, before it yields
+/// ([`DEFAULT_YIELD`]) and then sleeps: each round checks the ring once
+/// (one load, a hit while nothing comes) and pauses the CPU (x86 PAUSE:
+/// about 10 to 150 cycles, by CPU model), so the spin lasts about 1 to
+/// 15 µs. A peer that answers within it is seen at busy-poll speed without
+/// a system call; one that answers within the yield, after a system call
+/// or a few; one that does not finds this side asleep in the futex, using
+/// no CPU. `Sender::set_spin` and `Receiver::set_spin` change it per end
+/// (0: no spin).
 pub const DEFAULT_SPIN: u32 = 256;
 /// Default time a waiting end spends giving its CPU up (`sched_yield`)
 /// and checking again, after its spin and before it sleeps: about what
