@@ -449,18 +449,31 @@ mod tests {
 
     use super::super::liveness::ASKED;
     use super::*;
-    use crate::channel::Builder;
+    use crate::channel::{Builder, Sender};
 
     fn asked() -> u64 {
         ASKED.with(|n| n.get())
     }
 
-    #[test]
-    fn a_wait_asks_after_the_sender_only_before_it_sleeps() {
+    /// Both ends of a channel of four 64-byte slots, in this thread.
+    fn local_pair() -> (Sender<Shm>, Receiver<Shm>) {
         let (a, b) = UnixStream::pair().unwrap();
         let tx = Builder::new().slot_size(64).slot_count(4).create().unwrap();
         tx.share(&a).unwrap();
-        let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+        (tx, Receiver::<Shm>::from_socket(&b).unwrap())
+    }
+
+    /// `recv_timeout(timeout)` on a channel whose sender sends nothing
+    /// times out, well within `bound`.
+    fn times_out_within(rx: &Receiver<Shm>, timeout: Duration, bound: Duration) {
+        let t = std::time::Instant::now();
+        assert!(matches!(rx.recv_timeout(timeout), Err(Error::Timeout)));
+        assert!(t.elapsed() < bound, "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_wait_asks_after_the_sender_only_before_it_sleeps() {
+        let (tx, rx) = local_pair();
 
         // A message that comes while the wait spins (here: already there
         // when the wait begins, as after a poll that just missed it) is
@@ -524,32 +537,16 @@ mod tests {
     fn a_spin_without_end_keeps_the_timeout() {
         // 2^32 rounds would take tens of seconds; the spin looks at the
         // clock every LOOK_EVERY rounds.
-        let (a, b) = UnixStream::pair().unwrap();
-        let tx = Builder::new().slot_size(64).slot_count(4).create().unwrap();
-        tx.share(&a).unwrap();
-        let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+        let (_tx, rx) = local_pair();
         rx.set_spin(u32::MAX);
         rx.set_yield(Duration::ZERO);
-        let t = std::time::Instant::now();
-        assert!(matches!(
-            rx.recv_timeout(Duration::from_millis(50)),
-            Err(Error::Timeout)
-        ));
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        times_out_within(&rx, Duration::from_millis(50), Duration::from_secs(5));
     }
 
     #[test]
     fn a_wait_yields_no_longer_than_its_timeout() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let tx = Builder::new().slot_size(64).slot_count(4).create().unwrap();
-        tx.share(&a).unwrap();
-        let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+        let (_tx, rx) = local_pair();
         rx.set_yield(Duration::from_secs(30));
-        let t = std::time::Instant::now();
-        assert!(matches!(
-            rx.recv_timeout(Duration::from_millis(20)),
-            Err(Error::Timeout)
-        ));
-        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        times_out_within(&rx, Duration::from_millis(20), Duration::from_secs(10));
     }
 }
