@@ -71,5 +71,5 @@ pub use sharing::inherited_socket;
 pub use transport::CardSlots;
 pub use transport::{Shm, Transport};
 #[cfg(feature = "rdma")]
-pub(crate) use wait::{Pacer, LOOK_EVERY};
+pub(crate) use wait::{deadline_due, Pacer, LOOK_EVERY};
 pub use wait::{Wait, DEFAULT_SPIN, DEFAULT_YIELD, LIVENESS_SLICE, PEER_CHECK_EVERY};

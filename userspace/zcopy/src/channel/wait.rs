@@ -98,6 +98,15 @@ impl Pacer {
 /// working vDSO every read is a system call).
 pub(crate) const LOOK_EVERY: u32 = 256;
 
+/// Whether a wait that has spun `spins` rounds, and goes on spinning while
+/// `spinning`, looks at its deadline now: once per [`LOOK_EVERY`] rounds
+/// of the spin (not at its start, where the deadline was just set), and
+/// at every turn once the spin is over.
+#[inline(always)]
+pub(crate) fn deadline_due(spins: u32, spinning: bool) -> bool {
+    !spinning || (spins > 0 && spins % LOOK_EVERY == 0)
+}
+
 /// Busy-polls `poll` up to `spin` rounds, pausing the CPU between them,
 /// and returns what it found (a message, a returned slot: `poll` takes it
 /// at once), or `None` when the rounds ran out or, looked at every
@@ -114,7 +123,7 @@ pub(crate) fn spin_on<R>(
         if let Some(r) = poll()? {
             return Ok(Some(r));
         }
-        if i % LOOK_EVERY == LOOK_EVERY - 1 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline_due(i + 1, true) && deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(None);
         }
         std::hint::spin_loop();

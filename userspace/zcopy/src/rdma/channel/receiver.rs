@@ -10,7 +10,7 @@ use super::link::{
     anon_ring, check_peer, geometry, recv_depth, Hello, Link, LinkStats, CLOSE, CONNECT_TIMEOUT,
     IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_RECV,
 };
-use crate::channel::{Error, Geometry, Pacer, Result, Rx, RxSample, Wait, LOOK_EVERY};
+use crate::channel::{deadline_due, Error, Geometry, Pacer, Result, Rx, RxSample, Wait};
 
 /// Listens for RDMA channel senders.
 #[derive(Debug)]
@@ -222,7 +222,7 @@ impl Receiver {
             // spin and before each sleep: the rounds between read no
             // clock.
             let spinning = spins < self.spin.get();
-            if (spins % LOOK_EVERY == 0 || !spinning) && d.is_some_and(|d| Instant::now() >= d) {
+            if deadline_due(spins, spinning) && d.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
             if spinning {

@@ -16,7 +16,9 @@ use super::link::{
     WR_READ, WR_RECV, WR_WRITE,
 };
 use crate::channel::ledger::{Events, Ledger};
-use crate::channel::{Builder, Error, Geometry, Result, Tx, TxLoan, Wait, LOOK_EVERY};
+use crate::channel::{
+    deadline_due, Builder, Error, Geometry, Result, Tx, TxLoan, Wait, LOOK_EVERY,
+};
 use crate::rdma::cm::Connection;
 use crate::rdma::verbs::Region;
 
@@ -217,18 +219,17 @@ impl Sender {
             if let Some(index) = st.ledger.loan() {
                 return Ok(index);
             }
-            // The board is pulled and the deadline checked when the wait
-            // begins, once per LOOK_EVERY rounds of the spin, and before
+            // The board is pulled when the wait begins, and it and the
+            // deadline once per LOOK_EVERY rounds of the spin and before
             // each sleep: the rounds between read no clock.
             let spinning = spins < self.spin.get();
-            let look = spins % LOOK_EVERY == 0 || !spinning;
-            if look {
+            if spins % LOOK_EVERY == 0 || !spinning {
                 self.pull(&mut st);
             }
             let Some(d) = *deadline.get_or_insert_with(|| wait.deadline()) else {
                 return Err(Error::Full);
             };
-            if look && d.is_some_and(|d| Instant::now() >= d) {
+            if deadline_due(spins, spinning) && d.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
             if spinning {
