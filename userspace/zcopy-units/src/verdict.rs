@@ -1,7 +1,7 @@
 //! How a zcopy bench turns repeated measurements into a verdict: one rule
 //! for the goals measured in rounds or runs (the IPC bench's paired
-//! rounds, the RDMA bench, the pipeline), so that a short run gives the
-//! verdict a long one gives, or none.
+//! rounds, the RDMA bench, the pipeline, the card's engine), so that a
+//! short run gives the verdict a long one gives, or none.
 //!
 //! A goal is judged on the interval between the lower and the upper
 //! quartile of its runs (by nearest rank: with 3 runs the lowest and the
