@@ -208,6 +208,25 @@ impl Rounds {
     }
 }
 
+/// How far the table's cross-core floor may lie from the rounds' before
+/// the report says the host moved the two CPUs between them.
+const PLACEMENT_SPREAD: f64 = 1.5;
+
+/// The table's cross-core floor (64 B p50) and the span of the rounds'
+/// (ns), when the table's lies more than [`PLACEMENT_SPREAD`] times
+/// outside that span: the host put the two CPUs elsewhere between the
+/// table's pass and the rounds, a cache-line transfer cost another price
+/// there, and a goal read off two rows of the table may compare two
+/// placements (the paired goals do not).
+fn placement_moved(points: &[Point], rounds: &Rounds) -> Option<(u64, u64, u64)> {
+    let table = p50(points, "floor", Pin::Cross, SMALL)?;
+    let c = rounds.column(Mech::Floor, SMALL)?;
+    let (lo, hi) = (*c.iter().min()?, *c.iter().max()?);
+    let t = table as f64;
+    (t * PLACEMENT_SPREAD < lo as f64 || t > hi as f64 * PLACEMENT_SPREAD)
+        .then_some((table, lo, hi))
+}
+
 /// The median of `v` (the mean of the middle two of an even count).
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -429,6 +448,17 @@ pub fn write(
              its slot): {r:.2}× the bare flag (64 B, cross-core, median of the rounds)"
         );
     }
+    let moved = placement_moved(points, rounds);
+    if let Some((table, lo, hi)) = moved {
+        println!(
+            "the host moved the two CPUs within this run: the table's cross-core floor (64 B \
+             p50) is {}, the rounds' {}–{}; a goal read off two rows of the table may compare \
+             two placements (the goals judged on rounds compare like with like)",
+            ns(table),
+            ns(lo),
+            ns(hi)
+        );
+    }
     println!("\ngoals (against this run's figures):");
     for g in &goals {
         let verdict = match (g["verdict"].as_str(), g["met"].as_bool()) {
@@ -454,6 +484,9 @@ pub fn write(
         "rounds": rounds.json(),
         "header_cost": rounds.floor_cost(Mech::FloorHeader),
         "index_cost": rounds.floor_cost(Mech::FloorIndex),
+        "placement_moved": moved.map(|(table, lo, hi)| json!({
+            "table_floor_ns": table, "rounds_floor_ns": [lo, hi],
+        })),
         "one_thread": one_thread.map(|(msg, clock)| json!({
             "message_ns": msg, "timing_ns": clock,
         })),
@@ -674,6 +707,25 @@ mod tests {
         };
         let floor = find(&goals(&points, &rounds, None, false), FLOOR_GOAL);
         assert_eq!(floor["met"], true, "{floor}");
+    }
+
+    #[test]
+    fn a_table_floor_far_from_the_rounds_says_the_cpus_moved() {
+        let rounds = Rounds {
+            points: vec![(Mech::Floor, 64), (Mech::ZcopyBusy, 64)],
+            p50: vec![vec![130, 250], vec![175, 300], vec![150, 270]],
+        };
+        let table = |ns| vec![point(Mech::Floor, Pin::Cross, 64, ns)];
+        // Within 1.5× of the rounds' span at either end: the same placement.
+        assert_eq!(placement_moved(&table(90), &rounds), None);
+        assert_eq!(placement_moved(&table(150), &rounds), None);
+        assert_eq!(placement_moved(&table(260), &rounds), None);
+        // A line several times cheaper in the table's pass, or dearer.
+        assert_eq!(placement_moved(&table(37), &rounds), Some((37, 130, 175)));
+        assert_eq!(placement_moved(&table(300), &rounds), Some((300, 130, 175)));
+        // Nothing to compare: no table floor, or no rounds.
+        assert_eq!(placement_moved(&[], &rounds), None);
+        assert_eq!(placement_moved(&table(37), &Rounds::default()), None);
     }
 
     #[test]

@@ -128,6 +128,13 @@ def main():
         print(f"  {'IPC':<9} ran in the guest here: under the TCG timings below")
     else:
         goals("IPC", ipc, "see the shm bench above")
+        moved = (ipc or {}).get("placement_moved")
+        if moved:
+            lo, hi = moved["rounds_floor_ns"]
+            print(f"  {'IPC':<9} the host moved the two CPUs within this run: the table's floor "
+                  f"{moved['table_floor_ns']} ns, the rounds' {lo}–{hi} ns;")
+            print(f"  {'':<9}   goals read off the table may compare two placements, "
+                  "those judged on rounds do not")
     print()
     print("Counted in the guest, not timed (true under emulation too):")
     if p:
