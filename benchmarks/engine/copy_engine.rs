@@ -291,8 +291,7 @@ fn main() {
         } else {
             format!("at {}", sizes.join(" and "))
         };
-        // Every size must meet it; the value is the quartiles of the size
-        // whose lower quartile is least.
+        // Every size must meet it.
         let judged: Vec<(u32, Verdict, (f64, f64))> = held
             .iter()
             .filter_map(|(len, r)| Some((*len, judge(r, |x| x >= least), quartiles(r)?)))
