@@ -1,17 +1,21 @@
 //! How a shared-memory channel waits and which slots it lends: a strict
-//! ping-pong stays on the slots it got back, and a receiver blocked on an
-//! idle sender sleeps (its spin is bounded).
+//! ping-pong stays on the slots it got back (on one, with large slots),
+//! and a receiver blocked on an idle sender sleeps (its spin is bounded).
 
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use zcopy::channel::{Builder, Error, Receiver, Sender, Shm};
+use zcopy::channel::{Builder, Error, Receiver, Sender, Shm, RECLAIM_BEFORE_LOAN};
 
 fn pair(slots: u32) -> (Sender<Shm>, Receiver<Shm>) {
+    pair_of(4096, slots)
+}
+
+fn pair_of(slot_size: usize, slots: u32) -> (Sender<Shm>, Receiver<Shm>) {
     let (a, b) = UnixStream::pair().unwrap();
     let tx = Builder::new()
-        .slot_size(4096)
+        .slot_size(slot_size)
         .slot_count(slots)
         .create()
         .unwrap();
@@ -48,6 +52,24 @@ fn a_ping_pong_reuses_the_slots_it_got_back() {
         assert_eq!(got[..4], i.to_le_bytes());
     }
     assert!(used.len() <= 2, "slots used: {used:?}");
+}
+
+#[test]
+fn a_ping_pong_of_large_slots_stays_on_one() {
+    // Large slots are taken back before each loan too: the message the
+    // receiver dropped is back by the next loan, so a sender writing
+    // whole messages writes the same memory every time.
+    let (tx, rx) = pair_of(RECLAIM_BEFORE_LOAN, 8);
+    let mut used = BTreeSet::new();
+    for i in 0..100u32 {
+        let mut loan = tx.loan().unwrap();
+        used.insert(loan.index());
+        loan.as_mut_slice().fill(i as u8);
+        loan.send(RECLAIM_BEFORE_LOAN).unwrap();
+        let got = rx.recv().unwrap();
+        assert!(got.iter().all(|&b| b == i as u8), "message {i}");
+    }
+    assert_eq!(used.len(), 1, "slots used: {used:?}");
 }
 
 #[test]

@@ -65,7 +65,7 @@ use geometry::check_pod;
 pub use geometry::{Geometry, TransportKind};
 pub use receiver::{Receiver, Sample};
 pub use segment::{check_name, list, remove_stale, ChannelInfo, MAX_NAME_LEN};
-pub use sender::{Loan, OwnedLoan, PodLoan, Sender, SenderRef, SlotLoan};
+pub use sender::{Loan, OwnedLoan, PodLoan, Sender, SenderRef, SlotLoan, RECLAIM_BEFORE_LOAN};
 pub use sharing::inherited_socket;
 #[cfg(feature = "card")]
 pub use transport::CardSlots;
