@@ -38,6 +38,10 @@ struct SendState {
     returns: Consumer,
     ledger: Ledger,
     receiver: Option<Watch>,
+    /// What a corrupt return ring gave where no error can be returned
+    /// (after a send, counting the slots in flight): the next loan
+    /// returns it.
+    deferred: Option<Error>,
 }
 
 /// The sending end of a channel.
@@ -64,6 +68,7 @@ impl<T: Transport> Sender<T> {
                 returns,
                 ledger: Ledger::new(geo.slot_count),
                 receiver: None,
+                deferred: None,
             }),
             seg,
             slots,
@@ -108,7 +113,7 @@ impl<T: Transport> Sender<T> {
         let mut st = self.state.borrow_mut();
         // A corrupt return ring surfaces on the next loan; here it only
         // means the count is as of the last good entry.
-        let _ = self.collect(&mut st);
+        self.collect_or_defer(&mut st);
         st.ledger.in_flight()
     }
 
@@ -188,6 +193,9 @@ impl<T: Transport> Sender<T> {
     #[inline(always)]
     fn take_slot(&self, wait: Wait) -> Result<u32> {
         let mut st = self.state.borrow_mut();
+        if let Some(e) = st.deferred.take() {
+            return Err(e);
+        }
         if self.geo.slot_size as usize >= RECLAIM_BEFORE_LOAN {
             self.collect(&mut st)?;
         }
@@ -276,6 +284,15 @@ impl<T: Transport> Sender<T> {
                 .map_err(|_| Error::Corrupt("the receiver returned a slot that was not sent"))?;
         }
         Ok(())
+    }
+
+    /// [`Sender::collect`] where its error cannot be returned: kept for
+    /// the next loan (the first one, if several).
+    #[inline(always)]
+    fn collect_or_defer(&self, st: &mut SendState) {
+        if let Err(e) = self.collect(st) {
+            st.deferred.get_or_insert(e);
+        }
     }
 
     fn check_receiver(&self, st: &mut SendState) -> Result<()> {
@@ -473,7 +490,7 @@ impl<T: Transport, S: SenderRef<T>> SlotLoan<T, S> {
         // ledger lends the most recently freed slot first), which is still
         // in cache, instead of walking every slot. A corrupt return ring
         // surfaces on the next loan.
-        let _ = this.sender.collect(&mut st);
+        this.sender.collect_or_defer(&mut st);
         Ok(())
     }
 }
@@ -572,7 +589,28 @@ mod tests {
     use std::time::Duration;
 
     use super::super::liveness::ASKED;
+    use super::*;
     use crate::channel::{Builder, Receiver, Shm};
+
+    #[test]
+    fn a_return_of_a_slot_never_sent_fails_the_next_loan() {
+        // A receiver that gives back a slot it never got: the send that
+        // takes in the return cannot report it, the next loan does, once.
+        let tx: Sender<Shm> = Builder::new().slot_size(64).slot_count(4).create().unwrap();
+        let mut peer = Producer::attach(tx.seg.return_ring()).unwrap();
+        let loan = tx.loan().unwrap();
+        let never_sent = (loan.index() + 1) % 4;
+        peer.push(u64::from(never_sent)).unwrap();
+        loan.send(8).unwrap();
+        assert!(
+            matches!(tx.loan(), Err(Error::Corrupt(why)) if why.contains("not sent")),
+            "the loan after the bad return"
+        );
+        // Reported; the channel's own state is untouched, so it goes on.
+        assert_eq!(tx.in_flight(), 1);
+        tx.loan().unwrap().send(8).unwrap();
+        assert_eq!(tx.in_flight(), 2);
+    }
 
     /// Waits in `loan` (no spin, `yield_for` of yielding) on a channel of
     /// one slot whose receiver gives it back once `delay` has passed: how
