@@ -27,6 +27,9 @@ struct RecvState {
     /// The slots of the last two messages: the sender lends the slot
     /// returned last first, so the next message is likely in one of them.
     recent: [u32; 2],
+    /// The last look at the ring found nothing: the next one starts
+    /// fetching `recent` before it reads the entry.
+    polling: bool,
 }
 
 /// The receiving end of a channel.
@@ -96,6 +99,7 @@ impl<T: Transport> Receiver<T> {
             pacer: Pacer::new(),
             deferred: None,
             recent: [0, 0],
+            polling: false,
         };
         Ok(Receiver {
             seg,
@@ -187,13 +191,16 @@ impl<T: Transport> Receiver<T> {
     pub fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         let mut st = self.state.borrow_mut();
         if st.deferred.is_none() {
+            if st.polling {
+                self.prefetch_recent(&st);
+            }
             if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
                 return self.take(&mut st, v).map(Some);
             }
             if let Wait::Never = wait {
                 // A poll that found nothing, the busy-polling caller's
                 // loop: inlined too, and short while nothing needs asking.
-                self.prefetch_recent(&st);
+                st.polling = true;
                 if !self.sender_closed() && !st.pacer.due() {
                     return Ok(None);
                 }
@@ -204,8 +211,11 @@ impl<T: Transport> Receiver<T> {
     }
 
     /// Nothing yet: starts fetching the slots the next message is likely
-    /// in, so that their first line travels alongside the entry's instead
-    /// of after it.
+    /// in, right before a look at the ring, so that their first line
+    /// travels alongside the entry's instead of after it. Fetched after a
+    /// look that found nothing, they would come from before the sender's
+    /// next write more often than not: a sender writes the slot and the
+    /// entry back to back, and a poller waits between its looks.
     #[inline(always)]
     fn prefetch_recent(&self, st: &RecvState) {
         for i in st.recent {
@@ -264,6 +274,7 @@ impl<T: Transport> Receiver<T> {
             return Err(Error::Corrupt("message names a slot the receiver holds"));
         }
         st.recent = [index, st.recent[0]];
+        st.polling = false;
         Ok(Sample {
             receiver: self,
             index,
@@ -284,7 +295,7 @@ impl<T: Transport> Receiver<T> {
         }
         let Some(deadline) = wait.deadline() else {
             // Not waiting: the sender is asked after as the pacer says.
-            self.prefetch_recent(st);
+            st.polling = true;
             let ask = st.pacer.due();
             if !self.sender_left(st, ask)? {
                 return Ok(None);
@@ -293,11 +304,8 @@ impl<T: Transport> Receiver<T> {
             return v.map(|v| self.take(st, v)).transpose();
         };
         let mut found = spin_on(self.spin.get(), deadline, || {
-            let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
-            if v.is_none() {
-                self.prefetch_recent(st);
-            }
-            Ok(v)
+            self.prefetch_recent(st);
+            st.submit.pop().map_err(corrupt("submit ring indices"))
         })?;
         if found.is_none() {
             found = yield_on(self.yield_for.get(), deadline, || {
