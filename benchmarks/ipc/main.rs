@@ -101,20 +101,26 @@ fn run(args: Args) -> Result<(), String> {
         let n = if args.quick { 2 } else { ROUNDS };
         match mech::rounds(&paired, n, iters) {
             Ok(p50) => {
-                for (i, row) in p50.iter().enumerate() {
-                    let row: Vec<String> = paired
+                rounds = report::Rounds {
+                    points: paired,
+                    p50,
+                };
+                for (i, (row, moved)) in rounds.p50.iter().zip(rounds.moved()).enumerate() {
+                    let row: Vec<String> = rounds
+                        .points
                         .iter()
                         .zip(row)
                         .map(|((m, size), v)| {
                             format!("{} {} {v} ns", m.name(), zcopy_plot::size(*size as f64))
                         })
                         .collect();
-                    eprintln!("cross-core, round {}: {}", i + 1, row.join(", "));
+                    let note = if moved {
+                        " (the floor moved within it: left out of the goals between its two floors)"
+                    } else {
+                        ""
+                    };
+                    eprintln!("cross-core, round {}{note}: {}", i + 1, row.join(", "));
                 }
-                rounds = report::Rounds {
-                    points: paired,
-                    p50,
-                };
             }
             Err(e) => eprintln!("cross-core rounds: {e}"),
         }

@@ -155,17 +155,32 @@ const SIZE_GOAL: &str = "4 MiB one-way p50 within 2 × the 64 B p50 (cross-core)
 const FILL_GOAL: &str = "4 MiB, sender writes every byte: p50 ≤ 1.2 × the floor doing the same";
 
 /// The cross-core points the paired goals read (and the header and index
-/// floors beside the bare one), measured in alternating rounds.
-pub const PAIRED: [(Mech, usize); 8] = [
+/// floors beside the bare one), measured in alternating rounds. The bare
+/// floor comes again after the points that take a few milliseconds
+/// each: the two brackets of [`Rounds::moved`].
+pub const PAIRED: [(Mech, usize); 9] = [
     (Mech::Floor, SMALL),
     (Mech::FloorHeader, SMALL),
     (Mech::FloorIndex, SMALL),
     (Mech::ZcopyBusy, SMALL),
     (Mech::ZcopyBlocking, SMALL),
     (Mech::ZcopyBusy, BIG),
+    (Mech::Floor, SMALL),
     (Mech::FloorFill, BIG),
     (Mech::ZcopyFill, BIG),
 ];
+
+/// A goal's ratios from paired rounds ([`Rounds::paired`]).
+#[derive(Debug, Clone)]
+struct Paired {
+    /// Medians of the two points over the rounds kept (NaN: none kept).
+    ours: f64,
+    theirs: f64,
+    /// One ratio per round kept.
+    ratios: Vec<f64>,
+    /// Rounds left out: the host moved the CPUs within them.
+    left_out: usize,
+}
 
 /// Cross-core one-way p50s measured in alternating rounds
 /// ([`crate::mech::rounds`]): points measured back to back share the
@@ -180,35 +195,93 @@ pub struct Rounds {
 }
 
 impl Rounds {
+    /// Where the first measurement of a point lies in a round.
+    fn position(&self, m: Mech, size: usize) -> Option<usize> {
+        self.points.iter().position(|&p| p == (m, size))
+    }
+
     fn column(&self, m: Mech, size: usize) -> Option<Vec<u64>> {
-        let i = self.points.iter().position(|&p| p == (m, size))?;
+        let i = self.position(m, size)?;
         let c: Vec<u64> = self.p50.iter().map(|r| r[i]).collect();
         (!c.is_empty()).then_some(c)
     }
 
-    /// Medians of `a` and `b` and the ratio a/b of each round.
-    fn paired(&self, a: (Mech, usize), b: (Mech, usize)) -> Option<(f64, f64, Vec<f64>)> {
+    /// The positions of the bare floor's two measurements in a round,
+    /// when it has two.
+    fn brackets(&self) -> Option<(usize, usize)> {
+        let first = self.position(Mech::Floor, SMALL)?;
+        let last = self
+            .points
+            .iter()
+            .rposition(|&p| p == (Mech::Floor, SMALL))?;
+        (last > first).then_some((first, last))
+    }
+
+    /// Per round: whether the host moved the two CPUs between the bare
+    /// floor's two measurements (they lie more than [`PLACEMENT_SPREAD`]
+    /// times apart), so that the points between them may have been
+    /// measured in two placements. All false without a second floor.
+    pub fn moved(&self) -> Vec<bool> {
+        let Some((first, last)) = self.brackets() else {
+            return vec![false; self.p50.len()];
+        };
+        self.p50
+            .iter()
+            .map(|r| {
+                let (a, b) = (r[first].max(1) as f64, r[last].max(1) as f64);
+                a.max(b) > PLACEMENT_SPREAD * a.min(b)
+            })
+            .collect()
+    }
+
+    /// Medians of `a` and `b` and the ratio a/b of each round, leaving out
+    /// the rounds [`Rounds::moved`] names when both points lie between
+    /// the floor's two measurements.
+    fn paired(&self, a: (Mech, usize), b: (Mech, usize)) -> Option<Paired> {
         let (x, y) = (self.column(a.0, a.1)?, self.column(b.0, b.1)?);
-        let ratios = x
+        let bracketed = match (
+            self.brackets(),
+            self.position(a.0, a.1),
+            self.position(b.0, b.1),
+        ) {
+            (Some((first, last)), Some(i), Some(j)) => {
+                (first..=last).contains(&i) && (first..=last).contains(&j)
+            }
+            _ => false,
+        };
+        let moved = self.moved();
+        let kept: Vec<(u64, u64)> = x
             .iter()
             .zip(&y)
-            .map(|(&p, &q)| p as f64 / q.max(1) as f64)
+            .zip(&moved)
+            .filter(|(_, &m)| !(bracketed && m))
+            .map(|((&p, &q), _)| (p, q))
             .collect();
-        let f = |c: Vec<u64>| median(&c.into_iter().map(|v| v as f64).collect::<Vec<_>>());
-        Some((f(x), f(y), ratios))
+        let f = |c: Vec<f64>| if c.is_empty() { f64::NAN } else { median(&c) };
+        Some(Paired {
+            ours: f(kept.iter().map(|&(p, _)| p as f64).collect()),
+            theirs: f(kept.iter().map(|&(_, q)| q as f64).collect()),
+            ratios: kept
+                .iter()
+                .map(|&(p, q)| p as f64 / q.max(1) as f64)
+                .collect(),
+            left_out: x.len() - kept.len(),
+        })
     }
 
     /// A floor variant (the header, the indexed header) against the bare
-    /// floor, at 64 B: the median of the rounds' ratios.
+    /// floor, at 64 B: the median of the rounds' ratios (None when every
+    /// round was left out).
     pub fn floor_cost(&self, m: Mech) -> Option<f64> {
-        let (_, _, r) = self.paired((m, SMALL), (Mech::Floor, SMALL))?;
-        Some(median(&r))
+        let r = self.paired((m, SMALL), (Mech::Floor, SMALL))?.ratios;
+        (!r.is_empty()).then(|| median(&r))
     }
 
     fn json(&self) -> Value {
         json!({
             "points": self.points.iter().map(|(m, size)| json!({"mechanism": m.name(), "size": size})).collect::<Vec<_>>(),
             "p50_ns": self.p50,
+            "moved": self.moved(),
         })
     }
 }
@@ -260,20 +333,43 @@ fn goals(points: &[Point], rounds: &Rounds, idle: Option<(f64, f64)>, quick: boo
     // verdict on the quartiles of the rounds' ratios (`ok` reads a ratio
     // against 1).
     let paired = |name: &str, a: (Mech, usize), b: (Mech, usize), ok: &dyn Fn(f64, f64) -> bool| {
-        let (x, y, ratios) = rounds.paired(a, b)?;
-        let r = median(&ratios);
-        let (lo, hi) = ratios
-            .iter()
-            .fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+        let Paired {
+            ours: x,
+            theirs: y,
+            ratios,
+            left_out,
+        } = rounds.paired(a, b)?;
         let verdict = judge(&ratios, |r| ok(r, 1.0));
-        let (q1, q3) = quartiles(&ratios).unwrap_or((r, r));
-        // The quartiles are what the verdict reads; all the rounds' span
-        // beside them, so an outlier shows without seeming to decide.
-        let value = format!(
-            "{} vs {}; {} rounds: median {r:.2}×, quartiles {q1:.2}–{q3:.2}×, all {lo:.2}–{hi:.2}×",
-            ns(x.round() as u64),
-            ns(y.round() as u64),
-            ratios.len()
+        let kept = if left_out == 0 {
+            format!("{} rounds", ratios.len())
+        } else {
+            format!(
+                "{} of {} rounds ({left_out} left out: the host moved the CPUs within them)",
+                ratios.len(),
+                ratios.len() + left_out
+            )
+        };
+        let (value, r, q) = if ratios.is_empty() {
+            (kept, None, None)
+        } else {
+            let r = median(&ratios);
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+            let (q1, q3) = quartiles(&ratios).unwrap_or((r, r));
+            // The quartiles are what the verdict reads; all the rounds'
+            // span beside them, so an outlier shows without seeming to
+            // decide.
+            let value = format!(
+                "{} vs {}; {kept}: median {r:.2}×, quartiles {q1:.2}–{q3:.2}×, all {lo:.2}–{hi:.2}×",
+                ns(x.round() as u64),
+                ns(y.round() as u64),
+            );
+            (value, Some(r), Some([q1, q3]))
+        };
+        let (x, y) = (
+            Some(x).filter(|v| v.is_finite()),
+            Some(y).filter(|v| v.is_finite()),
         );
         let text = match verdict {
             _ if quick => "not judged (a quick run)".to_string(),
@@ -284,7 +380,7 @@ fn goals(points: &[Point], rounds: &Rounds, idle: Option<(f64, f64)>, quick: boo
         };
         Some(json!({
             "goal": name, "value": value, "ours": x, "reference": y, "unit": "ns",
-            "ratio": r, "ratios": ratios, "quartiles": [q1, q3],
+            "ratio": r, "ratios": ratios, "quartiles": q, "left_out": left_out,
             "met": verdict.met().filter(|_| !quick), "verdict": text
         }))
     };
@@ -680,6 +776,68 @@ mod tests {
         let all = goals(&points, &Rounds::default(), None, false);
         let table = all.iter().find(|g| g["goal"] == FILL_GOAL).unwrap();
         assert_eq!(table["met"], false, "{table}");
+    }
+
+    #[test]
+    fn a_round_whose_floor_moved_is_left_out_of_the_goals_it_brackets() {
+        let (mib4, us) = (4 << 20, 1000);
+        let points = vec![
+            point(Mech::Floor, Pin::Cross, 64, 60),
+            point(Mech::ZcopyBusy, Pin::Cross, 64, 100),
+        ];
+        let find = |all: &[Value], name: &str| -> Value {
+            all.iter().find(|g| g["goal"] == name).unwrap().clone()
+        };
+        // Rounds 2 and 4: the floor at the round's start was measured in
+        // the dear placement, the channel and the floor after it in the
+        // cheap one. Kept, they put the rounds on both sides of the goal.
+        let rounds = Rounds {
+            points: vec![
+                (Mech::Floor, 64),
+                (Mech::ZcopyBusy, 64),
+                (Mech::Floor, 64),
+                (Mech::FloorFill, mib4),
+                (Mech::ZcopyFill, mib4),
+            ],
+            p50: vec![
+                vec![60, 100, 62, 50 * us, 52 * us],
+                vec![240, 90, 60, 50 * us, 51 * us],
+                vec![60, 100, 60, 50 * us, 53 * us],
+                vec![250, 100, 60, 50 * us, 52 * us],
+                vec![65, 105, 64, 50 * us, 51 * us],
+            ],
+        };
+        assert_eq!(rounds.moved(), [false, true, false, true, false]);
+        let all = goals(&points, &rounds, None, false);
+        let floor = find(&all, FLOOR_GOAL);
+        assert_eq!(floor["verdict"], "NOT met", "{floor}");
+        assert_eq!(floor["left_out"], 2, "{floor}");
+        assert!(
+            floor["value"]
+                .as_str()
+                .unwrap()
+                .contains("3 of 5 rounds (2 left out: the host moved the CPUs within them)"),
+            "{floor}"
+        );
+        // The fill points come after the second floor: every round counts.
+        let fill = find(&all, FILL_GOAL);
+        assert_eq!(fill["left_out"], 0, "{fill}");
+        assert_eq!(fill["ratios"].as_array().unwrap().len(), 5, "{fill}");
+        assert_eq!(
+            rounds.json()["moved"],
+            json!([false, true, false, true, false])
+        );
+
+        // Every round moved: no verdict, and no figures to give.
+        let all_moved = Rounds {
+            points: rounds.points.clone(),
+            p50: vec![vec![240, 100, 60, 50 * us, 52 * us]; 4],
+        };
+        let all = goals(&points, &all_moved, None, false);
+        let floor = find(&all, FLOOR_GOAL);
+        assert_eq!(floor["verdict"], "no verdict: 0 rounds, a verdict needs 3");
+        assert_eq!(floor["met"], Value::Null);
+        assert_eq!(all_moved.floor_cost(Mech::ZcopyBusy), None);
     }
 
     #[test]

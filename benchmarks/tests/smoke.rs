@@ -64,7 +64,8 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
     }
     // The paired 64 B rounds (two in a quick run) and the one-thread costs.
     let rounds = &doc["rounds"];
-    // The run has 64 B (not 4 MiB): the 64 B points of the paired goals.
+    // The run has 64 B (not 4 MiB): the 64 B points of the paired goals,
+    // the floor again after them.
     let named: Vec<&str> = rounds["points"]
         .as_array()
         .unwrap()
@@ -78,8 +79,14 @@ fn quick_run_writes_json_and_plots_for_every_mechanism() {
             "floor-header",
             "floor-index",
             "zcopy-busy",
-            "zcopy-blocking"
+            "zcopy-blocking",
+            "floor"
         ]
+    );
+    assert_eq!(
+        rounds["moved"].as_array().map(Vec::len),
+        Some(2),
+        "{rounds}"
     );
     let rows = rounds["p50_ns"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rounds}");
