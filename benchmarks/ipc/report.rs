@@ -173,9 +173,9 @@ pub const PAIRED: [(Mech, usize); 9] = [
 /// A goal's ratios from paired rounds ([`Rounds::paired`]).
 #[derive(Debug, Clone)]
 struct Paired {
-    /// Medians of the two points over the rounds kept (NaN: none kept).
-    ours: f64,
-    theirs: f64,
+    /// Medians of the two points over the rounds kept (None: none kept).
+    ours: Option<f64>,
+    theirs: Option<f64>,
     /// One ratio per round kept.
     ratios: Vec<f64>,
     /// Rounds left out: the host moved the CPUs within them.
@@ -257,7 +257,7 @@ impl Rounds {
             .filter(|(_, &m)| !(bracketed && m))
             .map(|((&p, &q), _)| (p, q))
             .collect();
-        let f = |c: Vec<f64>| if c.is_empty() { f64::NAN } else { median(&c) };
+        let f = |c: Vec<f64>| (!c.is_empty()).then(|| median(&c));
         Some(Paired {
             ours: f(kept.iter().map(|&(p, _)| p as f64).collect()),
             theirs: f(kept.iter().map(|&(_, q)| q as f64).collect()),
@@ -334,8 +334,8 @@ fn goals(points: &[Point], rounds: &Rounds, idle: Option<(f64, f64)>, quick: boo
     // against 1).
     let paired = |name: &str, a: (Mech, usize), b: (Mech, usize), ok: &dyn Fn(f64, f64) -> bool| {
         let Paired {
-            ours: x,
-            theirs: y,
+            ours,
+            theirs,
             ratios,
             left_out,
         } = rounds.paired(a, b)?;
@@ -349,28 +349,27 @@ fn goals(points: &[Point], rounds: &Rounds, idle: Option<(f64, f64)>, quick: boo
                 ratios.len() + left_out
             )
         };
-        let (value, r, q) = if ratios.is_empty() {
-            (kept, None, None)
-        } else {
-            let r = median(&ratios);
-            let (lo, hi) = ratios
-                .iter()
-                .fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
-            let (q1, q3) = quartiles(&ratios).unwrap_or((r, r));
-            // The quartiles are what the verdict reads; all the rounds'
-            // span beside them, so an outlier shows without seeming to
-            // decide.
-            let value = format!(
-                "{} vs {}; {kept}: median {r:.2}×, quartiles {q1:.2}–{q3:.2}×, all {lo:.2}–{hi:.2}×",
-                ns(x.round() as u64),
-                ns(y.round() as u64),
-            );
-            (value, Some(r), Some([q1, q3]))
+        let (value, r, q) = match (ours, theirs) {
+            (Some(x), Some(y)) => {
+                let r = median(&ratios);
+                let (lo, hi) = ratios
+                    .iter()
+                    .fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+                let (q1, q3) = quartiles(&ratios).unwrap_or((r, r));
+                // The quartiles are what the verdict reads; all the rounds'
+                // span beside them, so an outlier shows without seeming to
+                // decide.
+                let value = format!(
+                    "{} vs {}; {kept}: median {r:.2}×, quartiles {q1:.2}–{q3:.2}×, \
+                     all {lo:.2}–{hi:.2}×",
+                    ns(x.round() as u64),
+                    ns(y.round() as u64),
+                );
+                (value, Some(r), Some([q1, q3]))
+            }
+            // Every round left out.
+            _ => (kept, None, None),
         };
-        let (x, y) = (
-            Some(x).filter(|v| v.is_finite()),
-            Some(y).filter(|v| v.is_finite()),
-        );
         let text = match verdict {
             _ if quick => "not judged (a quick run)".to_string(),
             Verdict::Met => "met".into(),
@@ -379,7 +378,7 @@ fn goals(points: &[Point], rounds: &Rounds, idle: Option<(f64, f64)>, quick: boo
             Verdict::TooFew(n) => format!("no verdict: {n} rounds, a verdict needs {MIN_RUNS}"),
         };
         Some(json!({
-            "goal": name, "value": value, "ours": x, "reference": y, "unit": "ns",
+            "goal": name, "value": value, "ours": ours, "reference": theirs, "unit": "ns",
             "ratio": r, "ratios": ratios, "quartiles": q, "left_out": left_out,
             "met": verdict.met().filter(|_| !quick), "verdict": text
         }))
@@ -699,6 +698,11 @@ mod tests {
         Point::new(mech, pin, size, Ok(vec![ns]), Ok(1e6))
     }
 
+    /// The goal named `name` among `all`.
+    fn find(all: &[Value], name: &str) -> Value {
+        all.iter().find(|g| g["goal"] == name).unwrap().clone()
+    }
+
     #[test]
     fn each_plot_has_one_line_per_mechanism_with_its_own_pinning() {
         let mut points = Vec::new();
@@ -756,7 +760,7 @@ mod tests {
                 p50,
             };
             let all = goals(&points, &rounds, None, false);
-            all.into_iter().find(|g| g["goal"] == FILL_GOAL).unwrap()
+            find(&all, FILL_GOAL)
         };
         let met = fill(vec![
             vec![50 * us, 52 * us],
@@ -774,7 +778,7 @@ mod tests {
         assert_eq!(not_met["verdict"], "NOT met", "{not_met}");
         // Without rounds of the two points, the table's figures.
         let all = goals(&points, &Rounds::default(), None, false);
-        let table = all.iter().find(|g| g["goal"] == FILL_GOAL).unwrap();
+        let table = find(&all, FILL_GOAL);
         assert_eq!(table["met"], false, "{table}");
     }
 
@@ -785,9 +789,6 @@ mod tests {
             point(Mech::Floor, Pin::Cross, 64, 60),
             point(Mech::ZcopyBusy, Pin::Cross, 64, 100),
         ];
-        let find = |all: &[Value], name: &str| -> Value {
-            all.iter().find(|g| g["goal"] == name).unwrap().clone()
-        };
         // Rounds 2 and 4: the floor at the round's start was measured in
         // the dear placement, the channel and the floor after it in the
         // cheap one. Kept, they put the rounds on both sides of the goal.
@@ -849,9 +850,6 @@ mod tests {
             point(Mech::ZcopyBusy, Pin::Cross, 64, 340),
             point(Mech::ZcopyBusy, Pin::Cross, 4 << 20, 100),
         ];
-        let find = |all: &[Value], name: &str| -> Value {
-            all.iter().find(|g| g["goal"] == name).unwrap().clone()
-        };
         let rounds = Rounds {
             points: vec![
                 (Mech::Floor, 64),
@@ -941,7 +939,7 @@ mod tests {
             point(Mech::ZcopyBusy, Pin::Cross, 64, 280),
             point(Mech::ZcopyBusy, Pin::Cross, 65536, 290),
         ];
-        let find = |goals: &[Value], start: &str| -> Value {
+        let starting = |goals: &[Value], start: &str| -> Value {
             goals
                 .iter()
                 .find(|g| g["goal"].as_str().unwrap().starts_with(start))
@@ -950,25 +948,25 @@ mod tests {
         };
         let none = Rounds::default();
         let full = goals(&points, &none, None, false);
-        let floor = find(&full, "64 B one-way p50 (cross-core) ≤ 1.5");
+        let floor = starting(&full, "64 B one-way p50 (cross-core) ≤ 1.5");
         assert_eq!(floor["met"], true);
         assert_eq!(floor["value"], "280 ns vs 200 ns (1.40×)");
         assert_eq!(figures("ns", 100.0, 21_000.0), "100 ns vs 21.00 µs (1/210)");
-        let big = find(&full, "4 MiB one-way p50");
+        let big = starting(&full, "4 MiB one-way p50");
         assert!(big["met"].is_null(), "64 KiB is not 4 MiB: {big}");
         assert_eq!(big["value"], "not measured in this run");
-        let idle = find(
+        let idle = starting(
             &goals(&points, &none, Some((0.002, 0.99)), false),
             "idle sender",
         );
         assert_eq!(idle["met"], true, "{idle}");
         assert_eq!(idle["value"], "0.20 % vs 99.00 % of a core (1/495)");
-        let idle = find(
+        let idle = starting(
             &goals(&points, &none, Some((0.05, 0.99)), false),
             "idle sender",
         );
         assert_eq!(idle["met"], false, "{idle}");
-        let quick = find(
+        let quick = starting(
             &goals(&points, &none, None, true),
             "64 B one-way p50 (cross-core) ≤ 1.5",
         );
