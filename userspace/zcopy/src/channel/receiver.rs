@@ -190,24 +190,25 @@ impl<T: Transport> Receiver<T> {
     #[inline(always)]
     pub fn recv_with(&self, wait: Wait) -> Result<Option<Sample<'_, T>>> {
         let mut st = self.state.borrow_mut();
-        if st.deferred.is_none() {
-            if st.polling {
-                self.prefetch_recent(&st);
-            }
-            if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
-                return self.take(&mut st, v).map(Some);
-            }
-            if let Wait::Never = wait {
-                // A poll that found nothing, the busy-polling caller's
-                // loop: inlined too, and short while nothing needs asking.
-                st.polling = true;
-                if !self.sender_closed() && !st.pacer.due() {
-                    return Ok(None);
-                }
-                return self.poll_sender(&mut st);
-            }
+        if let Some(e) = st.deferred.take() {
+            return Err(e);
         }
-        self.wait_for_message(&mut st, wait)
+        if st.polling {
+            self.prefetch_recent(&st);
+        }
+        if let Some(v) = st.submit.pop().map_err(corrupt("submit ring indices"))? {
+            return self.take(&mut st, v).map(Some);
+        }
+        let Some(deadline) = wait.deadline() else {
+            // A poll that found nothing, the busy-polling caller's loop:
+            // inlined too, and short while nothing needs asking.
+            st.polling = true;
+            if !self.sender_closed() && !st.pacer.due() {
+                return Ok(None);
+            }
+            return self.poll_sender(&mut st);
+        };
+        self.wait_for_message(&mut st, deadline)
     }
 
     /// Nothing yet: starts fetching the slots the next message is likely
@@ -282,27 +283,17 @@ impl<T: Transport> Receiver<T> {
         })
     }
 
-    /// [`Receiver::recv_with`] when no message was there (or a failure
-    /// from a Drop waits to be reported): waits as `wait` says. A waiting
-    /// call spins on the ring first, then yields, and asks after the
-    /// sender's process (a system call) only once both found nothing,
-    /// before it sleeps: a message that comes within the spin costs no
-    /// system call.
+    /// [`Receiver::recv_with`] when no message was there and the call
+    /// waits, until `deadline` (`None`: as long as it takes). It spins on
+    /// the ring first, then yields, and asks after the sender's process (a
+    /// system call) only once both found nothing, before it sleeps: a
+    /// message that comes within the spin costs no system call.
     #[inline(never)]
-    fn wait_for_message(&self, st: &mut RecvState, wait: Wait) -> Result<Option<Sample<'_, T>>> {
-        if let Some(e) = st.deferred.take() {
-            return Err(e);
-        }
-        let Some(deadline) = wait.deadline() else {
-            // Not waiting: the sender is asked after as the pacer says.
-            st.polling = true;
-            let ask = st.pacer.due();
-            if !self.sender_left(st, ask)? {
-                return Ok(None);
-            }
-            let v = st.submit.pop().map_err(corrupt("submit ring indices"))?;
-            return v.map(|v| self.take(st, v)).transpose();
-        };
+    fn wait_for_message(
+        &self,
+        st: &mut RecvState,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<Sample<'_, T>>> {
         let mut found = spin_on(self.spin.get(), deadline, || {
             self.prefetch_recent(st);
             st.submit.pop().map_err(corrupt("submit ring indices"))
@@ -489,7 +480,7 @@ mod tests {
         tx.send_copy(b"ping").unwrap();
         let before = asked();
         let mut st = rx.state.borrow_mut();
-        let got = rx.wait_for_message(&mut st, Wait::Forever).unwrap();
+        let got = rx.wait_for_message(&mut st, None).unwrap();
         drop(st);
         assert_eq!(&got.unwrap()[..], b"ping");
         assert_eq!(
