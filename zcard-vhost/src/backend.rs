@@ -33,7 +33,8 @@ use virtio_bindings::bindings::virtio_ring::{
 #[derive(Debug, Parser)]
 #[command(name = "zcard-vhost", version, verbatim_doc_comment)]
 pub struct Args {
-    /// vhost-user socket to listen on (replaced if it exists).
+    /// vhost-user socket to listen on (a socket left there is replaced;
+    /// any other file is refused).
     #[arg(long, value_name = "PATH")]
     pub socket: PathBuf,
     /// Control socket (JSON lines) [default: SOCKET.ctl].
@@ -161,6 +162,19 @@ impl TryFrom<Args> for Config {
             p.push(".ctl");
             p.into()
         });
+        if control == args.socket {
+            return bad(format!(
+                "--control and --socket are one path ({})",
+                control.display()
+            ));
+        }
+        if let Some(s) = args
+            .storage
+            .as_ref()
+            .filter(|s| **s == args.socket || **s == control)
+        {
+            return bad(format!("--storage {} is also a socket's path", s.display()));
+        }
         Ok(Config {
             socket: args.socket,
             control,
@@ -253,8 +267,9 @@ pub fn run(args: Args) -> Result<(), Error> {
     let backend = Arc::new(ZcardBackend::new(Arc::new(card)).withholding(config.withheld_features));
     crate::control::spawn(backend.clone(), &config.control)
         .map_err(|e| Error::Listen(config.control.clone(), e.to_string()))?;
-    let mut listener = Listener::new(&config.socket, true)
-        .map_err(|e| Error::Listen(config.socket.clone(), e.to_string()))?;
+    let listen = |e: &dyn std::fmt::Display| Error::Listen(config.socket.clone(), e.to_string());
+    crate::control::clear_socket_path(&config.socket, false).map_err(|e| listen(&e))?;
+    let mut listener = Listener::new(&config.socket, false).map_err(|e| listen(&e))?;
     serve(backend, &mut listener, config.once)
 }
 
@@ -267,6 +282,17 @@ mod tests {
         argv.extend_from_slice(extra);
         let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
         Config::try_from(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn one_path_for_two_files_is_refused() {
+        let e = args(&["--control", "/tmp/z.sock"]).unwrap_err();
+        assert!(e.contains("--control and --socket are one path"), "{e}");
+        for storage in ["/tmp/z.sock", "/tmp/z.sock.ctl"] {
+            let e = args(&["--storage", storage]).unwrap_err();
+            assert!(e.contains("is also a socket's path"), "{e}");
+        }
+        assert!(args(&["--storage", "/tmp/z.img"]).is_ok());
     }
 
     #[test]

@@ -173,20 +173,34 @@ fn serve_client(backend: &ZcardBackend, stream: UnixStream) -> std::io::Result<(
     }
 }
 
-/// Binds `path` (replacing a stale socket) and serves it on a background thread.
-pub fn spawn(backend: Arc<ZcardBackend>, path: &Path) -> std::io::Result<thread::JoinHandle<()>> {
+/// Makes `path` free to bind: nothing there, or a socket left by an
+/// earlier run (removed). Any other file is refused, never removed: a
+/// path given by mistake (the storage file, say) keeps its data. With
+/// `probe`, a socket that still accepts a connection is refused too:
+/// another daemon serves it. (Only for sockets a probe connection cannot
+/// disturb: a vhost-user daemon takes a connection for its front end.)
+pub fn clear_socket_path(path: &Path, probe: bool) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
-        // A socket left by an earlier run is replaced; anything else is not ours.
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket",
-            ))
-        }
-        Err(_) => {}
+        Ok(m) if !m.file_type().is_socket() => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            "exists and is not a socket (left as it is)",
+        )),
+        Ok(_) if probe && UnixStream::connect(path).is_ok() => Err(Error::new(
+            ErrorKind::AddrInUse,
+            "another daemon is serving it",
+        )),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
+}
+
+/// Binds `path` (replacing a stale socket, refusing a live one or any
+/// other file: [`clear_socket_path`]) and serves it on a background thread.
+pub fn spawn(backend: Arc<ZcardBackend>, path: &Path) -> std::io::Result<thread::JoinHandle<()>> {
+    clear_socket_path(path, true)?;
     let listener = UnixListener::bind(path)?;
     let clients = Arc::new(AtomicUsize::new(0));
     thread::Builder::new()

@@ -688,3 +688,78 @@ fn bad_options_exit_with_a_message() {
         "{out:?}"
     );
 }
+
+/// Runs the daemon, which is expected to refuse to start: its exit code
+/// and stderr (a daemon that serves instead fails the test in 10 s).
+fn refused(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zcard-vhost"))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(10));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (code, err)
+}
+
+#[test]
+fn a_socket_path_holding_a_file_is_refused_and_the_file_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("card.img");
+    std::fs::write(&precious, b"the user's data").unwrap();
+    let storage = dir.path().join("other.img");
+    // The storage file given as the socket by mistake.
+    let (code, err) = refused(&[
+        "--socket".as_ref(),
+        precious.as_os_str(),
+        "--storage".as_ref(),
+        storage.as_os_str(),
+        "--storage-size".as_ref(),
+        "1M".as_ref(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"the user's data");
+    // One path for both: refused before either is touched.
+    let (code, err) = refused(&[
+        "--socket".as_ref(),
+        precious.as_os_str(),
+        "--storage".as_ref(),
+        precious.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is also a socket's path"), "{err}");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"the user's data");
+}
+
+#[test]
+fn a_second_daemon_on_a_served_socket_is_refused_and_the_first_serves_on() {
+    /// Killed however the test ends.
+    struct Daemon(Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Daemon(spawn_daemon(dir.path(), &[]));
+    let sock = dir.path().join("zcard.sock");
+    // Served once a front end gets through.
+    drop(Session::connect(&sock));
+    let other = dir.path().join("other.img");
+    let (code, err) = refused(&[
+        "--socket".as_ref(),
+        sock.as_os_str(),
+        "--storage".as_ref(),
+        other.as_os_str(),
+        "--storage-size".as_ref(),
+        "1M".as_ref(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("another daemon is serving it"), "{err}");
+    // The first one's sockets are still its own.
+    let mut s = Session::connect(&sock);
+    assert_eq!(s.config().len(), CONFIG_SIZE);
+}
