@@ -333,6 +333,82 @@ fn a_file_that_cannot_be_written_is_a_clear_failure() {
     assert!(err.contains("/nonexistent-dir/data"), "{err}");
 }
 
+#[test]
+fn an_existing_file_is_refused_and_kept() {
+    let dir = out_dir("existing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("movie.mkv");
+    std::fs::write(&file, b"the user's data").unwrap();
+    let (code, _, err) = zcopy(&[
+        "pipeline",
+        "--size",
+        "1M",
+        "--ways",
+        "read-write",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exists"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"the user's data");
+    // A path that does not exist is served and removed afterwards.
+    let fresh = dir.join("fresh.dat");
+    let (code, _, err) = zcopy(&[
+        "pipeline",
+        "--size",
+        "1M",
+        "--runs",
+        "1",
+        "--ways",
+        "read-write",
+        "--file",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!fresh.exists(), "left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_size_beyond_memory_is_refused_before_anything_runs() {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = info
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let size = format!("{}K", kib * 2 / 4 * 4);
+    for size in [size.as_str(), "16777215T"] {
+        let (code, _, err) = zcopy(&["pipeline", "--size", size, "--ways", "read-write"]);
+        assert_eq!(code, 2, "{size}: {err}");
+        assert!(err.contains("--size"), "{size}: {err}");
+        assert!(!err.contains("panicked"), "{size}: {err}");
+    }
+}
+
+#[test]
+fn an_out_that_is_not_a_directory_fails_before_the_runs() {
+    let dir = out_dir("out-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_dir = dir.join("a-file");
+    std::fs::write(&not_dir, b"x").unwrap();
+    let (code, out, err) = zcopy(&[
+        "pipeline",
+        "--size",
+        "1M",
+        "--ways",
+        "read-write",
+        "--out",
+        not_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--out"), "{err}");
+    assert!(out.is_empty(), "ran before it failed:\n{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Without a card, asking for a card way is the platform's (exit 3, the
 /// hint); by default those ways are skipped with the reason.
 #[test]

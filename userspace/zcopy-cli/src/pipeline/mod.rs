@@ -230,8 +230,8 @@ pub struct PipelineArgs {
     /// platform cannot run is skipped with the reason].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub ways: Vec<Way>,
-    /// The file to serve (written with the run's data, removed afterwards)
-    /// [default: a new file in $TMPDIR].
+    /// The file to serve: a path that does not exist yet, created with the
+    /// run's data and removed afterwards [default: a new file in $TMPDIR].
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Seed of the data.
@@ -456,18 +456,39 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         }
     }
 
-    let data = make_data(a.size, a.seed);
-    let sum = Checksum::of(&data);
-    let (path, remove) = match &a.file {
-        Some(p) => (p.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("zcopy-pipeline-{}.dat", std::process::id())),
-            true,
-        ),
+    if let Some(dir) = &a.out {
+        // Checked before the runs, which a bad directory would waste.
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::failed(format!("--out {}: {e}", dir.display())))?;
+    }
+    let path = a.file.clone().unwrap_or_else(|| {
+        let p = std::env::temp_dir().join(format!("zcopy-pipeline-{}.dat", std::process::id()));
+        // This process's name: one there is a dead run's, with this pid.
+        let _ = std::fs::remove_file(&p);
+        p
+    });
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Failure::usage(format!(
+                "--file {} exists: the pipeline writes its own data there and removes it \
+                 afterwards, so it takes a path that does not exist",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(Failure::failed(format!("creating {}: {e}", path.display()))),
     };
-    std::fs::write(&path, &data)
+    // Created here, so removed at the end, whatever happens between.
+    let _cleanup = RemoveOnDrop(Some(path.clone()));
+    let data = make_data(a.size, a.seed)?;
+    let sum = Checksum::of(&data);
+    std::io::Write::write_all(&mut file, &data)
         .map_err(|e| Failure::failed(format!("writing {}: {e}", path.display())))?;
-    let _cleanup = RemoveOnDrop(remove.then(|| path.clone()));
+    drop(file);
     if let Some(k) = kit.as_mut() {
         load_storage(k, &data, a.chunk)?;
     }
@@ -700,10 +721,28 @@ fn open_card(a: &PipelineArgs) -> Result<CardKit> {
     Ok(CardKit { card, rings })
 }
 
-/// `size` bytes from a xorshift generator seeded with `seed`.
-fn make_data(size: u64, seed: u64) -> Vec<u8> {
+/// `size` bytes from a xorshift generator seeded with `seed`. The run
+/// holds them in memory and the file's pages in the page cache: a size
+/// above half the memory available is refused before anything is made.
+fn make_data(size: u64, seed: u64) -> Result<Vec<u8>> {
+    let too_big = |why: String| {
+        Failure::usage(format!(
+            "--size {size}: {why}; the run holds the data in memory"
+        ))
+    };
+    if let Some(avail) = mem_available() {
+        if size > avail / 2 {
+            return Err(too_big(format!(
+                "more than half the memory available ({avail} bytes)"
+            )));
+        }
+    }
+    let mut v = Vec::new();
+    usize::try_from(size)
+        .ok()
+        .and_then(|n| v.try_reserve_exact(n).ok())
+        .ok_or_else(|| too_big("cannot be allocated".into()))?;
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = Vec::with_capacity(size as usize);
     while (v.len() as u64) < size {
         x ^= x << 13;
         x ^= x >> 7;
@@ -711,7 +750,15 @@ fn make_data(size: u64, seed: u64) -> Vec<u8> {
         v.extend_from_slice(&x.to_le_bytes());
     }
     v.truncate(size as usize);
-    v
+    Ok(v)
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes (None: not readable).
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Puts `data` into the card's storage at 0 (STORAGE_WRITE from a pool).
