@@ -190,6 +190,16 @@ pub fn send<T: Tx>(
         sent += n as u64;
         progress.add(n as u64);
     }
+    // The receiver checks what comes against the size and checksum sent
+    // here, so a file that holds more than its size said at the start
+    // (it grew, or it is a /proc file, whose size says 0) would arrive
+    // short and pass: no trailer then, and the receiver keeps nothing.
+    if !at_end(file).map_err(|e| Failure::failed(format!("reading {name}: {e}")))? {
+        return Err(Failure::failed(format!(
+            "{name} holds more than the {size} bytes its size said when the send began \
+             (it grew while being sent, or its size does not give its length, as in /proc)"
+        )));
+    }
     send_small(tx, wait, &trailer(size, sum.value())).map_err(peer)?;
     drain(tx, wait).map_err(peer)?;
     progress.finish();
@@ -198,6 +208,17 @@ pub fn send<T: Tx>(
         seconds: start.elapsed().as_secs_f64(),
         xxh64: sum.value(),
     })
+}
+
+/// True when nothing is left to read in `file`.
+fn at_end(file: &mut File) -> std::io::Result<bool> {
+    loop {
+        match file.read(&mut [0u8; 1]) {
+            Ok(n) => return Ok(n == 0),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Sends a small message (header, trailer), written into a loaned slot.
@@ -631,6 +652,34 @@ mod tests {
         assert_eq!(out, data);
         assert_eq!(got.xxh64, Checksum::of(&data));
         assert_eq!((sent.bytes, sent.xxh64), (got.bytes, got.xxh64));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_longer_than_its_size_said_is_refused_and_nothing_kept() {
+        // The size taken at the start says 100; the file holds 130 (it
+        // grew, or it is a /proc file): the sender fails before its
+        // trailer and the receiver gets no whole transfer.
+        let dir = std::env::temp_dir().join(format!("zcopy-transfer-grew-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("in");
+        std::fs::write(&path, [5u8; 130]).unwrap();
+        let tx = Builder::new().slot_size(64).slot_count(2).create().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        tx.share(&a).unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut f = File::open(&path).unwrap();
+            send(&tx, &mut f, "in", 100, Some(Duration::from_secs(10)))
+        });
+        let rx = Receiver::from_socket(&b).unwrap();
+        let got = receive(&rx, &mut Vec::new(), "out", Some(Duration::from_secs(10)));
+        let e = sender.join().unwrap().unwrap_err();
+        assert!(
+            e.message.contains("holds more than the 100 bytes"),
+            "{}",
+            e.message
+        );
+        assert!(got.is_err(), "the receiver took a short file as whole");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
