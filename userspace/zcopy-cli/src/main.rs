@@ -295,12 +295,14 @@ fn parse_slot_size(s: &str) -> std::result::Result<u32, String> {
     }
 }
 
-/// Seconds, fractions allowed (`0.5`).
+/// Seconds, fractions allowed (`0.5`), more than zero: a timeout of none
+/// would fail any wait at all, a working peer's too.
 fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
     s.parse::<f64>()
         .ok()
         .and_then(|v| Duration::try_from_secs_f64(v).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds (examples: 30, 0.5)"))
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds above 0 (examples: 30, 0.5)"))
 }
 
 fn main() -> ExitCode {
@@ -387,7 +389,7 @@ mod tests {
     fn seconds_and_names_are_checked() {
         assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_secs("30"), Ok(Duration::from_secs(30)));
-        for bad in ["-1", "nan", "inf", "1e300", "x", ""] {
+        for bad in ["-1", "nan", "inf", "1e300", "x", "", "0", "0.0", "1e-12"] {
             assert!(parse_secs(bad).is_err(), "{bad:?}");
         }
         assert!(parse_name("demo-1.a_b").is_ok());
