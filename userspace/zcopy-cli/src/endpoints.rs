@@ -207,6 +207,11 @@ struct Output {
 impl Output {
     fn create(path: &Path) -> Result<Output> {
         let fail = |why: String| Failure::failed(format!("{}: {why}", path.display()));
+        // `out/` names a directory, existing or not (a file name would drop
+        // the slash, and the rename at the end would fail on it).
+        if std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).ends_with(b"/") {
+            return Err(fail("names a directory (it ends in /)".into()));
+        }
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.is_dir() {
                 return Err(fail("is a directory".into()));
