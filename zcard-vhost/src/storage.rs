@@ -30,14 +30,25 @@ pub enum StorageError {
     /// The size is zero or not a multiple of the block size.
     #[error("storage size {0} is not a positive multiple of {BLOCK_SIZE} bytes")]
     BadSize(u64),
+    /// An existing file, whose size is the storage's when none is given,
+    /// is not a multiple of the block size.
+    #[error(
+        "storage file {0} holds {1} bytes, not a multiple of {BLOCK_SIZE} \
+         (--storage-size can grow it to one)"
+    )]
+    BadFileSize(PathBuf, u64),
+    /// The path names something other than a regular file (a directory,
+    /// a device): storage is a file the card sizes and never maps.
+    #[error("storage file {0} is not a regular file")]
+    NotAFile(PathBuf),
     /// The existing file is larger than the size asked for; the card never truncates data.
     #[error(
         "storage file {0} holds {1} bytes, more than --storage-size {2}; refusing to truncate"
     )]
     WouldTruncate(PathBuf, u64, u64),
-    /// Growing the file failed.
-    #[error("cannot size storage file: {0}")]
-    Size(std::io::Error),
+    /// Growing the file failed (named as it was given, or "a temporary file").
+    #[error("cannot size storage file {0}: {1}")]
+    Size(String, std::io::Error),
     /// Reading or writing the file failed (no space, an I/O error, a file
     /// shortened underneath the card).
     #[error("storage {0} failed at offset {1}: {2}")]
@@ -61,6 +72,10 @@ impl Storage {
     /// With `size` `None` an existing file keeps its size. A file larger than
     /// `size` is refused rather than truncated.
     pub fn open(path: &Path, size: Option<u64>) -> Result<Storage, StorageError> {
+        // A size that cannot be is refused before a missing file is made.
+        if let Some(s) = size {
+            check_size(s)?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -68,16 +83,22 @@ impl Storage {
             .truncate(false)
             .open(path)
             .map_err(|e| StorageError::Open(path.to_owned(), e))?;
-        let current = file
+        let meta = file
             .metadata()
-            .map_err(|e| StorageError::Open(path.to_owned(), e))?
-            .len();
+            .map_err(|e| StorageError::Open(path.to_owned(), e))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotAFile(path.to_owned()));
+        }
+        let current = meta.len();
         let size = match size {
             Some(s) if current > s => {
                 return Err(StorageError::WouldTruncate(path.to_owned(), current, s))
             }
             Some(s) => s,
             None if current == 0 => crate::DEFAULT_STORAGE_BYTES,
+            None if check_size(current).is_err() => {
+                return Err(StorageError::BadFileSize(path.to_owned(), current))
+            }
             None => current,
         };
         Self::sized(file, size, Some(path.to_owned()))
@@ -90,11 +111,15 @@ impl Storage {
     }
 
     fn sized(file: File, size: u64, path: Option<PathBuf>) -> Result<Storage, StorageError> {
-        if size == 0 || size % u64::from(BLOCK_SIZE) != 0 || i64::try_from(size).is_err() {
-            return Err(StorageError::BadSize(size));
-        }
-        if file.metadata().map_err(StorageError::Size)?.len() < size {
-            file.set_len(size).map_err(StorageError::Size)?;
+        check_size(size)?;
+        let failed = |e| {
+            let name = path
+                .as_ref()
+                .map_or("(a temporary file)".into(), |p| p.display().to_string());
+            StorageError::Size(name, e)
+        };
+        if file.metadata().map_err(failed)?.len() < size {
+            file.set_len(size).map_err(failed)?;
         }
         Ok(Storage {
             file: RwLock::new(file),
@@ -215,6 +240,15 @@ fn all_at(
     Ok(())
 }
 
+/// A storage size the card can serve: whole blocks, at least one, within
+/// a file offset.
+fn check_size(size: u64) -> Result<(), StorageError> {
+    if size == 0 || size % u64::from(BLOCK_SIZE) != 0 || i64::try_from(size).is_err() {
+        return Err(StorageError::BadSize(size));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +263,23 @@ mod tests {
             Storage::temporary(1000),
             Err(StorageError::BadSize(1000))
         ));
+        // A bad size leaves no file behind; an existing file's own size
+        // and a path that is no file are refused with the path.
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.img");
+        assert!(matches!(
+            Storage::open(&new, Some(1000)),
+            Err(StorageError::BadSize(1000))
+        ));
+        assert!(!new.exists(), "created before the size was checked");
+        let odd = dir.path().join("odd.img");
+        std::fs::write(&odd, [0u8; 1000]).unwrap();
+        let e = Storage::open(&odd, None).unwrap_err();
+        assert!(matches!(e, StorageError::BadFileSize(_, 1000)), "{e}");
+        assert!(e.to_string().contains("odd.img"), "{e}");
+        assert!(Storage::open(&odd, Some(1024)).is_ok());
+        let e = Storage::open(Path::new("/dev/zero"), None).unwrap_err();
+        assert!(matches!(e, StorageError::NotAFile(_)), "{e}");
         let s = Storage::temporary(4096).unwrap();
         assert!(s.contains(0, 4096));
         assert!(s.contains(4096, 0));
