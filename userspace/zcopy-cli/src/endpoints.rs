@@ -333,6 +333,25 @@ fn socket_path(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{name}.sock"))
 }
 
+/// The longest path a Unix socket binds to: `sockaddr_un.sun_path` is 108
+/// bytes, its terminating NUL one of them.
+const SOCKET_PATH_MAX: usize = 107;
+
+/// A channel name the card transport can use: its socket's path must fit
+/// in a socket address (a name an shm channel takes may be longer).
+pub fn check_card_name(name: &str) -> Result<()> {
+    let path = socket_path(name);
+    let len = path.as_os_str().len();
+    if len > SOCKET_PATH_MAX {
+        return Err(Failure::usage(format!(
+            "--name is too long for --via card: its socket {} would be {len} bytes, \
+             a socket's path at most {SOCKET_PATH_MAX}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A card sender's listening socket; its file goes when this drops.
 struct CardSocket {
     listener: UnixListener,

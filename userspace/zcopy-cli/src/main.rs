@@ -230,6 +230,9 @@ impl SendArgs {
                     self.via.name()
                 )))
             }
+            Via::Card => {
+                endpoints::check_card_name(self.name.as_deref().unwrap_or(endpoints::DEFAULT_NAME))
+            }
             _ => Ok(()),
         }
     }
@@ -272,6 +275,9 @@ impl RecvArgs {
                 "--listen is for --via rdma, not {}",
                 self.via.name()
             ))),
+            Via::Card => {
+                endpoints::check_card_name(self.name.as_deref().unwrap_or(endpoints::DEFAULT_NAME))
+            }
             _ => Ok(()),
         }
     }

@@ -543,6 +543,40 @@ fn recv_into_a_path_ending_in_a_slash_fails_before_it_waits() {
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "left a file");
 }
 
+#[test]
+fn a_name_too_long_for_a_card_socket_is_a_usage_error() {
+    let dir = TempDir::new("long-name");
+    let file = dir.path("in.bin");
+    std::fs::write(&file, b"data").unwrap();
+    let out = dir.path("out.bin");
+    // Fine for an shm channel (/dev/shm/zcopy.NAME), too long for
+    // /run/zcopy/NAME.sock.
+    let name = "n".repeat(100);
+    for args in [
+        [
+            "send",
+            file.to_str().unwrap(),
+            "--via",
+            "card",
+            "--name",
+            &name,
+        ],
+        [
+            "recv",
+            out.to_str().unwrap(),
+            "--via",
+            "card",
+            "--name",
+            &name,
+        ],
+    ] {
+        let (code, _, err) = zcopy(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--name is too long for --via card"), "{err}");
+    }
+    assert!(!out.exists());
+}
+
 /// A fake sender (this test) whose trailer carries the wrong checksum:
 /// the receiver exits 1, says so, and writes no OUTFILE.
 #[test]
