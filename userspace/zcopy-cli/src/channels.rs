@@ -93,9 +93,12 @@ pub fn list(as_json: bool) -> Result<()> {
 }
 
 /// `zcopy channel clean [NAME...]`: removes the named channels, or every
-/// stale or invalid one; live ones are refused.
+/// stale or invalid one; live ones are refused. Without names, an invalid
+/// file some process has open or mapped (a channel being created) is kept
+/// and said so, as live channels are kept.
 pub fn clean(names: Vec<String>) -> Result<()> {
-    let targets: Vec<String> = if names.is_empty() {
+    let all = names.is_empty();
+    let targets: Vec<String> = if all {
         reports()?
             .into_iter()
             .filter(|c| c.state != "live")
@@ -108,6 +111,9 @@ pub fn clean(names: Vec<String>) -> Result<()> {
     for name in &targets {
         match channel::remove_stale(name) {
             Ok(()) => print(&format!("removed {name}\n"))?,
+            Err(channel::Error::Exists { pid, .. }) if all => {
+                print(&format!("kept {name}: in use by pid {pid}\n"))?
+            }
             Err(e) => {
                 eprintln!("zcopy: {name}: {e}");
                 failed = true;

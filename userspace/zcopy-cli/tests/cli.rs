@@ -222,6 +222,26 @@ fn channel_list_and_clean() {
     assert!(!out.contains(&live));
     assert!(std::path::Path::new(&format!("/dev/shm/zcopy.{live}")).exists());
     assert!(!std::path::Path::new(&format!("/dev/shm/zcopy.{stale}")).exists());
+    // A file that is no channel yet (zeroes: its sender still writing the
+    // header), open in a process: kept, and said so; removed once closed.
+    let creating = format!("cli-creating-{}", std::process::id());
+    let path = format!("/dev/shm/zcopy.{creating}");
+    std::fs::write(&path, [0u8; 4096]).unwrap();
+    let held = std::fs::File::open(&path).unwrap();
+    let (code, out, err) = zcopy(&["channel", "clean"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "kept {creating}: in use by pid {}",
+            std::process::id()
+        )),
+        "{out}"
+    );
+    assert!(std::path::Path::new(&path).exists());
+    drop(held);
+    let (code, out, err) = zcopy(&["channel", "clean", &creating]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("removed {creating}")), "{out}");
     let (code, _, err) = zcopy(&["channel", "frobnicate"]);
     assert_eq!(code, 2, "{err}");
 }

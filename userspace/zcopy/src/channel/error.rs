@@ -46,7 +46,8 @@ pub enum Error {
     Exists {
         /// The name.
         name: String,
-        /// Its sender (0 when the file is not a readable channel).
+        /// Its sender; for a file that is not a readable channel, a
+        /// process that has it open or mapped (0: not known).
         pid: u32,
     },
     /// A channel of that name exists but its sender is gone.

@@ -529,20 +529,58 @@ fn info(name: &str, path: &Path) -> ChannelInfo {
 }
 
 /// Removes the named channel if its sender is gone (a crash left it
-/// behind). A live channel is left alone: [`Error::Exists`].
+/// behind). A live channel is left alone: [`Error::Exists`]. So is a file
+/// that is not a readable channel while a process has it open or mapped:
+/// a sender creating it right now (its header not ready yet), or one of
+/// another format version; once none does, it is removed.
 pub fn remove_stale(name: &str) -> Result<()> {
     let path = path_of(name)?;
     if !path.exists() {
         return Err(Error::NotFound(name.to_string()));
     }
     let ci = info(name, &path);
-    if ci.geometry.is_some() && !ci.stale {
+    let user = match ci.geometry {
+        Some(_) if !ci.stale => Some(ci.sender_pid),
+        Some(_) => None,
+        None => in_use_by(&path),
+    };
+    if let Some(pid) = user {
         return Err(Error::Exists {
             name: name.to_string(),
-            pid: ci.sender_pid,
+            pid,
         });
     }
     std::fs::remove_file(&path).map_err(Error::io("removing the segment"))
+}
+
+/// A process that has `path` open or mapped, if one does (as far as
+/// this process may look: /proc of the others' descriptors and maps).
+fn in_use_by(path: &Path) -> Option<u32> {
+    let mapped = |pid: &str| {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let target = path.to_str()?;
+        maps.lines()
+            .any(|l| {
+                l.split_once('/')
+                    .is_some_and(|(_, rest)| target.strip_prefix('/') == Some(rest))
+            })
+            .then_some(())
+    };
+    let open = |pid: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == path))
+            .then_some(())
+    };
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let pid = pid.to_string();
+            mapped(&pid).is_some() || open(&pid).is_some()
+        })
 }
 
 #[cfg(test)]
@@ -557,6 +595,24 @@ mod tests {
         assert_eq!(std::mem::offset_of!(SegmentHeader, ready), 80);
         assert_eq!(std::mem::offset_of!(SegmentHeader, sender), 88);
         assert_eq!(std::mem::offset_of!(SegmentHeader, receiver), 104);
+    }
+
+    #[test]
+    fn a_file_that_is_no_channel_yet_is_kept_while_in_use() {
+        // Zeroes: a segment whose sender is still writing its header.
+        let name = format!("unit-not-ready-{}", std::process::id());
+        let path = path_of(&name).unwrap();
+        std::fs::write(&path, [0u8; 4096]).unwrap();
+        let creating = std::fs::File::open(&path).unwrap();
+        let e = remove_stale(&name).unwrap_err();
+        assert!(
+            matches!(e, Error::Exists { pid, .. } if pid == std::process::id()),
+            "{e}"
+        );
+        assert!(path.exists());
+        drop(creating);
+        remove_stale(&name).unwrap();
+        assert!(!path.exists());
     }
 
     #[test]
