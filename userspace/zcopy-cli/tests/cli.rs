@@ -597,6 +597,33 @@ fn a_name_too_long_for_a_card_socket_is_a_usage_error() {
     assert!(!out.exists());
 }
 
+#[test]
+fn a_receive_ended_by_a_signal_leaves_no_partial_file() {
+    use std::os::unix::process::ExitStatusExt;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let dir = TempDir::new(&format!("recv-signal-{sig}"));
+        let out = dir.path("out.bin");
+        // No sender: the receive waits for one as long as it takes.
+        let mut child = Command::new(ZCOPY)
+            .args(["recv", out.to_str().unwrap(), "--via", "shm", "--name"])
+            .arg(channel_name(&format!("signal-{sig}")))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(&dir.0).unwrap().count() == 0 {
+            assert!(Instant::now() < deadline, "no temporary file appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: kill(2) on the child's pid, which has not been waited for.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(sig), "{status:?}");
+        let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
 /// A fake sender (this test) whose trailer carries the wrong checksum:
 /// the receiver exits 1, says so, and writes no OUTFILE.
 #[test]
