@@ -28,6 +28,7 @@ mod info;
 mod output;
 mod pipeline;
 mod platform;
+mod signals;
 mod transfer;
 
 use std::net::{IpAddr, SocketAddr};

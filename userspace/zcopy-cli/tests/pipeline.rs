@@ -370,6 +370,42 @@ fn an_existing_file_is_refused_and_kept() {
 }
 
 #[test]
+fn a_run_ended_by_a_signal_removes_its_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = out_dir("signal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("served.dat");
+    let mut child = Command::new(ZCOPY)
+        .args([
+            "pipeline",
+            "--size",
+            "64M",
+            "--runs",
+            "50",
+            "--ways",
+            "read-write",
+        ])
+        .arg("--file")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Written whole: the runs have begun (or are about to).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::metadata(&file).map_or(true, |m| m.len() < 64 << 20) {
+        assert!(std::time::Instant::now() < deadline, "no file served");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on the child's pid, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    assert!(!file.exists(), "left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_size_beyond_memory_is_refused_before_anything_runs() {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap();
     let kib: u64 = info

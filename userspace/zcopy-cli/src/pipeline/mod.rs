@@ -482,8 +482,10 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         }
         Err(e) => return Err(Failure::failed(format!("creating {}: {e}", path.display()))),
     };
-    // Created here, so removed at the end, whatever happens between.
+    // Created here, so removed at the end, whatever happens between (a
+    // signal that ends the run too).
     let _cleanup = RemoveOnDrop(Some(path.clone()));
+    crate::signals::remove_on_signal(&path);
     let data = make_data(a.size, a.seed)?;
     let sum = Checksum::of(&data);
     std::io::Write::write_all(&mut file, &data)
