@@ -236,12 +236,10 @@ impl Output {
             base.to_string_lossy(),
             std::process::id()
         ));
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| fail(e.to_string()))?;
-        crate::signals::remove_on_signal(&tmp);
+        let file = crate::signals::create_removed_on_signal(&tmp, || {
+            File::options().write(true).create_new(true).open(&tmp)
+        })
+        .map_err(|e| fail(e.to_string()))?;
         Ok(Output {
             path: path.to_path_buf(),
             tmp: Some(tmp),

@@ -467,10 +467,12 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         let _ = std::fs::remove_file(&p);
         p
     });
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path);
+    let file = crate::signals::create_removed_on_signal(&path, || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+    });
     let mut file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -483,9 +485,8 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         Err(e) => return Err(Failure::failed(format!("creating {}: {e}", path.display()))),
     };
     // Created here, so removed at the end, whatever happens between (a
-    // signal that ends the run too).
+    // signal that ends the run too: above).
     let _cleanup = RemoveOnDrop(Some(path.clone()));
-    crate::signals::remove_on_signal(&path);
     let data = make_data(a.size, a.seed)?;
     let sum = Checksum::of(&data);
     std::io::Write::write_all(&mut file, &data)
