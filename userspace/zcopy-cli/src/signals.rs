@@ -15,7 +15,8 @@ const ENDING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 static DOOMED: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
 
 /// Creates the file at `path` through `create`, and has SIGINT, SIGTERM
-/// and SIGHUP remove it before they end the process as they would have:
+/// and SIGHUP (those not ignored) remove it before they end the process
+/// as they would have:
 /// no Drop runs for a signal's exit, and the commands that make a
 /// temporary file (a receive, which waits for its sender as long as it
 /// takes by default; the pipeline, which runs for minutes) are often ended
@@ -74,6 +75,14 @@ fn remove_on_signal(tmp: &Path) {
     for sig in ENDING {
         // SAFETY: the handler only makes async-signal-safe calls on memory
         // that outlives it (a static set once, above).
-        let _ = unsafe { sigaction(sig, &action) };
+        let Ok(was) = (unsafe { sigaction(sig, &action) }) else {
+            continue;
+        };
+        if was.handler() == SigHandler::SigIgn {
+            // Ignored by whoever started this (nohup, a shell's background
+            // job): it ends nothing, so it stays ignored.
+            // SAFETY: puts back the action sigaction just returned.
+            let _ = unsafe { sigaction(sig, &was) };
+        }
     }
 }

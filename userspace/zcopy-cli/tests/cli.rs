@@ -624,6 +624,36 @@ fn a_receive_ended_by_a_signal_leaves_no_partial_file() {
     }
 }
 
+#[test]
+fn an_ignored_hangup_stays_ignored_by_a_receive() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("recv-nohup");
+    let out = dir.path("out.bin");
+    // As nohup starts it: SIGHUP ignored, which exec keeps.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap "" HUP; exec "$0" recv "$1" --via shm --name "$2""#)
+        .arg(ZCOPY)
+        .arg(&out)
+        .arg(channel_name("nohup"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&dir.0).unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "no temporary file appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on the child's pid, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "a hangup ended it");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGTERM));
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "left a file");
+}
+
 /// A fake sender (this test) whose trailer carries the wrong checksum:
 /// the receiver exits 1, says so, and writes no OUTFILE.
 #[test]
