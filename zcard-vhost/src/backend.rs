@@ -253,6 +253,14 @@ pub fn serve(backend: Arc<ZcardBackend>, listener: &mut Listener, once: bool) ->
 /// The whole daemon: validate, build, listen, serve.
 pub fn run(args: Args) -> Result<(), Error> {
     let config = Config::try_from(args)?;
+    let listen =
+        |path: &PathBuf, e: &dyn std::fmt::Display| Error::Listen(path.clone(), e.to_string());
+    // Both paths checked before anything is made (the storage file, the
+    // control socket), so a refusal leaves nothing behind.
+    crate::control::clear_socket_path(&config.control, true)
+        .map_err(|e| listen(&config.control, &e))?;
+    crate::control::clear_socket_path(&config.socket, false)
+        .map_err(|e| listen(&config.socket, &e))?;
     let card = build_card(&config)?;
     info!(
         "zcard: {} queues, storage {} bytes ({}), seed {}, features withheld {:#x}",
@@ -266,10 +274,9 @@ pub fn run(args: Args) -> Result<(), Error> {
     );
     let backend = Arc::new(ZcardBackend::new(Arc::new(card)).withholding(config.withheld_features));
     crate::control::spawn(backend.clone(), &config.control)
-        .map_err(|e| Error::Listen(config.control.clone(), e.to_string()))?;
-    let listen = |e: &dyn std::fmt::Display| Error::Listen(config.socket.clone(), e.to_string());
-    crate::control::clear_socket_path(&config.socket, false).map_err(|e| listen(&e))?;
-    let mut listener = Listener::new(&config.socket, false).map_err(|e| listen(&e))?;
+        .map_err(|e| listen(&config.control, &e))?;
+    let mut listener =
+        Listener::new(&config.socket, false).map_err(|e| listen(&config.socket, &e))?;
     serve(backend, &mut listener, config.once)
 }
 

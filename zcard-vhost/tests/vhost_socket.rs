@@ -721,6 +721,13 @@ fn a_socket_path_holding_a_file_is_refused_and_the_file_kept() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is not a socket"), "{err}");
     assert_eq!(std::fs::read(&precious).unwrap(), b"the user's data");
+    // Refused before anything was made: no storage, no control socket.
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(made, [std::ffi::OsString::from("card.img")]);
     // One path for both: refused before either is touched.
     let (code, err) = refused(&[
         "--socket".as_ref(),
@@ -759,6 +766,7 @@ fn a_second_daemon_on_a_served_socket_is_refused_and_the_first_serves_on() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("another daemon is serving it"), "{err}");
+    assert!(!other.exists(), "made its storage before it refused");
     // The first one's sockets are still its own.
     let mut s = Session::connect(&sock);
     assert_eq!(s.config().len(), CONFIG_SIZE);
