@@ -94,8 +94,8 @@ pub fn list(as_json: bool) -> Result<()> {
 
 /// `zcopy channel clean [NAME...]`: removes the named channels, or every
 /// stale or invalid one; live ones are refused. Without names, an invalid
-/// file some process has open or mapped (a channel being created) is kept
-/// and said so, as live channels are kept.
+/// file some process has open or mapped (another format version's
+/// channel) is kept and said so, as live channels are kept.
 pub fn clean(names: Vec<String>) -> Result<()> {
     let all = names.is_empty();
     let targets: Vec<String> = if all {

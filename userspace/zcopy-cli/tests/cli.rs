@@ -222,9 +222,10 @@ fn channel_list_and_clean() {
     assert!(!out.contains(&live));
     assert!(std::path::Path::new(&format!("/dev/shm/zcopy.{live}")).exists());
     assert!(!std::path::Path::new(&format!("/dev/shm/zcopy.{stale}")).exists());
-    // A file that is no channel yet (zeroes: its sender still writing the
-    // header), open in a process: kept, and said so; removed once closed.
-    let creating = format!("cli-creating-{}", std::process::id());
+    // A file that is no readable channel (zeroes, as another version's
+    // header reads), open in a process: kept, and said so; removed once
+    // closed.
+    let creating = format!("cli-unreadable-{}", std::process::id());
     let path = format!("/dev/shm/zcopy.{creating}");
     std::fs::write(&path, [0u8; 4096]).unwrap();
     let held = std::fs::File::open(&path).unwrap();

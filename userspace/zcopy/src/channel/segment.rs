@@ -530,9 +530,9 @@ fn info(name: &str, path: &Path) -> ChannelInfo {
 
 /// Removes the named channel if its sender is gone (a crash left it
 /// behind). A live channel is left alone: [`Error::Exists`]. So is a file
-/// that is not a readable channel while a process has it open or mapped:
-/// a sender creating it right now (its header not ready yet), or one of
-/// another format version; once none does, it is removed.
+/// that is not a readable channel while a process has it open or mapped
+/// (the sender of another format version, whose header this one cannot
+/// read), or while that cannot be told; once none does, it is removed.
 pub fn remove_stale(name: &str) -> Result<()> {
     let path = path_of(name)?;
     if !path.exists() {
@@ -553,34 +553,43 @@ pub fn remove_stale(name: &str) -> Result<()> {
     std::fs::remove_file(&path).map_err(Error::io("removing the segment"))
 }
 
-/// A process that has `path` open or mapped, if one does (as far as
-/// this process may look: /proc of the others' descriptors and maps).
+/// A process that has `path`'s file open or mapped, if one does, found by
+/// the file's device and inode in /proc's descriptors and maps (so a path
+/// reached through a symlink counts); `Some(0)` when /proc cannot be read:
+/// unknown counts as in use.
 fn in_use_by(path: &Path) -> Option<u32> {
-    let mapped = |pid: &str| {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let target = path.to_str()?;
-        maps.lines()
-            .any(|l| {
-                l.split_once('/')
-                    .is_some_and(|(_, rest)| target.strip_prefix('/') == Some(rest))
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(path).ok()?;
+    let (dev, ino) = (target.dev(), target.ino());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Some(0);
+    };
+    let dev_text = (u64::from(libc::major(dev)), u64::from(libc::minor(dev)));
+    // A maps line: range, perms, offset, MAJ:MIN (hex), inode, path.
+    let maps_line = |l: &str| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let Some((maj, min)) = f.get(3).and_then(|d| d.split_once(':')) else {
+            return false;
+        };
+        let parsed = (u64::from_str_radix(maj, 16), u64::from_str_radix(min, 16));
+        matches!(parsed, (Ok(a), Ok(b)) if (a, b) == dev_text)
+            && f.get(4).and_then(|i| i.parse::<u64>().ok()) == Some(ino)
+    };
+    let mapped = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .is_ok_and(|maps| maps.lines().any(maps_line))
+    };
+    let open = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)
             })
-            .then_some(())
+        })
     };
-    let open = |pid: &str| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .ok()?
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == path))
-            .then_some(())
-    };
-    std::fs::read_dir("/proc")
-        .ok()?
+    procs
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let pid = pid.to_string();
-            mapped(&pid).is_some() || open(&pid).is_some()
-        })
+        .find(|&pid| mapped(pid) || open(pid))
 }
 
 #[cfg(test)]
@@ -598,19 +607,24 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_is_no_channel_yet_is_kept_while_in_use() {
-        // Zeroes: a segment whose sender is still writing its header.
-        let name = format!("unit-not-ready-{}", std::process::id());
+    fn a_file_that_is_no_readable_channel_is_kept_while_in_use() {
+        // Zeroes: a header this version cannot read (another version's).
+        let name = format!("unit-unreadable-{}", std::process::id());
         let path = path_of(&name).unwrap();
         std::fs::write(&path, [0u8; 4096]).unwrap();
-        let creating = std::fs::File::open(&path).unwrap();
+        let held = std::fs::File::open(&path).unwrap();
         let e = remove_stale(&name).unwrap_err();
         assert!(
             matches!(e, Error::Exists { pid, .. } if pid == std::process::id()),
             "{e}"
         );
         assert!(path.exists());
-        drop(creating);
+        // Mapped with its descriptor closed: the maps say so.
+        // SAFETY: a private read-only map of a file only this test writes.
+        let map = unsafe { memmap2::Mmap::map(&held) }.unwrap();
+        drop(held);
+        assert!(matches!(remove_stale(&name), Err(Error::Exists { .. })));
+        drop(map);
         remove_stale(&name).unwrap();
         assert!(!path.exists());
     }
