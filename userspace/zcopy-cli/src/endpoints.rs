@@ -207,10 +207,11 @@ struct Output {
 impl Output {
     fn create(path: &Path) -> Result<Output> {
         let fail = |why: String| Failure::failed(format!("{}: {why}", path.display()));
-        // `out/` names a directory, existing or not (a file name would drop
-        // the slash, and the rename at the end would fail on it).
-        if std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).ends_with(b"/") {
-            return Err(fail("names a directory (it ends in /)".into()));
+        // `out/` and `out/.` name a directory, existing or not (a file name
+        // would drop the ending, and the rename at the end would fail on it).
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        if bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes == b"." {
+            return Err(fail("names a directory (it ends in / or /.)".into()));
         }
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.is_dir() {
@@ -332,9 +333,11 @@ fn socket_path(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{name}.sock"))
 }
 
-/// The longest path a Unix socket binds to: `sockaddr_un.sun_path` is 108
-/// bytes, its terminating NUL one of them.
-const SOCKET_PATH_MAX: usize = 107;
+/// The longest path a Unix socket binds to: `sockaddr_un.sun_path`, less
+/// its terminating NUL.
+const SOCKET_PATH_MAX: usize = std::mem::size_of::<libc::sockaddr_un>()
+    - std::mem::offset_of!(libc::sockaddr_un, sun_path)
+    - 1;
 
 /// A channel name the card transport can use: its socket's path must fit
 /// in a socket address (a name an shm channel takes may be longer).

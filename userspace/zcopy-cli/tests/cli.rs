@@ -547,21 +547,23 @@ fn send_of_a_missing_file_names_it() {
 #[test]
 fn recv_into_a_path_ending_in_a_slash_fails_before_it_waits() {
     let dir = TempDir::new("recv-slash");
-    let out = format!("{}/", dir.path("not-yet").display());
-    let (code, stdout, err) = zcopy(&[
-        "recv",
-        &out,
-        "--via",
-        "shm",
-        "--name",
-        &channel_name("slash"),
-        "--timeout",
-        "0.3",
-    ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("names a directory"), "{err}");
-    assert!(stdout.is_empty(), "{stdout}");
-    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "left a file");
+    for end in ["/", "/."] {
+        let out = format!("{}{end}", dir.path("not-yet").display());
+        let (code, stdout, err) = zcopy(&[
+            "recv",
+            &out,
+            "--via",
+            "shm",
+            "--name",
+            &channel_name("slash"),
+            "--timeout",
+            "0.3",
+        ]);
+        assert_eq!(code, 1, "{end}: {err}");
+        assert!(err.contains("names a directory"), "{end}: {err}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "left a file");
+    }
 }
 
 #[test]
