@@ -530,6 +530,55 @@ fn send_without_receiver_times_out() {
     assert!(!Path::new(&format!("/dev/shm/zcopy.{name}")).exists());
 }
 
+/// A channel larger than /dev/shm has free: the sender says so and
+/// creates nothing, where the sparse file met the limit under the
+/// transfer (the read into the second slot failed with EFAULT; a write of
+/// the slot's own would be a SIGBUS). /dev/shm is a 2 MiB tmpfs of the
+/// test's own (a mount namespace; a user namespace too when not root).
+#[test]
+fn send_of_a_channel_larger_than_dev_shm_is_refused() {
+    let dir = TempDir::new("shm-room");
+    let (input, output) = (dir.path("in.bin"), dir.path("out.bin"));
+    std::fs::write(&input, random_bytes(7, 4 << 20)).unwrap();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ns: &[&str] = if root {
+        &["--mount"]
+    } else {
+        &["--user", "--map-root-user", "--mount"]
+    };
+    let probe = Command::new("unshare")
+        .args(ns)
+        .args(["sh", "-c", "mount -t tmpfs -o size=2m zcopy-test /dev/shm"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        // A container's seccomp policy or a distribution's user-namespace
+        // policy can forbid it; make qemu-test's hosts allow it.
+        eprintln!("skipped: no mount namespace with a tmpfs of its own here: {probe:?}");
+        return;
+    }
+    let script = r#"mount -t tmpfs -o size=2m zcopy-test /dev/shm || exit 99
+"$0" recv "$1" --via shm --name room --timeout 1 &
+"$0" send "$2" --via shm --name room --slot-size 1M --slots 4 --timeout 1
+s=$?
+wait $!
+echo "send $s recv $?""#;
+    let out = Command::new("unshare")
+        .args(ns)
+        .args(["sh", "-c", script, ZCOPY])
+        .args([output.to_str().unwrap(), input.to_str().unwrap()])
+        .output()
+        .expect("unshare");
+    let (code, stdout, err) = result(out);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stdout.trim(), "send 1 recv 1", "{err}");
+    assert!(
+        err.contains("needs 4") && err.contains("bytes of /dev/shm and 2097152 are free"),
+        "{err}"
+    );
+    assert_eq!(dir.files(), ["in.bin"]);
+}
+
 #[test]
 fn send_of_a_missing_file_names_it() {
     let dir = TempDir::new("missing");

@@ -41,6 +41,16 @@ pub enum Error {
     /// A segment passed by descriptor is not sealed against shrinking.
     #[error("the channel segment is not sealed against shrinking; refusing it")]
     Unsealed,
+    /// A named channel larger than the free space of `/dev/shm`. Its
+    /// file is sparse (tmpfs), so without this check the sender would meet
+    /// the limit at a write into a slot, as a SIGBUS.
+    #[error("the channel needs {needs} bytes of /dev/shm and {free} are free: use fewer or smaller slots, or make room there")]
+    NoRoom {
+        /// The segment's size.
+        needs: u64,
+        /// What `/dev/shm` has free for this process.
+        free: u64,
+    },
     /// A channel of that name exists and its sender is alive.
     #[error("channel {name:?} exists (sender pid {pid})")]
     Exists {

@@ -149,6 +149,26 @@ impl Geometry {
     }
 }
 
+/// Refuses a segment larger than what [`SHM_DIR`] has free. The file is
+/// made at its full size but sparse, so nothing else would notice: the
+/// sender's first write past the free space would end it with SIGBUS.
+/// Reserving the pages instead (`fallocate`) would commit memory for
+/// every slot, where a ping-pong touches two. Space that another process
+/// takes after this check can still run out under a sender.
+fn check_room(needs: u64) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(SHM_DIR)
+        .map_err(|e| Error::io("reading the free space of /dev/shm")(e.into()))?;
+    if st.blocks() == 0 {
+        // A tmpfs without a size limit (size=0) counts no blocks at all.
+        return Ok(());
+    }
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if needs > free {
+        return Err(Error::NoRoom { needs, free });
+    }
+    Ok(())
+}
+
 /// A mapped control segment.
 #[derive(Debug)]
 pub struct Segment {
@@ -199,6 +219,7 @@ impl Segment {
         if let Some(existing) = probe(&path) {
             return Err(existing);
         }
+        check_room(geo.segment_bytes)?;
         let tmp = Path::new(SHM_DIR).join(format!(".{NAME_PREFIX}{name}.{}", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .read(true)
