@@ -255,8 +255,14 @@ pub fn run(args: Args) -> Result<(), Error> {
     let config = Config::try_from(args)?;
     let listen =
         |path: &PathBuf, e: &dyn std::fmt::Display| Error::Listen(path.clone(), e.to_string());
-    // Both paths checked before anything is made (the storage file, the
-    // control socket), so a refusal leaves nothing behind.
+    // Both socket paths checked before the storage file or the control
+    // socket is made, so a refusal leaves only the lock file (which stays
+    // anyway); the lock before either socket is cleared, so a second
+    // daemon never removes a first one's.
+    crate::control::socket_at(&config.socket).map_err(|e| listen(&config.socket, &e))?;
+    // Held until the process ends.
+    let _lock =
+        crate::control::lock_socket(&config.socket).map_err(|e| listen(&config.socket, &e))?;
     crate::control::clear_socket_path(&config.control, true)
         .map_err(|e| listen(&config.control, &e))?;
     crate::control::clear_socket_path(&config.socket, false)

@@ -180,6 +180,21 @@ fn serve_client(backend: &ZcardBackend, stream: UnixStream) -> std::io::Result<(
 /// another daemon serves it. (Only for sockets a probe connection cannot
 /// disturb: a vhost-user daemon takes a connection for its front end.)
 pub fn clear_socket_path(path: &Path, probe: bool) -> std::io::Result<()> {
+    if !socket_at(path)? {
+        return Ok(());
+    }
+    if probe && UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another daemon is serving it",
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Whether a socket is at `path` (false: nothing is); any other file is
+/// refused, as in [`clear_socket_path`].
+pub fn socket_at(path: &Path) -> std::io::Result<bool> {
     use std::io::{Error, ErrorKind};
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
@@ -187,14 +202,44 @@ pub fn clear_socket_path(path: &Path, probe: bool) -> std::io::Result<()> {
             ErrorKind::AlreadyExists,
             "exists and is not a socket (left as it is)",
         )),
-        Ok(_) if probe && UnixStream::connect(path).is_ok() => Err(Error::new(
-            ErrorKind::AddrInUse,
-            "another daemon is serving it",
-        )),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Takes `<socket>.lock` for the daemon's life: a second daemon given the
+/// same `--socket` finds it held and is refused, whatever its
+/// `--control` (the probe of [`clear_socket_path`] finds only a daemon
+/// serving the same control path). The lock goes with the process; the
+/// file stays (removing it would let a later daemon lock a new file of
+/// the same name beside one still holding the old).
+pub fn lock_socket(socket: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    let name = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", name.display())))?;
+    // SAFETY: flock on a descriptor this function owns; no memory passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another daemon is serving it (it holds {})", name.display()),
+            ));
+        }
+        return Err(e);
+    }
+    Ok(file)
 }
 
 /// Binds `path` (replacing a stale socket, refusing a live one or any

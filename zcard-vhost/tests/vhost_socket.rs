@@ -767,6 +767,28 @@ fn a_second_daemon_on_a_served_socket_is_refused_and_the_first_serves_on() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("another daemon is serving it"), "{err}");
     assert!(!other.exists(), "made its storage before it refused");
+    // With a control path of its own the probe finds no daemon there;
+    // the lock on the socket does.
+    let ctl = dir.path().join("other.ctl");
+    let (code, err) = refused(&[
+        "--socket".as_ref(),
+        sock.as_os_str(),
+        "--control".as_ref(),
+        ctl.as_os_str(),
+        "--storage".as_ref(),
+        other.as_os_str(),
+        "--storage-size".as_ref(),
+        "1M".as_ref(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("another daemon is serving it (it holds"),
+        "{err}"
+    );
+    assert!(
+        !other.exists() && !ctl.exists(),
+        "made files before it refused"
+    );
     // The first one's sockets are still its own.
     let mut s = Session::connect(&sock);
     assert_eq!(s.config().len(), CONFIG_SIZE);
