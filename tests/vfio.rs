@@ -2,8 +2,9 @@
 //! the VFIO boot (`qemu/run.sh --vfio`, docs/vfio.md): every op on every
 //! queue polled and with interrupts, batches filling the queues, buffers
 //! across hugepages, the card's faults, kill -9 mid-stream followed by a
-//! new process, many open/close cycles, and the card given back to
-//! virtio-pci. The guest test entry runs this suite only in that boot.
+//! new process, many open/close cycles, an unbind refused while a process
+//! has the card, and the card given back to virtio-pci. The guest test
+//! entry runs this suite only in that boot.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -295,6 +296,48 @@ fn the_card_survives_many_open_close_cycles() {
         .as_u64()
         .unwrap();
     assert!(after >= before + 12, "resets {before} -> {after}");
+}
+
+/// While a process has the card open, `zcard-vfio unbind` is refused at
+/// once: vfio-pci would make the unbind wait, past any signal, until that
+/// process closed the card.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn unbinding_a_card_in_use_is_refused_at_once() {
+    bound();
+    let mut stream = Command::new(tool())
+        .args(["stream", "--depth", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "streaming");
+    let mut unbind = Command::new(tool())
+        .arg("unbind")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for a slow guest; a waiting unbind never ends by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ended = None;
+    while ended.is_none() && Instant::now() < deadline {
+        ended = unbind.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Ended or not, the stream goes: a waiting unbind then ends too.
+    stream.kill().unwrap();
+    stream.wait().unwrap();
+    let out = unbind.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(ended.is_some(), "the unbind waited for the stream: {err}");
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is in use"), "{err}");
+    let card = open(false, true);
+    op_suite(&card, 0).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Unbinding from vfio-pci gives the card back to virtio-pci, which makes a

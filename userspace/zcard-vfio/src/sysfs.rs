@@ -60,8 +60,21 @@ pub enum SysfsError {
     /// vfio-pci is not loaded.
     #[error("the vfio-pci driver is not loaded (modprobe vfio-pci)")]
     NoVfioDriver,
+    /// Another process has the card open through VFIO: unbinding it from
+    /// vfio-pci would wait, past any signal, until that process closes it.
+    #[error("{bdf} is in use: a process holds its IOMMU group open ({path}); stop it first")]
+    InUse {
+        /// The card.
+        bdf: String,
+        /// The group's device file.
+        path: PathBuf,
+    },
     /// A bind or unbind did not take effect.
-    #[error("{bdf} is bound to {now:?}, expected {want:?} after {SETTLE:?}")]
+    #[error(
+        "{bdf} is bound to {}, expected {} after {SETTLE:?}",
+        driver_name(now),
+        driver_name(want)
+    )]
     NotBound {
         /// The card.
         bdf: String,
@@ -76,11 +89,16 @@ pub enum SysfsError {
 #[derive(Clone, Debug)]
 pub struct Sysfs {
     root: PathBuf,
+    /// Where the IOMMU groups' device files are (`/dev/vfio`).
+    groups: PathBuf,
 }
 
 impl Default for Sysfs {
     fn default() -> Self {
-        Sysfs::new("/sys")
+        Sysfs {
+            root: "/sys".into(),
+            groups: "/dev/vfio".into(),
+        }
     }
 }
 
@@ -95,6 +113,10 @@ pub struct PciCard {
     pub driver: Option<String>,
     /// Its IOMMU group, if the kernel has an IOMMU.
     pub iommu_group: Option<u32>,
+}
+
+fn driver_name(d: &Option<String>) -> &str {
+    d.as_deref().unwrap_or("no driver")
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SysfsError + '_ {
@@ -114,9 +136,14 @@ fn link_name(path: &Path) -> Option<String> {
 }
 
 impl Sysfs {
-    /// Sysfs mounted at `root`.
+    /// Sysfs mounted at `root`, the groups' device files in `root/dev-vfio`
+    /// (a made-up tree's; [`Sysfs::default`] is the real system's).
     pub fn new(root: impl Into<PathBuf>) -> Sysfs {
-        Sysfs { root: root.into() }
+        let root = root.into();
+        Sysfs {
+            groups: root.join("dev-vfio"),
+            root,
+        }
     }
 
     fn devices(&self) -> PathBuf {
@@ -194,7 +221,22 @@ impl Sysfs {
         if card.driver.as_deref() == driver && driver.is_some() {
             return Ok(card.clone());
         }
-        self.write(&card.path.join("driver_override"), driver.unwrap_or("\n"))?;
+        let over = card.path.join("driver_override");
+        self.write(&over, driver.unwrap_or("\n"))?;
+        let moved = self.move_to(card, driver);
+        if moved.is_err() && driver.is_some() {
+            // Not left without a driver and overridden, where nothing but a
+            // hand-written override would give it back: the kernel's own
+            // driver takes it again.
+            let _ = self.write(&over, "\n");
+            let _ = self.write(&self.root.join("bus/pci/drivers_probe"), &card.bdf);
+        }
+        moved
+    }
+
+    /// [`Sysfs::rebind`] once the override is written: unbind, probe, and
+    /// wait until sysfs shows it.
+    fn move_to(&self, card: &PciCard, driver: Option<&str>) -> Result<PciCard, SysfsError> {
         if card.driver.is_some() {
             self.write(&card.path.join("driver/unbind"), &card.bdf)?;
         }
@@ -229,12 +271,40 @@ impl Sysfs {
         self.rebind(card, Some(VFIO_DRIVER))
     }
 
-    /// Gives the card back to the kernel's own driver (virtio-pci).
+    /// Gives the card back to the kernel's own driver (virtio-pci): from
+    /// vfio-pci, or from no driver at all (a bind that stopped half way
+    /// leaves the override set, which keeps every other driver off it).
+    /// Refused while a process has the card open through VFIO.
     pub fn unbind_vfio(&self, card: &PciCard) -> Result<PciCard, SysfsError> {
-        if card.driver.as_deref() != Some(VFIO_DRIVER) {
-            return Ok(card.clone());
+        match card.driver.as_deref() {
+            Some(VFIO_DRIVER) => self.check_unused(card)?,
+            Some(_) => return Ok(card.clone()),
+            None => {}
         }
         self.rebind(card, None)
+    }
+
+    /// Refuses while a process holds the card's IOMMU group open, as a
+    /// process that has the card does: vfio-pci's unbind would wait until
+    /// the card is closed, and a wait that this crate cannot interrupt (it
+    /// registers no request eventfd to be asked through). The group's file
+    /// opens once at a time, so EBUSY says someone has it; a process that
+    /// opens it after this check is still waited for, and one that tries
+    /// during it gets EBUSY itself.
+    fn check_unused(&self, card: &PciCard) -> Result<(), SysfsError> {
+        let Some(group) = card.iommu_group else {
+            return Ok(());
+        };
+        let path = self.groups.join(group.to_string());
+        match fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(SysfsError::InUse {
+                bdf: card.bdf.clone(),
+                path,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(SysfsError::Io { path, source }),
+        }
     }
 }
 
@@ -298,6 +368,59 @@ mod tests {
         let c = s.find(None).unwrap();
         let e = s.bind_vfio(&c).unwrap_err();
         assert!(e.to_string().contains("0000:00:02.0"), "{e}");
+    }
+
+    #[test]
+    fn unbinding_a_card_left_without_a_driver_clears_its_override() {
+        // A bind that stopped after its override: no driver, and every
+        // driver but vfio-pci kept off.
+        let t = tree();
+        let r = t.path();
+        let card = r.join("bus/pci/devices/0000:00:04.0");
+        fs::remove_file(card.join("driver")).unwrap();
+        fs::write(card.join("driver_override"), "vfio-pci\n").unwrap();
+        let s = Sysfs::new(r);
+        let c = s.find(None).unwrap();
+        assert_eq!(c.driver, None);
+        s.unbind_vfio(&c).unwrap();
+        assert_eq!(
+            fs::read_to_string(card.join("driver_override")).unwrap(),
+            "\n"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("bus/pci/drivers_probe")).unwrap(),
+            "0000:00:04.0"
+        );
+        // Bound to another driver: left alone.
+        fs::write(r.join("bus/pci/drivers_probe"), "").unwrap();
+        symlink(r.join("bus/pci/drivers/virtio-pci"), card.join("driver")).unwrap();
+        let c = s.find(None).unwrap();
+        assert_eq!(s.unbind_vfio(&c).unwrap(), c);
+        assert_eq!(
+            fs::read_to_string(r.join("bus/pci/drivers_probe")).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn a_bind_that_does_not_take_gives_the_card_back() {
+        // vfio-pci never claims it (sysfs here does not move drivers).
+        let t = tree();
+        let r = t.path();
+        let card = r.join("bus/pci/devices/0000:00:04.0");
+        fs::remove_file(card.join("driver")).unwrap();
+        let s = Sysfs::new(r);
+        let c = s.find(None).unwrap();
+        let e = s.bind_vfio(&c).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is bound to no driver, expected vfio-pci"),
+            "{e}"
+        );
+        assert_eq!(
+            fs::read_to_string(card.join("driver_override")).unwrap(),
+            "\n"
+        );
     }
 
     #[test]
