@@ -89,9 +89,23 @@ fn the_card_is_alone_in_its_iommu_group_and_binds_to_vfio_pci() {
 fn every_op_on_every_queue_polled() {
     let card = open(false, true);
     assert!(card.num_queues() >= 2);
+    // The suite writes storage; it puts back what was there.
+    let blocks = card.alloc(4096 * usize::from(card.num_queues())).unwrap();
+    let ours = pattern(blocks.len(), 0x5a);
+    blocks.write(0, &ours).unwrap();
+    let write = [Request::storage_write(blocks.all(), 0), Request::flush()];
+    for c in card.run(0, &write, WAIT).unwrap() {
+        assert!(c.is_ok(), "{c:?}");
+    }
     for q in 0..card.num_queues() {
         op_suite(&card, q).unwrap_or_else(|e| panic!("{e}"));
     }
+    let back = card.alloc(blocks.len()).unwrap();
+    let c = card
+        .run(0, &[Request::storage_read(0, back.all())], WAIT)
+        .unwrap();
+    assert!(c[0].is_ok(), "{c:?}");
+    assert!(back.to_vec() == ours, "the suite left storage changed");
 }
 
 /// Interrupts taken so far by the card's MSI-X vector (the vfio-msix line

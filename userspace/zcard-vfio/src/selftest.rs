@@ -67,7 +67,9 @@ fn same(q: u16, got: &[u8], want: &[u8], what: &str) -> Result<(), Failure> {
 }
 
 /// Every operation on queue `q`, each result and byte checked. Uses
-/// storage blocks `[8 q, 8 q + 8)` (512 bytes each) and leaves them written.
+/// storage blocks `[8 q, 8 q + 8)` (512 bytes each) and puts back what
+/// they held: the card's storage outlives the test (a file, with
+/// `--storage`).
 pub fn op_suite(card: &Card, q: u16) -> Result<(), Failure> {
     let len = 3 * 4096 + 5;
     let src = card.alloc(len)?;
@@ -118,28 +120,33 @@ pub fn op_suite(card: &Card, q: u16) -> Result<(), Failure> {
         });
     }
 
-    let block = card.alloc(4096)?;
-    let bdata = pattern(4096, 0x80 | q as u8);
-    block.write(0, &bdata)?;
     let off = 4096 * u64::from(q);
-    for c in card.run(
-        q,
-        &[Request::storage_write(block.all(), off), Request::flush()],
-        TIMEOUT,
-    )? {
-        expect(q, &c, Status::Ok, "STORAGE_WRITE + FLUSH")?;
-    }
-    let back = card.alloc(4096)?;
+    let kept = card.alloc(4096)?;
     expect(
         q,
-        &one(card, q, Request::storage_read(off, back.all()))?,
+        &one(card, q, Request::storage_read(off, kept.all()))?,
         Status::Ok,
-        "STORAGE_READ",
+        "STORAGE_READ of the blocks to keep",
     )?;
-    same(q, &back.to_vec(), &bdata, "STORAGE_READ")?;
+    let checked = storage_round_trip(card, q, off);
+    let restored = card.run(
+        q,
+        &[Request::storage_write(kept.all(), off), Request::flush()],
+        TIMEOUT,
+    );
+    checked?;
+    for c in restored? {
+        expect(
+            q,
+            &c,
+            Status::Ok,
+            "STORAGE_WRITE + FLUSH of the kept blocks",
+        )?;
+    }
 
     // What the card must refuse, it refuses, and says why.
-    let c = one(card, q, Request::storage_read(100, back.slice(0, 512)?))?;
+    let back = card.alloc(512)?;
+    let c = one(card, q, Request::storage_read(100, back.all()))?;
     expect(q, &c, Status::OutOfRange, "unaligned STORAGE_READ")?;
     let c = one(
         card,
@@ -154,4 +161,26 @@ pub fn op_suite(card: &Card, q: u16) -> Result<(), Failure> {
     let c = one(card, q, Request::raw(unknown, vec![], vec![]))?;
     expect(q, &c, Status::Unsupported, "unknown opcode")?;
     Ok(())
+}
+
+/// A block of a pattern written at `off`, flushed and read back.
+fn storage_round_trip(card: &Card, q: u16, off: u64) -> Result<(), Failure> {
+    let block = card.alloc(4096)?;
+    let bdata = pattern(4096, 0x80 | q as u8);
+    block.write(0, &bdata)?;
+    for c in card.run(
+        q,
+        &[Request::storage_write(block.all(), off), Request::flush()],
+        TIMEOUT,
+    )? {
+        expect(q, &c, Status::Ok, "STORAGE_WRITE + FLUSH")?;
+    }
+    let back = card.alloc(4096)?;
+    expect(
+        q,
+        &one(card, q, Request::storage_read(off, back.all()))?,
+        Status::Ok,
+        "STORAGE_READ",
+    )?;
+    same(q, &back.to_vec(), &bdata, "STORAGE_READ")
 }
