@@ -660,7 +660,8 @@ impl Card {
     }
 
     /// Posts `requests` on queue `q` and notifies the card once if it asks
-    /// for it. All or nothing: [`Error::QueueFull`] when they do not all fit.
+    /// for it. All or nothing: [`Error::QueueFull`] when they do not all fit
+    /// now, [`Error::TooBig`] when they never could.
     pub fn submit(&self, q: u16, requests: &[Request]) -> Result<(), Error> {
         let mut chains = Vec::with_capacity(requests.len());
         let mut need = 0;
@@ -674,6 +675,13 @@ impl Card {
             return Err(Error::Broken {
                 queue: q,
                 reason: b.0.clone(),
+            });
+        }
+        if need > usize::from(queue.ring.size()) {
+            return Err(Error::TooBig {
+                queue: q,
+                need,
+                size: queue.ring.size(),
             });
         }
         if need > queue.ring.free_descriptors() {

@@ -76,6 +76,17 @@ pub enum Error {
         /// The queue.
         queue: u16,
     },
+    /// A batch that needs more descriptors than the queue has at all:
+    /// waiting for room would never end.
+    #[error("the batch needs {need} descriptors; queue {queue} has {size} in all")]
+    TooBig {
+        /// The queue.
+        queue: u16,
+        /// Descriptors the batch needs.
+        need: usize,
+        /// The queue's size.
+        size: u16,
+    },
     /// A range outside its buffer.
     #[error("{len} bytes at {offset} do not fit a buffer of {size}")]
     OutOfBounds {

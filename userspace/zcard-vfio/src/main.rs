@@ -61,7 +61,7 @@ enum Cmd {
         #[command(flatten)]
         which: Which,
         /// Seconds per depth and mode.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
         /// Also write the results as JSON here.
         #[arg(long)]
@@ -86,8 +86,8 @@ struct Open {
     /// Do not negotiate VIRTIO_RING_F_EVENT_IDX.
     #[arg(long)]
     no_event_idx: bool,
-    /// Largest queue size to use.
-    #[arg(long, default_value_t = 256)]
+    /// Largest queue size to use (a COPY takes 4 descriptors).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(4..=32768))]
     queue_size: u16,
 }
 
@@ -264,13 +264,14 @@ fn bench(which: &Which, secs: u64, json: Option<&std::path::Path>) -> Result<(),
             ..Options::default()
         })
         .map_err(e)?;
+        // Checked before the first run, so a refusal costs no runs.
         let room = usize::from(card.queue_size(0).map_err(e)?) / 4;
+        if room < 32 {
+            return Err(format!(
+                "queue 0 holds {room} copies, depth 32 asked (vq_size too small)"
+            ));
+        }
         for depth in [1, 32] {
-            if depth > room {
-                return Err(format!(
-                    "queue 0 holds {room} copies, depth {depth} asked (vq_size too small)"
-                ));
-            }
             runs.push(bench_one(&card, mode, depth, secs).map_err(e)?);
         }
     }

@@ -449,14 +449,23 @@ fn a_full_queue_of_copies_in_one_batch() {
             pattern(4096, c.user_data as u8)
         );
     }
-    // One more request than fits is refused whole, and nothing was posted.
+    // One more request than the queue holds in all is refused whole as
+    // never fitting, and nothing was posted.
     let mut more = reqs.clone();
     more.push(Request::nop());
     assert!(matches!(
         card.submit(0, &more),
-        Err(Error::QueueFull { queue: 0 })
+        Err(Error::TooBig { queue: 0, .. })
     ));
     assert_eq!(card.in_flight(0).unwrap(), 0);
+    // A batch that fits the queue but not the room left: full, the same.
+    card.submit(0, &[Request::nop().user_data(7)]).unwrap();
+    assert!(matches!(
+        card.submit(0, &reqs),
+        Err(Error::QueueFull { queue: 0 })
+    ));
+    assert_eq!(card.in_flight(0).unwrap(), 1);
+    assert_eq!(card.wait(0, T).unwrap().user_data, 7);
     // Many rounds wrap the 16-bit ring indices.
     for round in 0..1100 {
         let c = card.run(1, &[Request::nop().user_data(round)], T).unwrap();
