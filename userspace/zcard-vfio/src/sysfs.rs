@@ -42,6 +42,11 @@ pub enum SysfsError {
     /// The address given is not a card.
     #[error("{0} is not a zcard")]
     NotACard(String),
+    /// No PCI function at the address given, or no address at all.
+    #[error(
+        "no PCI device {0} (an address is DDDD:BB:DD.F or BB:DD.F, as `zcard-vfio list` shows)"
+    )]
+    NoDevice(String),
     /// The card shares its IOMMU group: handing the group to user space would hand others too.
     #[error("IOMMU group {group} of {bdf} holds other devices too ({others}); refusing")]
     SharedGroup {
@@ -115,6 +120,29 @@ pub struct PciCard {
     pub iommu_group: Option<u32>,
 }
 
+/// `bdf` as sysfs names it (`0000:00:04.0`), or None when it is no PCI
+/// address: a domain of 4 to 8 hex digits (0000 when left out), a bus of
+/// 2, a device of 2 and a function 0-7, lower case.
+fn canonical(bdf: &str) -> Option<String> {
+    let b = bdf.to_ascii_lowercase();
+    let (domain, rest) = match b.split_once(':') {
+        Some((d, r)) if r.contains(':') => (d, r),
+        Some(_) => ("0000", b.as_str()),
+        None => return None,
+    };
+    let hex = |s: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+    };
+    let (bus, devfn) = rest.split_once(':')?;
+    let (dev, func) = devfn.split_once('.')?;
+    let ok = hex(domain, 4..=8)
+        && hex(bus, 2..=2)
+        && hex(dev, 2..=2)
+        && func.len() == 1
+        && matches!(func.as_bytes()[0], b'0'..=b'7');
+    ok.then(|| format!("{domain}:{bus}:{dev}.{func}"))
+}
+
 fn driver_name(d: &Option<String>) -> &str {
     d.as_deref().unwrap_or("no driver")
 }
@@ -154,9 +182,14 @@ impl Sysfs {
         fs::write(path, value).map_err(io_err(path))
     }
 
-    /// The card at `bdf` as sysfs shows it now.
+    /// The card at `bdf` as sysfs shows it now. The address may leave
+    /// out its domain (`00:04.0`, as lspci prints it) and be in either case.
     pub fn card(&self, bdf: &str) -> Result<PciCard, SysfsError> {
+        let bdf = &canonical(bdf).ok_or_else(|| SysfsError::NoDevice(bdf.to_owned()))?;
         let path = self.devices().join(bdf);
+        if !path.is_dir() {
+            return Err(SysfsError::NoDevice(bdf.clone()));
+        }
         let vendor = read_hex(&path.join("vendor"));
         let device = read_hex(&path.join("device"));
         if vendor != Some(u32::from(VIRTIO_VENDOR_ID)) || device != Some(u32::from(PCI_DEVICE_ID)) {
@@ -421,6 +454,33 @@ mod tests {
             fs::read_to_string(card.join("driver_override")).unwrap(),
             "\n"
         );
+    }
+
+    #[test]
+    fn addresses_are_taken_as_lspci_prints_them_and_checked() {
+        let t = tree();
+        let s = Sysfs::new(t.path());
+        for a in [
+            "0000:00:04.0",
+            "00:04.0",
+            "0000:00:04.0".to_uppercase().as_str(),
+        ] {
+            assert_eq!(s.card(a).unwrap().bdf, "0000:00:04.0", "{a}");
+        }
+        for a in [
+            "0000:00:05.0",
+            "10000:00:04.0",
+            "0000:00:04.8",
+            "0000:00:04.0/",
+            "../devices/0000:00:04.0",
+            "4.0",
+            "",
+        ] {
+            let e = s.card(a).unwrap_err();
+            assert!(matches!(e, SysfsError::NoDevice(_)), "{a}: {e}");
+            assert!(e.to_string().starts_with("no PCI device"), "{e}");
+        }
+        assert!(matches!(s.card("00:02.0"), Err(SysfsError::NotACard(_))));
     }
 
     #[test]
