@@ -640,6 +640,26 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_past_the_clocks_range_waits_as_long_as_it_takes() {
+        // Instant + Duration::MAX overflows: the wait must not panic.
+        let (a, b) = UnixStream::pair().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let rx = Receiver::<Shm>::from_socket(&b).unwrap();
+                let held = rx.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                drop(held);
+                let _ = rx.recv_timeout(Duration::MAX);
+            });
+            let tx = Builder::new().slot_size(64).slot_count(1).create().unwrap();
+            tx.share(&a).unwrap();
+            tx.send_copy(b"held").unwrap();
+            let loan = tx.loan_with(Wait::Timeout(Duration::MAX)).unwrap();
+            loan.send(3).unwrap();
+        });
+    }
+
+    #[test]
     fn a_wait_for_a_slot_yields_before_it_sleeps() {
         // A slot that comes back while the wait yields is taken there: the
         // wait never got to its sleep, before which it asks after the

@@ -23,7 +23,8 @@ impl Wait {
         match self {
             Wait::Never => None,
             Wait::Forever => Some(None),
-            Wait::Timeout(d) => Some(Some(Instant::now() + d)),
+            // Past the clock's range: as good as forever.
+            Wait::Timeout(d) => Some(Instant::now().checked_add(d)),
         }
     }
 }
@@ -144,7 +145,9 @@ pub(crate) fn yield_on<R>(
     if span.is_zero() {
         return Ok(None);
     }
-    let end = Instant::now() + span;
+    // A span past the clock's range yields for an hour, then the wait
+    // goes on to sleep (where it asks after the peer) as any other.
+    let end = Instant::now() + span.min(Duration::from_secs(3600));
     let end = deadline.map_or(end, |d| d.min(end));
     loop {
         std::thread::yield_now();

@@ -61,7 +61,8 @@ impl EventChannel {
     /// The next event within `timeout` (None: none came), copied out and
     /// acknowledged at once.
     fn next(&self, timeout: Duration) -> Result<Option<Event>> {
-        let deadline = Instant::now() + timeout;
+        // Past the clock's range: as good as forever.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             let mut ev = std::ptr::null_mut();
             // SAFETY: a live channel; a valid out pointer.
@@ -76,7 +77,9 @@ impl EventChannel {
             if super::errno() != libc::EAGAIN {
                 return Err(Error::cm("rdma_get_cm_event"));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 return Ok(None);
             }
@@ -394,7 +397,7 @@ impl Listener {
     /// The next connection request, waiting at most `timeout` (forever for
     /// None): its connection (no QP yet) and the client's private data.
     pub fn next_request(&self, timeout: Option<Duration>) -> Result<(Connection, Vec<u8>)> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let left = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
