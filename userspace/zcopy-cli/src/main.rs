@@ -302,14 +302,24 @@ fn parse_slot_size(s: &str) -> std::result::Result<u32, String> {
     }
 }
 
+/// The longest `--timeout`: a year. Leave the option out to wait as long
+/// as it takes.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Seconds, fractions allowed (`0.5`), more than zero: a timeout of none
-/// would fail any wait at all, a working peer's too.
+/// would fail any wait at all, a working peer's too; at most
+/// [`MAX_TIMEOUT`].
 fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
     s.parse::<f64>()
         .ok()
         .and_then(|v| Duration::try_from_secs_f64(v).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds above 0 (examples: 30, 0.5)"))
+        .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is not a number of seconds above 0 and at most {} (a year; leave it out to wait as long as it takes)",
+                MAX_TIMEOUT.as_secs()
+            )
+        })
 }
 
 fn main() -> ExitCode {

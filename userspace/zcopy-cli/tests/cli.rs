@@ -885,6 +885,7 @@ fn bad_flags_exit_2() {
         &["send", f, "--via", "shm", "--slot-size", "2G"],
         &["send", f, "--via", "shm", "--slots", "0"],
         &["send", f, "--via", "shm", "--timeout", "-1"],
+        &["recv", "out", "--via", "shm", "--timeout", "1e19"],
         &["send", f, "--via", "shm", "--name", "a/b"],
         &["send", f, "--via", "shm", "--to", "127.0.0.1:1"],
         &["send", f, "--via", "rdma"],
