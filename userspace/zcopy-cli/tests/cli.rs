@@ -994,6 +994,53 @@ fn send_recv_card_in_the_guest() {
 }
 
 /// The same transfer over RDMA between the guest's two Soft-RoCE devices.
+/// A receiver that cannot set its end up (here: no memory it may pin, as a
+/// user's small RLIMIT_MEMLOCK gives) refuses the sender with the reason,
+/// and the sender stops at once with it, where it took the bare refusal
+/// for a receiver not listening yet and retried until its timeout.
+#[test]
+#[ignore = "runs in the zcopy guest (Soft-RoCE): make qemu-test"]
+fn a_receiver_that_cannot_set_up_refuses_the_sender_with_why() {
+    let dir = TempDir::new("rdma-memlock");
+    let input = dir.path("in.bin");
+    let output = dir.path("out.bin");
+    std::fs::write(&input, random_bytes(9, 1 << 20)).unwrap();
+    // Root pins memory regardless of the limit: drop CAP_IPC_LOCK.
+    let recv = Command::new("prlimit")
+        .args(["--memlock=65536:65536", "--", "setpriv"])
+        .args(["--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", ZCOPY])
+        .args(["recv", output.to_str().unwrap(), "--via", "rdma"])
+        .args(["--listen", "169.254.77.1:7478", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit");
+    let start = Instant::now();
+    let (code, stdout, err) = zcopy(&[
+        "send",
+        input.to_str().unwrap(),
+        "--via",
+        "rdma",
+        "--to",
+        "169.254.77.1:7478",
+        "--from",
+        "169.254.77.2",
+        "--timeout",
+        "60",
+    ]);
+    let took = start.elapsed();
+    let received = result(recv.wait_with_output().unwrap());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("refused the connection: the receiver could not set the channel up"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(45), "the sender waited {took:?}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(received.0, 1, "receiver: {received:?}");
+    assert_eq!(dir.files(), ["in.bin"]);
+}
+
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn send_recv_rdma_in_the_guest() {

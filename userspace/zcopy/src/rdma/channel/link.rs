@@ -186,13 +186,42 @@ pub(super) struct Link {
     retires: VecDeque<u32>,
 }
 
+/// What [`Link::set_up`] made on the connection.
+struct Parts {
+    ring: MrHandle,
+    base: *mut u8,
+    board: MrHandle,
+    board_base: *mut u8,
+    board_words: u32,
+    sq_depth: u32,
+}
+
 // SAFETY: `base` and `board_base` point into regions the connection owns
 // (registered and mapped for the connection's life); nothing here is tied
 // to a thread.
 unsafe impl Send for Link {}
 
 impl Link {
-    pub(super) fn new<R>(mut conn: Connection, geo: &Geometry, recvs: u32, ring: R) -> Result<Link>
+    /// The link over `conn`: its queue pair, `ring` and the credit board
+    /// registered, `recvs` receives posted. On failure the connection comes
+    /// back with the error, so that a receiver can still refuse it with a
+    /// reason (dropped, the sender would learn nothing).
+    pub(super) fn new<R>(
+        mut conn: Connection,
+        geo: &Geometry,
+        recvs: u32,
+        ring: R,
+    ) -> std::result::Result<Link, Box<(Error, Connection)>>
+    where
+        R: Region + Send + std::fmt::Debug + 'static,
+    {
+        match Link::set_up(&mut conn, geo, recvs, ring) {
+            Ok(parts) => Ok(Link::from_parts(conn, parts)),
+            Err(e) => Err(Box::new((e, conn))),
+        }
+    }
+
+    fn set_up<R>(conn: &mut Connection, geo: &Geometry, recvs: u32, ring: R) -> Result<Parts>
     where
         R: Region + Send + std::fmt::Debug + 'static,
     {
@@ -224,7 +253,26 @@ impl Link {
         for i in 0..recvs {
             conn.post_recv(WR_RECV | u64::from(i))?;
         }
-        Ok(Link {
+        Ok(Parts {
+            ring,
+            base,
+            board,
+            board_base,
+            board_words,
+            sq_depth,
+        })
+    }
+
+    fn from_parts(conn: Connection, p: Parts) -> Link {
+        let Parts {
+            ring,
+            base,
+            board,
+            board_base,
+            board_words,
+            sq_depth,
+        } = p;
+        Link {
             conn,
             ring,
             base,
@@ -246,7 +294,7 @@ impl Link {
             sq_depth,
             unsignaled: 0,
             retires: VecDeque::new(),
-        })
+        }
     }
 
     pub(super) fn hello(&self, geo: &Geometry) -> Hello {

@@ -55,7 +55,13 @@ impl Listener {
                 return Err(e);
             }
         };
-        let mut link = Link::new(conn, &geo, recv_depth(&geo), ring)?;
+        let mut link = Link::new(conn, &geo, recv_depth(&geo), ring).map_err(|failed| {
+            let (e, conn) = *failed;
+            // Refused with the reason: the sender would otherwise take the
+            // bare reject for a receiver not listening yet, and retry.
+            conn.reject(&format!("the receiver could not set the channel up: {e}"));
+            e
+        })?;
         link.peer(&h);
         let hello = link.hello(&geo);
         link.conn

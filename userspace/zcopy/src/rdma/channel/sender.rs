@@ -105,8 +105,8 @@ impl Sender {
         let conn = Connection::resolve(src.map(|ip| SocketAddr::new(ip, 0)), dst, CONNECT_TIMEOUT)?;
         let recvs = recv_depth(&geo);
         let mut link = match ring {
-            Some(ring) => Link::new(conn, &geo, recvs, ring)?,
-            None => Link::new(conn, &geo, recvs, anon_ring(&geo)?)?,
+            Some(ring) => Link::new(conn, &geo, recvs, ring).map_err(|failed| failed.0)?,
+            None => Link::new(conn, &geo, recvs, anon_ring(&geo)?).map_err(|failed| failed.0)?,
         };
         let hello = link.hello(&geo);
         let reply = link
