@@ -516,6 +516,9 @@ fn connect_rdma(
 }
 
 /// Listens on `addr` and takes the first sender, waiting up to `timeout`.
+/// A peer that is no zcopy sender, or one of a shape this end refuses (the
+/// listener tells it why), is said on stderr and the wait goes on: a port probe or
+/// another program's client does not end the receive.
 fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Receiver> {
     rdma_for(addr, Some(addr.ip()))?;
     let listener = rdma::Listener::bind(addr).map_err(|e| rdma_failure(addr, e))?;
@@ -524,13 +527,36 @@ fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Rece
             "waiting for a sender: zcopy send FILE --via rdma --to {bound}"
         ));
     }
-    listener
-        .accept(timeout)
-        .map_err(|e| match e.transport::<rdma::Error>() {
-            Some(rdma::Error::Timeout(_)) => Failure::failed(format!(
-                "no RDMA sender connected to {addr} within {}",
-                timeout.map_or_else(String::new, secs)
-            )),
-            _ => rdma_failure(addr, e),
-        })
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match listener.accept(left) {
+            Ok(rx) => return Ok(rx),
+            Err(
+                e @ (Error::NotAChannel
+                | Error::Version { .. }
+                | Error::Layout(_)
+                | Error::Config(_)),
+            ) => {
+                let why = match e {
+                    Error::NotAChannel => "the peer is no zcopy sender".to_string(),
+                    e => e.to_string(),
+                };
+                // Said whether or not a terminal reads it, unlike the
+                // waiting hints: someone connected and was turned away.
+                eprintln!("zcopy: refused a connection to {addr}: {why}");
+            }
+            Err(e) => {
+                return Err(match e.transport::<rdma::Error>() {
+                    Some(rdma::Error::Timeout("waiting for a connection request")) => {
+                        Failure::failed(format!(
+                            "no RDMA sender connected to {addr} within {}",
+                            timeout.map_or_else(String::new, secs)
+                        ))
+                    }
+                    _ => rdma_failure(addr, e),
+                })
+            }
+        }
+    }
 }

@@ -994,6 +994,66 @@ fn send_recv_card_in_the_guest() {
 }
 
 /// The same transfer over RDMA between the guest's two Soft-RoCE devices.
+/// A client that is no zcopy sender (perftest's, through rdma_cm) is
+/// refused and noted, and the receive goes on to take the sender after it,
+/// where it ended with that client's refusal.
+#[test]
+#[ignore = "runs in the zcopy guest (Soft-RoCE): make qemu-test"]
+fn a_stray_rdma_client_does_not_end_the_receive() {
+    let dir = TempDir::new("rdma-stray");
+    let data = random_bytes(0x51, 300_000);
+    let input = dir.path("in.bin");
+    let output = dir.path("out.bin");
+    std::fs::write(&input, &data).unwrap();
+    let recv = spawn(&[
+        "recv",
+        output.to_str().unwrap(),
+        "--via",
+        "rdma",
+        "--listen",
+        "169.254.77.1:7477",
+        "--timeout",
+        "90",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    // Its own exit status is perftest's business; it must end.
+    let stray = Command::new("timeout")
+        .args(["30", "ib_write_bw", "-d", "zrxe1", "-R", "-p", "7477"])
+        .args([
+            "--bind_source_ip",
+            "169.254.77.2",
+            "-n",
+            "5",
+            "169.254.77.1",
+        ])
+        .output()
+        .expect("ib_write_bw");
+    assert_ne!(stray.status.code(), Some(124), "the stray client hung");
+    let sent = zcopy(&[
+        "send",
+        input.to_str().unwrap(),
+        "--via",
+        "rdma",
+        "--to",
+        "169.254.77.1:7477",
+        "--from",
+        "169.254.77.2",
+        "--timeout",
+        "60",
+    ]);
+    let received = result(recv.wait_with_output().unwrap());
+    assert_eq!(sent.0, 0, "sender: {sent:?}");
+    assert_eq!(received.0, 0, "receiver: {received:?}");
+    assert!(
+        received
+            .2
+            .contains("refused a connection to 169.254.77.1:7477"),
+        "{}",
+        received.2
+    );
+    assert!(std::fs::read(&output).unwrap() == data, "the file differs");
+}
+
 /// A receiver that cannot set its end up (here: no memory it may pin, as a
 /// user's small RLIMIT_MEMLOCK gives) refuses the sender with the reason,
 /// and the sender stops at once with it, where it took the bare refusal
