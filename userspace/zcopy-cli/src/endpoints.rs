@@ -521,7 +521,31 @@ fn connect_rdma(
 /// another program's client does not end the receive.
 fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Receiver> {
     rdma_for(addr, Some(addr.ip()))?;
-    let listener = rdma::Listener::bind(addr).map_err(|e| rdma_failure(addr, e))?;
+    let listener = rdma::Listener::bind(addr).map_err(|e| {
+        let port_taken = || {
+            Failure::failed(format!(
+                "RDMA {addr}: the port is in use (another listener has it; pick another port)"
+            ))
+        };
+        match e.transport::<rdma::Error>() {
+            Some(rdma::Error::Cm {
+                op: "rdma_bind_addr" | "rdma_listen",
+                errno: libc::EADDRINUSE,
+            }) => port_taken(),
+            // rdma_cm says EADDRNOTAVAIL for a port clash where either
+            // listener is on the wildcard address, and for an address it
+            // cannot use at all: the same address on any port tells which.
+            Some(rdma::Error::Cm {
+                op: "rdma_bind_addr" | "rdma_listen",
+                errno: libc::EADDRNOTAVAIL,
+            }) if addr.port() != 0
+                && rdma::Listener::bind(SocketAddr::new(addr.ip(), 0)).is_ok() =>
+            {
+                port_taken()
+            }
+            _ => rdma_failure(addr, e),
+        }
+    })?;
     if let Some(bound) = listener.local_addr() {
         note(&format!(
             "waiting for a sender: zcopy send FILE --via rdma --to {bound}"

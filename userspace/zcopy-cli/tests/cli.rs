@@ -994,6 +994,42 @@ fn send_recv_card_in_the_guest() {
 }
 
 /// The same transfer over RDMA between the guest's two Soft-RoCE devices.
+/// A second receiver on a port one already listens on (here the first on
+/// the wildcard address, where rdma_cm says EADDRNOTAVAIL) is told the
+/// port is in use, exit 1, not that the machine has no RDMA device.
+#[test]
+#[ignore = "runs in the zcopy guest (Soft-RoCE): make qemu-test"]
+fn a_second_rdma_receiver_on_a_port_in_use_is_told_so() {
+    let dir = TempDir::new("rdma-port");
+    let out = dir.path("out.bin");
+    let out = out.to_str().unwrap();
+    let mut first = spawn(&[
+        "recv",
+        out,
+        "--via",
+        "rdma",
+        "--listen",
+        "0.0.0.0:7476",
+        "--timeout",
+        "60",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _, err) = zcopy(&[
+        "recv",
+        out,
+        "--via",
+        "rdma",
+        "--listen",
+        "169.254.77.1:7476",
+        "--timeout",
+        "5",
+    ]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the port is in use"), "{err}");
+}
+
 /// A client that is no zcopy sender (perftest's, through rdma_cm) is
 /// refused and noted, and the receive goes on to take the sender after it,
 /// where it ended with that client's refusal.
