@@ -993,7 +993,28 @@ fn send_recv_card_in_the_guest() {
     assert!(!Path::new(&format!("/run/zcopy/{name}.sock")).exists());
 }
 
-/// The same transfer over RDMA between the guest's two Soft-RoCE devices.
+/// Waits until an rdma_cm listener on `port` shows in `rdma res show
+/// cm_id` (a slow guest may take seconds to start one).
+fn wait_for_rdma_listener(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at = format!(":{port}");
+    loop {
+        let out = Command::new("rdma")
+            .args(["res", "show", "cm_id"])
+            .output()
+            .expect("rdma (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let listens = |l: &str| {
+            l.contains("LISTEN") && l.split_whitespace().any(|w| w.ends_with(at.as_str()))
+        };
+        if text.lines().any(listens) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no listener on {port}: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A second receiver on a port one already listens on (here the first on
 /// the wildcard address, where rdma_cm says EADDRNOTAVAIL) is told the
 /// port is in use, exit 1, not that the machine has no RDMA device.
@@ -1013,7 +1034,7 @@ fn a_second_rdma_receiver_on_a_port_in_use_is_told_so() {
         "--timeout",
         "60",
     ]);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for_rdma_listener(7476);
     let (code, _, err) = zcopy(&[
         "recv",
         out,
@@ -1051,7 +1072,7 @@ fn a_stray_rdma_client_does_not_end_the_receive() {
         "--timeout",
         "90",
     ]);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for_rdma_listener(7477);
     // Its own exit status is perftest's business; it must end.
     let stray = Command::new("timeout")
         .args(["30", "ib_write_bw", "-d", "zrxe1", "-R", "-p", "7477"])
@@ -1137,6 +1158,7 @@ fn a_receiver_that_cannot_set_up_refuses_the_sender_with_why() {
     assert_eq!(dir.files(), ["in.bin"]);
 }
 
+/// The same transfer over RDMA between the guest's two Soft-RoCE devices.
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn send_recv_rdma_in_the_guest() {
