@@ -185,6 +185,46 @@ fn connecting_to_nothing_fails_clearly() {
     assert!(matches!(e, Error::Config(_)), "{e}");
 }
 
+/// A receiver with a ring cap refuses a sender whose ring is larger (the
+/// sender learns why; the listener reports it and takes the next one).
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_ring_above_the_receivers_cap_is_refused_with_why() {
+    let (a, b) = rdma_addrs();
+    let mut l = zcopy::rdma::Listener::bind((a, 0).into()).unwrap();
+    l.set_max_ring(1 << 20);
+    let dst = l.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let wait = Some(Duration::from_secs(30));
+            let refused = l.accept(wait).map(|_| ()).unwrap_err();
+            let rx = l.accept(wait).unwrap();
+            let m = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            (refused, m.to_vec())
+        });
+        let e = Builder::new()
+            .slot_size(1 << 20)
+            .slot_count(4)
+            .connect_rdma(Some(b.into()), dst)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(e.transport::<zcopy::rdma::Error>(),
+                Some(zcopy::rdma::Error::Refused(why)) if why.contains("takes at most 1048576")),
+            "{e}"
+        );
+        let tx = Builder::new()
+            .slot_size(64 << 10)
+            .slot_count(4)
+            .connect_rdma(Some(b.into()), dst)
+            .unwrap();
+        tx.send_copy(b"small enough").unwrap();
+        let (refused, got) = h.join().unwrap();
+        assert!(matches!(refused, Error::Config(_)), "{refused}");
+        assert_eq!(got, b"small enough");
+    });
+}
+
 /// The link stops carrying anything under a live connection (every packet
 /// leaving zcv1 dropped, as a cut cable or a dead machine would): both
 /// ends learn within the transport's retry bound (no hang), and once it

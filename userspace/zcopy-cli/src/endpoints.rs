@@ -521,7 +521,7 @@ fn connect_rdma(
 /// another program's client does not end the receive.
 fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Receiver> {
     rdma_for(addr, Some(addr.ip()))?;
-    let listener = rdma::Listener::bind(addr).map_err(|e| {
+    let mut listener = rdma::Listener::bind(addr).map_err(|e| {
         let port_taken = || {
             Failure::failed(format!(
                 "RDMA {addr}: the port is in use (another listener has it; pick another port)"
@@ -546,6 +546,11 @@ fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Rece
             _ => rdma_failure(addr, e),
         }
     })?;
+    // The sender's Hello sets the ring this end pins: no more than half
+    // the memory this process can take (the pipeline's rule for --size).
+    if let Some(room) = crate::platform::mem_room() {
+        listener.set_max_ring(room / 2);
+    }
     if let Some(bound) = listener.local_addr() {
         note(&format!(
             "waiting for a sender: zcopy send FILE --via rdma --to {bound}"

@@ -726,7 +726,7 @@ fn open_card(a: &PipelineArgs) -> Result<CardKit> {
 
 /// `size` bytes from a xorshift generator seeded with `seed`. The run
 /// holds them in memory and the file's pages in the page cache: a size
-/// above half the memory available ([`mem_room`]) is refused before
+/// above half the memory available ([`crate::platform::mem_room`]) is refused before
 /// anything is made.
 fn make_data(size: u64, seed: u64) -> Result<Vec<u8>> {
     let too_big = |why: String| {
@@ -734,7 +734,7 @@ fn make_data(size: u64, seed: u64) -> Result<Vec<u8>> {
             "--size {size}: {why}; the run holds the data in memory"
         ))
     };
-    if let Some(avail) = mem_room() {
+    if let Some(avail) = crate::platform::mem_room() {
         if size > avail / 2 {
             return Err(too_big(format!(
                 "more than half the memory available ({avail} bytes)"
@@ -755,102 +755,6 @@ fn make_data(size: u64, seed: u64) -> Result<Vec<u8>> {
     }
     v.truncate(size as usize);
     Ok(v)
-}
-
-/// The memory this process can still take, in bytes: `MemAvailable`, or
-/// less where a cgroup's `memory.max` leaves less (a container's limit;
-/// the OOM killer acts on it, not on the machine's memory). None: neither
-/// is readable.
-fn mem_room() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|own| cgroup_room(Path::new("/sys/fs/cgroup"), &own));
-    match (mem_available(), cgroup) {
-        (Some(a), Some(c)) => Some(a.min(c)),
-        (a, c) => a.or(c),
-    }
-}
-
-/// The least room (limit less use) of this process's memory cgroup, named
-/// in `own` (/proc/self/cgroup's text), and of each one above it, under
-/// `root` (/sys/fs/cgroup): cgroup v1's memory controller
-/// (`memory/…/memory.limit_in_bytes`, `memory.usage_in_bytes`) where it
-/// has one, else v2's (`memory.max`, `memory.current`). None: no limit.
-fn cgroup_room(root: &Path, own: &str) -> Option<u64> {
-    let v1 = own.lines().find_map(|l| {
-        let (_, rest) = l.split_once(':')?;
-        let (controllers, path) = rest.split_once(':')?;
-        controllers
-            .split(',')
-            .any(|c| c == "memory")
-            .then_some(path)
-    });
-    match v1 {
-        Some(rel) => hierarchy_room(
-            &root.join("memory"),
-            rel,
-            [
-                "memory.limit_in_bytes",
-                "memory.usage_in_bytes",
-                "total_inactive_file",
-            ],
-        ),
-        None => {
-            let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-            hierarchy_room(root, rel, ["memory.max", "memory.current", "inactive_file"])
-        }
-    }
-}
-
-/// [`cgroup_room`] in one hierarchy mounted at `root`, for the cgroup at
-/// `rel` and its ancestors, with the named limit and use files and the
-/// `memory.stat` key of the page cache it could drop (inactive file
-/// pages, not counted as used, as container runtimes count). A limit that
-/// is not a number ("max") or that no machine has (v1's unlimited is near
-/// 2^63) is no limit.
-fn hierarchy_room(root: &Path, rel: &str, [limit, usage, cache]: [&str; 3]) -> Option<u64> {
-    if Path::new(rel)
-        .components()
-        .any(|c| c == std::path::Component::ParentDir)
-    {
-        return None;
-    }
-    let mut dir = root.join(rel.trim().trim_start_matches('/'));
-    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).ok();
-    let mut room: Option<u64> = None;
-    loop {
-        let max = read(&dir, limit)
-            .and_then(|m| m.trim().parse::<u64>().ok())
-            .filter(|&m| m < 1 << 62);
-        if let Some(max) = max {
-            let used = read(&dir, usage)
-                .and_then(|c| c.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            let cached = read(&dir, "memory.stat")
-                .and_then(|st| {
-                    st.lines().find_map(|l| {
-                        let (k, v) = l.split_once(' ')?;
-                        (k == cache).then(|| v.trim().parse::<u64>().ok())?
-                    })
-                })
-                .unwrap_or(0);
-            let used = used.saturating_sub(cached);
-            let left = max.saturating_sub(used);
-            room = Some(room.map_or(left, |r| r.min(left)));
-        }
-        if dir == root || !dir.pop() {
-            break;
-        }
-    }
-    room
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes (None: not readable).
-fn mem_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
 }
 
 /// Puts `data` into the card's storage at 0 (STORAGE_WRITE from a pool).
@@ -1439,56 +1343,6 @@ fn write_files(dir: &Path, r: &Report) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cgroups_memory_limit_bounds_the_room() {
-        let root = std::env::temp_dir().join(format!("zcopy-cgroup-{}", std::process::id()));
-        let own = root.join("box/job");
-        std::fs::create_dir_all(&own).unwrap();
-        let put = |d: &Path, f: &str, v: &str| std::fs::write(d.join(f), v).unwrap();
-        // The job has no limit of its own; the box above it does.
-        put(&own, "memory.max", "max\n");
-        put(&own, "memory.current", "100\n");
-        put(&root.join("box"), "memory.max", "1000\n");
-        put(&root.join("box"), "memory.current", "400\n");
-        assert_eq!(cgroup_room(&root, "0::/box/job\n"), Some(600));
-        // The tighter of the two.
-        put(&own, "memory.max", "500\n");
-        assert_eq!(cgroup_room(&root, "0::/box/job\n"), Some(400));
-        // Page cache it could drop is room too.
-        put(
-            &own,
-            "memory.stat",
-            "anon 50\ninactive_file 30\nactive_file 10\n",
-        );
-        assert_eq!(cgroup_room(&root, "0::/box/job\n"), Some(430));
-        std::fs::remove_file(own.join("memory.stat")).unwrap();
-        // No limit anywhere, or no cgroup v2 line: none.
-        put(&own, "memory.max", "max\n");
-        put(&root.join("box"), "memory.max", "max\n");
-        assert_eq!(cgroup_room(&root, "0::/box/job\n"), None);
-        assert_eq!(cgroup_room(&root, "1:memory:/box/job\n"), None);
-        // cgroup v1's memory controller, where the line names it.
-        let v1 = root.join("memory/ctr");
-        std::fs::create_dir_all(&v1).unwrap();
-        put(&v1, "memory.limit_in_bytes", "2000\n");
-        put(&v1, "memory.usage_in_bytes", "1500\n");
-        put(
-            &v1,
-            "memory.stat",
-            "inactive_file 100\ntotal_inactive_file 300\n",
-        );
-        put(
-            &root.join("memory"),
-            "memory.limit_in_bytes",
-            "9223372036854771712\n",
-        );
-        let own = "4:memory:/ctr\n3:cpuset:/\n0::/box/job\n";
-        assert_eq!(cgroup_room(&root, own), Some(800));
-        // A path that climbs out of the mount reads nothing outside it.
-        assert_eq!(cgroup_room(&root, "0::/../../etc\n"), None);
-        let _ = std::fs::remove_dir_all(&root);
-    }
 
     #[test]
     fn the_ratio_interval_spans_the_quartiles_of_both_sides() {

@@ -16,6 +16,8 @@ use crate::channel::{deadline_due, Error, Geometry, Pacer, Result, Rx, RxSample,
 #[derive(Debug)]
 pub struct Listener {
     cm: crate::rdma::cm::Listener,
+    /// The largest ring a sender may ask this end to pin.
+    max_ring: u64,
 }
 
 impl Listener {
@@ -24,7 +26,16 @@ impl Listener {
     pub fn bind(addr: SocketAddr) -> Result<Listener> {
         Ok(Listener {
             cm: crate::rdma::cm::Listener::bind(addr)?,
+            max_ring: u64::MAX,
         })
+    }
+
+    /// Refuses a sender whose ring (slot size × count, which this end
+    /// registers and pins the same) is larger than `bytes` (the sender
+    /// learns why). Without it, anyone who reaches the port decides how
+    /// much memory this end pins, up to the channel's limit of 16 GiB.
+    pub fn set_max_ring(&mut self, bytes: u64) {
+        self.max_ring = bytes;
     }
 
     /// The address listened on.
@@ -40,7 +51,15 @@ impl Listener {
         let h = match Hello::parse(&private)
             .and_then(|h| geometry(h.slot_size as usize, h.slot_count).map(|g| (h, g)))
             .and_then(|(h, g)| check_peer(&h, &g).map(|()| (h, g)))
-        {
+            .and_then(|(h, g)| {
+                if g.slots_bytes > self.max_ring {
+                    return Err(Error::Config(format!(
+                        "a ring of {} bytes ({} slots of {}): this receiver takes at most {}",
+                        g.slots_bytes, g.slot_count, g.slot_size, self.max_ring
+                    )));
+                }
+                Ok((h, g))
+            }) {
             Ok(hg) => hg,
             Err(e) => {
                 conn.reject(&e.to_string());
