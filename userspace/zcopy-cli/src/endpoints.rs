@@ -517,8 +517,8 @@ fn connect_rdma(
 
 /// Listens on `addr` and takes the first sender, waiting up to `timeout`.
 /// A peer that is no zcopy sender, or one of a shape this end refuses (the
-/// listener tells it why), is said on stderr and the wait goes on: a port probe or
-/// another program's client does not end the receive.
+/// listener tells it why), is said on stderr and the wait goes on: a port
+/// probe or another program's client does not end the receive.
 fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Receiver> {
     rdma_for(addr, Some(addr.ip()))?;
     let mut listener = rdma::Listener::bind(addr).map_err(|e| {

@@ -142,7 +142,7 @@ pub fn perftest(path: Option<&OsStr>) -> Result<()> {
 }
 
 /// The memory this process can still take, in bytes: `MemAvailable`, or
-/// less where a cgroup's `memory.max` leaves less (a container's limit;
+/// less where a memory cgroup's limit leaves less (a container's limit;
 /// the OOM killer acts on it, not on the machine's memory). None: neither
 /// is readable.
 pub fn mem_room() -> Option<u64> {
@@ -241,6 +241,8 @@ fn mem_available() -> Option<u64> {
 mod tests {
     use super::*;
 
+    use crate::failure::{FAILED, MISSING};
+
     #[test]
     fn a_cgroups_memory_limit_bounds_the_room() {
         let root = std::env::temp_dir().join(format!("zcopy-cgroup-{}", std::process::id()));
@@ -290,8 +292,6 @@ mod tests {
         assert_eq!(cgroup_room(&root, "0::/../../etc\n"), None);
         let _ = std::fs::remove_dir_all(&root);
     }
-
-    use crate::failure::{FAILED, MISSING};
 
     fn device(name: &str, ips: &[&str]) -> rdma::Device {
         rdma::Device {

@@ -726,8 +726,8 @@ fn open_card(a: &PipelineArgs) -> Result<CardKit> {
 
 /// `size` bytes from a xorshift generator seeded with `seed`. The run
 /// holds them in memory and the file's pages in the page cache: a size
-/// above half the memory available ([`crate::platform::mem_room`]) is refused before
-/// anything is made.
+/// above half the memory available ([`crate::platform::mem_room`]) is
+/// refused before anything is made.
 fn make_data(size: u64, seed: u64) -> Result<Vec<u8>> {
     let too_big = |why: String| {
         Failure::usage(format!(

@@ -264,23 +264,15 @@ impl Link {
     }
 
     fn from_parts(conn: Connection, p: Parts) -> Link {
-        let Parts {
-            ring,
-            base,
-            board,
-            board_base,
-            board_words,
-            sq_depth,
-        } = p;
         Link {
             conn,
-            ring,
-            base,
+            ring: p.ring,
+            base: p.base,
             remote_addr: 0,
             remote_rkey: 0,
-            board,
-            board_base,
-            board_words,
+            board: p.board,
+            board_base: p.board_base,
+            board_words: p.board_words,
             remote_board: 0,
             remote_board_rkey: 0,
             stats: LinkStats::default(),
@@ -291,7 +283,7 @@ impl Link {
             wcs: Vec::new(),
             stash: Vec::new(),
             sq_used: 0,
-            sq_depth,
+            sq_depth: p.sq_depth,
             unsignaled: 0,
             retires: VecDeque::new(),
         }
