@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use zcopy::channel::{Builder, CardSlots, Error, Rx, Shm, Tx, TxLoan, Wait};
-use zcopy::rdma::BuilderExt;
+use zcopy::rdma::{BuilderExt, PeerHello};
 use zcopy_vm_tests::channel::{
     check_message, pair, rdma_addrs, rdma_resources, read_line, scaled, send_message,
     spawn_with_fd3, Harness, Rdma,
@@ -565,5 +565,148 @@ fn ends_that_spin_on_keep_their_timeouts_and_read_the_board() {
         assert!(waited < Duration::from_secs(10), "{waited:?}");
         assert!(tx.stats().credited_by_reads >= 1);
         drop((loan, spare));
+    });
+}
+
+/// A hostile peer's connection: a QP and one registered page to write
+/// from, whose Hello names that page as its ring and its board.
+fn hostile_qp(conn: &mut zcopy::rdma::cm::Connection) -> zcopy::rdma::cm::MrHandle {
+    conn.create_qp(zcopy::rdma::cm::QpConfig {
+        send_depth: 4,
+        recv_depth: 4,
+        max_inline: 0,
+        events: false,
+    })
+    .unwrap();
+    let page = memmap2::MmapMut::map_anon(4096).unwrap();
+    conn.register(page, zcopy::rdma::verbs::Access::RemoteWrite)
+        .unwrap()
+}
+
+/// Writes 4 bytes (a board word) to `(addr, rkey)` and returns the
+/// write's completion status.
+fn write_status(
+    conn: &mut zcopy::rdma::cm::Connection,
+    from: zcopy::rdma::cm::MrHandle,
+    (addr, rkey): (u64, u32),
+) -> u32 {
+    conn.post_write(7, from, 0, 4, addr, rkey, None, true)
+        .unwrap();
+    completion_status(conn)
+}
+
+/// Reads 4 bytes from `(addr, rkey)` and returns the read's completion
+/// status.
+fn read_status(
+    conn: &mut zcopy::rdma::cm::Connection,
+    into: zcopy::rdma::cm::MrHandle,
+    (addr, rkey): (u64, u32),
+) -> u32 {
+    conn.post_read(8, into, 0, 4, addr, rkey).unwrap();
+    completion_status(conn)
+}
+
+fn completion_status(conn: &mut zcopy::rdma::cm::Connection) -> u32 {
+    let mut wcs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while wcs.is_empty() {
+        assert!(Instant::now() < deadline, "no completion for the write");
+        conn.poll(&mut wcs, 1).unwrap();
+    }
+    wcs[0].status
+}
+
+/// A peer may do to a channel end's memory only what the protocol needs:
+/// a receiver cannot write or read the slots the sender is sending from,
+/// a sender cannot write the receiver's counts of released slots. Each
+/// such request fails on the peer's QP (remote access error), where the
+/// protocol's own (credits into the sender's board, a message into the
+/// receiver's ring) go through.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_peer_can_only_write_what_the_protocol_writes() {
+    const REM_ACCESS_ERR: u32 = 10;
+    let (a, b) = rdma_addrs();
+    // A hostile receiver.
+    let l = zcopy::rdma::cm::Listener::bind((a, 0).into()).unwrap();
+    let dst = l.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let tx = s.spawn(move || {
+            Builder::new()
+                .slot_size(4096)
+                .slot_count(4)
+                .connect_rdma(Some(b.into()), dst)
+                .unwrap()
+        });
+        let (mut conn, private) = l.next_request(Some(Duration::from_secs(30))).unwrap();
+        let sender = PeerHello::parse(&private).unwrap();
+        let page = hostile_qp(&mut conn);
+        let me = PeerHello {
+            ring: (page.addr, page.rkey),
+            board: (page.addr, page.rkey),
+            ..sender
+        };
+        conn.accept(&me.to_bytes(), Duration::from_secs(30))
+            .unwrap();
+        let tx = tx.join().unwrap();
+        // What a receiver does: credits into the sender's board.
+        assert_eq!(write_status(&mut conn, page, sender.board), 0);
+        // What it must not: the sender's slots (an error ends the QP, so
+        // each refusal takes a connection of its own).
+        assert_eq!(write_status(&mut conn, page, sender.ring), REM_ACCESS_ERR);
+        drop((tx, conn));
+    });
+    std::thread::scope(|s| {
+        let tx = s.spawn(move || {
+            Builder::new()
+                .slot_size(4096)
+                .slot_count(4)
+                .connect_rdma(Some(b.into()), dst)
+                .unwrap()
+        });
+        let (mut conn, private) = l.next_request(Some(Duration::from_secs(30))).unwrap();
+        let sender = PeerHello::parse(&private).unwrap();
+        let page = hostile_qp(&mut conn);
+        let me = PeerHello {
+            ring: (page.addr, page.rkey),
+            board: (page.addr, page.rkey),
+            ..sender
+        };
+        conn.accept(&me.to_bytes(), Duration::from_secs(30))
+            .unwrap();
+        let tx = tx.join().unwrap();
+        assert_eq!(read_status(&mut conn, page, sender.ring), REM_ACCESS_ERR);
+        drop(tx);
+    });
+    // A hostile sender.
+    let l = zcopy::rdma::Listener::bind((a, 0).into()).unwrap();
+    let dst = l.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let rx = s.spawn(move || l.accept(Some(Duration::from_secs(30))).unwrap());
+        let mut conn =
+            zcopy::rdma::cm::Connection::resolve(Some((b, 0).into()), dst, Duration::from_secs(30))
+                .unwrap();
+        let page = hostile_qp(&mut conn);
+        let me = PeerHello {
+            slot_size: 4096,
+            slot_count: 4,
+            ring: (page.addr, page.rkey),
+            board: (page.addr, page.rkey),
+        };
+        let reply = conn
+            .connect(&me.to_bytes(), Duration::from_secs(30))
+            .unwrap();
+        let receiver = PeerHello::parse(&reply).unwrap();
+        let rx = rx.join().unwrap();
+        // What a sender does: write into the receiver's ring, read its
+        // board.
+        assert_eq!(write_status(&mut conn, page, receiver.ring), 0);
+        assert_eq!(read_status(&mut conn, page, receiver.board), 0);
+        // The receiver's board is for reading: its counts stay its own.
+        assert_eq!(
+            write_status(&mut conn, page, receiver.board),
+            REM_ACCESS_ERR
+        );
+        drop(rx);
     });
 }

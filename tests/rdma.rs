@@ -4,7 +4,8 @@
 //! zrxe0/zrxe1 on veth zcv0/zcv1): make qemu-test.
 
 use memmap2::MmapMut;
-use zcopy::rdma::{self, verbs::Pd};
+use zcopy::rdma;
+use zcopy::rdma::verbs::{Access, Pd};
 use zcopy_vm_tests::channel::{rdma_addrs, rdma_resources};
 
 #[test]
@@ -38,7 +39,9 @@ fn devices_ports_and_the_ipv4_gid() {
 fn ordinary_memory_shm_segments_and_card_pools_register() {
     let pd = Pd::open("zrxe0").unwrap();
     let before = rdma_resources("mr");
-    let anon = pd.register(MmapMut::map_anon(1 << 20).unwrap()).unwrap();
+    let anon = pd
+        .register(MmapMut::map_anon(1 << 20).unwrap(), Access::Local)
+        .unwrap();
     assert_eq!(anon.len(), 1 << 20);
     assert_ne!(anon.lkey(), 0);
     // A shared-memory segment: a memfd mapping.
@@ -48,12 +51,14 @@ fn ordinary_memory_shm_segments_and_card_pools_register() {
     file.set_len(256 << 10).unwrap();
     // SAFETY: the memfd is private to this test and not truncated.
     let seg = unsafe { MmapMut::map_mut(&file) }.unwrap();
-    let shm = pd.register(seg).unwrap();
+    let shm = pd.register(seg, Access::RemoteRead).unwrap();
     assert_eq!(shm.len(), 256 << 10);
     // A zcard pool mapping: struct-page backed, so it registers.
     let card = zcopy::card::Card::open_index(0).expect("/dev/zcard0");
     let pool = card.create_pool(1 << 20).unwrap();
-    let mr = pd.register(pool.map().unwrap()).unwrap();
+    let mr = pd
+        .register(pool.map().unwrap(), Access::RemoteWrite)
+        .unwrap();
     assert_eq!(mr.len(), 1 << 20);
     assert_eq!(rdma_resources("mr"), before + 3);
     drop((anon, shm, mr));

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use rdma_sys::*;
 
-use super::verbs::{cstr, poll_in, set_nonblocking, Completion, Context, Cq, Mr, Pd, Region};
+use super::verbs::{
+    cstr, poll_in, set_nonblocking, Access, Completion, Context, Cq, Mr, Pd, Region,
+};
 use super::{Error, Result};
 
 const RDMA_OPTION_ID: i32 = 0;
@@ -584,13 +586,14 @@ impl Connection {
         self.max_inline
     }
 
-    /// Registers `region` in the connection's domain; it lives as long as
-    /// the connection, and is deregistered after the QP is destroyed.
-    pub fn register<R>(&mut self, region: R) -> Result<MrHandle>
+    /// Registers `region` in the connection's domain with `access`; it
+    /// lives as long as the connection, and is deregistered after the QP
+    /// is destroyed.
+    pub fn register<R>(&mut self, region: R, access: Access) -> Result<MrHandle>
     where
         R: Region + Send + std::fmt::Debug + 'static,
     {
-        let mr = self.pd.register(region)?;
+        let mr = self.pd.register(region, access)?;
         let h = MrHandle {
             index: self.mrs.len(),
             lkey: mr.lkey(),

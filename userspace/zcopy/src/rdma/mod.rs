@@ -43,6 +43,8 @@ mod channel;
 pub mod cm;
 pub mod verbs;
 
+#[cfg(feature = "test-aids")]
+pub use channel::PeerHello;
 pub use channel::{
     check_geometry, BuilderExt, LinkStats, Listener, Loan, OwnedLoan, Receiver, Sample, Sender,
     SenderRef, SlotLoan, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY, SIGNAL_EVERY,

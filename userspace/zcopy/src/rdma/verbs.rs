@@ -291,18 +291,16 @@ impl Pd {
         self.ptr.as_ptr()
     }
 
-    /// Registers `region` for local access and remote write (and read), so
-    /// queue pairs in this domain can send from it and peers can write
-    /// into it. The region is owned by the result, so it outlives the
-    /// registration.
-    pub fn register<R: Region>(self: &Arc<Self>, mut region: R) -> Result<Mr<R>> {
+    /// Registers `region` with `access`: queue pairs in this domain can
+    /// send from it and receive or read into it, and peers can do what
+    /// `access` grants them and nothing more. The region is owned by the
+    /// result, so it outlives the registration.
+    pub fn register<R: Region>(self: &Arc<Self>, mut region: R, access: Access) -> Result<Mr<R>> {
         let (addr, len) = (region.as_mut_ptr(), region.len());
         if len == 0 {
             return Err(Error::Usage("cannot register an empty region".into()));
         }
-        let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE
-            | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE
-            | ibv_access_flags::IBV_ACCESS_REMOTE_READ;
+        let access = access.flags();
         // SAFETY: [addr, addr + len) is memory the region owns and keeps
         // mapped for as long as the Mr (which owns the region) lives; the
         // registration is undone in Mr's Drop before the region is dropped.
@@ -321,6 +319,30 @@ impl Drop for Pd {
         // SAFETY: every MR and QP made in this domain holds an Arc of it, so
         // none is left.
         unsafe { ibv_dealloc_pd(self.as_ptr()) };
+    }
+}
+
+/// What a peer may do to a registered region. Every region also takes
+/// local work: sends and writes from it, receives and read responses into
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No peer may touch it.
+    Local,
+    /// Peers may read it (RDMA READ).
+    RemoteRead,
+    /// Peers may write it (RDMA WRITE).
+    RemoteWrite,
+}
+
+impl Access {
+    fn flags(self) -> ibv_access_flags {
+        let local = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE;
+        match self {
+            Access::Local => local,
+            Access::RemoteRead => local | ibv_access_flags::IBV_ACCESS_REMOTE_READ,
+            Access::RemoteWrite => local | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use memmap2::MmapMut;
 use crate::channel::segment::MAX_SLOT_COUNT;
 use crate::channel::{Error, Geometry, Result, TransportKind};
 use crate::rdma::cm::{Connection, MrHandle, QpConfig};
-use crate::rdma::verbs::{poll_in, Completion, Region};
+use crate::rdma::verbs::{poll_in, Access, Completion, Region};
 
 /// The immediate of the close message.
 pub const CLOSE: u32 = u32::MAX;
@@ -75,6 +75,53 @@ impl Hello {
             });
         }
         Ok(h)
+    }
+}
+
+/// The handshake's fields as a peer sees them, for tests that play a
+/// peer (a test aid, only with the `test-aids` feature; not part of the
+/// API).
+#[cfg(feature = "test-aids")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerHello {
+    /// Payload bytes per slot.
+    pub slot_size: u32,
+    /// Slots.
+    pub slot_count: u32,
+    /// The end's ring: address and remote key.
+    pub ring: (u64, u32),
+    /// The end's credit board: address and remote key.
+    pub board: (u64, u32),
+}
+
+#[cfg(feature = "test-aids")]
+impl PeerHello {
+    /// The fields of a Hello an end sent (its private data).
+    pub fn parse(bytes: &[u8]) -> Result<PeerHello> {
+        let h = Hello::parse(bytes)?;
+        Ok(PeerHello {
+            slot_size: h.slot_size,
+            slot_count: h.slot_count,
+            ring: (h.addr, h.rkey),
+            board: (h.board_addr, h.board_rkey),
+        })
+    }
+
+    /// The Hello with these fields, from this process, as private data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let h = Hello {
+            magic: MAGIC,
+            version: VERSION,
+            slot_size: self.slot_size,
+            slot_count: self.slot_count,
+            pid: std::process::id(),
+            rkey: self.ring.1,
+            addr: self.ring.0,
+            board_addr: self.board.0,
+            board_rkey: self.board.1,
+            reserved: 0,
+        };
+        bytemuck::bytes_of(&h).to_vec()
     }
 }
 
@@ -148,6 +195,27 @@ pub struct LinkStats {
     pub completions: u64,
 }
 
+/// Which end of a channel a link is: what its peer may do to its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Sender,
+    Receiver,
+}
+
+impl End {
+    /// What the peer may do to this end's ring and to its board: the
+    /// sender writes into the receiver's ring and reads its board, the
+    /// receiver writes credits into the sender's board. Nothing else: a
+    /// peer cannot change the slots a sender is sending from, or a
+    /// receiver's counts.
+    fn access(self) -> (Access, Access) {
+        match self {
+            End::Sender => (Access::Local, Access::RemoteWrite),
+            End::Receiver => (Access::RemoteWrite, Access::RemoteRead),
+        }
+    }
+}
+
 /// The connection, the local ring and what is known of the peer's.
 #[derive(Debug)]
 pub(super) struct Link {
@@ -202,12 +270,14 @@ struct Parts {
 unsafe impl Send for Link {}
 
 impl Link {
-    /// The link over `conn`: its queue pair, `ring` and the credit board
-    /// registered, `recvs` receives posted. On failure the connection comes
-    /// back with the error, so that a receiver can still refuse it with a
-    /// reason (dropped, the sender would learn nothing).
+    /// The link over `conn` at `end`: its queue pair, `ring` and the credit
+    /// board registered for what the peer may do to them, `recvs` receives
+    /// posted. On failure the connection comes back with the error, so
+    /// that a receiver can still refuse it with a reason (dropped, the
+    /// sender would learn nothing).
     pub(super) fn new<R>(
         mut conn: Connection,
+        end: End,
         geo: &Geometry,
         recvs: u32,
         ring: R,
@@ -215,13 +285,19 @@ impl Link {
     where
         R: Region + Send + std::fmt::Debug + 'static,
     {
-        match Link::set_up(&mut conn, geo, recvs, ring) {
+        match Link::set_up(&mut conn, end, geo, recvs, ring) {
             Ok(parts) => Ok(Link::from_parts(conn, parts)),
             Err(e) => Err(Box::new((e, conn))),
         }
     }
 
-    fn set_up<R>(conn: &mut Connection, geo: &Geometry, recvs: u32, ring: R) -> Result<Parts>
+    fn set_up<R>(
+        conn: &mut Connection,
+        end: End,
+        geo: &Geometry,
+        recvs: u32,
+        ring: R,
+    ) -> Result<Parts>
     where
         R: Region + Send + std::fmt::Debug + 'static,
     {
@@ -243,12 +319,13 @@ impl Link {
                 geo.slots_bytes
             )));
         }
-        let ring = conn.register(ring)?;
+        let (ring_access, board_access) = end.access();
+        let ring = conn.register(ring, ring_access)?;
         let base = conn.region_ptr(ring);
         let board_words = 2 * geo.slot_count;
         let board = MmapMut::map_anon(board_words as usize * 4)
             .map_err(Error::io("mapping the credit board"))?;
-        let board = conn.register(board)?;
+        let board = conn.register(board, board_access)?;
         let board_base = conn.region_ptr(board);
         for i in 0..recvs {
             conn.post_recv(WR_RECV | u64::from(i))?;
@@ -593,14 +670,18 @@ pub(super) fn anon_ring(geo: &Geometry) -> Result<MmapMut> {
 }
 
 /// Checks the peer's half of the handshake against our geometry.
-pub(super) fn check_peer(h: &Hello, geo: &Geometry) -> Result<()> {
+pub(super) fn check_peer(h: &Hello, from: End, geo: &Geometry) -> Result<()> {
     if h.slot_size != geo.slot_size || h.slot_count != geo.slot_count {
         return Err(Error::Layout(format!(
             "the peer has {} slots of {} bytes, this end {} of {}",
             h.slot_count, h.slot_size, geo.slot_count, geo.slot_size
         )));
     }
-    if h.addr == 0 || h.rkey == 0 || h.board_addr == 0 || h.board_rkey == 0 {
+    // A sender's ring takes no remote access, so it has no remote key
+    // (Soft-RoCE gives it 0); the receiver probes it with zero-byte
+    // writes only, which need none.
+    let ring_named = h.addr != 0 && (from == End::Sender || h.rkey != 0);
+    if !ring_named || h.board_addr == 0 || h.board_rkey == 0 {
         return Err(Error::Layout(
             "the peer's ring has no address or key".into(),
         ));
@@ -632,5 +713,39 @@ mod tests {
         assert_eq!(credit_range(credit_imm(3, 6), 8), None, "past the ring");
         assert_eq!(credit_range(3 << 16, 8), None, "no words");
         assert_eq!(credit_range(CLOSE, MAX_RDMA_SLOTS), None);
+    }
+
+    #[test]
+    fn only_a_receivers_ring_needs_a_remote_key() {
+        let geo = geometry(4096, 4).unwrap();
+        let h = Hello {
+            magic: MAGIC,
+            version: VERSION,
+            slot_size: 4096,
+            slot_count: 4,
+            pid: 1,
+            rkey: 0,
+            addr: 0x1000,
+            board_addr: 0x2000,
+            board_rkey: 7,
+            reserved: 0,
+        };
+        assert!(check_peer(&h, End::Sender, &geo).is_ok());
+        assert!(check_peer(&h, End::Receiver, &geo).is_err());
+        let keyed = Hello { rkey: 5, ..h };
+        assert!(check_peer(&keyed, End::Receiver, &geo).is_ok());
+        for bad in [
+            Hello { addr: 0, ..keyed },
+            Hello {
+                board_rkey: 0,
+                ..keyed
+            },
+            Hello {
+                board_addr: 0,
+                ..keyed
+            },
+        ] {
+            assert!(check_peer(&bad, End::Sender, &geo).is_err());
+        }
     }
 }

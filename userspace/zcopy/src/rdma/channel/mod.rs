@@ -33,6 +33,8 @@ mod link;
 mod receiver;
 mod sender;
 
+#[cfg(feature = "test-aids")]
+pub use link::PeerHello;
 pub use link::{check_geometry, LinkStats, CLOSE, MAX_RDMA_SLOTS, PROBE_EVERY, SIGNAL_EVERY};
 pub use receiver::{Listener, Receiver, Sample};
 pub use sender::{BuilderExt, Loan, OwnedLoan, Sender, SenderRef, SlotLoan};

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::link::{
-    anon_ring, check_peer, geometry, recv_depth, Hello, Link, LinkStats, CLOSE, CONNECT_TIMEOUT,
-    IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_RECV,
+    anon_ring, check_peer, geometry, recv_depth, End, Hello, Link, LinkStats, CLOSE,
+    CONNECT_TIMEOUT, IBV_WC_RECV, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, WR_RECV,
 };
 use crate::channel::{deadline_due, Error, Geometry, Pacer, Result, Rx, RxSample, Wait};
 
@@ -50,7 +50,7 @@ impl Listener {
         let (conn, private) = self.cm.next_request(timeout)?;
         let h = match Hello::parse(&private)
             .and_then(|h| geometry(h.slot_size as usize, h.slot_count).map(|g| (h, g)))
-            .and_then(|(h, g)| check_peer(&h, &g).map(|()| (h, g)))
+            .and_then(|(h, g)| check_peer(&h, End::Sender, &g).map(|()| (h, g)))
             .and_then(|(h, g)| {
                 if g.slots_bytes > self.max_ring {
                     return Err(Error::Config(format!(
@@ -74,13 +74,14 @@ impl Listener {
                 return Err(e);
             }
         };
-        let mut link = Link::new(conn, &geo, recv_depth(&geo), ring).map_err(|failed| {
-            let (e, conn) = *failed;
-            // Refused with the reason: the sender would otherwise take the
-            // bare reject for a receiver not listening yet, and retry.
-            conn.reject(&format!("the receiver could not set the channel up: {e}"));
-            e
-        })?;
+        let mut link =
+            Link::new(conn, End::Receiver, &geo, recv_depth(&geo), ring).map_err(|failed| {
+                let (e, conn) = *failed;
+                // Refused with the reason: the sender would otherwise take the
+                // bare reject for a receiver not listening yet, and retry.
+                conn.reject(&format!("the receiver could not set the channel up: {e}"));
+                e
+            })?;
         link.peer(&h);
         let hello = link.hello(&geo);
         link.conn

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use memmap2::MmapMut;
 
 use super::link::{
-    anon_ring, check_peer, credit_range, geometry, recv_depth, Hello, Link, LinkStats, CLOSE,
+    anon_ring, check_peer, credit_range, geometry, recv_depth, End, Hello, Link, LinkStats, CLOSE,
     CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, PULL_EVERY, WR_CLOSE,
     WR_READ, WR_RECV, WR_WRITE,
 };
@@ -105,15 +105,18 @@ impl Sender {
         let conn = Connection::resolve(src.map(|ip| SocketAddr::new(ip, 0)), dst, CONNECT_TIMEOUT)?;
         let recvs = recv_depth(&geo);
         let mut link = match ring {
-            Some(ring) => Link::new(conn, &geo, recvs, ring).map_err(|failed| failed.0)?,
-            None => Link::new(conn, &geo, recvs, anon_ring(&geo)?).map_err(|failed| failed.0)?,
+            Some(ring) => {
+                Link::new(conn, End::Sender, &geo, recvs, ring).map_err(|failed| failed.0)?
+            }
+            None => Link::new(conn, End::Sender, &geo, recvs, anon_ring(&geo)?)
+                .map_err(|failed| failed.0)?,
         };
         let hello = link.hello(&geo);
         let reply = link
             .conn
             .connect(bytemuck::bytes_of(&hello), CONNECT_TIMEOUT)?;
         let h = Hello::parse(&reply)?;
-        check_peer(&h, &geo)?;
+        check_peer(&h, End::Receiver, &geo)?;
         link.peer(&h);
         Ok(Sender {
             state: RefCell::new(SendState {
