@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use zcopy::card::Card;
-use zcopy::channel::{self, Builder, CardSlots, Error, Receiver, Sender, Shm};
+use zcopy::channel::{
+    self, Builder, CardSlots, Error, Receiver, Sender, Shm, DEFAULT_CONNECT_TIMEOUT,
+};
 use zcopy::rdma::{self, BuilderExt};
 
 use crate::failure::{no_rdma_for, Failure, Result};
@@ -471,8 +473,11 @@ fn rdma_failure(addr: impl std::fmt::Display, e: Error) -> Failure {
         Some(rdma::Error::Cm { errno, .. } | rdma::Error::Verbs { errno, .. }) => {
             matches!(*errno, libc::EADDRNOTAVAIL | libc::ENODEV)
         }
-        Some(rdma::Error::Event { event, .. }) => {
-            event == "RDMA_CM_EVENT_ADDR_ERROR" || event == "RDMA_CM_EVENT_ROUTE_ERROR"
+        // Not an address that timed out: no host answered for it (the
+        // sender checks that the route's link has an RDMA device).
+        Some(rdma::Error::Event { event, status, .. }) => {
+            event == "RDMA_CM_EVENT_ROUTE_ERROR"
+                || (event == "RDMA_CM_EVENT_ADDR_ERROR" && *status != -libc::ETIMEDOUT)
         }
         _ => false,
     };
@@ -495,7 +500,12 @@ fn connect_rdma(
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut noted = false;
     loop {
-        match b.clone().connect_rdma(from, to) {
+        // One attempt (address, route, connection) within what is left.
+        let within = deadline.map_or(DEFAULT_CONNECT_TIMEOUT, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(DEFAULT_CONNECT_TIMEOUT)
+        });
+        match b.clone().connect_timeout(within).connect_rdma(from, to) {
             Ok(tx) => return Ok(tx),
             Err(e)
                 if matches!(e.transport::<rdma::Error>(),
@@ -510,9 +520,39 @@ fn connect_rdma(
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Err(e) => return Err(rdma_failure(to, e)),
+            Err(e) => {
+                // An address that timed out is no host answering on the
+                // link the route takes, or a link with no RDMA device at
+                // all: the source address the route picks tells which.
+                if timed_out_address(&e) && from.is_none() {
+                    if let Some(src) = route_source(to) {
+                        rdma_for(to, Some(src))?;
+                    }
+                }
+                return Err(rdma_failure(to, e));
+            }
         }
     }
+}
+
+/// Whether `e` is rdma_cm's address error for an address no one answered
+/// for in time.
+fn timed_out_address(e: &Error) -> bool {
+    matches!(e.transport::<rdma::Error>(),
+        Some(rdma::Error::Event { event, status, .. })
+            if event == "RDMA_CM_EVENT_ADDR_ERROR" && *status == -libc::ETIMEDOUT)
+}
+
+/// The address this machine sends from to reach `to`, as its routing table
+/// says (a UDP socket's connect picks it and sends nothing).
+fn route_source(to: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match to {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = std::net::UdpSocket::bind(any).ok()?;
+    sock.connect(to).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
 }
 
 /// Listens on `addr` and takes the first sender, waiting up to `timeout`.

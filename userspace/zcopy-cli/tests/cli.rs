@@ -1158,6 +1158,36 @@ fn a_receiver_that_cannot_set_up_refuses_the_sender_with_why() {
     assert_eq!(dir.files(), ["in.bin"]);
 }
 
+/// A sender to an address nobody answers (on the guest's link, no host
+/// there) gives up at its `--timeout`, where one attempt at the address
+/// took its own 10 s whatever the timeout said.
+#[test]
+#[ignore = "runs in the zcopy guest (Soft-RoCE): make qemu-test"]
+fn an_rdma_sender_to_an_unanswered_address_stops_at_its_timeout() {
+    let dir = TempDir::new("rdma-unanswered");
+    let input = dir.path("in.bin");
+    std::fs::write(&input, b"nobody there").unwrap();
+    let start = Instant::now();
+    let (code, stdout, err) = zcopy(&[
+        "send",
+        input.to_str().unwrap(),
+        "--via",
+        "rdma",
+        "--to",
+        "169.254.77.99:7476",
+        "--from",
+        "169.254.77.2",
+        "--timeout",
+        "2",
+    ]);
+    let took = start.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("169.254.77.99:7476"), "{err}");
+    assert!(err.contains("no host answered"), "{err}");
+    assert!(took < Duration::from_secs(6), "the sender took {took:?}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
 /// The same transfer over RDMA between the guest's two Soft-RoCE devices.
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]

@@ -1,5 +1,7 @@
 //! [`Builder`]: a channel's shape, then where it lives.
 
+use std::time::Duration;
+
 use super::segment::Segment;
 #[cfg(feature = "card")]
 use super::CardSlots;
@@ -7,6 +9,10 @@ use super::{Geometry, Result, Sender, Shm, Transport, TransportKind, Wait};
 
 /// Slots of a channel whose builder did not say ([`Builder::new`]).
 pub const DEFAULT_SLOT_COUNT: u32 = 64;
+
+/// How long connecting to a remote peer may take unless the builder says
+/// ([`Builder::connect_timeout`]).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes a stream keeps in flight ([`stream_slot_count`]). A sent slot
 /// comes back only once the receiver has taken the message and let it go,
@@ -31,6 +37,7 @@ pub struct Builder {
     slot_size: usize,
     slot_count: u32,
     backpressure: Wait,
+    connect_timeout: Duration,
 }
 
 impl Default for Builder {
@@ -40,11 +47,16 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Slot size, slot count and backpressure, for transports built
-    /// outside this module.
+    /// Slot size, slot count, backpressure and the connect timeout, for
+    /// transports built outside this module.
     #[cfg(feature = "rdma")]
-    pub(crate) fn shape(&self) -> (usize, u32, Wait) {
-        (self.slot_size, self.slot_count, self.backpressure)
+    pub(crate) fn shape(&self) -> (usize, u32, Wait, Duration) {
+        (
+            self.slot_size,
+            self.slot_count,
+            self.backpressure,
+            self.connect_timeout,
+        )
     }
 
     /// 64 slots of 4 KiB, blocking when full.
@@ -53,6 +65,7 @@ impl Builder {
             slot_size: 4096,
             slot_count: DEFAULT_SLOT_COUNT,
             backpressure: Wait::Forever,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
@@ -76,6 +89,17 @@ impl Builder {
     /// What [`Sender::loan`] does when every slot is taken (default: wait).
     pub fn backpressure(mut self, wait: Wait) -> Builder {
         self.backpressure = wait;
+        self
+    }
+
+    /// How long connecting to a remote peer may take in all (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]): for an RDMA channel, resolving the
+    /// peer's address and route and the connection itself (with a
+    /// second's grace for the kernel's report of its own timeout).
+    /// Channels in this machine's memory are made at once and do not
+    /// wait.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Builder {
+        self.connect_timeout = timeout;
         self
     }
 

@@ -59,7 +59,10 @@ pub mod transport;
 mod wait;
 
 pub use api::{Rx, RxSample, Tx, TxLoan};
-pub use builder::{stream_slot_count, Builder, DEFAULT_SLOT_COUNT, STREAM_IN_FLIGHT, STREAM_SLOTS};
+pub use builder::{
+    stream_slot_count, Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SLOT_COUNT, STREAM_IN_FLIGHT,
+    STREAM_SLOTS,
+};
 pub use error::{Error, Result};
 use geometry::check_pod;
 pub use geometry::{Geometry, TransportKind};

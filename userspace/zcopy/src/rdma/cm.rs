@@ -494,38 +494,43 @@ impl Connection {
     }
 
     /// Resolves the address and route to `dst` (from `src`, or wherever
-    /// the routing table says), within `timeout`.
+    /// the routing table says), both within `timeout` (and a second's
+    /// grace, once, for the kernel's report of its own timeout).
     pub fn resolve(
         src: Option<SocketAddr>,
         dst: SocketAddr,
         timeout: Duration,
     ) -> Result<Connection> {
+        let deadline = Instant::now().checked_add(timeout);
+        let grace = deadline.and_then(|d| d.checked_add(Duration::from_secs(1)));
+        let until = |t: Option<Instant>, or: Duration| {
+            t.map_or(or, |t| t.saturating_duration_since(Instant::now()))
+        };
         let id = Id::new()?;
         let mut s = src.map(sockaddr);
         let (mut d, _) = sockaddr(dst);
-        let ms = i32::try_from(timeout.as_millis())
-            .unwrap_or(i32::MAX)
-            .max(1);
+        let ms = |left: Duration| i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
         let sp = s.as_mut().map_or(std::ptr::null_mut(), |(ss, _)| {
             (ss as *mut libc::sockaddr_storage).cast()
         });
         // SAFETY: a live id; sp is null or a valid sockaddr, d a valid one.
-        if unsafe { rdma_resolve_addr(id.as_ptr(), sp, (&raw mut d).cast(), ms) } != 0 {
+        if unsafe { rdma_resolve_addr(id.as_ptr(), sp, (&raw mut d).cast(), ms(timeout)) } != 0 {
             return Err(Error::cm("rdma_resolve_addr"));
         }
         id.ch.expect(
             "resolving the address",
             rdma_cm_event_type::RDMA_CM_EVENT_ADDR_RESOLVED,
-            timeout + Duration::from_secs(1),
+            until(grace, timeout),
         )?;
+        let left = until(deadline, timeout);
         // SAFETY: the address is resolved.
-        if unsafe { rdma_resolve_route(id.as_ptr(), ms) } != 0 {
+        if unsafe { rdma_resolve_route(id.as_ptr(), ms(left)) } != 0 {
             return Err(Error::cm("rdma_resolve_route"));
         }
         id.ch.expect(
             "resolving the route",
             rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED,
-            timeout + Duration::from_secs(1),
+            until(grace, left),
         )?;
         Connection::on(id)
     }

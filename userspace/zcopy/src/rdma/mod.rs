@@ -73,7 +73,7 @@ pub enum Error {
     /// rdma_cm reported an event other than the one the step waits for.
     #[error(
         "{step}: rdma_cm reported {event} (status {status}){}",
-        event_hint(event)
+        event_hint(event, *status)
     )]
     Event {
         /// The step (resolving the address, connecting, ...).
@@ -155,9 +155,14 @@ fn hint(errno: i32) -> &'static str {
     }
 }
 
-fn event_hint(event: &str) -> &'static str {
+fn event_hint(event: &str, status: i32) -> &'static str {
     match event {
         "RDMA_CM_EVENT_REJECTED" => ": nothing listens there, or the listener refused",
+        // The address is on an RDMA device's link, but no host answered
+        // for it in time.
+        "RDMA_CM_EVENT_ADDR_ERROR" if status == -libc::ETIMEDOUT => {
+            ": no host answered at that address"
+        }
         "RDMA_CM_EVENT_ADDR_ERROR" | "RDMA_CM_EVENT_ROUTE_ERROR" => {
             ": no route over an RDMA device to that address"
         }

@@ -24,8 +24,8 @@ pub const MAX_RDMA_SLOTS: u32 = 4096;
 const _: () = assert!(MAX_RDMA_SLOTS <= MAX_SLOT_COUNT);
 /// Bytes a message may have to go inline (copied into the work request).
 pub(super) const INLINE: u32 = 256;
-/// How long connection steps may take.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a receiver's accept may take.
+pub(super) const CONNECT_TIMEOUT: Duration = crate::channel::DEFAULT_CONNECT_TIMEOUT;
 /// How long a post waits for room in a full send queue.
 const SEND_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// How long a sender out of slots waits after a read of the receiver's

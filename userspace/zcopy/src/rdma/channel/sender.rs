@@ -12,8 +12,8 @@ use memmap2::MmapMut;
 
 use super::link::{
     anon_ring, check_peer, credit_range, geometry, recv_depth, End, Hello, Link, LinkStats, CLOSE,
-    CONNECT_TIMEOUT, IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, PULL_EVERY, WR_CLOSE,
-    WR_READ, WR_RECV, WR_WRITE,
+    IBV_WC_RECV_RDMA_WITH_IMM, IBV_WC_SUCCESS, KIND, PULL_EVERY, WR_CLOSE, WR_READ, WR_RECV,
+    WR_WRITE,
 };
 use crate::channel::ledger::{Events, Ledger};
 use crate::channel::{
@@ -76,24 +76,27 @@ pub trait BuilderExt {
 
 impl BuilderExt for Builder {
     fn connect_rdma(self, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender> {
-        let (slot_size, slot_count, backpressure) = self.shape();
-        Sender::connect::<MmapMut>(slot_size, slot_count, backpressure, src, dst, None)
+        let (slot_size, slot_count, backpressure, within) = self.shape();
+        let shape = (slot_size, slot_count, backpressure);
+        Sender::connect::<MmapMut>(shape, within, src, dst, None)
     }
 
     fn connect_rdma_on<R>(self, ring: R, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender>
     where
         R: Region + Send + std::fmt::Debug + 'static,
     {
-        let (slot_size, slot_count, backpressure) = self.shape();
-        Sender::connect(slot_size, slot_count, backpressure, src, dst, Some(ring))
+        let (slot_size, slot_count, backpressure, within) = self.shape();
+        let shape = (slot_size, slot_count, backpressure);
+        Sender::connect(shape, within, src, dst, Some(ring))
     }
 }
 
 impl Sender {
+    /// Connects within `within` in all: the address, the route and the
+    /// connection share it.
     fn connect<R>(
-        slot_size: usize,
-        slot_count: u32,
-        backpressure: Wait,
+        (slot_size, slot_count, backpressure): (usize, u32, Wait),
+        within: Duration,
         src: Option<IpAddr>,
         dst: SocketAddr,
         ring: Option<R>,
@@ -102,7 +105,8 @@ impl Sender {
         R: Region + Send + std::fmt::Debug + 'static,
     {
         let geo = geometry(slot_size, slot_count)?;
-        let conn = Connection::resolve(src.map(|ip| SocketAddr::new(ip, 0)), dst, CONNECT_TIMEOUT)?;
+        let deadline = Instant::now().checked_add(within);
+        let conn = Connection::resolve(src.map(|ip| SocketAddr::new(ip, 0)), dst, within)?;
         let recvs = recv_depth(&geo);
         let mut link = match ring {
             Some(ring) => {
@@ -112,9 +116,10 @@ impl Sender {
                 .map_err(|failed| failed.0)?,
         };
         let hello = link.hello(&geo);
-        let reply = link
-            .conn
-            .connect(bytemuck::bytes_of(&hello), CONNECT_TIMEOUT)?;
+        let reply = link.conn.connect(
+            bytemuck::bytes_of(&hello),
+            deadline.map_or(within, |d| d.saturating_duration_since(Instant::now())),
+        )?;
         let h = Hello::parse(&reply)?;
         check_peer(&h, End::Receiver, &geo)?;
         link.peer(&h);
