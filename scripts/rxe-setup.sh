@@ -11,8 +11,9 @@
 # (nothing if it already exists: re-running is safe), then verifies it with
 # ibv_devinfo and a loopback ibv_rc_pingpong over the device's IPv4 GID
 # (its TCP handshake uses 127.0.0.1 only). Nothing else on the machine is
-# changed. Teardown removes DEV, and unloads the modules only if this script
-# loaded them and nothing else uses them.
+# changed. Teardown removes the rxe device on NETDEV if this script created
+# it (one it found there is left alone), and unloads the modules only if
+# this script loaded them and no RDMA device is left.
 #
 # Exit codes: 0 done (or, for --status, DEV exists and its port is ACTIVE);
 # 1 verification failed; 2 bad usage or unknown NETDEV; 3 --status: DEV is
@@ -157,14 +158,20 @@ teardown() {
 	dev=$(rxe_on "$netdev")
 	if [ -z "$dev" ]; then
 		echo "no rxe device on $netdev: nothing to do"
+	elif [ ! -f "$state_dir/$dev" ]; then
+		# Someone else's (made by hand, or before this script ran): theirs
+		# to remove.
+		echo "rxe device $dev on $netdev was not created by rxe-setup.sh: left alone (rdma link delete $dev removes it)"
 	else
 		rdma link delete "$dev" || die 1 "rdma link delete $dev failed"
 		rm -f "$state_dir/$dev"
 		echo "removed rxe device $dev from $netdev"
 	fi
-	# Unload only what this script loaded, and only when no device is left.
-	# (modprobe -r refuses a module that is still in use.)
-	if [ -f "$state_dir/modules" ] && [ -z "$(find "$state_dir" -type f ! -name modules)" ]; then
+	# Unload only what this script loaded, and only when no RDMA device is
+	# left, its own or anyone's: unloading rdma_rxe takes every rxe device
+	# with it, and modprobe -r does not refuse while they are idle.
+	if [ -f "$state_dir/modules" ] && [ -z "$(find "$state_dir" -type f ! -name modules)" ] &&
+		[ -z "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
 		for m in $(tac -s ' ' "$state_dir/modules" 2>/dev/null); do
 			modprobe -r "$m" 2>/dev/null || true
 		done

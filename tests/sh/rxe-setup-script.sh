@@ -44,6 +44,15 @@ expect 0 "$S" --teardown zct0
 expect 3 "$S" --status zct0
 [ "$(devices_on zcv0)" = 1 ] || fail "teardown removed a device it did not create"
 
+# A device the script did not create is not its to remove.
+rdma link add other_zct0 type rxe netdev zct0
+expect 0 "$S" zct0
+grep -q 'already on zct0' "$T/out" || fail "setup did not take the existing device"
+expect 0 "$S" --teardown zct0
+grep -q 'not created by rxe-setup.sh: left alone' "$T/out" || fail "teardown did not say it left the device"
+[ "$(devices_on zct0)" = 1 ] || fail "teardown removed a device it did not create"
+rdma link delete other_zct0
+
 expect 2 "$S" no-such-if0
 grep -q "no network interface 'no-such-if0'" "$T/out" || fail "unknown netdev message"
 expect 2 "$S" --bogus
