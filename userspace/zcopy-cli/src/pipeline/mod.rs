@@ -461,18 +461,18 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::failed(format!("--out {}: {e}", dir.display())))?;
     }
-    let path = a.file.clone().unwrap_or_else(|| {
-        let p = std::env::temp_dir().join(format!("zcopy-pipeline-{}.dat", std::process::id()));
-        // This process's name: one there is a dead run's, with this pid.
-        let _ = std::fs::remove_file(&p);
-        p
-    });
-    let file = crate::signals::create_removed_on_signal(&path, || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-    });
+    let create = |path: &Path| {
+        crate::signals::create_removed_on_signal(path, || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        })
+    };
+    let (path, file) = match &a.file {
+        Some(p) => (p.clone(), create(p)),
+        None => default_file(&std::env::temp_dir(), create),
+    };
     let mut file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -689,6 +689,32 @@ fn measure_goal(reach: Reach, base: Option<&Row>, rows: &[Row], runs: u32) -> Go
         ),
     };
     g
+}
+
+/// The pipeline's own file in `dir` ($TMPDIR), made by `create`: named by this
+/// process's pid, with a number after it where that name is taken (a run
+/// in another pid namespace sharing the directory, or a dead run's
+/// leftover): a file already there is never touched.
+fn default_file(
+    dir: &Path,
+    create: impl Fn(&Path) -> std::io::Result<File>,
+) -> (PathBuf, std::io::Result<File>) {
+    let pid = std::process::id();
+    let mut last = None;
+    for n in 0..100u32 {
+        let name = match n {
+            0 => format!("zcopy-pipeline-{pid}.dat"),
+            n => format!("zcopy-pipeline-{pid}-{n}.dat"),
+        };
+        let path = dir.join(name);
+        match create(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(path),
+            made => return (path, made),
+        }
+    }
+    let path = last.expect("at least one name was tried");
+    let e = std::io::Error::other("every name tried is taken (pass --file)");
+    (path, Err(e))
 }
 
 /// Removes a file when dropped (the generated data file).
@@ -1343,6 +1369,34 @@ fn write_files(dir: &Path, r: &Report) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_file_never_takes_one_that_is_there() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("zcopy-default-file-{}-{nanos}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let create = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+        };
+        let theirs = dir.join(format!("zcopy-pipeline-{}.dat", std::process::id()));
+        std::fs::write(&theirs, b"another run's").unwrap();
+        let (path, made) = default_file(&dir, create);
+        assert!(made.is_ok());
+        assert_ne!(path, theirs);
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"another run's");
+        let (next, made) = default_file(&dir, create);
+        assert!(made.is_ok());
+        assert!(next != path && next != theirs, "{next:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_ratio_interval_spans_the_quartiles_of_both_sides() {
