@@ -341,9 +341,13 @@ fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: as above, for sockaddr_in6.
             let sin6 =
                 unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::from((
-                sin6.sin6_addr.s6_addr,
+            // The scope too: a link-local address means nothing without
+            // its interface.
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
                 u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
             )))
         }
         _ => None,
@@ -861,6 +865,33 @@ impl Connection {
         if std::mem::take(&mut self.connected) {
             // SAFETY: a live, connected id.
             unsafe { rdma_disconnect(self.id.as_ptr()) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_survives_the_trip_through_a_sockaddr() {
+        for addr in [
+            "169.254.77.1:7471",
+            "[fd00::1]:7471",
+            "[fe80::1%3]:7471",
+            "0.0.0.0:0",
+        ]
+        .map(|a| a.parse().unwrap())
+        .into_iter()
+        .chain([SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::2".parse().unwrap(),
+            7471,
+            0x12345,
+            3,
+        ))]) {
+            let (ss, len) = sockaddr(addr);
+            assert!(len as usize <= std::mem::size_of_val(&ss));
+            assert_eq!(from_storage(&ss), Some(addr), "{addr}");
         }
     }
 }
