@@ -616,6 +616,39 @@ fn completion_status(conn: &mut zcopy::rdma::cm::Connection) -> u32 {
     wcs[0].status
 }
 
+/// Takes a real sender's connection on `l` as a hostile receiver (the
+/// sender connects from `from`) and runs `check` on it, with the page the
+/// receiver writes from and the sender's half of the handshake.
+fn as_hostile_receiver(
+    l: &zcopy::rdma::cm::Listener,
+    from: std::net::Ipv4Addr,
+    check: impl FnOnce(&mut zcopy::rdma::cm::Connection, zcopy::rdma::cm::MrHandle, PeerHello),
+) {
+    let dst = l.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let tx = s.spawn(move || {
+            Builder::new()
+                .slot_size(4096)
+                .slot_count(4)
+                .connect_rdma(Some(from.into()), dst)
+                .unwrap()
+        });
+        let (mut conn, private) = l.next_request(Some(Duration::from_secs(30))).unwrap();
+        let sender = PeerHello::parse(&private).unwrap();
+        let page = hostile_qp(&mut conn);
+        let me = PeerHello {
+            ring: (page.addr, page.rkey),
+            board: (page.addr, page.rkey),
+            ..sender
+        };
+        conn.accept(&me.to_bytes(), Duration::from_secs(30))
+            .unwrap();
+        let tx = tx.join().unwrap();
+        check(&mut conn, page, sender);
+        drop((tx, conn));
+    });
+}
+
 /// A peer may do to a channel end's memory only what the protocol needs:
 /// a receiver cannot write or read the slots the sender is sending from,
 /// a sender cannot write the receiver's counts of released slots. Each
@@ -627,56 +660,17 @@ fn completion_status(conn: &mut zcopy::rdma::cm::Connection) -> u32 {
 fn a_peer_can_only_write_what_the_protocol_writes() {
     const REM_ACCESS_ERR: u32 = 10;
     let (a, b) = rdma_addrs();
-    // A hostile receiver.
+    // A hostile receiver (an error ends the QP, so each refusal takes a
+    // connection of its own).
     let l = zcopy::rdma::cm::Listener::bind((a, 0).into()).unwrap();
-    let dst = l.local_addr().unwrap();
-    std::thread::scope(|s| {
-        let tx = s.spawn(move || {
-            Builder::new()
-                .slot_size(4096)
-                .slot_count(4)
-                .connect_rdma(Some(b.into()), dst)
-                .unwrap()
-        });
-        let (mut conn, private) = l.next_request(Some(Duration::from_secs(30))).unwrap();
-        let sender = PeerHello::parse(&private).unwrap();
-        let page = hostile_qp(&mut conn);
-        let me = PeerHello {
-            ring: (page.addr, page.rkey),
-            board: (page.addr, page.rkey),
-            ..sender
-        };
-        conn.accept(&me.to_bytes(), Duration::from_secs(30))
-            .unwrap();
-        let tx = tx.join().unwrap();
+    as_hostile_receiver(&l, b, |conn, page, sender| {
         // What a receiver does: credits into the sender's board.
-        assert_eq!(write_status(&mut conn, page, sender.board), 0);
-        // What it must not: the sender's slots (an error ends the QP, so
-        // each refusal takes a connection of its own).
-        assert_eq!(write_status(&mut conn, page, sender.ring), REM_ACCESS_ERR);
-        drop((tx, conn));
+        assert_eq!(write_status(conn, page, sender.board), 0);
+        // What it must not: the sender's slots.
+        assert_eq!(write_status(conn, page, sender.ring), REM_ACCESS_ERR);
     });
-    std::thread::scope(|s| {
-        let tx = s.spawn(move || {
-            Builder::new()
-                .slot_size(4096)
-                .slot_count(4)
-                .connect_rdma(Some(b.into()), dst)
-                .unwrap()
-        });
-        let (mut conn, private) = l.next_request(Some(Duration::from_secs(30))).unwrap();
-        let sender = PeerHello::parse(&private).unwrap();
-        let page = hostile_qp(&mut conn);
-        let me = PeerHello {
-            ring: (page.addr, page.rkey),
-            board: (page.addr, page.rkey),
-            ..sender
-        };
-        conn.accept(&me.to_bytes(), Duration::from_secs(30))
-            .unwrap();
-        let tx = tx.join().unwrap();
-        assert_eq!(read_status(&mut conn, page, sender.ring), REM_ACCESS_ERR);
-        drop(tx);
+    as_hostile_receiver(&l, b, |conn, page, sender| {
+        assert_eq!(read_status(conn, page, sender.ring), REM_ACCESS_ERR);
     });
     // A hostile sender.
     let l = zcopy::rdma::Listener::bind((a, 0).into()).unwrap();
