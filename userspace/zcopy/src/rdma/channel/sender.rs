@@ -76,27 +76,23 @@ pub trait BuilderExt {
 
 impl BuilderExt for Builder {
     fn connect_rdma(self, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender> {
-        let (slot_size, slot_count, backpressure, within) = self.shape();
-        let shape = (slot_size, slot_count, backpressure);
-        Sender::connect::<MmapMut>(shape, within, src, dst, None)
+        Sender::connect::<MmapMut>(self.shape(), src, dst, None)
     }
 
     fn connect_rdma_on<R>(self, ring: R, src: Option<IpAddr>, dst: SocketAddr) -> Result<Sender>
     where
         R: Region + Send + std::fmt::Debug + 'static,
     {
-        let (slot_size, slot_count, backpressure, within) = self.shape();
-        let shape = (slot_size, slot_count, backpressure);
-        Sender::connect(shape, within, src, dst, Some(ring))
+        Sender::connect(self.shape(), src, dst, Some(ring))
     }
 }
 
 impl Sender {
-    /// Connects within `within` in all: the address, the route and the
+    /// Connects a sender of the builder's shape within its connect
+    /// timeout, `within`, in all: the address, the route and the
     /// connection share it.
     fn connect<R>(
-        (slot_size, slot_count, backpressure): (usize, u32, Wait),
-        within: Duration,
+        (slot_size, slot_count, backpressure, within): (usize, u32, Wait, Duration),
         src: Option<IpAddr>,
         dst: SocketAddr,
         ring: Option<R>,
