@@ -13,7 +13,8 @@ use std::time::Duration;
 use log::{debug, warn};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory, VolatileSlice,
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, VolatileMemory,
+    VolatileSlice,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -84,23 +85,79 @@ struct Request<'m, 'c> {
 /// segments each way and a status, what almost every request has.
 const INLINE_DESCS: usize = 8;
 
-/// Where a [`Chain`] keeps its descriptors: inline up to [`INLINE_DESCS`],
-/// on the heap past that (requests of many segments only). The caller owns
-/// it, so the chain borrows its descriptors instead of carrying an array
-/// that every move of the chain would copy.
+/// Where a [`Chain`] keeps its descriptors, inline up to [`INLINE_DESCS`]
+/// and on the heap past that (requests of many segments only), and the
+/// region of its header. The caller owns it, so the chain borrows both
+/// instead of carrying them: every move of the chain would copy them.
 #[derive(Debug)]
-struct DescStore {
+struct DescStore<'m> {
     inline: [Descriptor; INLINE_DESCS],
     heap: Vec<Descriptor>,
+    region: HeaderRegion<'m>,
 }
 
-impl DescStore {
-    fn new() -> DescStore {
+impl DescStore<'_> {
+    fn new() -> Self {
         DescStore {
             inline: [Descriptor::default(); INLINE_DESCS],
             heap: Vec::new(),
+            region: HeaderRegion::default(),
         }
     }
+}
+
+/// The guest memory region a request's header lies in, where its other
+/// buffers almost always lie too. An address there is a subtraction and a
+/// bounds check from its host memory; guest memory's own lookup searches
+/// its regions through two pointers each time, and returns its slices
+/// through memory that was just written piecewise, which stalls the load
+/// that reads them back (store forwarding fails). Any other address takes
+/// that lookup.
+#[derive(Clone, Copy, Debug, Default)]
+struct HeaderRegion<'m> {
+    start: u64,
+    host: Option<VolatileSlice<'m, ()>>,
+}
+
+impl<'m> HeaderRegion<'m> {
+    /// The region holding `addr` (none: every address takes the full lookup).
+    #[inline(always)]
+    fn of(mem: &'m GuestMem, addr: GuestAddress) -> Self {
+        let region = mem.find_region(addr);
+        HeaderRegion {
+            start: region.map_or(0, |r| r.start_addr().0),
+            host: region.and_then(|r| GuestMemoryRegion::as_volatile_slice(r).ok()),
+        }
+    }
+
+    /// The host memory of `len` bytes at `addr`, if they lie in one region
+    /// of `mem` (what `mem.get_slice` gives).
+    #[inline(always)]
+    fn slice(
+        &self,
+        mem: &'m GuestMem,
+        addr: GuestAddress,
+        len: usize,
+    ) -> Option<VolatileSlice<'m, ()>> {
+        let off = addr
+            .0
+            .checked_sub(self.start)
+            .and_then(|o| usize::try_from(o).ok());
+        if let (Some(host), Some(off)) = (self.host, off) {
+            if let Ok(s) = host.subslice(off, len) {
+                return Some(s);
+            }
+        }
+        elsewhere(mem, addr, len)
+    }
+}
+
+/// [`HeaderRegion::slice`] of an address outside the header's region: kept
+/// out of line, so that the common case stays in registers.
+#[cold]
+#[inline(never)]
+fn elsewhere(mem: &GuestMem, addr: GuestAddress, len: usize) -> Option<VolatileSlice<'_, ()>> {
+    mem.get_slice(addr, len).ok()
 }
 
 /// A descriptor chain walked to its end, ending on a usable status descriptor.
@@ -114,6 +171,8 @@ struct Chain<'m, 's> {
     status: Descriptor,
     /// Its host memory when it lies in one region (translated once).
     status_slice: Option<VolatileSlice<'m, ()>>,
+    /// The region of its header.
+    region: &'s HeaderRegion<'m>,
 }
 
 impl<'m, 's> Chain<'m, 's> {
@@ -128,7 +187,7 @@ impl<'m, 's> Chain<'m, 's> {
         mem: &'m GuestMem,
         chain: I,
         max_segments: u16,
-        store: &'s mut DescStore,
+        store: &'s mut DescStore<'m>,
     ) -> Option<Chain<'m, 's>>
     where
         I: Iterator<Item = Descriptor>,
@@ -151,7 +210,13 @@ impl<'m, 's> Chain<'m, 's> {
             count += 1;
         }
         let stored = count.min(keep);
-        let store: &'s DescStore = store;
+        let first = if stored <= INLINE_DESCS {
+            store.inline[0]
+        } else {
+            store.heap[0]
+        };
+        store.region = HeaderRegion::of(mem, first.addr());
+        let store: &'s DescStore<'m> = store;
         let descs = if stored <= INLINE_DESCS {
             &store.inline[..stored]
         } else {
@@ -160,17 +225,19 @@ impl<'m, 's> Chain<'m, 's> {
         let last = beyond.or_else(|| descs.last().copied());
         let status =
             last.filter(|d| !d.has_next() && d.is_write_only() && d.len() >= REQ_STATUS_SIZE)?;
-        let status_slice = match mem.get_slice(status.addr(), REQ_STATUS_SIZE as usize) {
-            Ok(s) => Some(s),
+        let region = &store.region;
+        let status_slice = match region.slice(mem, status.addr(), REQ_STATUS_SIZE as usize) {
+            Some(s) => Some(s),
             // Across two regions: written through guest memory instead.
-            Err(_) if mem.check_range(status.addr(), REQ_STATUS_SIZE as usize) => None,
-            Err(_) => return None,
+            None if mem.check_range(status.addr(), REQ_STATUS_SIZE as usize) => None,
+            None => return None,
         };
         Some(Chain {
             descs,
             count,
             status,
             status_slice,
+            region,
         })
     }
 
@@ -395,7 +462,7 @@ impl Card {
     /// NEEDS_RESET, a stall take effect here), then validation and execution.
     /// None when the queue stalls with the request left pending.
     fn decide(&self, mem: &GuestMem, chain: &Chain, queue: u16) -> Option<Verdict> {
-        let header = read_header(mem, chain.descs, chain.count);
+        let header = read_header(mem, chain.region, chain.descs, chain.count);
         let op = header.as_ref().ok().and_then(|h| Op::from_opcode(h.opcode));
         let actions = self.faults.evaluate(op, queue);
         if actions.crash {
@@ -422,7 +489,7 @@ impl Card {
         };
         if !self.needs_reset() {
             let checked = header
-                .and_then(|h| self.validate(mem, h, chain.middle(), chain.count))
+                .and_then(|h| self.validate(mem, chain.region, h, chain.middle(), chain.count))
                 .and_then(|req| actions.fail.map_or(Ok(req), Err));
             (verdict.status, verdict.result, verdict.written) = match checked {
                 Ok(req) => self.execute(mem, &req, &actions),
@@ -481,6 +548,7 @@ impl Card {
     fn validate<'m, 'c>(
         &self,
         mem: &'m GuestMem,
+        region: &HeaderRegion<'m>,
         header: ReqHeader,
         middle: &'c [Descriptor],
         count: usize,
@@ -542,10 +610,10 @@ impl Card {
         // translated here, once.
         let mut slices = [None, None];
         for (i, d) in middle.iter().enumerate() {
-            let slice = match mem.get_slice(d.addr(), d.len() as usize) {
-                Ok(s) => Some(s),
-                Err(_) if mem.check_range(d.addr(), d.len() as usize) => None,
-                Err(_) => return Err(Status::BadAddress),
+            let slice = match region.slice(mem, d.addr(), d.len() as usize) {
+                Some(s) => Some(s),
+                None if mem.check_range(d.addr(), d.len() as usize) => None,
+                None => return Err(Status::BadAddress),
             };
             if i == 0 && src.len() == 1 {
                 slices[0] = slice;
@@ -632,7 +700,12 @@ fn storage_status(failed: Option<crate::storage::StorageError>) -> Result<u32, S
 }
 
 /// Reads the header from the first descriptor, or says why not.
-fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<ReqHeader, Status> {
+fn read_header(
+    mem: &GuestMem,
+    region: &HeaderRegion,
+    descs: &[Descriptor],
+    count: usize,
+) -> Result<ReqHeader, Status> {
     let first = descs[0];
     if count < 2 {
         return Err(Status::BadHeader);
@@ -645,13 +718,13 @@ fn read_header(mem: &GuestMem, descs: &[Descriptor], count: usize) -> Result<Req
     }
     // One translation and one load of the whole header (any alignment),
     // rather than a copy through guest memory's region walk.
-    match mem.get_slice(first.addr(), REQ_HEADER_SIZE as usize) {
-        Ok(s) => s
+    match region.slice(mem, first.addr(), REQ_HEADER_SIZE as usize) {
+        Some(s) => s
             .get_ref::<[u64; REQ_HEADER_WORDS]>(0)
             .map(|r| ReqHeader::from_words(r.load()))
             .ok(),
         // Across two regions: read through guest memory instead.
-        Err(_) => mem.read_obj::<ReqHeader>(first.addr()).ok(),
+        None => mem.read_obj::<ReqHeader>(first.addr()).ok(),
     }
     .ok_or(Status::BadAddress)
 }
