@@ -215,17 +215,18 @@ impl Output {
         if bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes == b"." {
             return Err(fail("names a directory (it ends in / or /.)".into()));
         }
-        if let Ok(meta) = std::fs::metadata(path) {
+        let path = path.to_path_buf();
+        if let Ok(meta) = std::fs::metadata(&path) {
             if meta.is_dir() {
                 return Err(fail("is a directory".into()));
             }
             if !meta.is_file() {
                 let file = File::options()
                     .write(true)
-                    .open(path)
+                    .open(&path)
                     .map_err(|e| fail(e.to_string()))?;
                 return Ok(Output {
-                    path: path.to_path_buf(),
+                    path,
                     tmp: None,
                     file,
                 });
@@ -234,17 +235,23 @@ impl Output {
         let Some(base) = path.file_name() else {
             return Err(fail("not a file name".into()));
         };
-        let tmp = path.with_file_name(format!(
-            ".{}.zcopy-{}.part",
-            base.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = crate::signals::create_removed_on_signal(&tmp, || {
-            File::options().write(true).create_new(true).open(&tmp)
-        })
-        .map_err(|e| fail(e.to_string()))?;
+        let (tmp, file) = crate::files::create_unique(
+            path.parent().unwrap_or(Path::new("")),
+            |n| temporary_name(base, n),
+            |tmp| {
+                crate::signals::create_removed_on_signal(tmp, || {
+                    File::options().write(true).create_new(true).open(tmp)
+                })
+            },
+        );
+        let file = file.map_err(|e| {
+            Failure::failed(format!(
+                "{}: {e} (the temporary file OUTFILE is written as)",
+                tmp.display()
+            ))
+        })?;
         Ok(Output {
-            path: path.to_path_buf(),
+            path,
             tmp: Some(tmp),
             file,
         })
@@ -260,6 +267,24 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// The `n`th name tried for the temporary file of OUTFILE `base`: hidden,
+/// beside it, naming this process, and within a file name's 255 bytes
+/// whatever the length of `base` (cut short where it is long).
+fn temporary_name(base: &std::ffi::OsStr, n: u32) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let pid = std::process::id();
+    let tail = match n {
+        0 => format!(".zcopy-{pid}.part"),
+        n => format!(".zcopy-{pid}-{n}.part"),
+    };
+    let keep = base.len().min(255 - 1 - tail.len());
+    let mut name = Vec::with_capacity(255);
+    name.push(b'.');
+    name.extend_from_slice(&base.as_bytes()[..keep]);
+    name.extend_from_slice(tail.as_bytes());
+    std::ffi::OsString::from_vec(name)
 }
 
 impl Drop for Output {
@@ -627,5 +652,59 @@ fn listen_rdma(addr: SocketAddr, timeout: Option<Duration>) -> Result<rdma::Rece
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own for one test, removed when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("zcopy-output-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir(&p).unwrap();
+            Dir(p)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write_all(mut out: Output, data: &[u8]) {
+        out.file.write_all(data).unwrap();
+        out.commit().unwrap();
+    }
+
+    /// A temporary file a killed receive of the same pid left (a container's
+    /// pid 1 every run) does not block the next receive, nor is it touched.
+    #[test]
+    fn a_leftover_temporary_file_is_passed_over() {
+        let dir = Dir::new("leftover");
+        let out = dir.0.join("out.bin");
+        let leftover = dir
+            .0
+            .join(temporary_name(std::ffi::OsStr::new("out.bin"), 0));
+        std::fs::write(&leftover, b"a dead run's").unwrap();
+        write_all(Output::create(&out).unwrap(), b"new");
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+        assert_eq!(std::fs::read(&leftover).unwrap(), b"a dead run's");
+    }
+
+    /// An OUTFILE whose name is as long as a name can be still gets a
+    /// temporary file beside it.
+    #[test]
+    fn the_longest_name_has_room_for_its_temporary_file() {
+        let dir = Dir::new("long");
+        let out = dir.0.join("x".repeat(255));
+        write_all(Output::create(&out).unwrap(), b"long");
+        assert_eq!(std::fs::read(&out).unwrap(), b"long");
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1);
     }
 }

@@ -24,6 +24,7 @@ mod bench;
 mod channels;
 mod endpoints;
 mod failure;
+mod files;
 mod info;
 mod output;
 mod pipeline;

@@ -482,7 +482,17 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
                 path.display()
             )))
         }
-        Err(e) => return Err(Failure::failed(format!("creating {}: {e}", path.display()))),
+        Err(e) => {
+            let hint = if a.file.is_none() {
+                " (--file chooses the path)"
+            } else {
+                ""
+            };
+            return Err(Failure::failed(format!(
+                "creating {}: {e}{hint}",
+                path.display()
+            )));
+        }
     };
     // Created here, so removed at the end, whatever happens between (a
     // signal that ends the run too: above).
@@ -700,21 +710,14 @@ fn default_file(
     create: impl Fn(&Path) -> std::io::Result<File>,
 ) -> (PathBuf, std::io::Result<File>) {
     let pid = std::process::id();
-    let mut last = None;
-    for n in 0..100u32 {
-        let name = match n {
-            0 => format!("zcopy-pipeline-{pid}.dat"),
-            n => format!("zcopy-pipeline-{pid}-{n}.dat"),
-        };
-        let path = dir.join(name);
-        match create(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(path),
-            made => return (path, made),
-        }
-    }
-    let path = last.expect("at least one name was tried");
-    let e = std::io::Error::other("every name tried is taken (pass --file)");
-    (path, Err(e))
+    crate::files::create_unique(
+        dir,
+        |n| match n {
+            0 => format!("zcopy-pipeline-{pid}.dat").into(),
+            n => format!("zcopy-pipeline-{pid}-{n}.dat").into(),
+        },
+        create,
+    )
 }
 
 /// Removes a file when dropped (the generated data file).
