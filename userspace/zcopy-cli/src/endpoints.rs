@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use zcopy::channel::{
 use zcopy::rdma::{self, BuilderExt};
 
 use crate::failure::{no_rdma_for, Failure, Result};
-use crate::output::{print, print_json};
+use crate::output::{print_json_on, print_on, Stream};
 use crate::platform::{open_card, rdma_for};
 use crate::transfer::{self, secs, Stats};
 use crate::{RecvArgs, SendArgs, Via};
@@ -81,14 +82,17 @@ impl Summary {
         }
     }
 
-    fn print(&self, as_json: bool) -> Result<()> {
+    fn print(&self, as_json: bool, stream: Stream) -> Result<()> {
         if as_json {
-            return print_json(self);
+            return print_json_on(self, stream);
         }
-        print(&format!(
-            "{} {} bytes in {:.3} s ({:.1} MB/s) via {}, xxh64 {}\n",
-            self.direction, self.bytes, self.seconds, self.mb_per_s, self.via, self.xxh64
-        ))
+        print_on(
+            &format!(
+                "{} {} bytes in {:.3} s ({:.1} MB/s) via {}, xxh64 {}\n",
+                self.direction, self.bytes, self.seconds, self.mb_per_s, self.via, self.xxh64
+            ),
+            stream,
+        )
     }
 }
 
@@ -127,7 +131,8 @@ pub fn send(args: &SendArgs) -> Result<()> {
             transfer::send(&tx, &mut file, &label, size, args.timeout)?
         }
     };
-    Summary::new("sent", args.via, &args.file, stats, args.slot_size as usize).print(args.json)
+    Summary::new("sent", args.via, &args.file, stats, args.slot_size as usize)
+        .print(args.json, Stream::Stdout)
 }
 
 /// `zcopy recv OUTFILE --via ...`.
@@ -156,8 +161,14 @@ pub fn recv(args: &RecvArgs) -> Result<()> {
             (stats, rx.geometry().slot_size as usize)
         }
     };
+    // Data on stdout keeps it to itself: the summary goes to stderr.
+    let stream = if out.is_stdout() {
+        Stream::Stderr
+    } else {
+        Stream::Stdout
+    };
     out.commit()?;
-    Summary::new("received", args.via, &args.outfile, stats, slot_size).print(args.json)
+    Summary::new("received", args.via, &args.outfile, stats, slot_size).print(args.json, stream)
 }
 
 /// The transfer into `out`.
@@ -197,8 +208,8 @@ fn open_input(path: &Path) -> Result<(File, u64)> {
 /// The output file: written under a temporary name beside OUTFILE and
 /// renamed to it only once length and checksum match, so a failed
 /// transfer leaves no OUTFILE (and an existing one untouched). An OUTFILE
-/// that exists and is not a regular file (`/dev/null`, a FIFO) is written
-/// in place and never removed.
+/// that exists and is not a regular file (`/dev/null`, a FIFO, `/dev/stdout` on
+/// a pipe) is written in place as the data comes and never removed.
 struct Output {
     path: PathBuf,
     /// The temporary file, removed on drop unless committed.
@@ -255,6 +266,22 @@ impl Output {
             tmp: Some(tmp),
             file,
         })
+    }
+
+    /// Whether the file written is this process's standard output (as
+    /// `/dev/stdout` is, or a file stdout is redirected to).
+    fn is_stdout(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let same =
+            |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+        let stdout = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from);
+        match (self.file.metadata(), stdout.and_then(|f| f.metadata())) {
+            (Ok(a), Ok(b)) => same(&a, &b),
+            _ => false,
+        }
     }
 
     /// Gives the file its name.

@@ -1,5 +1,6 @@
-//! Writing to stdout: a reader that went away (`zcopy info | head -1`) ends
-//! the output quietly instead of a panic.
+//! Writing to stdout (or stderr, where stdout carries data): a reader that
+//! went away (`zcopy info | head -1`) ends the output quietly instead of a
+//! panic.
 
 use std::io::Write;
 
@@ -9,10 +10,34 @@ use crate::failure::{Failure, Result};
 
 /// Writes `text` to stdout.
 pub fn print(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    print_on(text, Stream::Stdout)
+}
+
+/// Where a report goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output, where reports go.
+    Stdout,
+    /// Standard error: for a report of a command whose data went to stdout.
+    Stderr,
+}
+
+/// Writes `text` to `stream`.
+pub fn print_on(text: &str, stream: Stream) -> Result<()> {
+    let written = match stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+        Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+    };
+    match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::failed(format!("writing to stdout: {e}")))
+            let name = match stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            Err(Failure::failed(format!("writing to {name}: {e}")))
         }
         _ => Ok(()),
     }
@@ -21,7 +46,12 @@ pub fn print(text: &str) -> Result<()> {
 /// Writes `value` to stdout as one line of JSON (JSON Lines: what tools
 /// that read a pipe line by line expect).
 pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
-    print(&json_line(value)?)
+    print_json_on(value, Stream::Stdout)
+}
+
+/// As [`print_json`], to `stream`.
+pub fn print_json_on<T: Serialize>(value: &T, stream: Stream) -> Result<()> {
+    print_on(&json_line(value)?, stream)
 }
 
 /// `value` as one line of JSON with its newline.

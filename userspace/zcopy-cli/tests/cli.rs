@@ -393,6 +393,44 @@ fn send_recv_shm_moves_a_file_intact() {
     assert!(!Path::new(&format!("/dev/shm/zcopy.{name}")).exists());
 }
 
+/// What `/dev/stdout` names: a minimal /dev (the guest's) lacks the link.
+const STDOUT: &str = "/proc/self/fd/1";
+
+/// `zcopy recv /dev/stdout` into a pipe: the file's bytes alone on
+/// stdout, the summary on stderr.
+#[test]
+fn recv_to_stdout_keeps_the_summary_off_the_data() {
+    let dir = TempDir::new("stdout");
+    let data = random_bytes(21, 100_000);
+    let name = channel_name("stdout");
+    let input = dir.path("in.bin");
+    std::fs::write(&input, &data).unwrap();
+    let args = ["--via", "shm", "--name", &name, "--timeout", "30"];
+    let mut recv = vec!["recv", STDOUT];
+    recv.extend_from_slice(&args);
+    let r = spawn(&recv);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut send = vec!["send".to_string(), input.to_str().unwrap().to_string()];
+    send.extend(args.iter().map(|a| a.to_string()));
+    // The receiver's stdout is read meanwhile: more than a pipe holds.
+    let sender = std::thread::spawn(move || {
+        let send: Vec<&str> = send.iter().map(String::as_str).collect();
+        zcopy(&send)
+    });
+    let out = r.wait_with_output().unwrap();
+    let sent = sender.join().unwrap();
+    assert_eq!(sent.0, 0, "sender: {sent:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        out.stdout == data,
+        "stdout is the file alone ({} bytes for {})",
+        out.stdout.len(),
+        data.len()
+    );
+    assert!(err.contains("received 100000 bytes"), "{err}");
+}
+
 #[test]
 fn send_recv_shm_empty_file() {
     let dir = TempDir::new("shm-empty");
