@@ -208,7 +208,8 @@ fn open_input(path: &Path) -> Result<(File, u64)> {
 /// The output file: written under a temporary name beside OUTFILE and
 /// renamed to it only once length and checksum match, so a failed
 /// transfer leaves no OUTFILE (and an existing one untouched). An OUTFILE
-/// that exists and is not a regular file (`/dev/null`, a FIFO, `/dev/stdout` on
+/// that is a symbolic link to a file is the file it names. An OUTFILE that
+/// exists and is not a regular file (`/dev/null`, a FIFO, `/dev/stdout` on
 /// a pipe) is written in place as the data comes and never removed.
 struct Output {
     path: PathBuf,
@@ -226,7 +227,10 @@ impl Output {
         if bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes == b"." {
             return Err(fail("names a directory (it ends in / or /.)".into()));
         }
-        let path = path.to_path_buf();
+        // A symbolic link is written through, as cp does: the file it
+        // names (there or not yet) is the one made or replaced, and the
+        // link stays.
+        let mut path = path.to_path_buf();
         if let Ok(meta) = std::fs::metadata(&path) {
             if meta.is_dir() {
                 return Err(fail("is a directory".into()));
@@ -242,6 +246,20 @@ impl Output {
                     file,
                 });
             }
+            // `/dev/stdout` on a file the shell opened (`>> log`): written
+            // through standard output itself, as the shell opened it.
+            if let Some(file) = stdout_if_at(&meta) {
+                return Ok(Output {
+                    path,
+                    tmp: None,
+                    file,
+                });
+            }
+            if path.is_symlink() {
+                path = std::fs::canonicalize(&path).map_err(|e| fail(e.to_string()))?;
+            }
+        } else if path.is_symlink() {
+            path = dangling_target(&path).map_err(|e| fail(e.to_string()))?;
         }
         let Some(base) = path.file_name() else {
             return Err(fail("not a file name".into()));
@@ -268,8 +286,8 @@ impl Output {
         })
     }
 
-    /// Whether the file written is this process's standard output (as
-    /// `/dev/stdout` is, or a file stdout is redirected to).
+    /// Whether the file written is this process's standard output
+    /// (`/dev/stdout`, whether on a pipe, a terminal or a file).
     fn is_stdout(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
         let same =
@@ -294,6 +312,32 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// Standard output, when it is the file `meta` describes.
+fn stdout_if_at(meta: &std::fs::Metadata) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let stdout = File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+    let m = stdout.metadata().ok()?;
+    (m.dev() == meta.dev() && m.ino() == meta.ino()).then_some(stdout)
+}
+
+/// The file a symbolic link to nothing (yet) names, through any chain of
+/// links.
+fn dangling_target(link: &Path) -> std::io::Result<PathBuf> {
+    let mut path = link.to_path_buf();
+    // As the kernel's limit on links followed in one lookup.
+    for _ in 0..40 {
+        if !path.is_symlink() {
+            return Ok(path);
+        }
+        let target = std::fs::read_link(&path)?;
+        path = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 /// The `n`th name tried for the temporary file of OUTFILE `base`: hidden,
@@ -733,5 +777,28 @@ mod tests {
         write_all(Output::create(&out).unwrap(), b"long");
         assert_eq!(std::fs::read(&out).unwrap(), b"long");
         assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1);
+    }
+
+    /// A symbolic link to no file yet stays a link: the file it names is made.
+    #[test]
+    fn a_dangling_symbolic_link_is_written_through() {
+        let dir = Dir::new("dangling");
+        let (target, link) = (dir.0.join("v4.bin"), dir.0.join("latest.bin"));
+        std::os::unix::fs::symlink("v4.bin", &link).unwrap();
+        write_all(Output::create(&link).unwrap(), b"new");
+        assert!(link.is_symlink(), "the link is still a link");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    }
+
+    /// A symbolic link to a file stays a link: the file it names is replaced.
+    #[test]
+    fn a_symbolic_link_is_written_through() {
+        let dir = Dir::new("link");
+        let (target, link) = (dir.0.join("v3.bin"), dir.0.join("latest.bin"));
+        std::fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::symlink("v3.bin", &link).unwrap();
+        write_all(Output::create(&link).unwrap(), b"new");
+        assert!(link.is_symlink(), "the link is still a link");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
     }
 }

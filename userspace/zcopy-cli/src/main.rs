@@ -82,9 +82,11 @@ zcopy send big.bin --via rdma --to 169.254.77.1:7471 --from 169.254.77.2"
         long_about = "Receives a file from `zcopy send`, reading each chunk in place in the \
 channel's slot, and checks its length and XXH64 checksum against the sender's. OUTFILE appears only \
 when both match (it is written under a temporary name beside it first); on any failure it is \
-not created and an existing OUTFILE is left as it was. An OUTFILE that is not a regular file (a device, a FIFO, \
-/dev/stdout on a pipe) is written in place as the data comes, checked only at the end; when it is \
-standard output, the summary goes to stderr.\n\n\
+not created and an existing OUTFILE is left as it was. A symbolic link is written through (the \
+file it names is replaced). An OUTFILE that is not a regular file (a device, a FIFO, \
+/dev/stdout on a pipe), or that is standard output itself (/dev/stdout on a file: `>> log` \
+appends), is written in place as the data comes, checked only at the end; when it is standard \
+output, the summary goes to stderr.\n\n\
 Examples:\n  \
 zcopy recv out.bin --via shm --name demo --timeout 30\n  \
 zcopy recv out.bin --via card --name demo\n  \

@@ -431,6 +431,44 @@ fn recv_to_stdout_keeps_the_summary_off_the_data() {
     assert!(err.contains("received 100000 bytes"), "{err}");
 }
 
+/// `zcopy recv /dev/stdout >> log`: the file's bytes appended to what the
+/// log held, as the shell opened it, and the summary on stderr.
+#[test]
+fn recv_to_stdout_on_a_file_appends_as_the_shell_asked() {
+    let dir = TempDir::new("stdout-append");
+    let data = random_bytes(22, 10_000);
+    let name = channel_name("stdout-append");
+    let (input, log) = (dir.path("in.bin"), dir.path("log"));
+    std::fs::write(&input, &data).unwrap();
+    std::fs::write(&log, b"before\n").unwrap();
+    let script = format!(
+        "exec \"$0\" recv {STDOUT} --via shm --name {name} --timeout 30 >> {}",
+        log.display()
+    );
+    let r = Command::new("sh")
+        .args(["-c", &script, ZCOPY])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    std::thread::sleep(Duration::from_millis(100));
+    let args = ["--via", "shm", "--name", &name, "--timeout", "30"];
+    let mut send = vec!["send", input.to_str().unwrap()];
+    send.extend_from_slice(&args);
+    let sent = zcopy(&send);
+    assert_eq!(sent.0, 0, "sender: {sent:?}");
+    let out = r.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let mut want = b"before\n".to_vec();
+    want.extend_from_slice(&data);
+    assert!(
+        std::fs::read(&log).unwrap() == want,
+        "the log is what it held, then the file"
+    );
+    assert!(err.contains("received 10000 bytes"), "{err}");
+    assert_eq!(dir.files(), ["in.bin", "log"], "no temporary file left");
+}
+
 #[test]
 fn send_recv_shm_empty_file() {
     let dir = TempDir::new("shm-empty");
