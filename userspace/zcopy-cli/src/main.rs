@@ -152,6 +152,7 @@ enum ChannelCmd {
     #[command(after_help = exit_codes_help())]
     Clean {
         /// Channels to remove (default: every stale one).
+        #[arg(value_parser = parse_name)]
         names: Vec<String>,
     },
 }

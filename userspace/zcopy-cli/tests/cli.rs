@@ -980,6 +980,7 @@ fn bad_flags_exit_2() {
         &["recv", "out", "--via", "rdma"],
         &["recv", "out", "--via", "card", "--name", ".hidden"],
         &["recv", "--via", "shm"],
+        &["channel", "clean", "a/b"],
     ];
     for args in cases {
         let (code, stdout, err) = zcopy(args);
