@@ -27,7 +27,7 @@ use zcopy::rdma::{self, BuilderExt};
 
 use crate::failure::{no_rdma_for, Failure, Result};
 use crate::output::{print_json_on, print_on, Stream};
-use crate::platform::{open_card, rdma_for};
+use crate::platform::{open_card, rdma_for, rdma_source};
 use crate::transfer::{self, secs, Stats};
 use crate::{RecvArgs, SendArgs, Via};
 
@@ -592,7 +592,10 @@ fn connect_rdma(
     to: SocketAddr,
     timeout: Option<Duration>,
 ) -> Result<rdma::Sender> {
-    rdma_for(to, from)?;
+    rdma_for(to, None)?;
+    if let Some(ip) = from {
+        rdma_source(ip)?;
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut noted = false;
     loop {

@@ -65,6 +65,38 @@ fn rdma_among(devices: &[rdma::Device], addr: impl Display, ip: Option<IpAddr>) 
     let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) else {
         return Ok(());
     };
+    on_a_device(devices, ip).map_err(|here| {
+        Failure::missing(format!(
+            "{} ({ip} is on no RDMA device; RDMA addresses here: {here})",
+            failure::no_rdma_for(addr)
+        ))
+    })
+}
+
+/// Fails with exit 3 unless `from`, a sender's `--from`, is an address of
+/// an RDMA device's port (the wildcard passes); the caller checked that
+/// there is a device.
+pub fn rdma_source(from: IpAddr) -> Result<()> {
+    let devices =
+        rdma_devices().map_err(|e| Failure::failed(format!("RDMA: listing the devices: {e}")))?;
+    source_among(&devices, from)
+}
+
+/// [`rdma_source`] over `devices`.
+fn source_among(devices: &[rdma::Device], from: IpAddr) -> Result<()> {
+    if from.is_unspecified() {
+        return Ok(());
+    }
+    on_a_device(devices, from).map_err(|here| {
+        Failure::missing(format!(
+            "--from {from} is on no RDMA device (RDMA addresses here: {here})"
+        ))
+    })
+}
+
+/// Whether `ip` is an address of a port of `devices`; if not, the IPv4
+/// addresses they have (`none` without any).
+fn on_a_device(devices: &[rdma::Device], ip: IpAddr) -> std::result::Result<(), String> {
     let gids = || devices.iter().flat_map(|d| &d.ports).flat_map(|p| &p.gids);
     let is_ip = |gid: &std::net::Ipv6Addr| match ip {
         IpAddr::V4(v4) => gid.to_ipv4_mapped() == Some(v4),
@@ -77,15 +109,11 @@ fn rdma_among(devices: &[rdma::Device], addr: impl Display, ip: Option<IpAddr>) 
         .filter_map(|(_, g)| g.to_ipv4_mapped().map(|a| a.to_string()))
         .collect();
     here.dedup();
-    Err(Failure::missing(format!(
-        "{} ({ip} is on no RDMA device; RDMA addresses here: {})",
-        failure::no_rdma_for(addr),
-        if here.is_empty() {
-            "none".into()
-        } else {
-            here.join(", ")
-        }
-    )))
+    Err(if here.is_empty() {
+        "none".into()
+    } else {
+        here.join(", ")
+    })
 }
 
 /// Fails with exit 3 unless both devices of [`RXE_PAIR`] are here.
@@ -329,6 +357,20 @@ mod tests {
         let f = card_failure(&open(libc::EACCES));
         assert_eq!(f.code, FAILED);
         assert!(f.message.contains("Permission denied"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_source_on_no_device_is_named_as_the_from_it_is() {
+        let devs = [device("zrxe0", &["169.254.77.1"])];
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(source_among(&devs, ip("169.254.77.1")).is_ok());
+        assert!(source_among(&devs, ip("0.0.0.0")).is_ok());
+        let f = source_among(&devs, ip("10.0.0.9")).unwrap_err();
+        assert_eq!(f.code, MISSING);
+        assert_eq!(
+            f.message,
+            "--from 10.0.0.9 is on no RDMA device (RDMA addresses here: 169.254.77.1)"
+        );
     }
 
     #[test]

@@ -943,6 +943,32 @@ fn rdma_to_loopback_fails_naming_rdma() {
     assert!(code == 3 || code == 1, "exit {code}: {err}");
     assert!(err.contains("RDMA"), "{err}");
     assert_eq!(dir.files(), ["in.bin"]);
+
+    // A --from on no RDMA device is named as the address at fault, not --to
+    // (checked before anything is sent).
+    let (code, _, err) = zcopy(&[
+        "send",
+        input.to_str().unwrap(),
+        "--via",
+        "rdma",
+        "--to",
+        "169.254.77.1:7471",
+        "--from",
+        "169.254.99.9",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    let devices = std::fs::read_dir("/sys/class/infiniband").map_or(0, |d| d.count());
+    if devices > 0 {
+        assert!(
+            err.contains("--from 169.254.99.9 is on no RDMA device"),
+            "{err}"
+        );
+        assert!(!err.contains("rxe-setup"), "no setup to run: {err}");
+    } else {
+        assert!(err.contains("run scripts/rxe-setup.sh"), "{err}");
+    }
 }
 
 #[test]
