@@ -311,6 +311,7 @@ fn bad_arguments_exit_2() {
         &["pipeline", "--runs", "0"],
         &["pipeline", "--buffers", "1"],
         &["pipeline", "--size", "x"],
+        &["pipeline", "--chunk", "1G", "--buffers", "32"],
     ] {
         let (code, _, err) = zcopy(args);
         assert_eq!(code, 2, "{args:?}: {err}");

@@ -219,7 +219,8 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "512K", value_parser = zcopy_units::parse_size)]
     pub chunk: u64,
     /// Buffers (channel slots) in flight between the reader and the far end (channel and
-    /// card ways).
+    /// card ways; the socket ways' send buffer is asked for as much). --chunk × --buffers is
+    /// at most 16G and half the memory available.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1024))]
     pub buffers: u32,
     /// Runs per way (each a checked run and a transfer run); the medians are reported. A
@@ -252,6 +253,33 @@ pub struct PipelineArgs {
     /// Print the report as one line of JSON instead of the tables.
     #[arg(long)]
     pub json: bool,
+}
+
+impl PipelineArgs {
+    /// Bytes in flight between the reader and the far end: what a channel's
+    /// or a card pool's buffers hold, and a socket's send buffer is asked for.
+    fn in_flight(&self) -> u64 {
+        self.chunk * u64::from(self.buffers)
+    }
+}
+
+/// Refuses `in_flight` bytes of buffers beyond a channel's limit or half of
+/// `avail`, the memory available (when known): the shm way touches every
+/// page of them.
+fn check_in_flight(in_flight: u64, avail: Option<u64>) -> Result<()> {
+    let max = zcopy::channel::segment::MAX_SLOTS_BYTES;
+    if in_flight > max {
+        return Err(Failure::usage(format!(
+            "--chunk × --buffers is {in_flight} bytes in flight: more than a channel holds ({max})"
+        )));
+    }
+    match avail {
+        Some(avail) if in_flight > avail / 2 => Err(Failure::usage(format!(
+            "--chunk × --buffers is {in_flight} bytes in flight: more than half the memory \
+             available ({avail} bytes)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// One way's reported figures.
@@ -416,6 +444,9 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
             "--chunk must be a multiple of 4K, at most 1G",
         ));
     }
+    // Checked before any way runs: a channel refuses more, and the shm way
+    // touches every page.
+    check_in_flight(a.in_flight(), crate::platform::mem_room())?;
     let chosen: Vec<Way> = if a.ways.is_empty() {
         Way::ALL.to_vec()
     } else {
@@ -1029,7 +1060,7 @@ fn run_once(
             let mut peer = Peer::start("--unix", &socket_path(), check)?;
             let mut file = File::open(path).map_err(io("opening the file"))?;
             let mut sock = UnixStream::connect(&peer.addr).map_err(io("connecting"))?;
-            let asked = a.chunk * u64::from(a.buffers);
+            let asked = a.in_flight();
             let room = ways::size_send_buffer(&sock, asked);
             peer.ready()?;
             checked = format!(
@@ -1045,10 +1076,7 @@ fn run_once(
             let k = kit.ok_or_else(|| Failure::missing(failure::NO_CARD))?;
             let mut peer =
                 Peer::start("--rdma", &SocketAddr::new(a.rdma_to, 0).to_string(), check)?;
-            let pool = k
-                .card
-                .create_pool(a.chunk * u64::from(a.buffers))
-                .map_err(card)?;
+            let pool = k.card.create_pool(a.in_flight()).map_err(card)?;
             let tx = Builder::new()
                 .slot_size(chunk)
                 .slot_count(a.buffers)
@@ -1071,10 +1099,7 @@ fn run_once(
         Way::CardTcp => {
             let k = kit.ok_or_else(|| Failure::missing(failure::NO_CARD))?;
             let mut peer = Peer::start("--tcp", &a.tcp.to_string(), check)?;
-            let pool = k
-                .card
-                .create_pool(a.chunk * u64::from(a.buffers))
-                .map_err(card)?;
+            let pool = k.card.create_pool(a.in_flight()).map_err(card)?;
             let map = pool.map().map_err(card)?;
             let sock = TcpStream::connect(peer.socket_addr()?).map_err(io("connecting"))?;
             peer.ready()?;
@@ -1399,6 +1424,21 @@ mod tests {
         assert!(made.is_ok());
         assert!(next != path && next != theirs, "{next:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn buffers_in_flight_fit_a_channel_and_half_the_memory() {
+        let (gib, max) = (1u64 << 30, zcopy::channel::segment::MAX_SLOTS_BYTES);
+        assert!(check_in_flight(8 * gib, None).is_ok());
+        assert!(check_in_flight(8 * gib, Some(16 * gib)).is_ok());
+        for (in_flight, avail, says) in [
+            (16 * gib, Some(24 * gib), "more than half the memory"),
+            (max + 1, None, "more than a channel holds"),
+        ] {
+            let f = check_in_flight(in_flight, avail).unwrap_err();
+            assert_eq!(f.code, crate::failure::USAGE, "{}", f.message);
+            assert!(f.message.contains(says), "{}", f.message);
+        }
     }
 
     #[test]
