@@ -65,6 +65,12 @@ pub enum Command {
         #[serde(default = "one")]
         count: u32,
     },
+    /// Put a used entry for descriptor 0 on a queue's used ring, whatever
+    /// is in flight, and interrupt.
+    StrayUsed {
+        /// Queue index.
+        queue: u16,
+    },
 }
 
 /// Most interrupts one `interrupt` command sends.
@@ -142,6 +148,13 @@ pub fn handle_line(backend: &ZcardBackend, line: &str) -> Value {
         }
         Command::Interrupt { queue, count } => {
             if card.request_spurious(queue, count) {
+                json!({"ok": true})
+            } else {
+                no_queue(queue)
+            }
+        }
+        Command::StrayUsed { queue } => {
+            if card.request_stray_used(queue) {
                 json!({"ok": true})
             } else {
                 no_queue(queue)

@@ -191,6 +191,23 @@ impl ZcardBackend {
         }
     }
 
+    /// Puts the stray used entry asked for on `queue` (descriptor 0, length
+    /// 0) on its used ring and interrupts.
+    fn send_stray_used(&self, vring: &VringRwLock, queue: u16) {
+        if !self.card.take_stray_used(queue) {
+            return;
+        }
+        let mut state = vring.get_mut();
+        if let Err(e) = state.add_used(0, 0) {
+            warn!("queue {queue}: stray used entry: {e}");
+            return;
+        }
+        warn!("queue {queue}: stray used entry for descriptor 0 sent (control socket)");
+        if let Err(e) = state.signal_used_queue() {
+            warn!("queue {queue}: cannot signal: {e}");
+        }
+    }
+
     fn signal(&self, state: &mut VringState, queue: u16, notify: bool) {
         let stats = self.card.stats();
         if !notify {
@@ -320,9 +337,13 @@ impl VhostUserBackend for ZcardBackend {
                 if dropped > 0 {
                     debug!("queue {queue} not started: {dropped} spurious interrupts dropped");
                 }
+                if self.card.take_stray_used(queue) {
+                    debug!("queue {queue} not started: stray used entry dropped");
+                }
                 return Ok(());
             }
             self.send_spurious(vring, queue);
+            self.send_stray_used(vring, queue);
         } else if device_event != 0 {
             warn!("unknown event {device_event} on worker {thread_id}");
             return Ok(());

@@ -272,6 +272,7 @@ pub struct Card {
     device_state: AtomicU32,
     stalled: Vec<AtomicBool>,
     spurious: Vec<AtomicU32>,
+    stray_used: Vec<AtomicBool>,
     wake: Vec<EventFd>,
     crash: Box<dyn Fn() + Send + Sync>,
 }
@@ -297,6 +298,7 @@ impl Card {
             device_state: AtomicU32::new(0),
             stalled: (0..n).map(|_| AtomicBool::new(false)).collect(),
             spurious: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            stray_used: (0..n).map(|_| AtomicBool::new(false)).collect(),
             wake: (0..n)
                 .map(|_| EventFd::new(EFD_NONBLOCK))
                 .collect::<std::io::Result<_>>()?,
@@ -427,6 +429,27 @@ impl Card {
             warn!("cannot wake queue {queue}: {e}");
         }
         true
+    }
+
+    /// Asks the worker of `queue` to put a used entry for descriptor 0 on
+    /// its used ring, whatever is in flight, and interrupt: a card that
+    /// completes a request it never had (false if there is no such queue).
+    pub fn request_stray_used(&self, queue: u16) -> bool {
+        let Some(s) = self.stray_used.get(usize::from(queue)) else {
+            return false;
+        };
+        s.store(true, Ordering::Release);
+        if let Err(e) = self.wake[usize::from(queue)].write(1) {
+            warn!("cannot wake queue {queue}: {e}");
+        }
+        true
+    }
+
+    /// Takes the stray used entry asked for on `queue`, if one was.
+    pub fn take_stray_used(&self, queue: u16) -> bool {
+        self.stray_used
+            .get(usize::from(queue))
+            .is_some_and(|s| s.swap(false, Ordering::AcqRel))
     }
 
     /// Takes the spurious interrupts asked for on `queue` so far.

@@ -338,6 +338,44 @@ fn guest_memory_is_unmapped_when_the_front_end_goes() {
     );
 }
 
+/// `stray_used` puts one used entry for descriptor 0 on the used ring,
+/// with nothing in flight, and signals: what a driver must survive.
+#[test]
+fn the_stray_used_command_completes_descriptor_0_unasked() {
+    use zcard_vhost::control::handle_line;
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, sock) = start_in_process(dir.path());
+    let mut s = Session::connect(&sock);
+    let st = s.request(
+        ReqHeader {
+            opcode: Op::Nop as u8,
+            ..Default::default()
+        },
+        &[],
+    );
+    assert_eq!(st.status, Status::Ok as u8);
+    while s.call.read().is_ok() {}
+    let used_idx = |s: &Session| -> u16 { s.mem.read_obj(GuestAddress(USED + 2)).unwrap() };
+    let before = used_idx(&s);
+
+    let reply = handle_line(&backend, r#"{"cmd":"stray_used","queue":0}"#);
+    assert_eq!(reply["ok"], true, "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while used_idx(&s) == before || s.call.read().is_err() {
+        assert!(Instant::now() < deadline, "no stray used entry");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(used_idx(&s), before.wrapping_add(1), "one entry");
+    let at = USED + 4 + 8 * u64::from(before % QSIZE);
+    let (id, len): (u32, u32) = (
+        s.mem.read_obj(GuestAddress(at)).unwrap(),
+        s.mem.read_obj(GuestAddress(at + 4)).unwrap(),
+    );
+    assert_eq!((id, len), (0, 0));
+    let reply = handle_line(&backend, r#"{"cmd":"stray_used","queue":9}"#);
+    assert_eq!(reply["ok"], false, "{reply}");
+}
+
 #[test]
 fn the_interrupt_command_signals_with_nothing_on_the_used_ring() {
     use zcard_vhost::control::handle_line;
