@@ -185,6 +185,38 @@ pub fn port_request(name: &str, cmd: &str, timeout: std::time::Duration) -> serd
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name}: reply {line:?} to {cmd}: {e}"))
 }
 
+/// Kernel log lines a test makes on purpose: while this lives, lines that
+/// match `regex` (an awk regex) are no trouble to the guest's kernel-log
+/// check (`zc_kernel_log_ok` in qemu/lib.sh), which reads the marks this
+/// writes into the log itself.
+pub struct ExpectKernel;
+
+/// The mark's prefix, `ZCOPY_EXPECT_MARK` in qemu/lib.sh.
+const EXPECT_MARK: &str = "zcopy-test: expecting";
+
+impl ExpectKernel {
+    /// Marks the start of the lines matching `regex`.
+    pub fn lines(regex: &str) -> ExpectKernel {
+        kmsg(&format!("{EXPECT_MARK} /{regex}/"));
+        ExpectKernel
+    }
+}
+
+impl Drop for ExpectKernel {
+    fn drop(&mut self) {
+        kmsg(&format!("{EXPECT_MARK} end"));
+    }
+}
+
+fn kmsg(line: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
+        .expect("writing /dev/kmsg (the guest runs its tests as root)");
+}
+
 /// Sends one JSON command line to the card's control port (the virtio-serial
 /// port `org.zcopy.zcard.ctl`) and returns the reply.
 pub fn zcard_control(cmd: &str) -> serde_json::Value {
