@@ -93,6 +93,23 @@ static void zcard_finish(struct zcard_queue *q, struct zcard_slot *s, int err)
 	list_add(&s->node, &q->free);
 }
 
+/*
+ * A virtqueue the card broke (a used entry for a descriptor it was never
+ * given, say) takes nothing more and completes nothing more until the card
+ * is reset: reset it now, whatever is in flight, so that the requests on
+ * it fail with -ECANCELED and the queue serves again.
+ */
+static void zcard_reset_broken(struct zcard_queue *q, struct virtqueue *vq)
+{
+	struct zcard *card = q->card;
+
+	if (!virtqueue_is_broken(vq) || READ_ONCE(card->stopped))
+		return;
+	dev_err_ratelimited(&card->vdev->dev,
+			    "queue %u: the card broke its virtqueue: resetting it\n", q->index);
+	schedule_work(&card->reset_work);
+}
+
 /* Harvests the used ring of @vq, @q's virtqueue. Called with q->lock held. */
 static void zcard_reap(struct zcard_queue *q, struct virtqueue *vq)
 {
@@ -102,6 +119,7 @@ static void zcard_reap(struct zcard_queue *q, struct virtqueue *vq)
 	/* The used length is the card's word: only the status is read. */
 	while ((s = virtqueue_get_buf(vq, &len)))
 		zcard_finish(q, s, s->timed_out ? -ETIMEDOUT : 0);
+	zcard_reset_broken(q, vq);
 }
 
 /*
@@ -156,7 +174,8 @@ void zcard_vq_done(struct virtqueue *vq)
  *
  * Context: process, card->reset_sem held for reading, ctx->lock held.
  * Return: 0 when the request is on the queue (it takes references to ctx
- * and the pools), -EBUSY when the queue is full.
+ * and the pools), -EBUSY when the queue is full or the card broke it (a
+ * reset is then on its way).
  */
 int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 		 struct zcard_pool *src, struct zcard_pool *dst)
@@ -222,8 +241,11 @@ int zcard_submit(struct zcard_ctx *ctx, const struct zcard_sqe *sqe,
 		zcard_pool_sync(dst, sqe->dst_offset, sqe->length, false);
 
 	err = virtqueue_add_sgs(q->vq, sgs, out, in, s, GFP_ATOMIC);
-	if (err)
+	if (err) {
+		/* A broken queue is reset: retrying after it is what works. */
+		zcard_reset_broken(q, q->vq);
 		goto err_unlock;
+	}
 
 	list_move_tail(&s->node, &q->inflight);
 	zcard_ctx_get(ctx);
