@@ -136,6 +136,8 @@ struct zcard_slot {
  * @nsg: entries in @sg.
  * @next_tag: tag of the next request.
  * @index: queue number.
+ * @name: the virtqueue's name ("req.N"), which the virtqueue points to
+ *	rather than copies, so it lives as long as the queue.
  */
 struct zcard_queue {
 	struct zcard *card;
@@ -151,6 +153,7 @@ struct zcard_queue {
 	unsigned int nsg;
 	u64 next_tag;
 	unsigned int index;
+	char name[16];
 };
 
 /**

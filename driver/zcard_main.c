@@ -93,17 +93,14 @@ static int zcard_find_vqs(struct zcard *card)
 	unsigned int i, n = card->info.num_queues;
 	struct virtqueue_info *info;
 	struct virtqueue **vqs;
-	char (*names)[16];
 	int err = -ENOMEM;
 
 	info = kcalloc(n, sizeof(*info), GFP_KERNEL);
 	vqs = kcalloc(n, sizeof(*vqs), GFP_KERNEL);
-	names = kcalloc(n, sizeof(*names), GFP_KERNEL);
-	if (!info || !vqs || !names)
+	if (!info || !vqs)
 		goto out;
 	for (i = 0; i < n; i++) {
-		snprintf(names[i], sizeof(names[i]), "req.%u", i);
-		info[i].name = names[i];
+		info[i].name = card->queues[i].name;
 		info[i].callback = zcard_vq_done;
 	}
 	err = virtio_find_vqs(card->vdev, n, vqs, info, NULL);
@@ -125,7 +122,6 @@ static int zcard_find_vqs(struct zcard *card)
 		card->queues[i].vq = vqs[i];
 	WRITE_ONCE(card->stopped, false);
 out:
-	kfree(names);
 	kfree(vqs);
 	kfree(info);
 	return err;
@@ -459,6 +455,7 @@ static int zcard_probe(struct virtio_device *vdev)
 
 		q->card = card;
 		q->index = i;
+		snprintf(q->name, sizeof(q->name), "req.%u", i);
 		spin_lock_init(&q->lock);
 		INIT_LIST_HEAD(&q->free);
 		INIT_LIST_HEAD(&q->inflight);
