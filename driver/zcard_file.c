@@ -198,27 +198,45 @@ static struct zcard_pool *zcard_ctx_pool(struct zcard_ctx *ctx, u32 id)
  * Puts @pool (whose reference the caller hands over) in ctx's table, fills
  * in its id and mmap offset in @out (*@id_out, *@offset_out point into it)
  * and copies @out to user space. On failure the pool is dropped again.
+ *
+ * The copy is made with ctx->lock released: a fault on @arg can wait as
+ * long as user space makes it (userfaultfd, a FUSE mapping), and ENTER
+ * waits for ctx->lock holding the card's reset_sem, which a reset and a
+ * removal wait for.
  */
 static int zcard_ctx_install_pool(struct zcard_ctx *ctx, struct zcard_pool *pool,
 				  void __user *arg, void *out, size_t len,
 				  u32 *id_out, u64 *offset_out)
 {
+	bool ours;
 	u32 id;
 	int err;
 
 	mutex_lock(&ctx->lock);
 	err = xa_alloc(&ctx->pools, &id, pool, XA_LIMIT(1, INT_MAX), GFP_KERNEL);
-	if (!err) {
-		*id_out = id;
-		*offset_out = (u64)id << 32;
-		if (copy_to_user(arg, out, len)) {
-			xa_erase(&ctx->pools, id);
-			err = -EFAULT;
-		}
-	}
+	if (!err)	/* Ours for the copy: the table's may go meanwhile. */
+		kref_get(&pool->ref);
 	mutex_unlock(&ctx->lock);
-	if (err)
+	if (err) {
 		zcard_pool_put(pool);
+		return err;
+	}
+	*id_out = id;
+	*offset_out = (u64)id << 32;
+	err = copy_to_user(arg, out, len) ? -EFAULT : 0;
+	if (err) {
+		/*
+		 * The table's reference, unless a POOL_DESTROY of the id took
+		 * it; ours keeps @pool from being freed and its address from
+		 * being another pool's under the same id.
+		 */
+		mutex_lock(&ctx->lock);
+		ours = xa_cmpxchg(&ctx->pools, id, pool, NULL, 0) == pool;
+		mutex_unlock(&ctx->lock);
+		if (ours)
+			zcard_pool_put(pool);
+	}
+	zcard_pool_put(pool);
 	return err;
 }
 
@@ -362,22 +380,28 @@ static long zcard_ioc_ring_setup(struct zcard_ctx *ctx, void __user *arg)
 	off.cqes = off.sqes + rs.sq_entries * sizeof(struct zcard_sqe);
 	size = PAGE_ALIGN(off.cqes + rs.cq_entries * sizeof(struct zcard_cqe));
 
+	/* READ_ONCE: a first answer only; the one that counts is under the lock. */
+	if (READ_ONCE(ctx->ring))
+		return -EBUSY;
 	ring = vmalloc_user(size);
 	if (!ring)
 		return -ENOMEM;
+	rs.size = sizeof(rs);
+	rs.ring_size = size;
+	rs.off = off;
+	/*
+	 * With no lock held, as in zcard_ctx_install_pool(); so a second
+	 * RING_SETUP racing this one gets its answer and then -EBUSY.
+	 */
+	if (copy_to_user(arg, &rs, sizeof(rs))) {
+		vfree(ring);
+		return -EFAULT;
+	}
 	mutex_lock(&ctx->lock);
 	if (ctx->ring) {
 		mutex_unlock(&ctx->lock);
 		vfree(ring);
 		return -EBUSY;
-	}
-	rs.size = sizeof(rs);
-	rs.ring_size = size;
-	rs.off = off;
-	if (copy_to_user(arg, &rs, sizeof(rs))) {
-		mutex_unlock(&ctx->lock);
-		vfree(ring);
-		return -EFAULT;
 	}
 	ctx->off = off;
 	ctx->sq_entries = rs.sq_entries;
@@ -691,8 +715,8 @@ static int zcard_mmap(struct file *file, struct vm_area_struct *vma)
 	if (off & GENMASK_ULL(31, 0))
 		return -EINVAL;
 	/*
-	 * mmap_lock is held here, and the ioctls fault while holding
-	 * ctx->lock: look the pool up under the xarray's own lock instead.
+	 * mmap_lock is held here: the pool is looked up under the xarray's
+	 * own lock, so that ctx->lock is never taken under mmap_lock.
 	 */
 	xa_lock(&ctx->pools);
 	pool = xa_load(&ctx->pools, off >> 32);

@@ -1250,6 +1250,72 @@ fn an_export_that_cannot_report_its_fd_leaves_none() {
     settle_zcard0();
 }
 
+/// A page holding `value`, then made read-only: the kernel can read the
+/// argument there and not write its answer back. Unmapped by the caller.
+fn read_only_arg<T>(value: T) -> std::ptr::NonNull<std::ffi::c_void> {
+    use nix::sys::mman::{mprotect, MapFlags, ProtFlags};
+    assert!(std::mem::size_of::<T>() <= 4096);
+    // SAFETY: a fresh anonymous page at an address the kernel chooses.
+    let arg = unsafe {
+        nix::sys::mman::mmap_anonymous(
+            None,
+            std::num::NonZeroUsize::new(4096).unwrap(),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .unwrap();
+    // SAFETY: the start of a fresh, writable, page-aligned page, room for a T.
+    unsafe { arg.as_ptr().cast::<T>().write(value) };
+    // SAFETY: the page just mapped, nothing else.
+    unsafe { mprotect(arg, 4096, ProtFlags::PROT_READ) }.unwrap();
+    arg
+}
+
+/// A POOL_CREATE and a RING_SETUP that cannot write their answer back
+/// fail with EFAULT and leave nothing made: no pool counted, no ring (a
+/// RING_SETUP after works).
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_pool_or_ring_that_cannot_report_itself_is_not_made() {
+    let card = card();
+    let before = settle_zcard0();
+    let arg = read_only_arg(uapi::ZcardPoolCreate {
+        size: 64 << 10,
+        ..Default::default()
+    });
+    let fd = card.as_fd().as_raw_fd();
+    // SAFETY: the kernel reads a valid struct at `arg` and fails to write it back.
+    let r = unsafe { uapi::zcard_ioc_pool_create(fd, arg.as_ptr().cast()) };
+    assert_eq!(r, Err(Errno::EFAULT));
+    assert_eq!(
+        Counters::read(0).unwrap().pools,
+        before.pools,
+        "a pool left"
+    );
+    // SAFETY: the anonymous page mapped by read_only_arg.
+    unsafe { nix::sys::mman::munmap(arg, 4096) }.unwrap();
+    let p = card.create_pool(64 << 10).unwrap();
+    assert_eq!(p.id(), 1, "the failed create's id is free again");
+    drop(p);
+
+    let arg = read_only_arg(uapi::ZcardRingSetup {
+        sq_entries: 2,
+        ..Default::default()
+    });
+    // SAFETY: as above.
+    let r = unsafe { uapi::zcard_ioc_ring_setup(fd, arg.as_ptr().cast()) };
+    assert_eq!(r, Err(Errno::EFAULT));
+    // SAFETY: the anonymous page mapped by read_only_arg.
+    unsafe { nix::sys::mman::munmap(arg, 4096) }.unwrap();
+    let mut rings = card
+        .setup_rings(2)
+        .expect("RING_SETUP after the failed one");
+    assert_eq!(run_one(&mut rings, Sqe::nop()).result, 0);
+    drop((rings, card));
+    settle_zcard0();
+}
+
 /// The zcard module reloaded with `params`, and reloaded with none on drop.
 struct Reloaded;
 
@@ -2197,5 +2263,240 @@ fn pool_and_sqe_sequences_match_the_reference_model() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    settle_zcard0();
+}
+
+/// userfaultfd (`<linux/userfaultfd.h>`, which libc does not carry): one
+/// page whose writes wait, the kernel's own included, until it is let go.
+mod uffd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    const UFFD_API: u64 = 0xAA;
+    const UFFD_FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
+    const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+    const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+
+    #[repr(C)]
+    struct Api {
+        api: u64,
+        features: u64,
+        ioctls: u64,
+    }
+
+    #[repr(C)]
+    struct Range {
+        start: u64,
+        len: u64,
+    }
+
+    #[repr(C)]
+    struct Register {
+        range: Range,
+        mode: u64,
+        ioctls: u64,
+    }
+
+    #[repr(C)]
+    struct WriteProtect {
+        range: Range,
+        mode: u64,
+    }
+
+    nix::ioctl_readwrite!(api, 0xAA, 0x3F, Api);
+    nix::ioctl_readwrite!(register, 0xAA, 0x00, Register);
+    nix::ioctl_readwrite!(write_protect, 0xAA, 0x06, WriteProtect);
+
+    /// A page of anonymous memory, write-protected through userfaultfd.
+    pub struct Page {
+        uffd: OwnedFd,
+        pub addr: *mut u8,
+    }
+
+    impl Page {
+        /// A page holding `bytes`, then write-protected.
+        pub fn protected(bytes: &[u8]) -> Page {
+            assert!(bytes.len() <= 4096);
+            // SAFETY: a new anonymous mapping; no memory of ours is touched.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(addr, libc::MAP_FAILED, "mmap");
+            let addr = addr.cast::<u8>();
+            // SAFETY: the page is ours, writable, 4096 bytes long.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr, bytes.len()) };
+            // SAFETY: the syscall takes flags only; it returns a new fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+            assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+            // SAFETY: a new descriptor nothing else owns.
+            let uffd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            let mut a = Api {
+                api: UFFD_API,
+                features: UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+                ioctls: 0,
+            };
+            // SAFETY: the fd is a userfaultfd; `a` is a uffdio_api.
+            unsafe { api(uffd.as_raw_fd(), &mut a) }.expect("UFFDIO_API with write-protect");
+            let range = || Range {
+                start: addr as u64,
+                len: 4096,
+            };
+            let mut r = Register {
+                range: range(),
+                mode: UFFDIO_REGISTER_MODE_WP,
+                ioctls: 0,
+            };
+            // SAFETY: as above; `r` is a uffdio_register over our page.
+            unsafe { register(uffd.as_raw_fd(), &mut r) }.expect("UFFDIO_REGISTER");
+            let page = Page { uffd, addr };
+            page.protect(true);
+            page
+        }
+
+        fn protect(&self, on: bool) {
+            let mut w = WriteProtect {
+                range: Range {
+                    start: self.addr as u64,
+                    len: 4096,
+                },
+                mode: if on { UFFDIO_WRITEPROTECT_MODE_WP } else { 0 },
+            };
+            // SAFETY: `w` is a uffdio_writeprotect over the registered page;
+            // mode 0 also wakes the writers waiting on it.
+            unsafe { write_protect(self.uffd.as_raw_fd(), &mut w) }.expect("UFFDIO_WRITEPROTECT");
+        }
+
+        /// Waits (at most `limit`) until a write to the page is waiting.
+        pub fn wait_for_a_writer(&self, limit: std::time::Duration) -> bool {
+            let mut p = libc::pollfd {
+                fd: self.uffd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, limit.as_millis() as i32) == 1 }
+        }
+
+        /// Lets the waiting writes through.
+        pub fn release(&self) {
+            self.protect(false);
+        }
+    }
+
+    /// Lets the page's waiting writes through when dropped.
+    pub struct Release<'a>(pub &'a Page);
+
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+
+    impl Drop for Page {
+        fn drop(&mut self) {
+            // SAFETY: the mapping Page made; nothing refers to it after this.
+            unsafe { libc::munmap(self.addr.cast(), 4096) };
+        }
+    }
+}
+
+/// A POOL_CREATE whose copy-out waits on a page user space keeps
+/// write-protected (userfaultfd), an ENTER of the same file meanwhile,
+/// and a reset the card asks for: the reset finishes while the copy-out
+/// waits, and all three end once the page is let go. The copy-out was
+/// made holding the file's lock, which the ENTER waited for holding the
+/// card's reset lock: the reset (and an unbind) waited as long as the
+/// page did.
+#[test]
+#[ignore = "runs in the zcopy guest: make qemu-test"]
+fn a_copy_out_held_by_user_space_holds_back_no_reset() {
+    let card = card();
+    let before = settle_zcard0();
+    let pc = uapi::ZcardPoolCreate {
+        size: 64 << 10,
+        ..Default::default()
+    };
+    // SAFETY: ZcardPoolCreate is plain old data of that size.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&pc as *const uapi::ZcardPoolCreate).cast::<u8>(),
+            std::mem::size_of_val(&pc),
+        )
+    };
+    let page = uffd::Page::protected(bytes);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let entered = std::sync::atomic::AtomicBool::new(false);
+    let (fd, at) = (card.as_fd().as_raw_fd(), page.addr as usize);
+    let reset = std::thread::scope(|s| {
+        let (card, entered) = (&card, &entered);
+        let enter = s.spawn(move || {
+            let mut rings = card.setup_rings(2).unwrap();
+            // SAFETY: gettid takes nothing and cannot fail.
+            ready_tx.send(unsafe { libc::gettid() }).unwrap();
+            go_rx.recv().unwrap();
+            let c = run_one(&mut rings, Sqe::nop());
+            entered.store(true, std::sync::atomic::Ordering::Release);
+            c
+        });
+        let tid = ready_rx.recv().unwrap();
+        let create = s.spawn(move || {
+            // SAFETY: an open zcard fd and a ZcardPoolCreate-sized page,
+            // mapped until the scope ends.
+            unsafe { uapi::zcard_ioc_pool_create(fd, at as *mut uapi::ZcardPoolCreate) }
+        });
+        // Whatever fails from here, the page is let go, so that the scope's
+        // joins end.
+        let release = uffd::Release(&page);
+        assert!(
+            page.wait_for_a_writer(WAIT),
+            "POOL_CREATE's copy-out never reached the protected page"
+        );
+        go_tx.send(()).unwrap();
+        // The ENTER is through, or waiting in the kernel (the file's lock).
+        let deadline = Instant::now() + WAIT;
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"));
+            stat.ok()
+                .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()))
+        };
+        while !entered.load(std::sync::atomic::Ordering::Acquire) && state() != Some('D') {
+            assert!(
+                Instant::now() < deadline,
+                "the ENTER neither ended nor waited"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let r = zcard_control(r#"{"cmd":"needs_reset"}"#);
+        assert_eq!(r["ok"], true, "needs_reset: {r}");
+        let deadline = Instant::now() + WAIT;
+        let mut reset = false;
+        while !reset && Instant::now() < deadline {
+            reset = Counters::read(0).unwrap().resets > before.resets;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(release);
+        create.join().unwrap().expect("POOL_CREATE once let go");
+        let c = enter.join().unwrap();
+        assert!(
+            c.result == 0 || errno_of(&c) == Some(Errno::ECANCELED),
+            "the NOP: {c:?}"
+        );
+        reset
+    });
+    assert!(
+        reset,
+        "no reset within {WAIT:?} while a POOL_CREATE's copy-out waited"
+    );
+    // SAFETY: the page holds what POOL_CREATE wrote back.
+    let made = unsafe { std::ptr::read(page.addr.cast::<uapi::ZcardPoolCreate>()) };
+    card.destroy_pool_id(made.pool_id).unwrap();
+    drop(page);
     settle_zcard0();
 }
