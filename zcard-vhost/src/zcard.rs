@@ -396,6 +396,14 @@ impl Card {
             .is_some_and(|s| s.load(Ordering::Acquire))
     }
 
+    /// Wakes the worker of `queue` (an existing queue) for what was just
+    /// asked of it.
+    fn wake_worker(&self, queue: u16) {
+        if let Err(e) = self.wake[usize::from(queue)].write(1) {
+            warn!("cannot wake queue {queue}: {e}");
+        }
+    }
+
     /// Stalls `queue` now (false if there is no such queue).
     pub fn stall(&self, queue: u16) -> bool {
         self.stalled
@@ -412,9 +420,7 @@ impl Card {
         // Release pairs with the Acquire in is_stalled: the worker woken below
         // sees the queue released.
         s.store(false, Ordering::Release);
-        if let Err(e) = self.wake[usize::from(queue)].write(1) {
-            warn!("cannot wake queue {queue}: {e}");
-        }
+        self.wake_worker(queue);
         true
     }
 
@@ -425,9 +431,7 @@ impl Card {
             return false;
         };
         s.fetch_add(count, Ordering::AcqRel);
-        if let Err(e) = self.wake[usize::from(queue)].write(1) {
-            warn!("cannot wake queue {queue}: {e}");
-        }
+        self.wake_worker(queue);
         true
     }
 
@@ -439,9 +443,7 @@ impl Card {
             return false;
         };
         s.store(true, Ordering::Release);
-        if let Err(e) = self.wake[usize::from(queue)].write(1) {
-            warn!("cannot wake queue {queue}: {e}");
-        }
+        self.wake_worker(queue);
         true
     }
 
