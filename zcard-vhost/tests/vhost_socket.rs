@@ -338,13 +338,10 @@ fn guest_memory_is_unmapped_when_the_front_end_goes() {
     );
 }
 
-/// `stray_used` puts one used entry for descriptor 0 on the used ring,
-/// with nothing in flight, and signals: what a driver must survive.
-#[test]
-fn the_stray_used_command_completes_descriptor_0_unasked() {
-    use zcard_vhost::control::handle_line;
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, sock) = start_in_process(dir.path());
+/// A back end in this process with a session that has had one NOP
+/// served, its interrupts read: the used ring's state is then known.
+fn served_once(dir: &Path) -> (Arc<ZcardBackend>, Session) {
+    let (backend, sock) = start_in_process(dir);
     let mut s = Session::connect(&sock);
     let st = s.request(
         ReqHeader {
@@ -355,6 +352,16 @@ fn the_stray_used_command_completes_descriptor_0_unasked() {
     );
     assert_eq!(st.status, Status::Ok as u8);
     while s.call.read().is_ok() {}
+    (backend, s)
+}
+
+/// `stray_used` puts one used entry for descriptor 0 on the used ring,
+/// with nothing in flight, and signals: what a driver must survive.
+#[test]
+fn the_stray_used_command_completes_descriptor_0_unasked() {
+    use zcard_vhost::control::handle_line;
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, s) = served_once(dir.path());
     let used_idx = |s: &Session| -> u16 { s.mem.read_obj(GuestAddress(USED + 2)).unwrap() };
     let before = used_idx(&s);
 
@@ -380,17 +387,7 @@ fn the_stray_used_command_completes_descriptor_0_unasked() {
 fn the_interrupt_command_signals_with_nothing_on_the_used_ring() {
     use zcard_vhost::control::handle_line;
     let dir = tempfile::tempdir().unwrap();
-    let (backend, sock) = start_in_process(dir.path());
-    let mut s = Session::connect(&sock);
-    let st = s.request(
-        ReqHeader {
-            opcode: Op::Nop as u8,
-            ..Default::default()
-        },
-        &[],
-    );
-    assert_eq!(st.status, Status::Ok as u8);
-    while s.call.read().is_ok() {}
+    let (backend, mut s) = served_once(dir.path());
     let used_before: u16 = s.mem.read_obj(GuestAddress(USED + 2)).unwrap();
 
     let reply = handle_line(&backend, r#"{"cmd":"interrupt","queue":0,"count":3}"#);
