@@ -1203,39 +1203,21 @@ fn madvise_dontneed_gives_the_same_pages_back() {
 #[test]
 #[ignore = "runs in the zcopy guest: make qemu-test"]
 fn an_export_that_cannot_report_its_fd_leaves_none() {
-    use nix::sys::mman::{mprotect, MapFlags, ProtFlags};
     let card = card();
     settle_zcard0();
     let p = card.create_pool(4096).unwrap();
     let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-    // The argument can be read but not written back.
-    // SAFETY: a fresh anonymous page at an address the kernel chooses,
-    // unmapped below.
-    let arg = unsafe {
-        nix::sys::mman::mmap_anonymous(
-            None,
-            std::num::NonZeroUsize::new(4096).unwrap(),
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE,
-        )
-    }
-    .unwrap();
+    let arg = read_only_arg(uapi::ZcardPoolExport {
+        pool_id: p.id(),
+        ..Default::default()
+    });
     let pe = arg.as_ptr().cast::<uapi::ZcardPoolExport>();
-    // SAFETY: `pe` points at the start of a fresh, writable, page-aligned page.
-    unsafe {
-        pe.write(uapi::ZcardPoolExport {
-            pool_id: p.id(),
-            ..Default::default()
-        })
-    };
-    // SAFETY: the page just mapped, nothing else.
-    unsafe { mprotect(arg, 4096, ProtFlags::PROT_READ) }.unwrap();
     let before = fds();
     // SAFETY: the kernel reads a valid struct at `pe` and fails to write it back.
     let r = unsafe { uapi::zcard_ioc_pool_export(card.as_fd().as_raw_fd(), pe) };
     assert_eq!(r, Err(Errno::EFAULT));
     assert_eq!(fds(), before, "a failed export left a descriptor behind");
-    // SAFETY: the anonymous page mapped above.
+    // SAFETY: the anonymous page mapped by read_only_arg.
     unsafe { nix::sys::mman::munmap(arg, 4096) }.unwrap();
     // Export works again with a writable argument, and its descriptor holds the pool.
     let fd = p.export().unwrap();
